@@ -1,0 +1,11 @@
+//! The pure core: game ids, state, events and merge-patch diffs. No IO, no clocks:
+//! callers pass the time in, so replays and tests are deterministic.
+
+pub mod event;
+pub mod id;
+pub mod patch;
+pub mod state;
+
+pub use event::{Action, Event, EventError, Fingerprint, RawEvent, Side, apply};
+pub use id::{GameId, IdError, League};
+pub use state::{Clock, GameState, InvalidState, NewGame, NewTeam, Scalar, Status, Team};

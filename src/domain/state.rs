@@ -1,0 +1,226 @@
+//! A game's state and the body that creates a game.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::GameId;
+
+/// Most keys `extra` may hold.
+pub const MAX_EXTRA_KEYS: usize = 32;
+/// Longest key in `extra`, in bytes.
+pub const MAX_EXTRA_KEY_LEN: usize = 64;
+/// Longest string value in `extra` or team name, in bytes.
+pub const MAX_TEXT_LEN: usize = 256;
+/// Largest absolute score the hub accepts.
+pub const MAX_SCORE: i64 = 1_000_000;
+
+/// Where a game stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not started yet.
+    Scheduled,
+    /// In play.
+    Live,
+    /// Interrupted, will resume.
+    Paused,
+    /// Over.
+    Final,
+    /// Moved to a later date.
+    Postponed,
+    /// Will not be played.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, for error messages and tests.
+    pub const ALL: [Status; 6] = [
+        Status::Scheduled,
+        Status::Live,
+        Status::Paused,
+        Status::Final,
+        Status::Postponed,
+        Status::Cancelled,
+    ];
+
+    /// Parses the lowercase wire name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Live => "live",
+            Status::Paused => "paused",
+            Status::Final => "final",
+            Status::Postponed => "postponed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The game clock. `ms` was true at server time `at` (Unix ms); when `running`,
+/// a client derives the current value from `ms - (now - at)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clock {
+    /// Milliseconds on the clock at `at`.
+    pub ms: u64,
+    /// Whether the clock runs.
+    pub running: bool,
+    /// Server Unix time in ms when `ms` was true.
+    pub at: i64,
+}
+
+/// One side of the game.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    /// Display name.
+    pub name: String,
+    /// Points so far.
+    pub score: i64,
+}
+
+/// A sport-specific scalar in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A finite float.
+    Float(f64),
+    /// Text, at most [`MAX_TEXT_LEN`] bytes.
+    Str(String),
+}
+
+/// The full state of one game, as served to readers and fans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameState {
+    /// The game id.
+    pub game: GameId,
+    /// Events applied so far (0 right after creation).
+    pub seq: u64,
+    /// Where the game stands.
+    pub status: Status,
+    /// Current period (0 before the first).
+    pub period: u32,
+    /// The game clock.
+    pub clock: Clock,
+    /// Home side.
+    pub home: Team,
+    /// Away side.
+    pub away: Team,
+    /// Sport-specific scalars, at most [`MAX_EXTRA_KEYS`].
+    pub extra: BTreeMap<String, Scalar>,
+}
+
+/// The body of `PUT /v1/games/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGame {
+    /// Home side; only `name` is read.
+    pub home: NewTeam,
+    /// Away side; only `name` is read.
+    pub away: NewTeam,
+    /// Initial status (default `scheduled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Initial period (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<u32>,
+    /// Initial sport-specific scalars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<BTreeMap<String, Scalar>>,
+}
+
+/// A team in a [`NewGame`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTeam {
+    /// Display name, 1-256 bytes.
+    pub name: String,
+}
+
+/// Why a state (or a game body) is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidState(pub String);
+
+impl NewGame {
+    /// Builds the state at `seq` 0, checking names and `extra`.
+    pub fn into_state(self, game: GameId, now_ms: i64) -> Result<GameState, InvalidState> {
+        let state = GameState {
+            game,
+            seq: 0,
+            status: self.status.unwrap_or(Status::Scheduled),
+            period: self.period.unwrap_or(0),
+            clock: Clock {
+                ms: 0,
+                running: false,
+                at: now_ms,
+            },
+            home: Team {
+                name: self.home.name,
+                score: 0,
+            },
+            away: Team {
+                name: self.away.name,
+                score: 0,
+            },
+            extra: self.extra.unwrap_or_default(),
+        };
+        state.validate()?;
+        Ok(state)
+    }
+}
+
+impl GameState {
+    /// Checks the limits a state must hold after every event.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        for (side, team) in [("home", &self.home), ("away", &self.away)] {
+            if team.name.trim().is_empty() || team.name.len() > MAX_TEXT_LEN {
+                return Err(InvalidState(format!(
+                    "`{side}.name` must be 1-{MAX_TEXT_LEN} bytes and not blank"
+                )));
+            }
+            if !(0..=MAX_SCORE).contains(&team.score) {
+                return Err(InvalidState(format!(
+                    "`{side}.score` would be {}; it must stay within 0..={MAX_SCORE}",
+                    team.score
+                )));
+            }
+        }
+        if self.extra.len() > MAX_EXTRA_KEYS {
+            return Err(InvalidState(format!(
+                "`extra` may hold at most {MAX_EXTRA_KEYS} keys, it would hold {}",
+                self.extra.len()
+            )));
+        }
+        for (k, v) in &self.extra {
+            if k.is_empty() || k.len() > MAX_EXTRA_KEY_LEN {
+                return Err(InvalidState(format!(
+                    "`extra` keys must be 1-{MAX_EXTRA_KEY_LEN} bytes"
+                )));
+            }
+            match v {
+                Scalar::Str(s) if s.len() > MAX_TEXT_LEN => {
+                    return Err(InvalidState(format!(
+                        "`extra.{k}` is longer than {MAX_TEXT_LEN} bytes"
+                    )));
+                }
+                Scalar::Float(f) if !f.is_finite() => {
+                    return Err(InvalidState(format!("`extra.{k}` must be a finite number")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Durable storage of what happened to every game.
+//!
+//! In single-node mode the [`file::FileLog`] is the source of truth: an
+//! append-only, checksummed log on local disk, fsynced (group commit) before a
+//! scorekeeper gets `200`. On start it is replayed to rebuild every game.
+//! A Redis-backed store for cluster mode slots in beside it (see `Store`).
+
+pub mod file;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Event, Fingerprint, GameId, GameState};
+
+pub use file::FileLog;
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "r", rename_all = "lowercase")]
+pub enum Record {
+    /// A game was created with `state` (seq 0).
+    Created {
+        /// The game.
+        game: GameId,
+        /// Its initial state.
+        state: GameState,
+        /// Digest of the creating body, so a repeated `PUT` can be told apart.
+        fingerprint: Fingerprint,
+        /// Token subject that created it.
+        by: String,
+        /// Server time, Unix ms.
+        at: i64,
+    },
+    /// An event was applied, giving the game `seq`.
+    Event {
+        /// The game.
+        game: GameId,
+        /// The seq this event produced.
+        seq: u64,
+        /// The event as posted.
+        event: Event,
+        /// Digest of the event body (idempotency).
+        fingerprint: Fingerprint,
+        /// Token subject that posted it.
+        by: String,
+        /// Server ingest time, Unix ms.
+        at: i64,
+        /// The merge patch from `seq - 1` to `seq`.
+        diff: Value,
+    },
+}
+
+impl Record {
+    /// The game this record belongs to.
+    pub fn game(&self) -> &GameId {
+        match self {
+            Record::Created { game, .. } | Record::Event { game, .. } => game,
+        }
+    }
+}
+
+/// Why storage refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Writing or syncing failed (disk full, read-only, IO error). The write did
+    /// not happen as far as readers are concerned.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// A record in the middle of the log does not match its checksum.
+    #[error(
+        "event log {file} is corrupt at byte offset {offset}: {reason}. Restore it from a backup or move it aside to start empty"
+    )]
+    Corrupt {
+        /// The log file.
+        file: String,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The storage directory could not be opened.
+    #[error("cannot open storage dir {dir}: {reason} (set storage.dir / SCOREHUB_STORAGE__DIR to a writable directory)")]
+    Open {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        reason: String,
+    },
+}
