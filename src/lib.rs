@@ -1,14 +1,42 @@
 //! # scorehub
 //!
 //! A real-time live-score hub. Scorekeepers post idempotent score events over an
-//! authenticated HTTP API; a per-game actor sequences them, turns each into a
-//! MessagePack JSON-Merge-Patch diff encoded once, and fans it out to every
-//! subscribed WebSocket through bounded per-connection queues.
+//! authenticated HTTP API; a per-game actor sequences them, makes them durable,
+//! turns each into a MessagePack JSON-Merge-Patch diff encoded once, and fans
+//! it out to every subscribed WebSocket through bounded per-connection queues.
 //!
 //! ## Layout
 //!
+//! The data path reads top to bottom:
+//! `http` (ingest) → `auth` → `domain` (validation, apply, diff) → `game`
+//! (actor: sequence, dedupe, durable append via `store`) → `codec` (encode
+//! once) → `ws::outbox` (each fan's bounded queue) → `ws::session` (socket
+//! writer).
+//!
+//! - `config`: raw file + env → validated [`config::Config`].
+//! - `auth`: HS256 tokens, scopes, game patterns.
 //! - `domain`: game ids, state, events, merge-patch diffs; pure, no IO.
+//! - `game`: the per-game actor and its handle.
+//! - `registry`: game id → handle, league watchers, log replay.
 //! - `store`: the durable event log (embedded file log in single-node mode).
+//! - `codec`: frames ↔ MessagePack bytes.
+//! - `ws`: fan sessions, outboxes with conflation.
+//! - `http`: scorekeeper, read and operations routes.
+//! - `error`: API errors → status + JSON body.
+//! - `metrics`: metric names, Prometheus recorder.
+//! - `server`: assembly, serve, graceful shutdown.
+//! - `telemetry`: structured logs.
 
+pub mod auth;
+pub mod codec;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod game;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod ws;

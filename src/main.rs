@@ -1,1 +1,198 @@
-fn main() {}
+//! The `scorehub` command: parse the command line, load the config, start
+//! logging, then either serve the hub or mint a token.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scorehub::auth::{Auth, Scope};
+use scorehub::config::Config;
+use scorehub::server::{Hub, MAX_SHUTDOWN, shutdown_signal};
+use tokio::net::TcpListener;
+
+/// A real-time live-score hub: scorekeepers post events over HTTP, fans watch over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "scorehub", version, about, long_about = None)]
+struct Cli {
+    /// Config file (TOML); see config/default.toml for every key.
+    #[arg(long, global = true, env = "SCOREHUB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub (the default). Without redis.url it runs alone on an embedded event log.
+    Serve,
+    /// Print a signed token (HS256 JWT) made with the configured auth.secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Who the token is for (the `sub` claim, shown in the audit trail).
+    #[arg(long)]
+    sub: String,
+    /// Games it may write: comma-separated ids or `league:*` patterns (`*` = all).
+    #[arg(long, value_delimiter = ',', required = true)]
+    games: Vec<String>,
+    /// How long it stays valid, e.g. `8h`, `30m`, `7d`.
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// What it may do.
+    #[arg(long, value_enum, default_value_t = ScopeArg::Scorekeeper)]
+    scope: ScopeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    Scorekeeper,
+    Admin,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("scorehub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Token(args) => token(&config, args),
+        Command::Serve => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("scorehub: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+fn token(config: &Config, args: TokenArgs) -> ExitCode {
+    let Some(secret) = &config.auth.secret else {
+        eprintln!(
+            "scorehub: no secret configured: set auth.secret in the config file or SCOREHUB_AUTH__SECRET \
+             (at least 32 bytes, e.g. `openssl rand -hex 32`) to the same value the hub uses"
+        );
+        return ExitCode::from(2);
+    };
+    let scope = match args.scope {
+        ScopeArg::Scorekeeper => Scope::Scorekeeper,
+        ScopeArg::Admin => Scope::Admin,
+    };
+    match Auth::new(secret.as_bytes()).mint(&args.sub, scope, args.games, args.ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("scorehub: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    if let Err(e) = scorehub::telemetry::init_logging(config.log.format, &config.log.level) {
+        eprintln!("scorehub: {e}");
+        return ExitCode::from(2);
+    }
+    let (secret, generated) = match &config.auth.secret {
+        Some(s) => (s.clone(), false),
+        None => {
+            tracing::warn!(
+                "auth.secret is not set: generated a random secret for this run; tokens die with the process. \
+                 Set SCOREHUB_AUTH__SECRET (e.g. `openssl rand -hex 32`) to keep them"
+            );
+            (Auth::generate_secret(), true)
+        }
+    };
+    let listen = config.http.listen;
+    let hub = match Hub::open(config, secret.as_bytes()) {
+        Ok(hub) => hub,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("scorehub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "scorehub: cannot listen on {listen}: {e} (set http.listen / SCOREHUB_HTTP__LISTEN, `127.0.0.1:0` picks a free port)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("scorehub: cannot read the listening address: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%addr, "listening addr={addr}");
+    if generated {
+        match hub.state().auth.mint(
+            "admin",
+            Scope::Admin,
+            vec!["*".into()],
+            Duration::from_secs(24 * 3600),
+        ) {
+            Ok(token) => println!(
+                "\nscorehub is running (single node, log in {dir})\n\
+                 \x20 API:        http://{addr}/v1/games\n\
+                 \x20 WebSocket:  ws://{addr}/v1/ws\n\
+                 \x20 Scoreboard: http://{addr}/\n\
+                 \x20 Console:    http://{addr}/console\n\
+                 \x20 Admin token (valid 24h or until this process stops):\n\n{token}\n",
+                dir = hub.state().config.storage.dir.display()
+            ),
+            Err(e) => tracing::error!("cannot mint the admin token: {e}"),
+        }
+    }
+
+    // Serve until SIGTERM/Ctrl-C, then drain; never take longer than MAX_SHUTDOWN.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    };
+    let server = tokio::spawn(hub.serve(listener, signal));
+    let watchdog = async {
+        if stop_rx.await.is_ok() {
+            tokio::time::sleep(MAX_SHUTDOWN - Duration::from_millis(500)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        res = server => match res {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                tracing::error!("server error: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                tracing::error!("server task failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        () = watchdog => {
+            tracing::warn!("shutdown took too long; exiting with connections still open");
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -6,6 +6,9 @@ pub mod id;
 pub mod patch;
 pub mod state;
 
+#[cfg(test)]
+mod proptests;
+
 pub use event::{Action, Event, EventError, Fingerprint, RawEvent, Side, apply};
 pub use id::{GameId, IdError, League};
 pub use state::{Clock, GameState, InvalidState, NewGame, NewTeam, Scalar, Status, Team};

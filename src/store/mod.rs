@@ -79,7 +79,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The storage directory could not be opened.
-    #[error("cannot open storage dir {dir}: {reason} (set storage.dir / SCOREHUB_STORAGE__DIR to a writable directory)")]
+    #[error(
+        "cannot open storage dir {dir}: {reason} (set storage.dir / SCOREHUB_STORAGE__DIR to a writable directory)"
+    )]
     Open {
         /// The directory.
         dir: String,

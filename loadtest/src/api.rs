@@ -1,0 +1,158 @@
+//! The hub's HTTP side, as the contract describes it: health, creating games,
+//! reading a game's state, posting events. Nothing here knows the hub's
+//! internals.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+/// How long one HTTP request to the hub may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cheap-to-clone client for one hub.
+#[derive(Clone, Debug)]
+pub(crate) struct Api {
+    /// The shared connection pool.
+    client: reqwest::Client,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8080`.
+    base: Arc<str>,
+    /// The `Authorization` header value, `Bearer <token>`.
+    bearer: Arc<str>,
+}
+
+/// What the hub answered to one posted event.
+#[derive(Debug)]
+pub(crate) enum PostReply {
+    /// `200`: applied, or (`duplicate: true`) recognised as a retry.
+    Accepted {
+        /// The hub said it had seen this `event_id` before.
+        duplicate: bool,
+    },
+    /// `429`: the hub's rate limiter refused it.
+    RateLimited,
+    /// Any other status, with a short description.
+    Refused(String),
+}
+
+impl Api {
+    /// A client for the hub at `base` (an `http://` URL), authenticating with `token`.
+    pub(crate) fn new(base: &str, token: &str, pool_size: usize) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(pool_size)
+            .tcp_nodelay(true)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').into(),
+            bearer: format!("Bearer {token}").into(),
+        })
+    }
+
+    /// The hub's base URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Checks that the hub answers `GET /healthz` with `200`.
+    pub(crate) async fn health(&self) -> Result<()> {
+        let url = format!("{}/healthz", self.base);
+        let response = self.client.get(&url).send().await.with_context(|| {
+            format!("the hub does not answer at {url}: is `scorehub serve` running there?")
+        })?;
+        if !response.status().is_success() {
+            bail!("GET {url} answered {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// Creates game `id` with a fixed initial body (`201`, or `200` when it
+    /// already exists with the same body).
+    pub(crate) async fn create_game(&self, id: &str) -> Result<()> {
+        let url = format!("{}/v1/games/{id}", self.base);
+        let body = json!({"home": {"name": "H"}, "away": {"name": "A"}});
+        let response = self
+            .client
+            .put(&url)
+            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        let status = response.status().as_u16();
+        if status == 200 || status == 201 {
+            return Ok(());
+        }
+        let text = short_body(response).await;
+        let hint = match status {
+            401 => ": the token is missing, malformed or expired (mint one with `scorehub token`)",
+            403 => ": the token may not write this game (mint one with `--games '<league>:*'`)",
+            409 => ": the game exists with another initial body (try another --league)",
+            _ => "",
+        };
+        bail!("PUT {url} answered {status}{hint}; body: {text}");
+    }
+
+    /// Reads game `id`'s current state with `GET /v1/games/{id}`.
+    pub(crate) async fn game(&self, id: &str) -> Result<Value> {
+        let url = format!("{}/v1/games/{id}", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = short_body(response).await;
+            bail!("GET {url} answered {status}; body: {text}");
+        }
+        response
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: the body is not JSON"))
+    }
+
+    /// Posts one event to game `id`. A transport failure is an `Err`; every
+    /// HTTP answer is a [`PostReply`].
+    pub(crate) async fn post_event(&self, id: &str, event: &Value) -> Result<PostReply> {
+        let url = format!("{}/v1/games/{id}/events", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
+            .json(event)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {
+                let body: Value = response
+                    .json()
+                    .await
+                    .with_context(|| format!("POST {url}: the 200 body is not JSON"))?;
+                let duplicate = body.get("duplicate").and_then(Value::as_bool) == Some(true);
+                Ok(PostReply::Accepted { duplicate })
+            }
+            429 => Ok(PostReply::RateLimited),
+            _ => {
+                let text = short_body(response).await;
+                Ok(PostReply::Refused(format!(
+                    "POST {url} answered {status}; body: {text}"
+                )))
+            }
+        }
+    }
+}
+
+/// The first few hundred characters of a response body, for error messages.
+async fn short_body(response: reqwest::Response) -> String {
+    match response.text().await {
+        Ok(text) => text.chars().take(300).collect(),
+        Err(e) => format!("<unreadable: {e}>"),
+    }
+}

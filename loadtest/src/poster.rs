@@ -1,0 +1,280 @@
+//! Posting events at a steady total rate: one ticker hands out permits on a
+//! schedule, a few concurrent posters spend them.
+//!
+//! The ticker computes how many events are due since the start (not "one per
+//! interval"), so timer coarseness does not bend the rate. When the posters
+//! cannot keep up (the hub is slow), at most a small backlog of permits is
+//! kept and the rest are counted as skipped instead of piling up.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::{
+    sync::{Semaphore, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    api::{Api, PostReply},
+    scenario::Scenario,
+};
+
+/// How often the ticker wakes up to hand out permits.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Permits kept per poster when the posters fall behind.
+const BACKLOG_PER_POSTER: usize = 4;
+
+/// What to post, how fast, and from how many concurrent posters.
+#[derive(Clone, Debug)]
+pub(crate) struct PosterPlan {
+    /// Events per second over all games.
+    pub(crate) rate: f64,
+    /// Concurrent posters (each keeps one request in flight).
+    pub(crate) posters: usize,
+    /// Prefix making this run's `event_id`s unique, also across runs.
+    pub(crate) run_id: String,
+    /// All game ids of the run.
+    pub(crate) game_ids: Arc<[String]>,
+    /// Which game each event goes to.
+    pub(crate) scenario: Scenario,
+}
+
+/// Posting results over the measured window.
+#[derive(Debug)]
+pub(crate) struct PosterTotals {
+    /// Events sent.
+    pub(crate) posted: u64,
+    /// `200` answers.
+    pub(crate) accepted: u64,
+    /// `200` answers with `duplicate: true` (never expected: ids are unique).
+    pub(crate) duplicate_replies: u64,
+    /// `429` answers.
+    pub(crate) rate_limited: u64,
+    /// Any other answer, or no answer at all (including `429`).
+    pub(crate) failed: u64,
+    /// Events due by the schedule that were never sent because the posters were
+    /// all busy (the hub answered too slowly for the rate).
+    pub(crate) skipped: u64,
+    /// Request round trip in microseconds, for answered requests.
+    pub(crate) latency: Histogram<u64>,
+    /// The first failure of the whole run (also during warm-up), for the report.
+    pub(crate) first_failure: Option<String>,
+}
+
+impl PosterTotals {
+    /// Empty totals.
+    fn new() -> Result<Self> {
+        Ok(Self {
+            posted: 0,
+            accepted: 0,
+            duplicate_replies: 0,
+            rate_limited: 0,
+            failed: 0,
+            skipped: 0,
+            latency: latency_histogram()?,
+            first_failure: None,
+        })
+    }
+
+    /// Adds `other` into `self`.
+    fn absorb(&mut self, other: PosterTotals) -> Result<()> {
+        self.posted += other.posted;
+        self.accepted += other.accepted;
+        self.duplicate_replies += other.duplicate_replies;
+        self.rate_limited += other.rate_limited;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.latency
+            .add(&other.latency)
+            .context("merging post latency histograms")?;
+        if self.first_failure.is_none() {
+            self.first_failure = other.first_failure;
+        }
+        Ok(())
+    }
+}
+
+/// A histogram of microseconds from 1 µs to one hour, 3 significant digits.
+pub(crate) fn latency_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).context("creating a latency histogram")
+}
+
+/// Posting in progress; [`Posting::stop`] ends it and returns the totals.
+#[derive(Debug)]
+pub(crate) struct Posting {
+    /// Turned to `true` to stop the ticker and the posters.
+    stop: watch::Sender<bool>,
+    /// The permits; closed on stop so that waiting posters wake up.
+    permits: Arc<Semaphore>,
+    /// The ticker, returning how many due events it skipped.
+    ticker: JoinHandle<u64>,
+    /// The posters, each returning its totals.
+    posters: Vec<JoinHandle<Result<PosterTotals>>>,
+}
+
+/// Starts the ticker and `plan.posters` posters. Counting happens only while
+/// `measuring` is set; events are posted from the start (the warm-up).
+pub(crate) fn start(api: Api, plan: PosterPlan, measuring: Arc<AtomicBool>) -> Posting {
+    let (stop, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(0));
+    let backlog = plan.posters.max(1) * BACKLOG_PER_POSTER;
+    let ticker = tokio::spawn(run_ticker(
+        plan.rate,
+        backlog,
+        Arc::clone(&permits),
+        Arc::clone(&measuring),
+        stop_rx.clone(),
+    ));
+    let next_event = Arc::new(AtomicU64::new(0));
+    let posters = (0..plan.posters.max(1))
+        .map(|_| {
+            tokio::spawn(run_poster(
+                api.clone(),
+                plan.clone(),
+                Arc::clone(&permits),
+                Arc::clone(&next_event),
+                Arc::clone(&measuring),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    Posting {
+        stop,
+        permits,
+        ticker,
+        posters,
+    }
+}
+
+impl Posting {
+    /// Stops handing out permits, lets in-flight requests finish (bounded by the
+    /// HTTP timeout), and returns the totals.
+    pub(crate) async fn stop(self) -> Result<PosterTotals> {
+        // Send fails only when every receiver is gone, i.e. all tasks ended.
+        let _ = self.stop.send(true);
+        self.permits.close();
+        let skipped = self.ticker.await.context("the ticker task failed")?;
+        let mut totals = PosterTotals::new()?;
+        totals.skipped = skipped;
+        for poster in self.posters {
+            let poster = poster.await.context("a poster task failed")??;
+            totals.absorb(poster)?;
+        }
+        Ok(totals)
+    }
+}
+
+/// Hands out `rate` permits per second until stopped; returns how many due
+/// permits did not fit into the backlog while measuring.
+async fn run_ticker(
+    rate: f64,
+    backlog: usize,
+    permits: Arc<Semaphore>,
+    measuring: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> u64 {
+    let start = Instant::now();
+    let mut issued: u64 = 0;
+    let mut skipped: u64 = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                // Float to integer: `as` saturates, and rate and elapsed are
+                // both finite and non-negative here.
+                let due = (rate * start.elapsed().as_secs_f64()).floor() as u64;
+                let new = due.saturating_sub(issued);
+                issued = due;
+                let room = backlog.saturating_sub(permits.available_permits());
+                let add = usize::try_from(new).unwrap_or(usize::MAX).min(room);
+                if measuring.load(Ordering::Relaxed) {
+                    skipped += new - u64::try_from(add).unwrap_or(new);
+                }
+                permits.add_permits(add);
+            }
+        }
+    }
+    skipped
+}
+
+/// One poster: takes a permit, posts the next event, counts the answer.
+async fn run_poster(
+    api: Api,
+    plan: PosterPlan,
+    permits: Arc<Semaphore>,
+    next_event: Arc<AtomicU64>,
+    measuring: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<PosterTotals> {
+    let mut totals = PosterTotals::new()?;
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            permit = permits.acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        permit.forget();
+        let n = next_event.fetch_add(1, Ordering::Relaxed);
+        let game_index = plan.scenario.event_game(n, plan.game_ids.len());
+        let Some(game) = plan.game_ids.get(game_index) else {
+            continue;
+        };
+        let team = if n.is_multiple_of(2) { "home" } else { "away" };
+        let event = json!({
+            "event_id": format!("{}-{n}", plan.run_id),
+            "kind": "score",
+            "team": team,
+            "points": 1,
+        });
+        let counted = measuring.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        let reply = api.post_event(game, &event).await;
+        let took_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let failure = match &reply {
+            Ok(PostReply::Accepted { .. }) => None,
+            Ok(PostReply::RateLimited) => Some(format!("POST to {game} answered 429")),
+            Ok(PostReply::Refused(why)) => Some(why.clone()),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        if totals.first_failure.is_none() {
+            totals.first_failure = failure;
+        }
+        if !counted {
+            continue;
+        }
+        totals.posted += 1;
+        match reply {
+            Ok(PostReply::Accepted { duplicate }) => {
+                totals.accepted += 1;
+                totals.duplicate_replies += u64::from(duplicate);
+                totals.latency.saturating_record(took_us.max(1));
+            }
+            Ok(PostReply::RateLimited) => {
+                totals.rate_limited += 1;
+                totals.failed += 1;
+                totals.latency.saturating_record(took_us.max(1));
+            }
+            Ok(PostReply::Refused(_)) => {
+                totals.failed += 1;
+                totals.latency.saturating_record(took_us.max(1));
+            }
+            Err(_) => totals.failed += 1,
+        }
+    }
+    Ok(totals)
+}

@@ -1,0 +1,209 @@
+//! The per-game actor and its handle (Alice Ryhl's actor shape).
+//!
+//! Each game has one [`actor`] task that owns its state, its `seq`, the
+//! idempotency record of every `event_id` it ever applied, a window of recent
+//! encoded diffs for resume, and its subscribers. Everyone else talks to it
+//! through a cloneable [`GameHandle`] over a bounded mailbox. The actor never
+//! awaits a fan: frames go into each fan's [`Outbox`](crate::ws::outbox::Outbox)
+//! without blocking.
+
+pub mod actor;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
+use crate::store::FileLog;
+use crate::ws::outbox::Outbox;
+
+pub use actor::ActorConfig;
+
+/// Server time as Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A successfully handled event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The seq the event produced (the original one for a duplicate).
+    pub seq: u64,
+    /// True when this `event_id` was applied before with the same body.
+    pub duplicate: bool,
+}
+
+/// Why an event was not applied. Nothing changed in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The `event_id` was used before with another body (409).
+    #[error(
+        "event_id {event_id:?} was already used for a different event (seq {seq}); use a new event_id for a new event"
+    )]
+    Conflict {
+        /// The reused id.
+        event_id: String,
+        /// The seq of the original event.
+        seq: u64,
+    },
+    /// `expected_seq` did not match (412).
+    #[error(
+        "expected_seq is {expected} but the game is at seq {current}; re-read the game and retry"
+    )]
+    SeqMismatch {
+        /// What the client expected.
+        expected: u64,
+        /// Where the game is.
+        current: u64,
+    },
+    /// The event is malformed (400) or cannot apply (422).
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    /// Storage failed or the node is shutting down (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The idempotency record of one applied event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Digest of the event body.
+    pub fingerprint: Fingerprint,
+    /// The seq it produced.
+    pub seq: u64,
+}
+
+/// A game rebuilt from the log (or freshly created), ready to become an actor.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Current state.
+    pub state: GameState,
+    /// Digest of the body that created the game (for idempotent `PUT`).
+    pub created_fingerprint: Fingerprint,
+    /// Every applied `event_id`.
+    pub seen: HashMap<Box<str>, Seen>,
+    /// Recent diffs, oldest first: `(seq, encoded diff frame)`.
+    pub history: VecDeque<(u64, Bytes)>,
+}
+
+/// A subscriber of one game: a fan connection's queue.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The outbox of the connection.
+    pub outbox: Arc<Outbox>,
+}
+
+/// Messages to a game actor.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Apply {
+        event: Event,
+        fingerprint: Fingerprint,
+        by: Arc<str>,
+        received: Instant,
+        reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
+    Subscribe {
+        sub: Subscriber,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        conn_id: u64,
+    },
+    Resync {
+        conn_id: u64,
+    },
+}
+
+/// A cloneable handle to one game's actor.
+#[derive(Debug, Clone)]
+pub struct GameHandle {
+    id: GameId,
+    created_fingerprint: Fingerprint,
+    tx: mpsc::Sender<Cmd>,
+    latest: watch::Receiver<Arc<GameState>>,
+}
+
+impl GameHandle {
+    /// Starts the actor for a restored or new game.
+    pub fn spawn(restored: Restored, log: Arc<FileLog>, cfg: ActorConfig) -> GameHandle {
+        let (tx, rx) = mpsc::channel(cfg.mailbox.max(1));
+        let (latest_tx, latest) = watch::channel(Arc::new(restored.state.clone()));
+        let id = restored.state.game.clone();
+        let created_fingerprint = restored.created_fingerprint;
+        let actor = actor::GameActor::new(restored, rx, latest_tx, log, cfg);
+        tokio::spawn(actor::run(actor));
+        GameHandle {
+            id,
+            created_fingerprint,
+            tx,
+            latest,
+        }
+    }
+
+    /// The game id.
+    pub fn id(&self) -> &GameId {
+        &self.id
+    }
+
+    /// Digest of the body that created the game.
+    pub fn created_fingerprint(&self) -> Fingerprint {
+        self.created_fingerprint
+    }
+
+    /// The latest committed state, without asking the actor.
+    pub fn state(&self) -> Arc<GameState> {
+        self.latest.borrow().clone()
+    }
+
+    /// Applies one event; answers once it is durable (or refused).
+    pub async fn apply(
+        &self,
+        event: Event,
+        by: Arc<str>,
+        received: Instant,
+    ) -> Result<Applied, ApplyError> {
+        let (reply, rx) = oneshot::channel();
+        let fingerprint = event.fingerprint();
+        self.tx
+            .send(Cmd::Apply {
+                event,
+                fingerprint,
+                by,
+                received,
+                reply,
+            })
+            .await
+            .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?
+    }
+
+    /// Subscribes a fan; it receives a snapshot, or the diffs after `since`
+    /// when they are still in the history window.
+    pub async fn subscribe(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
+        self.tx
+            .send(Cmd::Subscribe {
+                sub: Subscriber { outbox },
+                since,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Removes a fan.
+    pub async fn unsubscribe(&self, conn_id: u64) {
+        let _ = self.tx.send(Cmd::Unsubscribe { conn_id }).await;
+    }
+
+    /// Asks the actor to send a fresh snapshot to a conflated fan.
+    pub async fn resync(&self, conn_id: u64) {
+        let _ = self.tx.send(Cmd::Resync { conn_id }).await;
+    }
+}

@@ -1,0 +1,112 @@
+//! Metric names and the Prometheus recorder.
+//!
+//! Labels are low-cardinality by rule: kinds, outcomes, routes (the matched
+//! path template), status codes; never game ids or users.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Gauge: open WebSocket connections.
+pub const WS_CONNECTIONS: &str = "scorehub_ws_connections";
+/// Gauge: game subscriptions over all connections.
+pub const WS_SUBSCRIPTIONS: &str = "scorehub_ws_subscriptions";
+/// Gauge: games held in memory.
+pub const GAMES_ACTIVE: &str = "scorehub_games_active";
+/// Counter `{outcome}`: `applied`, `duplicate`, `rejected`.
+pub const EVENTS_TOTAL: &str = "scorehub_events_total";
+/// Counter `{kind}`: frames written to sockets.
+pub const FRAMES_SENT: &str = "scorehub_frames_sent_total";
+/// Histogram: event accepted → frame handed to every local socket writer.
+pub const FANOUT_SECONDS: &str = "scorehub_fanout_seconds";
+/// Counter `{action}`: `conflated`, `disconnected`.
+pub const SLOW_CONSUMER: &str = "scorehub_slow_consumer_total";
+/// Gauge: 1 when connected to Redis.
+pub const REDIS_UP: &str = "scorehub_redis_up";
+/// Counter `{route,status}`.
+pub const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
+/// Histogram `{route}`: request latency.
+pub const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
+/// Counter `{reason}`: WebSocket connections closed by the server.
+pub const WS_CLOSED: &str = "scorehub_ws_closed_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process and returns its
+/// handle (later calls, e.g. from tests running several servers, share it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(FANOUT_SECONDS.to_string()),
+                    &[
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 1.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets(&[
+                        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ])
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding
+            // program's); then ours only renders what it saw, which is fine.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
+    describe_gauge!(WS_SUBSCRIPTIONS, "Game subscriptions over all connections.");
+    describe_gauge!(GAMES_ACTIVE, "Games held in memory.");
+    describe_counter!(
+        EVENTS_TOTAL,
+        "Events by outcome: applied, duplicate, rejected."
+    );
+    describe_counter!(FRAMES_SENT, "Frames written to sockets, by kind.");
+    describe_histogram!(
+        FANOUT_SECONDS,
+        Unit::Seconds,
+        "From event accepted to frame handed to every local socket writer."
+    );
+    describe_counter!(
+        SLOW_CONSUMER,
+        "Slow-consumer actions: conflated, disconnected."
+    );
+    describe_gauge!(REDIS_UP, "1 when connected to Redis.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route template and status.");
+    describe_histogram!(
+        HTTP_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by route."
+    );
+    describe_counter!(
+        WS_CLOSED,
+        "WebSocket connections closed by the server, by reason."
+    );
+    // Touch every series so it exists from the first scrape.
+    let _ = metrics::histogram!(FANOUT_SECONDS);
+    metrics::gauge!(WS_CONNECTIONS).set(0.0);
+    metrics::gauge!(WS_SUBSCRIPTIONS).set(0.0);
+    metrics::gauge!(GAMES_ACTIVE).set(0.0);
+    metrics::gauge!(REDIS_UP).set(0.0);
+    for outcome in ["applied", "duplicate", "rejected"] {
+        metrics::counter!(EVENTS_TOTAL, "outcome" => outcome).absolute(0);
+    }
+    for kind in ["snapshot", "diff", "error"] {
+        metrics::counter!(FRAMES_SENT, "kind" => kind).absolute(0);
+    }
+    for action in ["conflated", "disconnected"] {
+        metrics::counter!(SLOW_CONSUMER, "action" => action).absolute(0);
+    }
+}

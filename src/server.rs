@@ -1,0 +1,208 @@
+//! Hub assembly: open the log, rebuild the games, build the router, serve,
+//! and stop gracefully.
+//!
+//! Shutdown follows mini-redis: a [`CancellationToken`] tells every fan
+//! session to close with code 1001, a [`TaskTracker`] waits for them, axum
+//! finishes in-flight requests, then the log is flushed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::game::ActorConfig;
+use crate::registry::Registry;
+use crate::store::file::FileLogOptions;
+use crate::store::{FileLog, StoreError};
+
+/// Everything request handlers and fan sessions share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Every game.
+    pub registry: Arc<Registry>,
+    /// Token verification.
+    pub auth: Arc<Auth>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the hub starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Tracks fan sessions so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    next_conn_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("games", &self.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `Ok` when the hub can accept events, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        self.registry.log().health()
+    }
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The event log could not be opened or replayed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log replayed but describes an impossible game.
+    #[error("cannot rebuild games from the event log: {0}")]
+    Restore(String),
+    /// Cluster mode is configured but not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A hub ready to serve: log replayed, games rebuilt.
+pub struct Hub {
+    state: AppState,
+}
+
+impl Hub {
+    /// Opens the event log under `storage.dir`, replays it and starts every
+    /// game's actor. `secret` is the HS256 secret (config's or generated).
+    pub fn open(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
+        if config.redis.url.is_some() {
+            return Err(StartError::Unsupported(
+                "redis.url is set, but cluster mode through Redis is not available in this build yet; unset redis.url (SCOREHUB_REDIS__URL) to run a single node".into(),
+            ));
+        }
+        let metrics = crate::metrics::install();
+        let cfg = ActorConfig {
+            mailbox: config.games.mailbox,
+            history: config.games.history,
+        };
+        let mut replayer = Registry::replayer(cfg.history);
+        let started = std::time::Instant::now();
+        let log = FileLog::open(
+            &config.storage.dir,
+            FileLogOptions {
+                fsync: config.storage.fsync,
+            },
+            |record| replayer.record(record),
+        )?;
+        let registry = Registry::new(Arc::new(log), cfg);
+        let games = registry.restore(replayer).map_err(StartError::Restore)?;
+        tracing::info!(
+            games,
+            dir = %config.storage.dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "event log replayed"
+        );
+        Ok(Hub {
+            state: AppState {
+                registry: Arc::new(registry),
+                auth: Arc::new(Auth::new(secret)),
+                config: Arc::new(config),
+                metrics,
+                shutdown: CancellationToken::new(),
+                sessions: TaskTracker::new(),
+                next_conn_id: Arc::new(AtomicU64::new(1)),
+            },
+        })
+    }
+
+    /// The shared state (for tests and tools).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The complete router: API, WebSocket, pages, operations.
+    pub fn router(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: fans get
+    /// close 1001, in-flight requests finish, the log is flushed. Bounded by
+    /// `http.shutdown_timeout`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let router = app(state.clone());
+        let token = state.shutdown.clone();
+        let grace = state.config.http.shutdown_timeout;
+        let signal = {
+            let token = token.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing fan connections, finishing requests");
+                token.cancel();
+            }
+        };
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let served = server.await;
+        state.sessions.close();
+        let drained = tokio::time::timeout(grace, state.sessions.wait()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "fan sessions did not close in time"
+            );
+        }
+        state.registry.log().close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Builds the router from shared state, so tests use exactly what `serve` does.
+pub fn app(state: AppState) -> Router {
+    crate::http::router(state)
+}
+
+/// A shutdown future completing on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Upper bound on how long the whole drain may take.
+pub const MAX_SHUTDOWN: Duration = Duration::from_secs(10);

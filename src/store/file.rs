@@ -1,0 +1,1311 @@
+//! The embedded event log: one append-only, checksummed file on local disk.
+//!
+//! In single-node mode this file is the source of truth. It is replayed once at
+//! start to rebuild every game, then only appended to.
+//!
+//! ## On-disk format
+//!
+//! ```text
+//! "SCOREHUB-LOG-1\n"                          15-byte magic header
+//! repeated:
+//!   u32 LE  payload length (1..=1 MiB)
+//!   u32 LE  crc32 of the payload
+//!   payload = MessagePack (named fields) of a `Record`
+//! ```
+//!
+//! ## Why it is built this way
+//!
+//! - **Group commit.** Every append must be durable before a scorekeeper gets
+//!   `200`, and an `fsync` costs milliseconds. Callers encode their records on
+//!   their own task and hand the bytes to one writer thread over a bounded
+//!   channel; the writer takes everything pending, writes it with one call and
+//!   syncs once for the whole group. Throughput grows with concurrency instead
+//!   of being capped at one sync per event.
+//! - **Torn tails are expected, corruption is not.** A crash mid-write can leave
+//!   the last record incomplete; that record was never acknowledged, so replay
+//!   drops it (with a warning) and truncates the file. A bad record with intact
+//!   records after it means the disk or someone else damaged the file: opening
+//!   stops with [`StoreError::Corrupt`] rather than guess.
+//! - **Failed writes leave no trace.** After a failed write or sync the file is
+//!   truncated back to its last good length, so a later retry (once the disk has
+//!   room again) continues a clean log.
+//! - **Bodies stay on disk.** An in-memory index keeps only the byte offsets of
+//!   each game's events; [`FileLog::events`] reads just those records with
+//!   positional reads.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Record, StoreError};
+use crate::domain::GameId;
+
+/// Name of the log file inside the storage directory.
+pub const LOG_FILE_NAME: &str = "events.log";
+
+/// The bytes every log file starts with; the digit is the format version.
+const MAGIC: &[u8] = b"SCOREHUB-LOG-1\n";
+/// Length of [`MAGIC`], as a file offset.
+const MAGIC_LEN: u64 = MAGIC.len() as u64;
+/// Per-record header: payload length and crc32, both `u32` little endian.
+const HEADER_LEN: usize = 8;
+/// Largest payload accepted; a length above it is damage, not a record.
+const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Append calls that may wait for the writer before callers are slowed down.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Most append calls the writer commits with one sync.
+const MAX_GROUP_CALLS: usize = 1024;
+/// Bytes after which the writer stops growing a group.
+const MAX_GROUP_BYTES: usize = 8 << 20;
+/// A group buffer grown above this is released after use.
+const KEEP_BUFFER_BYTES: usize = 16 << 20;
+
+/// How a [`FileLog`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLogOptions {
+    /// Sync every group to disk before acknowledging it. Only tests and
+    /// benchmarks turn this off: without it an acknowledged event can be lost
+    /// on power failure.
+    pub fsync: bool,
+}
+
+impl Default for FileLogOptions {
+    fn default() -> Self {
+        FileLogOptions { fsync: true }
+    }
+}
+
+/// The embedded append-only event log. `Send + Sync`; share it in an `Arc`.
+pub struct FileLog {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Cmd>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// State shared by callers and the writer thread.
+struct Shared {
+    path: PathBuf,
+    /// The log file, for positional reads.
+    file: Arc<File>,
+    /// Per game, its event records in seq order.
+    index: RwLock<HashMap<GameId, Vec<IndexEntry>>>,
+    /// The reason the last write failed, until one succeeds.
+    health: Mutex<Option<String>>,
+}
+
+/// Where one event record lives in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry {
+    seq: u64,
+    /// Offset of the record header.
+    offset: u64,
+    /// Payload length.
+    len: u32,
+}
+
+/// A message to the writer thread.
+enum Cmd {
+    Append(AppendReq),
+    Close(oneshot::Sender<()>),
+}
+
+/// One `append` call, already encoded.
+struct AppendReq {
+    bytes: Vec<u8>,
+    records: usize,
+    events: Vec<PendingEvent>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// An event record inside an [`AppendReq`], to index once it is durable.
+struct PendingEvent {
+    game: GameId,
+    seq: u64,
+    /// Offset of its header within the request's bytes.
+    rel: u64,
+    len: u32,
+}
+
+impl FileLog {
+    /// Opens (creating dir and file if needed) `<dir>/events.log`, replays every record in order
+    /// through `on_record`, and starts the writer thread.
+    ///
+    /// A torn last record (left by a crash mid-write) is dropped with a warning
+    /// and the file truncated after the last good record. Damage followed by
+    /// intact records, a wrong file header, or an `on_record` error stop with
+    /// [`StoreError::Corrupt`]; an unusable directory with [`StoreError::Open`].
+    /// Only one process may hold the log open. This call blocks on disk IO:
+    /// run it at start-up, or inside `spawn_blocking` from async code.
+    pub fn open(
+        dir: &Path,
+        opts: FileLogOptions,
+        mut on_record: impl FnMut(Record) -> Result<(), String>,
+    ) -> Result<FileLog, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            dir: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create it: {e}")))?;
+        let path = dir.join(LOG_FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| open_err(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(open_err(format!(
+                    "{} is in use by another scorehub process; stop it or use another directory",
+                    path.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(open_err(format!("cannot lock {}: {e}", path.display())));
+            }
+        }
+        let io_err = |what: &str, e: io::Error| open_err(format!("{what} {}: {e}", path.display()));
+        let file_len = file.metadata().map_err(|e| io_err("cannot stat", e))?.len();
+
+        if file_len < MAGIC_LEN {
+            start_new_file(&file, dir, &path, file_len).map_err(|e| match e {
+                HeaderError::Io(e) => io_err("cannot write the header of", e),
+                HeaderError::Wrong(found) => wrong_header(&path, &found),
+            })?;
+        } else {
+            let mut found = [0u8; MAGIC.len()];
+            file.read_exact_at(&mut found, 0)
+                .map_err(|e| io_err("cannot read", e))?;
+            if found != MAGIC {
+                return Err(wrong_header(&path, &found));
+            }
+        }
+        let file_len = file_len.max(MAGIC_LEN);
+
+        let mut index = HashMap::new();
+        let end = replay(&file, &path, file_len, &mut index, &mut on_record)?;
+        if let Some(torn) = end.torn {
+            tracing::warn!(
+                file = %path.display(),
+                offset = end.good_len,
+                dropped_bytes = file_len - end.good_len,
+                reason = %torn,
+                "dropping the torn last record of the event log (left by a crash mid-write; it was never acknowledged)"
+            );
+            file.set_len(end.good_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_err("cannot truncate the torn tail of", e))?;
+        }
+
+        let file = Arc::new(file);
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            file: Arc::clone(&file),
+            index: RwLock::new(index),
+            health: Mutex::new(None),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            file,
+            len: end.good_len,
+            dirty_tail: false,
+            fsync: opts.fsync,
+            buf: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("scorehub-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| open_err(format!("cannot start the log writer thread: {e}")))?;
+        Ok(FileLog {
+            shared,
+            tx,
+            closed: AtomicBool::new(false),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Appends records in order, durably (fsync/fdatasync) before returning Ok. All-or-nothing per call.
+    ///
+    /// Records of concurrent calls never interleave; calls land in the order the
+    /// writer accepted them. Fails with [`StoreError::Unavailable`] when the
+    /// write or sync fails (nothing of the call stays in the log), when a record
+    /// is larger than 1 MiB encoded, or after [`FileLog::close`].
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed());
+        }
+        let (bytes, events) = encode(&records)?;
+        let (reply, answer) = oneshot::channel();
+        let req = AppendReq {
+            bytes,
+            records: records.len(),
+            events,
+            reply,
+        };
+        self.tx
+            .send(Cmd::Append(req))
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Event records (Record::Event) of `game` with seq > since, oldest first, at most `limit`.
+    ///
+    /// Only acknowledged appends are visible. Reads the records from disk;
+    /// a record that no longer matches its checksum gives [`StoreError::Corrupt`].
+    pub async fn events(
+        &self,
+        game: &GameId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let wanted: Vec<IndexEntry> = {
+            let index = self
+                .shared
+                .index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match index.get(game) {
+                Some(entries) => {
+                    let start = entries.partition_point(|e| e.seq <= since);
+                    entries[start..].iter().take(limit).copied().collect()
+                }
+                None => Vec::new(),
+            }
+        };
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.read_records(&wanted))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the event log failed: {e}")))?
+    }
+
+    /// Ok while the last write succeeded; Err(reason) after a failed write (until a later write succeeds).
+    pub fn health(&self) -> Result<(), String> {
+        match &*self
+            .shared
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, fsyncs and stops the writer thread (for graceful shutdown). Appends after close fail with Unavailable.
+    ///
+    /// Appends accepted before the call are still written and answered.
+    /// Calling it again does nothing.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Cmd::Close(done)).await.is_ok() {
+            // An error means the writer is already gone; nothing left to wait for.
+            let _ = wait.await;
+        }
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::error!(file = %self.shared.path.display(), "the event log writer thread panicked")
+                }
+            }
+        }
+    }
+
+    /// Path of the log file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+impl fmt::Debug for FileLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileLog")
+            .field("path", &self.shared.path)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the event log is closed (the server is shutting down)".into())
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the event log writer has stopped".into())
+}
+
+fn wrong_header(path: &Path, found: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        file: path.display().to_string(),
+        offset: 0,
+        reason: format!(
+            "it does not start with the header {:?} (found {:?}): it is not a scorehub event log, or was written by an incompatible version",
+            String::from_utf8_lossy(MAGIC),
+            String::from_utf8_lossy(found),
+        ),
+    }
+}
+
+/// Encodes records as consecutive frames, noting where each event record sits.
+fn encode(records: &[Record]) -> Result<(Vec<u8>, Vec<PendingEvent>), StoreError> {
+    let mut bytes = Vec::with_capacity(records.len() * 256);
+    let mut events = Vec::new();
+    for record in records {
+        let start = bytes.len();
+        bytes.extend_from_slice(&[0u8; HEADER_LEN]);
+        rmp_serde::encode::write_named(&mut bytes, record).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot encode a record of game {}: {e}",
+                record.game()
+            ))
+        })?;
+        let payload_len = bytes.len() - start - HEADER_LEN;
+        if payload_len > MAX_RECORD_BYTES {
+            return Err(StoreError::Unavailable(format!(
+                "a record of game {} is {payload_len} bytes encoded, above the event log's limit of {MAX_RECORD_BYTES}",
+                record.game()
+            )));
+        }
+        // Bounded by MAX_RECORD_BYTES just above.
+        let len = payload_len as u32;
+        let crc = crc32fast::hash(&bytes[start + HEADER_LEN..]);
+        bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        bytes[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        if let Record::Event { game, seq, .. } = record {
+            events.push(PendingEvent {
+                game: game.clone(),
+                seq: *seq,
+                rel: start as u64,
+                len,
+            });
+        }
+    }
+    Ok((bytes, events))
+}
+
+/// Adds an event to a game's index, keeping it sorted by seq.
+fn index_insert(index: &mut HashMap<GameId, Vec<IndexEntry>>, game: &GameId, entry: IndexEntry) {
+    let entries = match index.get_mut(game) {
+        Some(entries) => entries,
+        None => index.entry(game.clone()).or_default(),
+    };
+    if entries.last().is_none_or(|last| last.seq < entry.seq) {
+        entries.push(entry);
+    } else {
+        let at = entries.partition_point(|e| e.seq <= entry.seq);
+        entries.insert(at, entry);
+    }
+}
+
+impl Shared {
+    /// Reads and checks the records at `entries` (blocking).
+    fn read_records(&self, entries: &[IndexEntry]) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut buf = Vec::new();
+        for entry in entries {
+            let corrupt = |reason: String| StoreError::Corrupt {
+                file: self.path.display().to_string(),
+                offset: entry.offset,
+                reason,
+            };
+            buf.resize(HEADER_LEN + entry.len as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, entry.offset)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot read {} at byte {}: {e}",
+                        self.path.display(),
+                        entry.offset
+                    ))
+                })?;
+            let (len, crc) = parse_header(&buf);
+            if len != entry.len || crc32fast::hash(&buf[HEADER_LEN..]) != crc {
+                return Err(corrupt(
+                    "the record changed on disk since it was written (checksum mismatch)".into(),
+                ));
+            }
+            let record = rmp_serde::from_slice(&buf[HEADER_LEN..])
+                .map_err(|e| corrupt(format!("cannot decode the record: {e}")))?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn set_health(&self, state: Option<String>) {
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+}
+
+/// Payload length and crc32 from a record header.
+fn parse_header(b: &[u8]) -> (u32, u32) {
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let crc = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    (len, crc)
+}
+
+/// Why the header of a short file could not be written.
+enum HeaderError {
+    Io(io::Error),
+    Wrong(Vec<u8>),
+}
+
+/// Gives a new (or torn-at-creation) file its header, durably.
+fn start_new_file(file: &File, dir: &Path, path: &Path, len: u64) -> Result<(), HeaderError> {
+    let mut found = vec![0u8; len as usize];
+    file.read_exact_at(&mut found, 0).map_err(HeaderError::Io)?;
+    if !MAGIC.starts_with(&found) {
+        return Err(HeaderError::Wrong(found));
+    }
+    if len > 0 {
+        tracing::warn!(file = %path.display(), "completing the header of an event log that was cut short while being created");
+    }
+    file.write_all_at(MAGIC, 0).map_err(HeaderError::Io)?;
+    file.sync_all().map_err(HeaderError::Io)?;
+    // Make the new directory entry durable too.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(HeaderError::Io)
+}
+
+/// How replay ended.
+struct ReplayEnd {
+    /// End of the last good record.
+    good_len: u64,
+    /// Why the bytes after `good_len` were dropped, if any.
+    torn: Option<String>,
+}
+
+/// Reads every record after the header, indexing events and feeding `on_record`.
+fn replay(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    index: &mut HashMap<GameId, Vec<IndexEntry>>,
+    on_record: &mut impl FnMut(Record) -> Result<(), String>,
+) -> Result<ReplayEnd, StoreError> {
+    let corrupt = |offset: u64, reason: String| StoreError::Corrupt {
+        file: path.display().to_string(),
+        offset,
+        reason,
+    };
+    let read_err = |offset: u64, e: io::Error| StoreError::Open {
+        dir: path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        reason: format!("cannot read {} at byte {offset}: {e}", path.display()),
+    };
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    reader
+        .seek(SeekFrom::Start(MAGIC_LEN))
+        .map_err(|e| read_err(MAGIC_LEN, e))?;
+    let mut pos = MAGIC_LEN;
+    let mut header = [0u8; HEADER_LEN];
+    let mut payload = Vec::new();
+    let torn = |pos: u64, reason: String| {
+        Ok(ReplayEnd {
+            good_len: pos,
+            torn: Some(reason),
+        })
+    };
+    while pos < file_len {
+        if file_len - pos < HEADER_LEN as u64 {
+            return torn(pos, "incomplete record header".into());
+        }
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| read_err(pos, e))?;
+        let (len, crc) = parse_header(&header);
+        let end = pos + HEADER_LEN as u64 + u64::from(len);
+        if len == 0 || len as usize > MAX_RECORD_BYTES || end > file_len {
+            // The length cannot be trusted, so neither can the next record's
+            // position. It is a torn tail only if nothing intact follows.
+            let why = if end > file_len && len as usize <= MAX_RECORD_BYTES && len != 0 {
+                format!("the record ({len} bytes) extends past the end of the file")
+            } else {
+                format!("invalid record length {len}")
+            };
+            return match intact_record_after(file, pos + 1, file_len)
+                .map_err(|e| read_err(pos, e))?
+            {
+                Some(next) => Err(corrupt(
+                    pos,
+                    format!("{why}, yet an intact record follows at byte {next}"),
+                )),
+                None => torn(pos, why),
+            };
+        }
+        payload.resize(len as usize, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(|e| read_err(pos, e))?;
+        if crc32fast::hash(&payload) != crc {
+            if end == file_len {
+                return torn(pos, "checksum mismatch in the last record".into());
+            }
+            return Err(corrupt(
+                pos,
+                format!(
+                    "checksum mismatch in a record followed by {} more bytes",
+                    file_len - end
+                ),
+            ));
+        }
+        let record: Record = rmp_serde::from_slice(&payload)
+            .map_err(|e| corrupt(pos, format!("cannot decode the record: {e}")))?;
+        if let Record::Event { game, seq, .. } = &record {
+            index_insert(
+                index,
+                game,
+                IndexEntry {
+                    seq: *seq,
+                    offset: pos,
+                    len,
+                },
+            );
+        }
+        on_record(record).map_err(|e| corrupt(pos, format!("replaying the record failed: {e}")))?;
+        pos = end;
+    }
+    Ok(ReplayEnd {
+        good_len: pos,
+        torn: None,
+    })
+}
+
+/// The offset of the first intact record (plausible length, within the file,
+/// matching checksum) starting at or after `from`, if any.
+fn intact_record_after(file: &File, from: u64, file_len: u64) -> io::Result<Option<u64>> {
+    // Candidates are tested in steps of CHUNK offsets; each buffer also holds
+    // the longest record that can start inside its step.
+    const CHUNK: u64 = 4 << 20;
+    let mut start = from;
+    let mut buf = Vec::new();
+    while start + HEADER_LEN as u64 <= file_len {
+        let buf_end = file_len.min(start + CHUNK + (HEADER_LEN + MAX_RECORD_BYTES) as u64);
+        buf.resize((buf_end - start) as usize, 0);
+        file.read_exact_at(&mut buf, start)?;
+        let step = buf.len().min(CHUNK as usize);
+        for i in 0..step {
+            let Some(head) = buf.get(i..i + HEADER_LEN) else {
+                break;
+            };
+            let (len, crc) = parse_header(head);
+            let len = len as usize;
+            if len == 0 || len > MAX_RECORD_BYTES {
+                continue;
+            }
+            // A record that does not fit the buffer runs past the end of the file.
+            if let Some(payload) = buf.get(i + HEADER_LEN..i + HEADER_LEN + len)
+                && crc32fast::hash(payload) == crc
+            {
+                return Ok(Some(start + i as u64));
+            }
+        }
+        start += CHUNK;
+    }
+    Ok(None)
+}
+
+/// The writer thread's state: the only code that writes the file after open.
+struct Writer {
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    /// Length of the file up to the last acknowledged record.
+    len: u64,
+    /// A failed write could not be truncated away; retry before writing again.
+    dirty_tail: bool,
+    fsync: bool,
+    /// Reused buffer holding one group's bytes.
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// Commits groups until closed or every sender is gone.
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut group = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            let mut bytes = 0;
+            let mut close = None;
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Append(req) => {
+                        bytes += req.bytes.len();
+                        group.push(req);
+                    }
+                    Cmd::Close(done) => {
+                        close = Some(done);
+                        break;
+                    }
+                }
+                if group.len() >= MAX_GROUP_CALLS || bytes >= MAX_GROUP_BYTES {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !group.is_empty() {
+                self.commit(&mut group);
+            }
+            if let Some(done) = close {
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        Cmd::Append(req) => {
+                            let _ = req.reply.send(Err(closed()));
+                        }
+                        Cmd::Close(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                self.shutdown();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Writes and syncs one group, then answers every caller in it.
+    fn commit(&mut self, group: &mut Vec<AppendReq>) {
+        let records: usize = group.iter().map(|r| r.records).sum();
+        metrics::histogram!("scorehub_log_group_records").record(records as f64);
+        match self.write_group(group) {
+            Ok(()) => {
+                let base = self.len;
+                {
+                    let mut index = self
+                        .shared
+                        .index
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let mut rel = 0;
+                    for req in group.iter() {
+                        for ev in &req.events {
+                            let entry = IndexEntry {
+                                seq: ev.seq,
+                                offset: base + rel + ev.rel,
+                                len: ev.len,
+                            };
+                            index_insert(&mut index, &ev.game, entry);
+                        }
+                        rel += req.bytes.len() as u64;
+                    }
+                }
+                self.len += self.buf.len() as u64;
+                self.shared.set_health(None);
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Ok(()));
+                }
+            }
+            Err(reason) => {
+                metrics::counter!("scorehub_log_errors_total").increment(1);
+                tracing::error!(file = %self.shared.path.display(), records, %reason, "event log write failed; the group was refused");
+                self.shared.set_health(Some(reason.clone()));
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+        }
+        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Writes the group at the end of the log with one call and syncs it once.
+    /// On failure the file is cut back to its previous length.
+    fn write_group(&mut self, group: &[AppendReq]) -> Result<(), String> {
+        let path = self.shared.path.display();
+        if self.dirty_tail {
+            self.cut_back().map_err(|e| {
+                format!(
+                    "cannot cut {path} back to {} bytes after an earlier failed write: {e}",
+                    self.len
+                )
+            })?;
+            self.dirty_tail = false;
+        }
+        self.buf.clear();
+        for req in group {
+            self.buf.extend_from_slice(&req.bytes);
+        }
+        let started = Instant::now();
+        let result = self.file.write_all_at(&self.buf, self.len).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        metrics::histogram!("scorehub_log_sync_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            if let Err(te) = self.cut_back() {
+                tracing::warn!(file = %path, len = self.len, error = %te, "cannot cut the failed write off the event log yet; will retry before the next write");
+                self.dirty_tail = true;
+            }
+            return Err(format!("writing {path} failed: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Cuts the file back to the last acknowledged record, durably.
+    fn cut_back(&self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        if self.fsync {
+            self.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Final sync before the thread ends.
+    fn shutdown(&mut self) {
+        if let Err(e) = self.file.sync_all() {
+            tracing::error!(file = %self.shared.path.display(), error = %e, "final sync of the event log failed");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::event::fingerprint_of;
+    use crate::domain::{Event, NewGame, NewTeam, RawEvent, Scalar};
+
+    const NO_SYNC: FileLogOptions = FileLogOptions { fsync: false };
+
+    fn gid(s: &str) -> GameId {
+        GameId::parse(s).unwrap()
+    }
+
+    fn created(game: &GameId) -> Record {
+        let body = NewGame {
+            home: NewTeam {
+                name: "Lakers".into(),
+            },
+            away: NewTeam {
+                name: "Celtics".into(),
+            },
+            status: None,
+            period: Some(1),
+            extra: Some(BTreeMap::from([
+                ("possession".to_string(), Scalar::Str("home".into())),
+                ("fouls".to_string(), Scalar::Int(3)),
+                ("temp".to_string(), Scalar::Float(21.5)),
+                ("ot".to_string(), Scalar::Bool(false)),
+            ])),
+        };
+        Record::Created {
+            game: game.clone(),
+            state: body.clone().into_state(game.clone(), 1_000).unwrap(),
+            fingerprint: fingerprint_of(&body),
+            by: "tester".into(),
+            at: 1_000,
+        }
+    }
+
+    fn event(game: &GameId, seq: u64) -> Record {
+        let raw = if seq.is_multiple_of(2) {
+            RawEvent {
+                event_id: format!("e{seq}"),
+                kind: "score".into(),
+                team: Some("home".into()),
+                points: Some(2),
+                ..RawEvent::default()
+            }
+        } else {
+            RawEvent {
+                event_id: format!("e{seq}"),
+                kind: "set".into(),
+                patch: Some(json!({"extra": {"possession": "away"}})),
+                expected_seq: Some(seq - 1),
+                ..RawEvent::default()
+            }
+        };
+        let event = Event::try_from(raw).unwrap();
+        Record::Event {
+            game: game.clone(),
+            seq,
+            fingerprint: event.fingerprint(),
+            event,
+            by: "tester".into(),
+            at: 1_000 + seq as i64,
+            diff: json!({"seq": seq, "home": {"score": seq * 2}}),
+        }
+    }
+
+    fn open_collect(dir: &Path) -> Result<(FileLog, Vec<Record>), StoreError> {
+        let mut seen = Vec::new();
+        let log = FileLog::open(dir, NO_SYNC, |r| {
+            seen.push(r);
+            Ok(())
+        })?;
+        Ok((log, seen))
+    }
+
+    fn replayed(dir: &Path) -> Vec<Record> {
+        open_collect(dir).unwrap().1
+    }
+
+    /// Byte length of one record's frame.
+    fn frame_len(r: &Record) -> u64 {
+        encode(std::slice::from_ref(r)).unwrap().0.len() as u64
+    }
+
+    /// A log holding `created` and events 1..=n of one game; returns the records.
+    async fn write_game(dir: &Path, n: u64) -> Vec<Record> {
+        let g = gid("nba:lal-bos");
+        let mut records = vec![created(&g)];
+        records.extend((1..=n).map(|s| event(&g, s)));
+        let (log, _) = open_collect(dir).unwrap();
+        log.append(records.clone()).await.unwrap();
+        log.close().await;
+        records
+    }
+
+    fn log_path(dir: &Path) -> PathBuf {
+        dir.join(LOG_FILE_NAME)
+    }
+
+    fn file_len(dir: &Path) -> u64 {
+        std::fs::metadata(log_path(dir)).unwrap().len()
+    }
+
+    #[test]
+    fn file_log_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<FileLog>();
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_reopen_replays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (gid("nba:a"), gid("nhl:b"));
+        let (log, seen) = open_collect(dir.path()).unwrap();
+        assert!(seen.is_empty());
+        assert!(log.health().is_ok());
+        let first = vec![created(&a), created(&b), event(&a, 1)];
+        let second = vec![event(&b, 1), event(&a, 2), event(&b, 2)];
+        log.append(first.clone()).await.unwrap();
+        log.append(Vec::new()).await.unwrap();
+        log.append(second.clone()).await.unwrap();
+        assert_eq!(
+            log.events(&a, 0, 10).await.unwrap(),
+            vec![event(&a, 1), event(&a, 2)]
+        );
+        log.close().await;
+        drop(log);
+
+        let all: Vec<Record> = first.into_iter().chain(second).collect();
+        let bytes = std::fs::read(log_path(dir.path())).unwrap();
+        assert!(bytes.starts_with(b"SCOREHUB-LOG-1\n"));
+        assert_eq!(
+            bytes.len() as u64,
+            MAGIC_LEN + all.iter().map(frame_len).sum::<u64>()
+        );
+        let (log, seen) = open_collect(dir.path()).unwrap();
+        assert_eq!(seen, all);
+        // The index is rebuilt by replay.
+        assert_eq!(
+            log.events(&b, 0, 10).await.unwrap(),
+            vec![event(&b, 1), event(&b, 2)]
+        );
+        // Appends after a reopen follow the replayed records.
+        log.append(vec![event(&a, 3)]).await.unwrap();
+        log.close().await;
+        drop(log);
+        let seen = replayed(dir.path());
+        assert_eq!(seen.len(), all.len() + 1);
+        assert_eq!(seen.last(), Some(&event(&a, 3)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_all_replay_in_per_task_order() {
+        const TASKS: usize = 50;
+        const PER_TASK: u64 = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(
+            FileLog::open(dir.path(), FileLogOptions { fsync: true }, |_| Ok(())).unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let log = Arc::clone(&log);
+            tasks.push(tokio::spawn(async move {
+                let g = gid(&format!("t:task{t}"));
+                log.append(vec![created(&g)]).await.unwrap();
+                let mut seq = 1;
+                while seq <= PER_TASK {
+                    // Mix single-record calls with multi-record calls.
+                    let n = if seq.is_multiple_of(3) {
+                        3.min(PER_TASK - seq + 1)
+                    } else {
+                        1
+                    };
+                    let batch = (seq..seq + n).map(|s| event(&g, s)).collect();
+                    log.append(batch).await.unwrap();
+                    seq += n;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for t in 0..TASKS {
+            let g = gid(&format!("t:task{t}"));
+            let evs = log.events(&g, 0, 1000).await.unwrap();
+            let want: Vec<Record> = (1..=PER_TASK).map(|s| event(&g, s)).collect();
+            assert_eq!(evs, want);
+        }
+        log.close().await;
+        drop(log);
+
+        let seen = replayed(dir.path());
+        assert_eq!(seen.len(), TASKS * (PER_TASK as usize + 1));
+        let mut next: HashMap<GameId, u64> = HashMap::new();
+        for r in seen {
+            let n = next.entry(r.game().clone()).or_insert(0);
+            match r {
+                Record::Created { .. } => assert_eq!(*n, 0, "created comes first"),
+                Record::Event { seq, .. } => assert_eq!(seq, *n, "events in order"),
+            }
+            *n += 1;
+        }
+        assert!(next.values().all(|n| *n == PER_TASK + 1));
+    }
+
+    /// Damages the tail with `cut`, then checks that reopening drops only the
+    /// last record and that the log keeps working.
+    async fn torn_tail_case(cut: impl FnOnce(&Path, u64)) {
+        let dir = tempfile::tempdir().unwrap();
+        let records = write_game(dir.path(), 3).await;
+        let last_start = file_len(dir.path()) - frame_len(&records[3]);
+        cut(&log_path(dir.path()), last_start);
+
+        let (log, seen) = open_collect(dir.path()).unwrap();
+        assert_eq!(seen, records[..3]);
+        assert_eq!(file_len(dir.path()), last_start, "torn tail truncated");
+        let g = gid("nba:lal-bos");
+        log.append(vec![event(&g, 3), event(&g, 4)]).await.unwrap();
+        assert_eq!(
+            log.events(&g, 2, 10).await.unwrap(),
+            vec![event(&g, 3), event(&g, 4)]
+        );
+        log.close().await;
+        drop(log);
+        let mut want = records[..3].to_vec();
+        want.extend([event(&g, 3), event(&g, 4)]);
+        assert_eq!(replayed(dir.path()), want);
+    }
+
+    fn truncate_to(path: &Path, len: u64) {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
+    fn flip_byte(path: &Path, at: u64) {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+    }
+
+    #[tokio::test]
+    async fn torn_tail_inside_header_is_dropped() {
+        torn_tail_case(|path, last| truncate_to(path, last + 5)).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_inside_payload_is_dropped() {
+        torn_tail_case(|path, last| truncate_to(path, last + HEADER_LEN as u64 + 10)).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_with_bad_checksum_at_eof_is_dropped() {
+        torn_tail_case(|path, last| flip_byte(path, last + HEADER_LEN as u64 + 3)).await;
+    }
+
+    #[tokio::test]
+    async fn garbage_after_the_last_record_is_dropped() {
+        for garbage in [
+            &b"garbage bytes from nowhere"[..],
+            &[0u8; 4096][..],
+            &[0xffu8; 3][..],
+            // A plausible length that runs past the end of the file.
+            &[0x10, 0, 0, 0, 1, 2, 3, 4, 5][..],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let records = write_game(dir.path(), 2).await;
+            let good = file_len(dir.path());
+            let f = OpenOptions::new()
+                .append(true)
+                .open(log_path(dir.path()))
+                .unwrap();
+            f.write_all_at(garbage, good).unwrap();
+            drop(f);
+
+            let (log, seen) = open_collect(dir.path()).unwrap();
+            assert_eq!(seen, records);
+            assert_eq!(file_len(dir.path()), good);
+            let g = gid("nba:lal-bos");
+            log.append(vec![event(&g, 3)]).await.unwrap();
+            log.close().await;
+            drop(log);
+            assert_eq!(replayed(dir.path()).last(), Some(&event(&g, 3)));
+        }
+    }
+
+    #[tokio::test]
+    async fn flipped_byte_in_a_middle_record_is_corrupt() {
+        // Inside the payload, inside the checksum, and in the length field
+        // (which makes the record run past the end of the file).
+        for (within, name) in [(HEADER_LEN as u64 + 7, "payload"), (5, "crc"), (2, "len")] {
+            let dir = tempfile::tempdir().unwrap();
+            let records = write_game(dir.path(), 3).await;
+            let bad = MAGIC_LEN + frame_len(&records[0]) + frame_len(&records[1]);
+            flip_byte(&log_path(dir.path()), bad + within);
+            let before = file_len(dir.path());
+
+            let err = open_collect(dir.path()).unwrap_err();
+            match &err {
+                StoreError::Corrupt { file, offset, .. } => {
+                    assert_eq!(*offset, bad, "{name}: {err}");
+                    assert!(file.ends_with(LOG_FILE_NAME));
+                }
+                other => panic!("{name}: expected Corrupt, got {other:?}"),
+            }
+            assert!(err.to_string().contains(&format!("byte offset {bad}")));
+            assert_eq!(file_len(dir.path()), before, "{name}: nothing truncated");
+        }
+    }
+
+    #[tokio::test]
+    async fn on_record_error_stops_open_naming_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = write_game(dir.path(), 2).await;
+        let second = MAGIC_LEN + frame_len(&records[0]);
+        let mut n = 0;
+        let err = FileLog::open(dir.path(), NO_SYNC, |_| {
+            n += 1;
+            if n == 2 {
+                Err("unknown game".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        match err {
+            StoreError::Corrupt { offset, reason, .. } => {
+                assert_eq!(offset, second);
+                assert!(reason.contains("unknown game"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // The failed open released the file.
+        assert_eq!(replayed(dir.path()), records);
+    }
+
+    #[test]
+    fn wrong_magic_header_is_refused() {
+        for content in [
+            &b"SCOREHUB-LOG-9\nwhatever"[..],
+            b"hello",
+            b"{\"json\": true}\n",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(log_path(dir.path()), content).unwrap();
+            let err = open_collect(dir.path()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, StoreError::Corrupt { offset: 0, .. }),
+                "{err:?}"
+            );
+            assert!(msg.contains("not a scorehub event log"), "{msg}");
+            assert!(msg.contains("SCOREHUB-LOG-1"), "{msg}");
+            assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), content);
+        }
+    }
+
+    #[tokio::test]
+    async fn header_cut_short_at_creation_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(log_path(dir.path()), &MAGIC[..6]).unwrap();
+        let (log, seen) = open_collect(dir.path()).unwrap();
+        assert!(seen.is_empty());
+        let g = gid("nba:x");
+        log.append(vec![created(&g)]).await.unwrap();
+        log.close().await;
+        drop(log);
+        assert_eq!(replayed(dir.path()), vec![created(&g)]);
+    }
+
+    #[tokio::test]
+    async fn events_paginate_with_since_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (gid("nba:a"), gid("nba:b"));
+        let (log, _) = open_collect(dir.path()).unwrap();
+        log.append(vec![created(&a), created(&b)]).await.unwrap();
+        for s in 1..=10 {
+            log.append(vec![event(&a, s), event(&b, s)]).await.unwrap();
+        }
+        let seqs = |v: Vec<Record>| {
+            v.into_iter()
+                .map(|r| match r {
+                    Record::Event { seq, .. } => seq,
+                    Record::Created { .. } => panic!("only events are listed"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(log.events(&a, 0, 3).await.unwrap()), [1, 2, 3]);
+        assert_eq!(seqs(log.events(&a, 3, 3).await.unwrap()), [4, 5, 6]);
+        assert_eq!(seqs(log.events(&a, 8, 100).await.unwrap()), [9, 10]);
+        assert!(log.events(&a, 10, 5).await.unwrap().is_empty());
+        assert!(log.events(&a, 0, 0).await.unwrap().is_empty());
+        assert!(log.events(&gid("nba:none"), 0, 5).await.unwrap().is_empty());
+        assert_eq!(log.events(&b, 4, 1).await.unwrap(), vec![event(&b, 5)]);
+        // Reads still work after close.
+        log.close().await;
+        assert_eq!(seqs(log.events(&b, 9, 5).await.unwrap()), [10]);
+    }
+
+    #[tokio::test]
+    async fn append_after_close_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        let (log, _) = open_collect(dir.path()).unwrap();
+        log.append(vec![created(&g)]).await.unwrap();
+        log.close().await;
+        log.close().await;
+        let err = log.append(vec![event(&g, 1)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        drop(log);
+        assert_eq!(replayed(dir.path()), vec![created(&g)]);
+    }
+
+    #[test]
+    fn uncreatable_dir_is_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = open_collect(&blocker.join("data")).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains("SCOREHUB_STORAGE__DIR"), "{err}");
+    }
+
+    #[test]
+    fn second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, _) = open_collect(dir.path()).unwrap();
+        let err = open_collect(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_record_is_refused_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        let (log, _) = open_collect(dir.path()).unwrap();
+        let mut big = event(&g, 1);
+        if let Record::Event { diff, .. } = &mut big {
+            *diff = json!({"extra": {"blob": "x".repeat(MAX_RECORD_BYTES)}});
+        }
+        let err = log.append(vec![created(&g), big]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        log.close().await;
+        assert_eq!(file_len(dir.path()), MAGIC_LEN);
+    }
+
+    /// A write that fails (here: the handle is read-only, as on a file system
+    /// remounted read-only) is refused, leaves nothing behind, shows in health,
+    /// and the writer recovers once writing works again.
+    #[test]
+    fn failed_write_is_refused_reported_and_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        drop(open_collect(dir.path()).unwrap());
+        let path = log_path(dir.path());
+        let read_only = Arc::new(File::open(&path).unwrap());
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            file: Arc::clone(&read_only),
+            index: RwLock::new(HashMap::new()),
+            health: Mutex::new(None),
+        });
+        let mut writer = Writer {
+            shared: Arc::clone(&shared),
+            file: read_only,
+            len: MAGIC_LEN,
+            dirty_tail: false,
+            fsync: true,
+            buf: Vec::new(),
+        };
+        let request = |records: Vec<Record>| {
+            let (bytes, events) = encode(&records).unwrap();
+            let (reply, answer) = oneshot::channel();
+            let req = AppendReq {
+                bytes,
+                records: records.len(),
+                events,
+                reply,
+            };
+            (req, answer)
+        };
+
+        let (req, mut answer) = request(vec![created(&g), event(&g, 1)]);
+        writer.commit(&mut vec![req]);
+        let err = answer.try_recv().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(shared.health.lock().unwrap().is_some());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC_LEN);
+        assert!(shared.index.read().unwrap().is_empty());
+
+        // "Space returns": writing works again.
+        writer.file = Arc::new(OpenOptions::new().write(true).open(&path).unwrap());
+        let (req, mut answer) = request(vec![created(&g), event(&g, 1)]);
+        writer.commit(&mut vec![req]);
+        answer.try_recv().unwrap().unwrap();
+        assert!(shared.health.lock().unwrap().is_none());
+        assert_eq!(shared.index.read().unwrap()[&g].len(), 1);
+        drop(writer);
+        assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
+    }
+}

@@ -1,0 +1,651 @@
+//! One fan connection on `GET /v1/ws`.
+//!
+//! [`ws_handler`] upgrades the request and runs the session on the hub's
+//! session tracker, so shutdown waits for it. A session polls two halves of
+//! the split socket concurrently, in one task:
+//!
+//! - the **reader** decodes control messages (`sub`, `unsub`, `ping`), keeps
+//!   the connection's subscriptions and enforces the flood limit;
+//! - the **writer** drains the connection's [`Outbox`] in batches (every
+//!   queued frame fed, then one flush), pings the client, drops dead peers,
+//!   and asks game actors for one fresh snapshot once a conflated queue has
+//!   drained.
+//!
+//! Whichever half stops first says why the connection ends ([`End`]). The
+//! session then sends the matching close frame and tears down: the outbox is
+//! closed, every game subscription and league watch is removed. A guard keeps
+//! the connection gauge right even if the session panics.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+use super::limiter::TokenBucket;
+use super::outbox::{Item, Outbox};
+use crate::codec::{self, ClientMsg, FrameKind};
+use crate::config::WsConfig;
+use crate::domain::{GameId, League};
+use crate::game::GameHandle;
+use crate::metrics as m;
+use crate::registry::Registry;
+use crate::server::AppState;
+
+/// Bytes tungstenite buffers before writing to the socket; a flush always
+/// writes everything, so this only bounds memory between flushes.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Longest wait for the closing handshake (our close frame out, the client's
+/// reply in) once a session has decided to end.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Query of `GET /v1/ws`: what to subscribe to at once, comma-separated.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WsQuery {
+    /// Game ids, e.g. `nba:a,nba:b`.
+    pub games: Option<String>,
+    /// League names, e.g. `nba,nhl`.
+    pub leagues: Option<String>,
+}
+
+impl WsQuery {
+    /// The `sub` message this query stands for (handled before anything the
+    /// client sends), or `None` when it names nothing.
+    pub fn initial_sub(&self) -> Option<ClientMsg> {
+        let games = split_list(self.games.as_deref());
+        let leagues = split_list(self.leagues.as_deref());
+        if games.is_empty() && leagues.is_empty() {
+            return None;
+        }
+        Some(ClientMsg::Sub {
+            games,
+            leagues,
+            since: BTreeMap::new(),
+        })
+    }
+}
+
+/// Splits `a, b,,c` into `["a", "b", "c"]`.
+fn split_list(list: Option<&str>) -> Vec<String> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET /v1/ws`: upgrades to a fan session (503 while the hub shuts down).
+pub async fn ws_handler(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Query(query): Query<WsQuery>,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return shutting_down();
+    }
+    let limit = state.config.ws.max_message_bytes;
+    let initial = query.initial_sub();
+    // Counted by the tracker from now, so a shutdown starting before the
+    // upgrade completes still waits for this session.
+    let tracked = state.sessions.token();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| async move {
+            let conn_id = state.next_conn_id();
+            let span = tracing::info_span!("ws", conn_id, peer = %addr);
+            run_session(socket, Conn::new(conn_id, state), initial)
+                .instrument(span)
+                .await;
+            drop(tracked);
+        })
+}
+
+fn shutting_down() -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": "shutting_down",
+            "message": "the hub is shutting down; reconnect to another node or retry shortly"
+        }
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The stream ended or failed without a close frame.
+    ClientGone,
+    /// A message above `ws.max_message_bytes`.
+    TooBig,
+    /// More messages than the token bucket allows.
+    Flood,
+    /// The outbox overflowed its byte cap: the client stopped reading.
+    SlowConsumer,
+    /// A socket write took longer than `ws.write_timeout`.
+    WriteStalled,
+    /// A socket write failed.
+    WriteFailed,
+    /// Nothing heard from the client for `ws.idle_timeout`.
+    Idle,
+    /// The hub is shutting down.
+    Shutdown,
+    /// The outbox was closed from elsewhere.
+    OutboxClosed,
+}
+
+impl End {
+    /// Short name for logs and the `scorehub_ws_closed_total{reason}` label.
+    fn label(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::ClientGone => "client_gone",
+            End::TooBig => "too_big",
+            End::Flood => "flood",
+            End::SlowConsumer => "slow_consumer",
+            End::WriteStalled => "write_timeout",
+            End::WriteFailed => "write_failed",
+            End::Idle => "idle",
+            End::Shutdown => "shutdown",
+            End::OutboxClosed => "closed",
+        }
+    }
+
+    /// Whether the server, not the client or the network, ended it.
+    fn by_server(self) -> bool {
+        matches!(
+            self,
+            End::TooBig
+                | End::Flood
+                | End::SlowConsumer
+                | End::WriteStalled
+                | End::Idle
+                | End::Shutdown
+        )
+    }
+
+    /// The close frame the client gets, when the socket can still take one.
+    fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            End::TooBig => Some((close_code::SIZE, "message too big")),
+            End::Flood => Some((close_code::POLICY, "message rate exceeded")),
+            End::SlowConsumer => Some((close_code::POLICY, "slow consumer")),
+            End::Idle => Some((close_code::AWAY, "idle timeout")),
+            End::Shutdown => Some((close_code::AWAY, "server shutting down")),
+            End::ClientClosed
+            | End::ClientGone
+            | End::WriteStalled
+            | End::WriteFailed
+            | End::OutboxClosed => None,
+        }
+    }
+}
+
+/// What both halves of a session share.
+struct Conn {
+    id: u64,
+    state: AppState,
+    outbox: Arc<Outbox>,
+    started: Instant,
+    /// When the client was last heard from, in ms since `started`.
+    last_seen_ms: AtomicU64,
+}
+
+impl Conn {
+    fn new(id: u64, state: AppState) -> Conn {
+        let ws = &state.config.ws;
+        let outbox = Arc::new(Outbox::new(id, ws.queue_frames, ws.max_queue_bytes));
+        Conn {
+            id,
+            state,
+            outbox,
+            started: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn cfg(&self) -> &WsConfig {
+        &self.state.config.ws
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    /// Records that the client sent something (any frame, pongs included).
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis();
+        self.last_seen_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How long the client has been silent.
+    fn silent_for(&self) -> Duration {
+        let seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(seen)
+    }
+
+    /// Queues an error frame. Errors carry no queue game, so a snapshot of
+    /// the game they mention never supersedes them.
+    fn send_error(&self, code: &str, msg: &str, game: Option<&str>) {
+        self.outbox
+            .push_control(FrameKind::Error, None, codec::error(code, msg, game));
+    }
+
+    /// A valid, existing game, or an error frame for the client.
+    fn resolve_game(&self, raw: &str) -> Option<GameHandle> {
+        let id = self.parse_game(raw)?;
+        let handle = self.registry().get(&id);
+        if handle.is_none() {
+            let msg = format!("game {id} does not exist (yet); check the id or subscribe to its league");
+            self.send_error("game_not_found", &msg, Some(raw));
+        }
+        handle
+    }
+
+    /// A valid game id, or an `invalid_game_id` error frame.
+    fn parse_game(&self, raw: &str) -> Option<GameId> {
+        GameId::parse(raw)
+            .map_err(|e| self.send_error("invalid_game_id", &e.to_string(), Some(raw)))
+            .ok()
+    }
+
+    /// A valid league name, or an `invalid_league` error frame.
+    fn parse_league(&self, raw: &str) -> Option<League> {
+        League::parse(raw)
+            .map_err(|e| self.send_error("invalid_league", &e.to_string(), None))
+            .ok()
+    }
+}
+
+/// Keeps `scorehub_ws_connections` right and closes the outbox however the
+/// session ends, panics included.
+struct ConnGuard {
+    outbox: Arc<Outbox>,
+}
+
+impl ConnGuard {
+    fn new(outbox: Arc<Outbox>) -> ConnGuard {
+        metrics::gauge!(m::WS_CONNECTIONS).increment(1.0);
+        ConnGuard { outbox }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.outbox.close();
+        metrics::gauge!(m::WS_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// The games and leagues one connection asked for.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Games subscribed by id.
+    games: HashSet<GameId>,
+    /// Leagues watched (their games are subscribed too).
+    leagues: HashSet<League>,
+}
+
+impl Subscriptions {
+    /// How many games the connection would hold with `games` and `leagues` added.
+    fn count_with(&self, registry: &Registry, games: &[GameHandle], leagues: &[League]) -> usize {
+        let mut all: HashSet<GameId> = self.games.clone();
+        all.extend(games.iter().map(|h| h.id().clone()));
+        for league in self.leagues.iter().chain(leagues) {
+            all.extend(registry.league_games(league).iter().map(|h| h.id().clone()));
+        }
+        all.len()
+    }
+}
+
+/// One connection from upgrade to teardown.
+async fn run_session(socket: WebSocket, conn: Conn, initial: Option<ClientMsg>) {
+    let _guard = ConnGuard::new(conn.outbox.clone());
+    tracing::debug!("fan connected");
+    let (mut sink, mut stream) = socket.split();
+    let mut subs = Subscriptions::default();
+    if let Some(msg) = initial {
+        handle_msg(&conn, &mut subs, msg).await;
+    }
+    let end = if conn.state.shutdown.is_cancelled() {
+        End::Shutdown
+    } else {
+        tokio::select! {
+            end = write_loop(&mut sink, &conn) => end,
+            end = read_loop(&mut stream, &conn, &mut subs) => end,
+        }
+    };
+    conn.outbox.close();
+    say_goodbye(&mut sink, &mut stream, &conn, end).await;
+    teardown(&conn, &subs).await;
+}
+
+// ---------------------------------------------------------------- reader
+
+/// Reads client frames until the client leaves or misbehaves.
+async fn read_loop(stream: &mut SplitStream<WebSocket>, conn: &Conn, subs: &mut Subscriptions) -> End {
+    let mut bucket = TokenBucket::new(conn.cfg().messages_per_second, conn.cfg().message_burst);
+    while let Some(frame) = stream.next().await {
+        let msg = match frame {
+            Ok(msg) => msg,
+            Err(e) => return read_error(&e),
+        };
+        conn.touch();
+        let decoded = match msg {
+            Message::Text(text) => {
+                if !bucket.try_take() {
+                    return End::Flood;
+                }
+                codec::decode_text(text.as_str())
+            }
+            Message::Binary(bytes) => {
+                if !bucket.try_take() {
+                    return End::Flood;
+                }
+                codec::decode_binary(&bytes)
+            }
+            Message::Close(_) => return End::ClientClosed,
+            // Pings are answered by the WebSocket layer; pongs only count as life.
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match decoded {
+            Ok(msg) => handle_msg(conn, subs, msg).await,
+            Err(e) => conn.send_error("bad_message", &e, None),
+        }
+    }
+    End::ClientGone
+}
+
+/// Classifies a read error. tungstenite reports a message over the size limit
+/// as a capacity error ("Space limit exceeded"); axum does not re-export its
+/// error type, so it is recognised by its text.
+fn read_error(e: &axum::Error) -> End {
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") || text.contains("too long") {
+        End::TooBig
+    } else {
+        tracing::debug!(error = %e, "read failed");
+        End::ClientGone
+    }
+}
+
+/// Handles one decoded control message.
+async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
+    match msg {
+        ClientMsg::Sub {
+            games,
+            leagues,
+            since,
+        } => subscribe(conn, subs, &games, &leagues, &since).await,
+        ClientMsg::Unsub { games, leagues } => unsubscribe(conn, subs, &games, &leagues).await,
+        ClientMsg::Ping => {
+            conn.outbox
+                .push_control(FrameKind::Pong, None, codec::pong());
+        }
+    }
+}
+
+/// `sub`: refused as a whole when it would exceed `ws.max_subscriptions`;
+/// invalid or unknown ids get an error frame each and are skipped.
+async fn subscribe(
+    conn: &Conn,
+    subs: &mut Subscriptions,
+    games: &[String],
+    leagues: &[String],
+    since: &BTreeMap<String, u64>,
+) {
+    let games: Vec<GameHandle> = games.iter().filter_map(|g| conn.resolve_game(g)).collect();
+    let mut leagues: Vec<League> = leagues
+        .iter()
+        .filter_map(|l| conn.parse_league(l))
+        .filter(|l| !subs.leagues.contains(l))
+        .collect();
+    leagues.dedup();
+    let max = conn.cfg().max_subscriptions;
+    let total = subs.count_with(conn.registry(), &games, &leagues);
+    if total > max {
+        let msg = format!(
+            "this subscription would hold {total} games; a connection may hold at most {max} (unsubscribe some first)"
+        );
+        conn.send_error("too_many_subscriptions", &msg, None);
+        return;
+    }
+    let since_of = |h: &GameHandle| since.get(h.id().as_str()).copied();
+    for handle in games {
+        subs.games.insert(handle.id().clone());
+        handle.subscribe(conn.outbox.clone(), since_of(&handle)).await;
+    }
+    for league in leagues {
+        let handles = conn.registry().watch_league(&league, conn.outbox.clone());
+        subs.leagues.insert(league);
+        for handle in handles {
+            handle.subscribe(conn.outbox.clone(), since_of(&handle)).await;
+        }
+    }
+}
+
+/// `unsub`: a game named explicitly is unsubscribed; a league is unwatched
+/// and its games unsubscribed, except those also subscribed by id.
+async fn unsubscribe(conn: &Conn, subs: &mut Subscriptions, games: &[String], leagues: &[String]) {
+    for id in games.iter().filter_map(|g| conn.parse_game(g)) {
+        subs.games.remove(&id);
+        if let Some(handle) = conn.registry().get(&id) {
+            handle.unsubscribe(conn.id).await;
+        }
+    }
+    for league in leagues.iter().filter_map(|l| conn.parse_league(l)) {
+        if !subs.leagues.remove(&league) {
+            continue;
+        }
+        conn.registry().unwatch_league(&league, conn.id);
+        for handle in conn.registry().league_games(&league) {
+            if !subs.games.contains(handle.id()) {
+                handle.unsubscribe(conn.id).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- writer
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Writes queued frames, pings, and watches for shutdown and dead peers.
+async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
+    let cfg = conn.cfg();
+    let every = cfg.ping_interval.max(Duration::from_millis(1));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    let mut resyncing = HashSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = conn.state.shutdown.cancelled() => return End::Shutdown,
+            () = conn.outbox.notified() => {
+                if let Err(end) = drain(sink, conn, &mut batch).await {
+                    return end;
+                }
+                request_resyncs(conn, &mut resyncing).await;
+            }
+            _ = heartbeat.tick() => {
+                if conn.silent_for() >= cfg.idle_timeout {
+                    return End::Idle;
+                }
+                if let Err(end) = timed(cfg.write_timeout, sink.send(Message::Ping(Bytes::new()))).await {
+                    return end;
+                }
+                // Ask again for snapshots requested before, in case a request
+                // found the game unsubscribed at that moment.
+                resyncing.clear();
+                request_resyncs(conn, &mut resyncing).await;
+            }
+        }
+    }
+}
+
+/// Writes everything queued: each frame fed, then one flush, all within
+/// `ws.write_timeout`.
+async fn drain(sink: &mut Sink, conn: &Conn, batch: &mut Vec<Item>) -> Result<(), End> {
+    batch.clear();
+    if !conn.outbox.take(batch) {
+        return Err(if conn.outbox.overflowed() {
+            End::SlowConsumer
+        } else {
+            End::OutboxClosed
+        });
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut sent = FrameCounts::default();
+    let write = async {
+        for item in batch.drain(..) {
+            sink.feed(Message::Binary(item.frame)).await?;
+            sent.add(item.kind);
+        }
+        sink.flush().await
+    };
+    let result = timed(conn.cfg().write_timeout, write).await;
+    sent.record();
+    result
+}
+
+/// Runs one socket write, bounded by `limit`.
+async fn timed(
+    limit: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> Result<(), End> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "write failed");
+            Err(End::WriteFailed)
+        }
+        Err(_) => Err(End::WriteStalled),
+    }
+}
+
+/// Asks each conflated game's actor for one fresh snapshot, once the queue
+/// has drained. `asked` remembers requests still in flight.
+async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
+    let stale = conn.outbox.stale_when_drained();
+    asked.retain(|g| stale.contains(g));
+    for game in stale {
+        if asked.contains(&game) {
+            continue;
+        }
+        if let Some(handle) = conn.registry().get(&game) {
+            handle.resync(conn.id).await;
+        }
+        asked.insert(game);
+    }
+}
+
+/// Frames written in one batch, by kind, recorded once per batch.
+#[derive(Debug, Default)]
+struct FrameCounts([u64; 4]);
+
+impl FrameCounts {
+    const KINDS: [FrameKind; 4] = [
+        FrameKind::Snapshot,
+        FrameKind::Diff,
+        FrameKind::Error,
+        FrameKind::Pong,
+    ];
+
+    fn add(&mut self, kind: FrameKind) {
+        if let Some(i) = Self::KINDS.iter().position(|k| *k == kind) {
+            self.0[i] += 1;
+        }
+    }
+
+    fn record(&self) {
+        for (kind, n) in Self::KINDS.iter().zip(self.0) {
+            if n > 0 {
+                metrics::counter!(m::FRAMES_SENT, "kind" => kind.label()).increment(n);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- ending
+
+/// Counts why the session ended, sends the close frame that says so, and
+/// waits briefly for the client's reply (closing a socket with unread input
+/// would reset it and could lose the close frame).
+async fn say_goodbye(sink: &mut Sink, stream: &mut SplitStream<WebSocket>, conn: &Conn, end: End) {
+    if end.by_server() {
+        metrics::counter!(m::WS_CLOSED, "reason" => end.label()).increment(1);
+    }
+    if matches!(end, End::SlowConsumer | End::WriteStalled) {
+        metrics::counter!(m::SLOW_CONSUMER, "action" => "disconnected").increment(1);
+    }
+    tracing::debug!(reason = end.label(), "fan disconnected");
+    let grace = CLOSE_GRACE.min(conn.cfg().write_timeout);
+    match end.close_frame() {
+        Some((code, reason)) => {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            if timed(grace, sink.send(frame)).await.is_ok() && end != End::Idle {
+                await_close_reply(stream, grace).await;
+            }
+        }
+        // The WebSocket layer queued its reply to the client's close frame.
+        None if end == End::ClientClosed => {
+            let _ = timed(grace, sink.close()).await;
+        }
+        None => {}
+    }
+}
+
+/// Reads (and ignores) client frames until its close frame, the end of the
+/// stream, or `limit`.
+async fn await_close_reply(stream: &mut SplitStream<WebSocket>, limit: Duration) {
+    let reply = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, reply).await;
+}
+
+/// Removes every subscription and league watch of the connection.
+async fn teardown(conn: &Conn, subs: &Subscriptions) {
+    let registry = conn.registry();
+    let mut games = subs.games.clone();
+    for league in &subs.leagues {
+        // Unwatch first, so a game created meanwhile is not subscribed again.
+        registry.unwatch_league(league, conn.id);
+        games.extend(registry.league_games(league).iter().map(|h| h.id().clone()));
+    }
+    for game in games {
+        if let Some(handle) = registry.get(&game) {
+            handle.unsubscribe(conn.id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

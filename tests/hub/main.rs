@@ -1,0 +1,18 @@
+//! End-to-end tests of scorehub against its public contract (`CONTRACT.md`
+//! sections 1-4): real servers on port 0, real HTTP and WebSocket clients over
+//! loopback, and the real binary for start-up, crash and shutdown behaviour.
+//!
+//! One test binary (this one) keeps link times down; its modules:
+//!
+//! - `common`: the harness: in-process [`common::TestHub`], the spawned
+//!   [`common::BinaryHub`], the [`common::Fan`] WebSocket client and
+//!   [`common::FanState`], which applies frames and checks their order.
+//! - `api`: the scorekeeper, read and operations routes.
+//! - `ws`: fans: subscribe, resume, leagues, conflation, flood limits.
+//! - `process`: the binary: durability across `kill -9`, torn log tails,
+//!   SIGTERM, configuration errors, the `token` command.
+
+mod api;
+mod common;
+mod process;
+mod ws;
