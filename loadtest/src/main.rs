@@ -490,7 +490,8 @@ async fn sleep_unless_interrupted(
     if !*interrupted.borrow() {
         tokio::select! {
             _ = tokio::time::sleep(duration) => {}
-            _ = interrupted.wait_for(|on| *on) => {}
+            // A dropped sender (no Ctrl-C handler) disables this branch.
+            Ok(_) = interrupted.wait_for(|on| *on) => {}
         }
     }
     start.elapsed()

@@ -99,7 +99,9 @@ impl GameActor {
             return;
         }
         let game = self.state.game.clone();
-        let resumable = since.filter(|&s| {
+        // A conflated fan waiting for a snapshot cannot resume from diffs.
+        let waiting = sub.outbox.is_stale(&game);
+        let resumable = since.filter(|_| !waiting).filter(|&s| {
             s <= self.state.seq
                 && (s == self.state.seq || self.history.front().is_some_and(|(q, _)| *q <= s + 1))
         });

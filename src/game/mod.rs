@@ -4,7 +4,7 @@
 //! idempotency record of every `event_id` it ever applied, a window of recent
 //! encoded diffs for resume, and its subscribers. Everyone else talks to it
 //! through a cloneable [`GameHandle`] over a bounded mailbox. The actor never
-//! awaits a fan: frames go into each fan's [`Outbox`](crate::ws::outbox::Outbox)
+//! awaits a fan: frames go into each fan's [`Outbox`]
 //! without blocking.
 
 pub mod actor;

@@ -34,7 +34,7 @@ impl Encoding {
     pub fn from_headers(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         let Some(value) = headers.get(header::CONTENT_TYPE) else {
             return Err(ApiError::UnsupportedMediaType(
-                "the request has a body but no Content-Type header".into(),
+                "the request has no Content-Type header".into(),
             ));
         };
         let value = value.to_str().unwrap_or("");
@@ -65,12 +65,13 @@ impl Encoding {
 }
 
 fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let not_json =
-        |e: &serde_json::Error| ApiError::BadRequest(format!("request body is not valid JSON: {e}"));
+    let not_json = |e: &serde_json::Error| {
+        ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         if err.inner().is_data() {
-            data_error(err)
+            field_error("", err)
         } else {
             not_json(err.inner())
         }
@@ -85,7 +86,7 @@ fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         // `Syntax` carries serde's own messages (missing field, invalid type);
         // the other variants mean the bytes are not MessagePack at all.
         if matches!(err.inner(), rmp_serde::decode::Error::Syntax(_)) {
-            data_error(err)
+            field_error("", err)
         } else {
             ApiError::BadRequest(format!(
                 "request body is not valid MessagePack: {}",
@@ -101,15 +102,23 @@ fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// `"<path>: <problem>"`, or just the problem at the root.
-fn data_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> ApiError {
+/// A 400 naming the failing field: `"<prefix>.<path>: <problem>"`. With an
+/// empty `prefix` the path stands alone (`home.name: ...`); a failure at the
+/// root reads `request body: ...` (or `<prefix>: ...`).
+pub fn field_error<E: std::fmt::Display>(
+    prefix: &str,
+    err: serde_path_to_error::Error<E>,
+) -> ApiError {
     let path = err.path().to_string();
-    let inner = err.into_inner().to_string();
-    if path.is_empty() || path == "." {
-        ApiError::BadRequest(format!("request body: {inner}"))
-    } else {
-        ApiError::BadRequest(format!("{path}: {inner}"))
-    }
+    let at_root = path.is_empty() || path == ".";
+    let inner = err.into_inner();
+    let message = match (prefix.is_empty(), at_root) {
+        (true, true) => format!("request body: {inner}"),
+        (true, false) => format!("{path}: {inner}"),
+        (false, true) => format!("{prefix}: {inner}"),
+        (false, false) => format!("{prefix}.{path}: {inner}"),
+    };
+    ApiError::BadRequest(message)
 }
 
 /// A request body of type `T`, JSON or MessagePack by `Content-Type`, at most
@@ -145,7 +154,9 @@ pub async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiErro
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             tracing::debug!(error = %e, "reading the request body failed");
-            ApiError::BadRequest("the request body could not be read completely; send it again".into())
+            ApiError::BadRequest(
+                "the request body could not be read completely; send it again".into(),
+            )
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });

@@ -58,7 +58,10 @@ mod tests {
         for i in 0..5 {
             assert!(bucket.try_take(), "message {i} is inside the burst");
         }
-        assert!(!bucket.try_take(), "the sixth message in the same instant floods");
+        assert!(
+            !bucket.try_take(),
+            "the sixth message in the same instant floods"
+        );
     }
 
     #[tokio::test(start_paused = true)]

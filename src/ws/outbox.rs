@@ -206,6 +206,11 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Whether `game` waits for a fresh snapshot (its diffs are being skipped).
+    pub fn is_stale(&self, game: &GameId) -> bool {
+        self.lock().stale.iter().any(|g| g == game)
+    }
+
     /// Whether the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.lock().closed

@@ -11,7 +11,7 @@
 //!   and asks game actors for one fresh snapshot once a conflated queue has
 //!   drained.
 //!
-//! Whichever half stops first says why the connection ends ([`End`]). The
+//! Whichever half stops first says why the connection ends (`End`). The
 //! session then sends the matching close frame and tears down: the outbox is
 //! closed, every game subscription and league watch is removed. A guard keeps
 //! the connection gauge right even if the session panics.
@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -38,7 +37,9 @@ use super::outbox::{Item, Outbox};
 use crate::codec::{self, ClientMsg, FrameKind};
 use crate::config::WsConfig;
 use crate::domain::{GameId, League};
+use crate::error::ApiError;
 use crate::game::GameHandle;
+use crate::http::extract::Query;
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::server::AppState;
@@ -116,13 +117,7 @@ pub async fn ws_handler(
 }
 
 fn shutting_down() -> Response {
-    let body = serde_json::json!({
-        "error": {
-            "code": "shutting_down",
-            "message": "the hub is shutting down; reconnect to another node or retry shortly"
-        }
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    ApiError::NotReady("the hub is shutting down; fans should reconnect".into()).into_response()
 }
 
 /// Why a session ended.
@@ -253,7 +248,8 @@ impl Conn {
         let id = self.parse_game(raw)?;
         let handle = self.registry().get(&id);
         if handle.is_none() {
-            let msg = format!("game {id} does not exist (yet); check the id or subscribe to its league");
+            let msg =
+                format!("game {id} does not exist (yet); check the id or subscribe to its league");
             self.send_error("game_not_found", &msg, Some(raw));
         }
         handle
@@ -340,7 +336,11 @@ async fn run_session(socket: WebSocket, conn: Conn, initial: Option<ClientMsg>) 
 // ---------------------------------------------------------------- reader
 
 /// Reads client frames until the client leaves or misbehaves.
-async fn read_loop(stream: &mut SplitStream<WebSocket>, conn: &Conn, subs: &mut Subscriptions) -> End {
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    conn: &Conn,
+    subs: &mut Subscriptions,
+) -> End {
     let mut bucket = TokenBucket::new(conn.cfg().messages_per_second, conn.cfg().message_burst);
     while let Some(frame) = stream.next().await {
         let msg = match frame {
@@ -417,6 +417,7 @@ async fn subscribe(
         .filter_map(|l| conn.parse_league(l))
         .filter(|l| !subs.leagues.contains(l))
         .collect();
+    leagues.sort();
     leagues.dedup();
     let max = conn.cfg().max_subscriptions;
     let total = subs.count_with(conn.registry(), &games, &leagues);
@@ -430,13 +431,17 @@ async fn subscribe(
     let since_of = |h: &GameHandle| since.get(h.id().as_str()).copied();
     for handle in games {
         subs.games.insert(handle.id().clone());
-        handle.subscribe(conn.outbox.clone(), since_of(&handle)).await;
+        handle
+            .subscribe(conn.outbox.clone(), since_of(&handle))
+            .await;
     }
     for league in leagues {
         let handles = conn.registry().watch_league(&league, conn.outbox.clone());
         subs.leagues.insert(league);
         for handle in handles {
-            handle.subscribe(conn.outbox.clone(), since_of(&handle)).await;
+            handle
+                .subscribe(conn.outbox.clone(), since_of(&handle))
+                .await;
         }
     }
 }
@@ -486,19 +491,26 @@ async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
                 request_resyncs(conn, &mut resyncing).await;
             }
             _ = heartbeat.tick() => {
-                if conn.silent_for() >= cfg.idle_timeout {
-                    return End::Idle;
-                }
-                if let Err(end) = timed(cfg.write_timeout, sink.send(Message::Ping(Bytes::new()))).await {
+                if let Err(end) = beat(sink, conn, &mut resyncing).await {
                     return end;
                 }
-                // Ask again for snapshots requested before, in case a request
-                // found the game unsubscribed at that moment.
-                resyncing.clear();
-                request_resyncs(conn, &mut resyncing).await;
             }
         }
     }
+}
+
+/// One heartbeat: drops a silent peer, pings a live one, and asks again for
+/// snapshots requested earlier (a request may have found the game between
+/// unsubscribe and subscribe).
+async fn beat(sink: &mut Sink, conn: &Conn, resyncing: &mut HashSet<GameId>) -> Result<(), End> {
+    let cfg = conn.cfg();
+    if conn.silent_for() >= cfg.idle_timeout {
+        return Err(End::Idle);
+    }
+    timed(cfg.write_timeout, sink.send(Message::Ping(Bytes::new()))).await?;
+    resyncing.clear();
+    request_resyncs(conn, resyncing).await;
+    Ok(())
 }
 
 /// Writes everything queued: each frame fed, then one flush, all within
@@ -606,7 +618,7 @@ async fn say_goodbye(sink: &mut Sink, stream: &mut SplitStream<WebSocket>, conn:
                 code,
                 reason: Utf8Bytes::from_static(reason),
             }));
-            if timed(grace, sink.send(frame)).await.is_ok() && end != End::Idle {
+            if timed(grace, sink.send(frame)).await.is_ok() {
                 await_close_reply(stream, grace).await;
             }
         }
@@ -648,4 +660,496 @@ async fn teardown(conn: &Conn, subs: &Subscriptions) {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use std::future::IntoFuture;
+
+    use axum::Router;
+    use axum::routing::get;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message as WsMsg;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    use super::*;
+    use crate::codec::DecodedFrame;
+    use crate::config::Config;
+    use crate::domain::{Action, Event, NewGame, NewTeam, Side};
+    use crate::server::Hub;
+
+    type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    /// Generous bound on waiting for something that must happen.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    struct TestHub {
+        state: AppState,
+        addr: SocketAddr,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A hub on 127.0.0.1:0 serving only `/v1/ws`, with `ws` limits.
+    async fn start(ws: WsConfig) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.dir = dir.path().to_path_buf();
+        config.storage.fsync = false;
+        config.ws = ws;
+        let hub = Hub::open(config, &[7u8; 32]).unwrap();
+        let state = hub.state().clone();
+        let app = Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        );
+        tokio::spawn(serve.into_future());
+        TestHub {
+            state,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    impl TestHub {
+        async fn connect(&self, query: &str) -> Client {
+            let url = format!("ws://{}/v1/ws{query}", self.addr);
+            tokio_tungstenite::connect_async(url).await.unwrap().0
+        }
+
+        async fn game(&self, id: &str) -> GameHandle {
+            let body = NewGame {
+                home: NewTeam {
+                    name: "Home".into(),
+                },
+                away: NewTeam {
+                    name: "Away".into(),
+                },
+                status: None,
+                period: None,
+                extra: None,
+            };
+            let id = GameId::parse(id).unwrap();
+            self.state
+                .registry
+                .create(id, body, "test")
+                .await
+                .unwrap()
+                .0
+        }
+    }
+
+    async fn post(game: &GameHandle, event_id: String, action: Action) {
+        let event = Event {
+            event_id,
+            expected_seq: None,
+            action,
+        };
+        game.apply(event, Arc::from("test"), std::time::Instant::now())
+            .await
+            .unwrap();
+    }
+
+    async fn score(game: &GameHandle, n: u64) {
+        let action = Action::Score {
+            team: Side::Home,
+            points: 1,
+        };
+        post(game, format!("score-{n}"), action).await;
+    }
+
+    async fn send(client: &mut Client, text: &str) {
+        client.send(WsMsg::text(text)).await.unwrap();
+    }
+
+    /// The next server frame, skipping pings.
+    async fn next_frame(client: &mut Client) -> DecodedFrame {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, client.next())
+                .await
+                .expect("a frame in time")
+                .expect("connection open")
+                .expect("readable frame");
+            match msg {
+                WsMsg::Binary(bytes) => return codec::decode_frame(&bytes).unwrap(),
+                WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the close frame; its code and every frame before it.
+    async fn read_until_close(client: &mut Client) -> (Option<u16>, Vec<DecodedFrame>) {
+        let mut frames = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, client.next())
+                .await
+                .expect("the server closes in time");
+            match msg {
+                Some(Ok(WsMsg::Binary(bytes))) => {
+                    frames.push(codec::decode_frame(&bytes).unwrap());
+                }
+                Some(Ok(WsMsg::Close(frame))) => {
+                    // Keep polling so the client's close reply goes out.
+                    while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, client.next()).await
+                    {
+                    }
+                    return (frame.map(|f| u16::from(f.code)), frames);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (None, frames),
+            }
+        }
+    }
+
+    #[test]
+    fn query_lists_split_on_commas_and_skip_blanks() {
+        let q = WsQuery {
+            games: Some("nba:a, nba:b,,".into()),
+            leagues: Some("nhl".into()),
+        };
+        assert_eq!(
+            q.initial_sub(),
+            Some(ClientMsg::Sub {
+                games: vec!["nba:a".into(), "nba:b".into()],
+                leagues: vec!["nhl".into()],
+                since: BTreeMap::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn empty_query_subscribes_to_nothing() {
+        assert_eq!(WsQuery::default().initial_sub(), None);
+        let q = WsQuery {
+            games: Some(" , ".into()),
+            leagues: Some(String::new()),
+        };
+        assert_eq!(q.initial_sub(), None);
+    }
+
+    #[test]
+    fn every_server_end_has_a_fitting_close_code() {
+        assert_eq!(End::Flood.close_frame().map(|c| c.0), Some(1008));
+        assert_eq!(End::SlowConsumer.close_frame().map(|c| c.0), Some(1008));
+        assert_eq!(End::TooBig.close_frame().map(|c| c.0), Some(1009));
+        assert_eq!(End::Shutdown.close_frame().map(|c| c.0), Some(1001));
+        assert_eq!(End::WriteStalled.close_frame(), None);
+        assert!(!End::ClientClosed.by_server());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriber_gets_a_snapshot_then_diffs() {
+        let hub = start(WsConfig::default()).await;
+        let game = hub.game("nba:g1").await;
+        let mut fan = hub.connect("").await;
+        send(&mut fan, r#"{"op":"sub","games":["nba:g1"]}"#).await;
+        let snap = next_frame(&mut fan).await;
+        assert_eq!(
+            (snap.t.as_str(), snap.g.as_deref(), snap.q),
+            ("s", Some("nba:g1"), Some(0))
+        );
+        score(&game, 1).await;
+        let diff = next_frame(&mut fan).await;
+        assert_eq!((diff.t.as_str(), diff.q), ("d", Some(1)));
+        assert_eq!(diff.d.unwrap()["home"]["score"], 1);
+        assert!(diff.ts.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn query_subscribes_games_and_leagues_at_once() {
+        let hub = start(WsConfig::default()).await;
+        hub.game("nba:g1").await;
+        hub.game("nhl:h1").await;
+        let mut fan = hub.connect("?games=nba:g1&leagues=nhl").await;
+        let mut seen = [next_frame(&mut fan).await, next_frame(&mut fan).await];
+        seen.sort_by(|a, b| a.g.cmp(&b.g));
+        let games: Vec<_> = seen
+            .iter()
+            .map(|f| (f.t.as_str(), f.g.as_deref()))
+            .collect();
+        assert_eq!(games, [("s", Some("nba:g1")), ("s", Some("nhl:h1"))]);
+        // A game created later in the watched league arrives by itself.
+        hub.game("nhl:h2").await;
+        let late = next_frame(&mut fan).await;
+        assert_eq!((late.t.as_str(), late.g.as_deref()), ("s", Some("nhl:h2")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resume_with_since_gets_only_the_missed_diffs() {
+        let hub = start(WsConfig::default()).await;
+        let game = hub.game("nba:g1").await;
+        for n in 1..=3 {
+            score(&game, n).await;
+        }
+        let mut fan = hub.connect("").await;
+        send(
+            &mut fan,
+            r#"{"op":"sub","games":["nba:g1"],"since":{"nba:g1":1}}"#,
+        )
+        .await;
+        for q in [2, 3] {
+            let f = next_frame(&mut fan).await;
+            assert_eq!((f.t.as_str(), f.q), ("d", Some(q)));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_messages_get_error_frames_and_the_connection_stays() {
+        let ws = WsConfig {
+            max_subscriptions: 1,
+            ..WsConfig::default()
+        };
+        let hub = start(ws).await;
+        hub.game("nba:g1").await;
+        hub.game("nba:g2").await;
+        let mut fan = hub.connect("").await;
+        let cases = [
+            (
+                r#"{"op":"sub","games":["no colon"]}"#,
+                "invalid_game_id",
+                Some("no colon"),
+            ),
+            (
+                r#"{"op":"sub","games":["nba:missing"]}"#,
+                "game_not_found",
+                Some("nba:missing"),
+            ),
+            (r#"{"op":"dance"}"#, "bad_message", None),
+            ("not json", "bad_message", None),
+            (r#"{"op":"sub","leagues":["NBA!"]}"#, "invalid_league", None),
+            (
+                r#"{"op":"sub","games":["nba:g1","nba:g2"]}"#,
+                "too_many_subscriptions",
+                None,
+            ),
+            (
+                r#"{"op":"sub","leagues":["nba"]}"#,
+                "too_many_subscriptions",
+                None,
+            ),
+        ];
+        for (msg, code, game) in cases {
+            send(&mut fan, msg).await;
+            let f = next_frame(&mut fan).await;
+            assert_eq!(f.t, "e", "{msg}");
+            assert_eq!(f.code.as_deref(), Some(code), "{msg}");
+            assert_eq!(f.g.as_deref(), game, "{msg}");
+            assert!(f.msg.is_some_and(|m| !m.is_empty()));
+        }
+        // A binary (MessagePack) ping still works: the connection is open.
+        let ping = rmp_serde::to_vec_named(&serde_json::json!({"op": "ping"})).unwrap();
+        fan.send(WsMsg::binary(ping)).await.unwrap();
+        assert_eq!(next_frame(&mut fan).await.t, "p");
+        // One game is within the limit.
+        send(&mut fan, r#"{"op":"sub","games":["nba:g1"]}"#).await;
+        assert_eq!(next_frame(&mut fan).await.t, "s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsub_stops_the_diffs_of_that_game() {
+        let hub = start(WsConfig::default()).await;
+        let g1 = hub.game("nba:g1").await;
+        let g2 = hub.game("nba:g2").await;
+        let mut fan = hub.connect("?leagues=nba").await;
+        next_frame(&mut fan).await;
+        next_frame(&mut fan).await;
+        send(&mut fan, r#"{"op":"unsub","leagues":["nba"]}"#).await;
+        send(
+            &mut fan,
+            r#"{"op":"sub","games":["nba:g2"],"since":{"nba:g2":0}}"#,
+        )
+        .await;
+        // The pong proves both messages were handled before the events.
+        send(&mut fan, r#"{"op":"ping"}"#).await;
+        assert_eq!(next_frame(&mut fan).await.t, "p");
+        score(&g1, 1).await;
+        score(&g2, 1).await;
+        let f = next_frame(&mut fan).await;
+        assert_eq!(
+            (f.t.as_str(), f.g.as_deref(), f.q),
+            ("d", Some("nba:g2"), Some(1))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fan_that_never_reads_is_conflated_and_others_are_not_blocked() {
+        let ws = WsConfig {
+            queue_frames: 4,
+            write_timeout: Duration::from_secs(120),
+            ..WsConfig::default()
+        };
+        let hub = start(ws).await;
+        let game = hub.game("nba:big").await;
+        let mut slow = hub.connect("?games=nba:big").await;
+        let mut fast = hub.connect("?games=nba:big").await;
+        assert_eq!(next_frame(&mut fast).await.q, Some(0));
+
+        // ~8 KiB diffs, enough to fill every socket buffer between the hub
+        // and a fan that does not read.
+        const EVENTS: u64 = 2000;
+        let reader = tokio::spawn(async move {
+            let mut last = 0;
+            while last < EVENTS {
+                let f = next_frame(&mut fast).await;
+                assert_eq!(
+                    (f.t.as_str(), f.q),
+                    ("d", Some(last + 1)),
+                    "the fast fan gets every diff"
+                );
+                last += 1;
+            }
+        });
+        for n in 1..=EVENTS {
+            let extra: serde_json::Map<String, serde_json::Value> = (0..32)
+                .map(|k| (format!("k{k}"), format!("{n:0>250}").into()))
+                .collect();
+            let patch = serde_json::json!({ "extra": extra });
+            post(&game, format!("set-{n}"), Action::Set { patch }).await;
+        }
+        tokio::time::timeout(PATIENCE, reader)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let mut last: Option<u64> = None;
+        let (mut frames, mut snapshots) = (0, 0);
+        while last != Some(EVENTS) {
+            let f = next_frame(&mut slow).await;
+            let q = f.q.unwrap();
+            match (f.t.as_str(), last) {
+                ("s", prev) => {
+                    assert!(prev.is_none_or(|p| q >= p), "snapshots never go back");
+                    snapshots += 1;
+                }
+                ("d", Some(p)) => assert_eq!(q, p + 1, "diffs stay consecutive"),
+                other => panic!("unexpected frame {other:?}"),
+            }
+            last = Some(q);
+            frames += 1;
+        }
+        assert!(
+            snapshots >= 2,
+            "the slow fan got a fresh snapshot after conflation"
+        );
+        assert!(
+            frames < EVENTS,
+            "diffs were dropped, not queued without bound"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_closes_with_1008() {
+        let ws = WsConfig {
+            messages_per_second: 1,
+            message_burst: 3,
+            ..WsConfig::default()
+        };
+        let hub = start(ws).await;
+        let mut fan = hub.connect("").await;
+        for _ in 0..10 {
+            send(&mut fan, r#"{"op":"ping"}"#).await;
+        }
+        let (code, frames) = read_until_close(&mut fan).await;
+        assert_eq!(code, Some(1008));
+        assert!(frames.iter().all(|f| f.t == "p"));
+        assert!(frames.len() <= 3, "no more than the burst is answered");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_message_closes_with_1009() {
+        let ws = WsConfig {
+            max_message_bytes: 256,
+            ..WsConfig::default()
+        };
+        let hub = start(ws).await;
+        let mut fan = hub.connect("").await;
+        let big = format!(r#"{{"op":"sub","games":["{}"]}}"#, "x".repeat(1000));
+        send(&mut fan, &big).await;
+        let (code, _) = read_until_close(&mut fan).await;
+        assert_eq!(code, Some(1009));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_peer_is_dropped() {
+        let ws = WsConfig {
+            ping_interval: Duration::from_millis(50),
+            idle_timeout: Duration::from_millis(200),
+            ..WsConfig::default()
+        };
+        let hub = start(ws).await;
+        let mut fan = hub.connect("").await;
+        // Not polling the client means its pongs are never sent: silence.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (code, _) = read_until_close(&mut fan).await;
+        assert_eq!(code, Some(1001));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_with_1001_and_refuses_new_fans() {
+        let hub = start(WsConfig::default()).await;
+        hub.game("nba:g1").await;
+        let mut fan = hub.connect("?games=nba:g1").await;
+        assert_eq!(next_frame(&mut fan).await.t, "s");
+        hub.state.shutdown.cancel();
+        let (code, _) = read_until_close(&mut fan).await;
+        assert_eq!(code, Some(1001));
+        let url = format!("ws://{}/v1/ws", hub.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503)
+            }
+            other => panic!("expected 503, got {other:?}"),
+        }
+        hub.state.sessions.close();
+        tokio::time::timeout(PATIENCE, hub.state.sessions.wait())
+            .await
+            .expect("every session ends");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_full_hub_serves_fans_and_drains_them_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.dir = dir.path().to_path_buf();
+        config.storage.fsync = false;
+        let hub = Hub::open(config, &[7u8; 32]).unwrap();
+        let state = hub.state().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(hub.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let body = NewGame {
+            home: NewTeam {
+                name: "Home".into(),
+            },
+            away: NewTeam {
+                name: "Away".into(),
+            },
+            status: None,
+            period: None,
+            extra: None,
+        };
+        let id = GameId::parse("nba:full").unwrap();
+        let (game, _) = state.registry.create(id, body, "test").await.unwrap();
+
+        let url = format!("ws://{addr}/v1/ws?games=nba:full");
+        let (mut fan, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert_eq!(next_frame(&mut fan).await.q, Some(0));
+        score(&game, 1).await;
+        let diff = next_frame(&mut fan).await;
+        assert_eq!((diff.t.as_str(), diff.q), ("d", Some(1)));
+
+        stop.send(()).unwrap();
+        let (code, _) = read_until_close(&mut fan).await;
+        assert_eq!(code, Some(1001));
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .expect("serve returns once fans are gone")
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,428 @@
+//! Game routes: the scorekeeper API (create a game, post one event or a batch)
+//! and the read side (one game, a page of games, a game's event history).
+//!
+//! Handlers only translate HTTP to calls on the [`Registry`](crate::registry::Registry)
+//! and the game's [`GameHandle`](crate::game::GameHandle): validation lives in
+//! `domain`, sequencing and idempotency in the game actor.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::extract::{Body, GamePath, Query, Scorekeeper, Writer, check_write, field_error};
+use crate::auth::Claims;
+use crate::domain::{Event, GameId, GameState, League, NewGame, RawEvent, Status};
+use crate::error::{ApiError, ErrorBody};
+use crate::game::Applied;
+use crate::metrics as m;
+use crate::server::AppState;
+use crate::store::{Record, StoreError};
+
+/// Most events in one `POST /v1/events`.
+pub const MAX_BATCH: usize = 500;
+/// Default page size of `GET /v1/games`.
+pub const DEFAULT_GAMES_LIMIT: usize = 50;
+/// Largest page size of `GET /v1/games`.
+pub const MAX_GAMES_LIMIT: usize = 500;
+/// Default page size of `GET /v1/games/{id}/events`.
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+/// Largest page size of `GET /v1/games/{id}/events`.
+pub const MAX_EVENTS_LIMIT: usize = 1000;
+
+/// The game routes, to be merged into the main router.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/games", get(list_games))
+        .route("/v1/games/{id}", get(get_game).put(put_game))
+        .route("/v1/games/{id}/events", get(list_events).post(post_event))
+        .route("/v1/events", post(post_batch))
+}
+
+/// `{"game","seq","duplicate"}`: the answer for one applied event.
+#[derive(Debug, Serialize)]
+struct Ack {
+    game: GameId,
+    seq: u64,
+    duplicate: bool,
+}
+
+impl Ack {
+    fn new(game: GameId, applied: Applied) -> Ack {
+        Ack {
+            game,
+            seq: applied.seq,
+            duplicate: applied.duplicate,
+        }
+    }
+}
+
+/// `ETag: "<seq>"`.
+fn etag(seq: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{seq}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// A game's state with its `ETag` and `Cache-Control: no-cache`.
+fn state_response(status: StatusCode, state: &GameState) -> Response {
+    (
+        status,
+        [
+            (header::ETAG, etag(state.seq)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Json(state),
+    )
+        .into_response()
+}
+
+/// Counts an event refused before it reached the game actor (the actor counts
+/// its own outcomes).
+fn count_rejected() {
+    metrics::counter!(m::EVENTS_TOTAL, "outcome" => "rejected").increment(1);
+}
+
+/// `PUT /v1/games/{id}`: creates a game, idempotently.
+async fn put_game(
+    State(state): State<AppState>,
+    writer: Writer,
+    Body(body): Body<NewGame>,
+) -> Result<Response, ApiError> {
+    let (handle, created) = state
+        .registry
+        .create(writer.game, body, &writer.claims.sub)
+        .await?;
+    let status = match created {
+        crate::registry::Created::New => StatusCode::CREATED,
+        crate::registry::Created::Existing => StatusCode::OK,
+    };
+    Ok(state_response(status, &handle.state()))
+}
+
+/// `POST /v1/games/{id}/events`: applies one event.
+async fn post_event(
+    State(state): State<AppState>,
+    writer: Writer,
+    Body(raw): Body<RawEvent>,
+) -> Result<Json<Ack>, ApiError> {
+    let received = Instant::now();
+    let Writer { claims, game } = writer;
+    if let Some(named) = raw.game.as_deref()
+        && named != game.as_str()
+    {
+        count_rejected();
+        let shown: String = named.chars().take(100).collect();
+        return Err(ApiError::BadRequest(format!(
+            "game: the body names game {shown:?} but the path names {game}; drop `game` from the body or post to that game's URL"
+        )));
+    }
+    let Some(handle) = state.registry.get(&game) else {
+        count_rejected();
+        return Err(ApiError::GameNotFound(game));
+    };
+    let event = Event::try_from(raw).inspect_err(|_| count_rejected())?;
+    let applied = handle
+        .apply(event, Arc::from(claims.sub.as_str()), received)
+        .await?;
+    Ok(Json(Ack::new(game, applied)))
+}
+
+/// The body of `POST /v1/events`. Items stay generic values so that one
+/// malformed item is an item error, not a failed request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    events: Vec<Value>,
+}
+
+/// One entry of the batch answer, in the order of the request's items.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum ItemResult {
+    /// Applied (or a duplicate).
+    Done(Ack),
+    /// Refused; nothing changed.
+    Failed {
+        /// The item's `game`, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        game: Option<String>,
+        /// Why.
+        error: ErrorBody,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResults {
+    results: Vec<ItemResult>,
+}
+
+/// `POST /v1/events`: applies a batch in order, one event at a time (each is
+/// acknowledged before the next is sent, so the order holds across games too).
+async fn post_batch(
+    State(state): State<AppState>,
+    Scorekeeper(claims): Scorekeeper,
+    Body(batch): Body<Batch>,
+) -> Result<Json<BatchResults>, ApiError> {
+    let n = batch.events.len();
+    if n == 0 {
+        return Err(ApiError::BadRequest(
+            "events: the batch is empty; send 1 to 500 events".into(),
+        ));
+    }
+    if n > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "events: the batch holds {n} events, at most {MAX_BATCH} are allowed; split it into several requests"
+        )));
+    }
+    let by: Arc<str> = Arc::from(claims.sub.as_str());
+    let mut results = Vec::with_capacity(n);
+    for (index, item) in batch.events.into_iter().enumerate() {
+        let named = item
+            .get("game")
+            .and_then(Value::as_str)
+            .map(|g| g.chars().take(100).collect::<String>());
+        let result = match apply_item(&state, &claims, &by, index, item).await {
+            Ok(ack) => ItemResult::Done(ack),
+            Err(e) => {
+                e.log();
+                ItemResult::Failed {
+                    game: named,
+                    error: e.body(),
+                }
+            }
+        };
+        results.push(result);
+    }
+    Ok(Json(BatchResults { results }))
+}
+
+/// Checks and applies one batch item, as `POST /v1/games/{id}/events` would.
+async fn apply_item(
+    state: &AppState,
+    claims: &Claims,
+    by: &Arc<str>,
+    index: usize,
+    item: Value,
+) -> Result<Ack, ApiError> {
+    let received = Instant::now();
+    let prefix = format!("events[{index}]");
+    if !item.is_object() {
+        count_rejected();
+        return Err(ApiError::BadRequest(format!(
+            "{prefix}: each item must be an event object with `game`, `event_id` and `kind`"
+        )));
+    }
+    let raw: RawEvent = serde_path_to_error::deserialize(item)
+        .map_err(|e| field_error(&prefix, e))
+        .inspect_err(|_| count_rejected())?;
+    let Some(named) = raw.game.as_deref() else {
+        count_rejected();
+        return Err(ApiError::BadRequest(format!(
+            "{prefix}.game: missing; every batch item names its game"
+        )));
+    };
+    let game = GameId::parse(named).map_err(|e| {
+        count_rejected();
+        ApiError::BadRequest(format!("{prefix}.game: {e}"))
+    })?;
+    check_write(claims, &game).inspect_err(|_| count_rejected())?;
+    let Some(handle) = state.registry.get(&game) else {
+        count_rejected();
+        return Err(ApiError::GameNotFound(game));
+    };
+    let event = Event::try_from(raw).inspect_err(|_| count_rejected())?;
+    let applied = handle.apply(event, by.clone(), received).await?;
+    Ok(Ack::new(game, applied))
+}
+
+/// Whether an `If-None-Match` header matches `seq`'s ETag (strong or weak).
+fn not_modified(headers: &HeaderMap, seq: u64) -> bool {
+    let current = format!("\"{seq}\"");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == current)
+}
+
+/// `GET /v1/games/{id}`: one game's state, with `ETag: "<seq>"`.
+async fn get_game(
+    State(state): State<AppState>,
+    GamePath(game): GamePath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let handle = state
+        .registry
+        .get(&game)
+        .ok_or(ApiError::GameNotFound(game))?;
+    let current = handle.state();
+    if not_modified(&headers, current.seq) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag(current.seq)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+        )
+            .into_response());
+    }
+    Ok(state_response(StatusCode::OK, &current))
+}
+
+/// Query of `GET /v1/games`. Values are parsed by hand for clear messages;
+/// empty values count as absent.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    league: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GamesPage<'a> {
+    games: Vec<&'a GameState>,
+    next_cursor: Option<String>,
+}
+
+/// A present, non-empty query value.
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Parses a numeric query parameter within `min..=max`, or its default.
+fn number_param<T>(
+    name: &str,
+    value: &Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError>
+where
+    T: FromStr + PartialOrd + Copy + std::fmt::Display,
+{
+    let Some(s) = given(value) else {
+        return Ok(default);
+    };
+    match s.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => {
+            let shown: String = s.chars().take(32).collect();
+            Err(ApiError::BadRequest(format!(
+                "{name}: {shown:?} is not allowed; use a whole number from {min} to {max} (default {default})"
+            )))
+        }
+    }
+}
+
+/// `GET /v1/games`: a page of games, ordered by id, optionally filtered.
+async fn list_games(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let league = given(&q.league)
+        .map(|l| League::parse(l).map_err(|e| ApiError::BadRequest(format!("league: {e}"))))
+        .transpose()?;
+    let status = given(&q.status)
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                let shown: String = s.chars().take(32).collect();
+                ApiError::BadRequest(format!(
+                    "status: {shown:?} is not a status; use one of scheduled, live, paused, final, postponed, cancelled"
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = number_param("limit", &q.limit, DEFAULT_GAMES_LIMIT, 1, MAX_GAMES_LIMIT)?;
+    let cursor = given(&q.cursor)
+        .map(|c| {
+            GameId::parse(c).map_err(|_| {
+                ApiError::BadRequest(
+                    "cursor: not a cursor this hub gave out; pass the `next_cursor` of the previous page, or leave it out to start from the first"
+                        .into(),
+                )
+            })
+        })
+        .transpose()?;
+    let page = state
+        .registry
+        .list(league.as_ref(), status, limit, cursor.as_ref());
+    let games = page.games.iter().map(|g| &**g).collect();
+    Ok(Json(GamesPage {
+        games,
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
+}
+
+/// Query of `GET /v1/games/{id}/events`.
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventsPage {
+    events: Vec<Value>,
+    next: u64,
+}
+
+/// One history entry: the event's flat wire fields plus `seq`, `by` and `at`.
+fn history_entry(seq: u64, event: &Event, by: &str, at: i64) -> Result<Value, ApiError> {
+    let mut value = serde_json::to_value(event)
+        .map_err(|e| ApiError::Internal(format!("event seq {seq} does not serialise: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(ApiError::Internal(format!(
+            "event seq {seq} does not serialise to an object"
+        )));
+    };
+    fields.insert("seq".into(), seq.into());
+    fields.insert("by".into(), by.into());
+    fields.insert("at".into(), at.into());
+    Ok(value)
+}
+
+/// `GET /v1/games/{id}/events`: the audit trail, oldest first, paged by seq.
+async fn list_events(
+    State(state): State<AppState>,
+    Scorekeeper(_claims): Scorekeeper,
+    GamePath(game): GamePath,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let since = number_param("since", &q.since, 0u64, 0, u64::MAX)?;
+    let limit = number_param("limit", &q.limit, DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT)?;
+    if state.registry.get(&game).is_none() {
+        return Err(ApiError::GameNotFound(game));
+    }
+    let records = state
+        .registry
+        .log()
+        .events(&game, since, limit)
+        .await
+        .map_err(|e| match e {
+            StoreError::Unavailable(_) => ApiError::NotReady(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    let mut events = Vec::with_capacity(records.len());
+    let mut next = since;
+    for record in records {
+        if let Record::Event {
+            seq, event, by, at, ..
+        } = record
+        {
+            events.push(history_entry(seq, &event, &by, at)?);
+            next = seq;
+        }
+    }
+    Ok(Json(EventsPage { events, next }))
+}
