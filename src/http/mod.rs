@@ -2,6 +2,7 @@
 //!
 //! - `games`: the scorekeeper API and the read side.
 //! - `ops`: health, readiness, metrics, the OpenAPI document.
+//! - [`pages`]: the scoreboard, the scorekeeper console and the browser client.
 //! - [`extract`]: extractors that answer in our JSON error format.
 //! - `/v1/ws` is the fans' WebSocket ([`crate::ws::ws_handler`]).
 //!
@@ -16,6 +17,7 @@
 pub mod extract;
 mod games;
 mod ops;
+pub mod pages;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(games::routes())
         .merge(ops::routes())
+        .merge(pages::routes())
         .route("/v1/ws", get(crate::ws::ws_handler))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

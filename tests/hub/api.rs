@@ -27,18 +27,23 @@ async fn put_game_creates_then_is_idempotent_then_conflicts() {
     assert_eq!(created["game"], GAME);
     assert_eq!(created["seq"], 0);
 
-    let r = hub.put_game_with(GAME, body).await;
+    let r = hub.put_game_with(GAME, body.clone()).await;
     assert_eq!(r.status, 200, "same body again: {}", r.text);
+
+    // Still the same body after the game moved on.
+    hub.post_ok(GAME, score("e1", "home", 2)).await;
+    let r = hub.put_game_with(GAME, body).await;
+    assert_eq!(r.status, 200, "same body after an event: {}", r.text);
 
     let r = hub.put_game_with(GAME, new_game("Lakers", "Knicks")).await;
     r.assert_error(409, "game_exists");
 
     let state = hub.get_game(GAME).await;
     assert_eq!(state["game"], GAME);
-    assert_eq!(state["seq"], 0);
+    assert_eq!(state["seq"], 1);
     assert_eq!(state["status"], "scheduled");
     assert_eq!(state["period"], 0);
-    assert_eq!(state["home"], json!({"name": "Lakers", "score": 0}));
+    assert_eq!(state["home"], json!({"name": "Lakers", "score": 2}));
     assert_eq!(state["away"], json!({"name": "Celtics", "score": 0}));
     assert_eq!(state["extra"], json!({"venue": "Crypto.com Arena"}));
     assert!(state["clock"]["ms"].is_u64(), "{state}");
@@ -112,7 +117,9 @@ async fn expected_seq_mismatch_is_412_and_applies_nothing() {
 
     let mut ev = score("e2", "home", 2);
     ev["expected_seq"] = json!(5);
-    hub.post_event(GAME, ev).await.assert_error(412, "seq_mismatch");
+    hub.post_event(GAME, ev)
+        .await
+        .assert_error(412, "seq_mismatch");
     assert_eq!(hub.get_game(GAME).await, before);
 
     let mut ev = score("e2", "home", 2);
@@ -188,7 +195,13 @@ async fn tokens_are_checked() {
         ("expired", expired_token()),
     ] {
         let r = hub
-            .call(Method::POST, &path, Some(&token), Body::Json(ev.clone()), &[])
+            .call(
+                Method::POST,
+                &path,
+                Some(&token),
+                Body::Json(ev.clone()),
+                &[],
+            )
             .await;
         assert_eq!(r.status, 401, "{what} token: {}", r.text);
         r.assert_error_shape();
@@ -198,7 +211,13 @@ async fn tokens_are_checked() {
     for games in [["nhl:*"], ["nba:other-game"]] {
         let token = hub.token(&games, Scope::Scorekeeper);
         let r = hub
-            .call(Method::POST, &path, Some(&token), Body::Json(ev.clone()), &[])
+            .call(
+                Method::POST,
+                &path,
+                Some(&token),
+                Body::Json(ev.clone()),
+                &[],
+            )
             .await;
         assert_eq!(r.status, 403, "token for {games:?}: {}", r.text);
         r.assert_error_shape();
@@ -217,10 +236,14 @@ async fn tokens_are_checked() {
 
     // The exact game id in the token is enough; so is an admin token for `*`.
     let exact = hub.token(&[GAME], Scope::Scorekeeper);
-    let r = hub.post_event_as(GAME, &exact, score("e1", "home", 1)).await;
+    let r = hub
+        .post_event_as(GAME, &exact, score("e1", "home", 1))
+        .await;
     assert_eq!(r.ok_json()["seq"], 1);
     let admin = hub.token(&["*"], Scope::Admin);
-    let r = hub.post_event_as(GAME, &admin, score("e2", "home", 1)).await;
+    let r = hub
+        .post_event_as(GAME, &admin, score("e2", "home", 1))
+        .await;
     assert_eq!(r.ok_json()["seq"], 2);
     // Nothing the refused requests sent was applied.
     assert_eq!(hub.get_game(GAME).await["home"]["score"], 2);
@@ -246,10 +269,17 @@ async fn bad_bodies_get_the_fitting_status() {
     r.assert_error_shape();
 
     // Missing fields: the message names them.
-    let r = post(Body::Json(json!({"kind": "score", "team": "home", "points": 1})), &[]).await;
+    let r = post(
+        Body::Json(json!({"kind": "score", "team": "home", "points": 1})),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 400, "missing event_id: {}", r.text);
     let (_, msg) = r.assert_error_shape();
-    assert!(msg.contains("event_id"), "message should name event_id: {msg}");
+    assert!(
+        msg.contains("event_id"),
+        "message should name event_id: {msg}"
+    );
 
     let r = post(
         Body::Json(json!({"event_id": "e1", "kind": "score", "team": "home"})),
@@ -287,14 +317,33 @@ async fn bad_bodies_get_the_fitting_status() {
     let r = post(Body::Raw(Some("text/plain"), valid.clone()), &[]).await;
     assert_eq!(r.status, 415, "text/plain: {}", r.text);
     r.assert_error_shape();
+    let r = post(Body::Raw(None, valid.clone()), &[]).await;
+    assert_eq!(r.status, 415, "no content type: {}", r.text);
+    r.assert_error_shape();
 
     // None of that changed the game.
     let state = hub.get_game(GAME).await;
     assert_eq!(state["seq"], 0, "{state}");
 
-    // The same event with the right type applies.
-    let r = post(Body::Raw(Some("application/json"), valid), &[]).await;
+    // The same event with the right type applies (parameters are fine).
+    let r = post(
+        Body::Raw(Some("application/json; charset=utf-8"), valid),
+        &[],
+    )
+    .await;
     assert_eq!(r.ok_json()["seq"], 1);
+
+    // History of an unknown game: 404.
+    let r = hub
+        .call(
+            Method::GET,
+            "/v1/games/nba:nope/events",
+            Some(&token),
+            Body::None,
+            &[],
+        )
+        .await;
+    r.assert_error(404, "game_not_found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +369,10 @@ async fn messagepack_bodies_are_accepted() {
             &[],
         )
         .await;
-    assert_eq!(r.ok_json(), json!({"game": GAME, "seq": 1, "duplicate": false}));
+    assert_eq!(
+        r.ok_json(),
+        json!({"game": GAME, "seq": 1, "duplicate": false})
+    );
     // The same event as JSON is recognised as the same body.
     let r = hub.post_event(GAME, score("m1", "away", 2)).await;
     assert_eq!(r.ok_json()["duplicate"], true);
@@ -370,7 +422,10 @@ async fn batch_applies_in_order_with_per_item_results() {
         let err = results[i]["error"]
             .as_object()
             .unwrap_or_else(|| panic!("item {i} should be an error: {body}"));
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
         err["code"].as_str().expect("code").to_owned()
     };
     code(2); // unknown team
@@ -381,7 +436,10 @@ async fn batch_applies_in_order_with_per_item_results() {
     assert_eq!(results[7], json!({"game": a, "seq": 2, "duplicate": false}));
 
     let state = hub.get_game(a).await;
-    assert_eq!((state["seq"].clone(), state["home"]["score"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (state["seq"].clone(), state["home"]["score"].clone()),
+        (json!(2), json!(1))
+    );
     assert_eq!(state["away"]["score"], 3);
     assert_eq!(hub.get_game("nhl:x").await["seq"], 0);
 
@@ -416,7 +474,11 @@ async fn batch_applies_in_order_with_per_item_results() {
         .await;
     assert_eq!(r.status, 400, "501 items: {}", r.text);
     r.assert_error_shape();
-    assert_eq!(hub.get_game(b).await["seq"], 501, "a refused batch applied items");
+    assert_eq!(
+        hub.get_game(b).await["seq"],
+        501,
+        "a refused batch applied items"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,14 +500,26 @@ async fn get_game_has_an_etag() {
     );
 
     let r = hub
-        .call(Method::GET, &path, None, Body::None, &[("if-none-match", "\"2\"")])
+        .call(
+            Method::GET,
+            &path,
+            None,
+            Body::None,
+            &[("if-none-match", "\"2\"")],
+        )
         .await;
     assert_eq!(r.status, 304, "{}", r.text);
     assert!(r.text.is_empty(), "304 with a body: {}", r.text);
 
     hub.post_ok(GAME, score("e3", "home", 1)).await;
     let r = hub
-        .call(Method::GET, &path, None, Body::None, &[("if-none-match", "\"2\"")])
+        .call(
+            Method::GET,
+            &path,
+            None,
+            Body::None,
+            &[("if-none-match", "\"2\"")],
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("etag").as_deref(), Some("\"3\""));
@@ -467,7 +541,10 @@ async fn list_all(hub: &TestHub, query: &str, limit: usize) -> (Vec<String>, usi
         pages += 1;
         assert!(pages <= 50, "pagination does not end: {body}");
         let games = body["games"].as_array().expect("games array");
-        assert!(games.len() <= limit, "page larger than limit {limit}: {body}");
+        assert!(
+            games.len() <= limit,
+            "page larger than limit {limit}: {body}"
+        );
         for g in games {
             let id = g["game"].as_str().expect("state has game").to_owned();
             assert!(!ids.contains(&id), "{id} listed twice");
@@ -491,8 +568,11 @@ async fn list_filters_and_paginates() {
     hub.put_game("nhl:h1").await;
     hub.put_game("nhl:h2").await;
     for id in ["nba:g2", "nba:g5", "nhl:h1"] {
-        hub.post_ok(id, json!({"event_id": "go", "kind": "status", "status": "live"}))
-            .await;
+        hub.post_ok(
+            id,
+            json!({"event_id": "go", "kind": "status", "status": "live"}),
+        )
+        .await;
     }
 
     let (ids, pages) = list_all(&hub, "league=nba", 3).await;
@@ -511,7 +591,10 @@ async fn list_filters_and_paginates() {
     assert_eq!(games.len(), 2, "{body}");
     assert_eq!(body["next_cursor"], Value::Null);
     // Listed games are full states.
-    let h1 = games.iter().find(|g| g["game"] == "nhl:h1").expect("nhl:h1");
+    let h1 = games
+        .iter()
+        .find(|g| g["game"] == "nhl:h1")
+        .expect("nhl:h1");
     assert_eq!(*h1, hub.get_game("nhl:h1").await);
 
     let (all, _) = list_all(&hub, "status=scheduled", 4).await;
@@ -529,7 +612,8 @@ async fn event_history_pages_and_names_the_poster() {
             .await;
         assert_eq!(r.ok_json()["seq"], i);
     }
-    let path = |since: u64, limit: u64| format!("/v1/games/{GAME}/events?since={since}&limit={limit}");
+    let path =
+        |since: u64, limit: u64| format!("/v1/games/{GAME}/events?since={since}&limit={limit}");
 
     // No token: 401.
     let r = hub.get(&path(0, 2)).await;
@@ -558,7 +642,10 @@ async fn event_history_pages_and_names_the_poster() {
     assert_eq!(e1["team"], "home");
     assert_eq!(e1["points"], 1);
     assert_eq!(e1["by"], "alice");
-    assert!(e1["at"].as_i64().is_some_and(|at| at > 1_600_000_000_000), "{e1}");
+    assert!(
+        e1["at"].as_i64().is_some_and(|at| at > 1_600_000_000_000),
+        "{e1}"
+    );
     assert_eq!(events[1]["seq"], 2);
 
     // Follow `next` to the end.
@@ -609,7 +696,10 @@ async fn openapi_document_is_3_1_and_lists_the_routes() {
         .find(|(k, _)| k.starts_with("/v1/games/{") && k.ends_with('}'))
         .map(|(_, v)| v)
         .expect("the game path");
-    assert!(game.get("put").is_some() && game.get("get").is_some(), "{game}");
+    assert!(
+        game.get("put").is_some() && game.get("get").is_some(),
+        "{game}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,7 +709,13 @@ async fn unknown_routes_and_methods_use_the_error_shape() {
     assert_eq!(r.status, 404);
     r.assert_error_shape();
     let r = hub
-        .call(Method::DELETE, &format!("/v1/games/{GAME}"), None, Body::None, &[])
+        .call(
+            Method::DELETE,
+            &format!("/v1/games/{GAME}"),
+            None,
+            Body::None,
+            &[],
+        )
         .await;
     assert!(
         r.status == 405 || r.status == 401 || r.status == 404,
@@ -636,9 +732,7 @@ fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| {
-            l.starts_with(name)
-                && l[name.len()..].starts_with(['{', ' '])
-                && l.contains(labels)
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -652,9 +746,8 @@ async fn health_readiness_and_metrics() {
 
     let before = hub.get("/metrics").await;
     assert_eq!(before.status, 200);
-    let applied = |text: &str| {
-        sample(text, "scorehub_events_total", "outcome=\"applied\"").unwrap_or(0.0)
-    };
+    let applied =
+        |text: &str| sample(text, "scorehub_events_total", "outcome=\"applied\"").unwrap_or(0.0);
     let applied_before = applied(&before.text);
 
     // Some traffic: a game, a fan, events, a duplicate, a rejected event.
@@ -672,8 +765,12 @@ async fn health_readiness_and_metrics() {
     eventually("frames_sent_total to count our frames", WAIT, || async {
         let text = hub.get("/metrics").await.text;
         ["snapshot", "diff", "error"].iter().all(|kind| {
-            sample(&text, "scorehub_frames_sent_total", &format!("kind=\"{kind}\""))
-                .is_some_and(|v| v >= 1.0)
+            sample(
+                &text,
+                "scorehub_frames_sent_total",
+                &format!("kind=\"{kind}\""),
+            )
+            .is_some_and(|v| v >= 1.0)
         })
     })
     .await;
@@ -707,21 +804,31 @@ async fn health_readiness_and_metrics() {
     }
     for outcome in ["applied", "duplicate", "rejected"] {
         assert!(
-            sample(&text, "scorehub_events_total", &format!("outcome=\"{outcome}\"")).is_some(),
+            sample(
+                &text,
+                "scorehub_events_total",
+                &format!("outcome=\"{outcome}\"")
+            )
+            .is_some(),
             "no events_total{{outcome=\"{outcome}\"}}:\n{text}"
         );
     }
     for kind in ["snapshot", "diff", "error"] {
         assert!(
-            sample(&text, "scorehub_frames_sent_total", &format!("kind=\"{kind}\""))
-                .is_some_and(|v| v >= 1.0),
+            sample(
+                &text,
+                "scorehub_frames_sent_total",
+                &format!("kind=\"{kind}\"")
+            )
+            .is_some_and(|v| v >= 1.0),
             "frames_sent_total{{kind=\"{kind}\"}} should count our frames:\n{text}"
         );
     }
     assert!(
-        text.lines().any(|l| l.starts_with("scorehub_http_requests_total{")
-            && l.contains("route=\"")
-            && l.contains("status=\"")),
+        text.lines()
+            .any(|l| l.starts_with("scorehub_http_requests_total{")
+                && l.contains("route=\"")
+                && l.contains("status=\"")),
         "http_requests_total needs route and status labels:\n{text}"
     );
     assert!(
@@ -768,7 +875,10 @@ async fn invalid_states_and_ids_are_refused() {
     let extra: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), json!(i))).collect();
     let r = hub
-        .post_event(GAME, json!({"event_id": "x1", "kind": "set", "patch": {"extra": extra}}))
+        .post_event(
+            GAME,
+            json!({"event_id": "x1", "kind": "set", "patch": {"extra": extra}}),
+        )
         .await;
     assert_eq!(r.status, 422, "33 extra keys: {}", r.text);
     r.assert_error_shape();
@@ -780,13 +890,21 @@ async fn invalid_states_and_ids_are_refused() {
             json!({"event_id": "x2", "kind": "set", "patch": {"extra": {"nested": {"a": 1}}}}),
         )
         .await;
-    assert!(matches!(r.status, 400 | 422), "nested extra: {} {}", r.status, r.text);
+    assert!(
+        matches!(r.status, 400 | 422),
+        "nested extra: {} {}",
+        r.status,
+        r.text
+    );
     r.assert_error_shape();
 
     // A `set` may not touch `game` or `seq`.
     for patch in [json!({"seq": 99}), json!({"game": "nba:other"})] {
         let r = hub
-            .post_event(GAME, json!({"event_id": "x3", "kind": "set", "patch": patch}))
+            .post_event(
+                GAME,
+                json!({"event_id": "x3", "kind": "set", "patch": patch}),
+            )
             .await;
         assert!(
             matches!(r.status, 400 | 422),
@@ -804,12 +922,19 @@ async fn invalid_states_and_ids_are_refused() {
     assert!(matches!(r.status, 400 | 422), "unknown kind: {}", r.text);
     r.assert_error_shape();
     let r = hub
-        .post_event(GAME, json!({"event_id": "x6", "kind": "status", "status": "halftime"}))
+        .post_event(
+            GAME,
+            json!({"event_id": "x6", "kind": "status", "status": "halftime"}),
+        )
         .await;
     assert_eq!(r.status, 422, "unknown status: {}", r.text);
     r.assert_error_shape();
 
-    assert_eq!(hub.get_game(GAME).await, before, "a refused event changed the game");
+    assert_eq!(
+        hub.get_game(GAME).await,
+        before,
+        "a refused event changed the game"
+    );
 
     // The refused event ids are still free: a refusal records nothing.
     assert_eq!(hub.post_ok(GAME, score("x3", "home", 5)).await, 1);
@@ -873,7 +998,10 @@ async fn concurrent_posters_get_gapless_seqs() {
         let mut seqs = Vec::new();
         for i in 0..50 {
             let team = if p % 2 == 0 { "home" } else { "away" };
-            seqs.push(hub.post_ok(GAME, score(&format!("p{p}-{i}"), team, 1)).await);
+            seqs.push(
+                hub.post_ok(GAME, score(&format!("p{p}-{i}"), team, 1))
+                    .await,
+            );
         }
         seqs
     });
@@ -883,7 +1011,11 @@ async fn concurrent_posters_get_gapless_seqs() {
         .flatten()
         .collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "seqs are 1..=200, each once");
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<u64>>(),
+        "seqs are 1..=200, each once"
+    );
     let state = hub.get_game(GAME).await;
     assert_eq!(state["seq"], 200);
     assert_eq!(state["home"]["score"], 100);
@@ -915,13 +1047,20 @@ async fn concurrent_retries_apply_once() {
     assert_eq!(fresh, 1, "exactly one retry applies: {bodies:?}");
     assert!(bodies.iter().all(|b| b["seq"] == 1), "{bodies:?}");
     let state = hub.get_game(GAME).await;
-    assert_eq!((state["seq"].clone(), state["home"]["score"].clone()), (json!(1), json!(3)));
+    assert_eq!(
+        (state["seq"].clone(), state["home"]["score"].clone()),
+        (json!(1), json!(3))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_served() {
     let hub = TestHub::start().await;
-    for (path, kind) in [("/", "text/html"), ("/console", "text/html"), ("/scorehub.js", "javascript")] {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console", "text/html"),
+        ("/scorehub.js", "javascript"),
+    ] {
         let r = hub.get(path).await;
         assert_eq!(r.status, 200, "GET {path}");
         assert!(

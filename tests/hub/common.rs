@@ -158,7 +158,11 @@ impl Reply {
             .get("message")
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("error without a string `message`: {}", self.text));
-        assert!(!message.trim().is_empty(), "empty error message: {}", self.text);
+        assert!(
+            !message.trim().is_empty(),
+            "empty error message: {}",
+            self.text
+        );
         (code.to_owned(), message.to_owned())
     }
 }
@@ -568,6 +572,11 @@ impl BinaryHub {
         self.stdout.lock().expect("stdout lock").join("\n")
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9` and reap.
     pub(crate) fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL the hub");
@@ -764,7 +773,9 @@ impl Fan {
                     "the server sent a text frame {text:?}; every server frame must be binary MessagePack"
                 ),
                 Message::Close(frame) => {
-                    panic!("the server closed the connection ({frame:?}) while a frame was expected")
+                    panic!(
+                        "the server closed the connection ({frame:?}) while a frame was expected"
+                    )
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
@@ -850,19 +861,22 @@ impl FanState {
     /// a diff before a snapshot, a gap or repeat in `q`, a state whose `seq`
     /// disagrees with `q`.
     pub(crate) fn apply(&mut self, f: &DecodedFrame) {
-        let g = f
-            .g
-            .clone()
-            .unwrap_or_else(|| panic!("state frame without g: {f:?}"));
-        let q = f.q.unwrap_or_else(|| panic!("state frame without q: {f:?}"));
-        let d = f
-            .d
-            .as_ref()
-            .unwrap_or_else(|| panic!("state frame without d: {f:?}"));
+        let g =
+            f.g.clone()
+                .unwrap_or_else(|| panic!("state frame without g: {f:?}"));
+        let q =
+            f.q.unwrap_or_else(|| panic!("state frame without q: {f:?}"));
+        let d =
+            f.d.as_ref()
+                .unwrap_or_else(|| panic!("state frame without d: {f:?}"));
         match f.t.as_str() {
             "s" => {
                 assert_eq!(d["seq"].as_u64(), Some(q), "snapshot seq != q: {f:?}");
-                assert_eq!(d["game"].as_str(), Some(g.as_str()), "snapshot of {g}: {f:?}");
+                assert_eq!(
+                    d["game"].as_str(),
+                    Some(g.as_str()),
+                    "snapshot of {g}: {f:?}"
+                );
                 self.games.insert(g.clone(), d.clone());
             }
             "d" => {
@@ -903,7 +917,10 @@ impl FanState {
 
     /// How many snapshots of `game` were applied.
     pub(crate) fn snapshots(&self, game: &str) -> usize {
-        self.log.iter().filter(|(t, g, _)| t == "s" && g == game).count()
+        self.log
+            .iter()
+            .filter(|(t, g, _)| t == "s" && g == game)
+            .count()
     }
 
     /// Reads frames from `fan` until it holds `game` at `seq`.

@@ -49,7 +49,11 @@ async fn acknowledged_events_survive_kill_9() {
     hub.kill9();
 
     let hub = BinaryHub::spawn(dir.path(), &[]);
-    assert_eq!(hub.get_game(G).await, before, "state after kill -9 and restart");
+    assert_eq!(
+        hub.get_game(G).await,
+        before,
+        "state after kill -9 and restart"
+    );
     assert_eq!(hub.get_game("nhl:x").await, before_x);
 
     // Idempotency survives the restart: the original seq, nothing applied.
@@ -58,6 +62,20 @@ async fn acknowledged_events_survive_kill_9() {
     let r = hub.post_event(G, score("e5", "home", 3)).await;
     r.assert_error(409, "event_id_conflict");
     assert_eq!(hub.get_game(G).await, before);
+
+    // So does creation: the same body is 200, another is 409.
+    let r = hub
+        .put_game_with(G, crate::common::new_game("Home", "Away"))
+        .await;
+    assert_eq!(
+        r.status, 200,
+        "PUT with the creation body after restart: {}",
+        r.text
+    );
+    let r = hub
+        .put_game_with(G, crate::common::new_game("Home", "Other"))
+        .await;
+    r.assert_error(409, "game_exists");
 
     // A new event continues the sequence.
     assert_eq!(hub.post_ok(G, score("e22", "away", 1)).await, 22);
@@ -172,7 +190,10 @@ fn unknown_config_key_stops_start_up() {
         ],
         dir.path(),
     );
-    assert!(!out.status.success(), "started with an unknown key: {out:?}");
+    assert!(
+        !out.status.success(),
+        "started with an unknown key: {out:?}"
+    );
     assert!(
         out.stderr.lines().any(|l| l.contains("http.nope")),
         "stderr should name http.nope: {}",
@@ -211,7 +232,10 @@ fn short_secret_is_refused() {
         ],
         dir.path(),
     );
-    assert!(!out.status.success(), "started with a short secret: {out:?}");
+    assert!(
+        !out.status.success(),
+        "started with a short secret: {out:?}"
+    );
     assert!(
         out.stderr.contains("auth.secret"),
         "stderr should name auth.secret: {}",
@@ -277,7 +301,9 @@ async fn token_command_mints_a_token_the_hub_accepts() {
         .await;
     assert_eq!(r.ok_json()["events"][0]["by"], "bob");
     // The token's games are enforced.
-    let r = hub.post_event_as("nhl:x", &token, score("e1", "home", 3)).await;
+    let r = hub
+        .post_event_as("nhl:x", &token, score("e1", "home", 3))
+        .await;
     assert!(
         r.status == 403 || r.status == 404,
         "a token for nba:* writing nhl:x: {} {}",
@@ -323,7 +349,11 @@ fn help_works() {
     let out = run_cli(&["token", "--help"], &[], dir.path());
     assert!(out.status.success(), "token --help: {out:?}");
     for flag in ["--sub", "--games", "--ttl", "--scope"] {
-        assert!(out.stdout.contains(flag), "token --help lacks {flag}: {}", out.stdout);
+        assert!(
+            out.stdout.contains(flag),
+            "token --help lacks {flag}: {}",
+            out.stdout
+        );
     }
 }
 
@@ -346,7 +376,7 @@ async fn without_a_secret_serve_prints_a_working_admin_token() {
     let token = token.expect("found above");
     let stdout = hub.stdout();
     assert!(
-        stdout.contains("/console") && stdout.contains(&format!("{}", hub.base)),
+        stdout.contains("/console") && stdout.contains(&hub.base),
         "the page URLs are printed: {stdout}"
     );
     assert!(
@@ -363,7 +393,11 @@ async fn without_a_secret_serve_prints_a_working_admin_token() {
             &[],
         )
         .await;
-    assert_eq!(r.status, 201, "PUT with the printed admin token: {}", r.text);
+    assert_eq!(
+        r.status, 201,
+        "PUT with the printed admin token: {}",
+        r.text
+    );
     // Tokens made with another secret are refused.
     let r = hub.post_event(G, score("e1", "home", 1)).await;
     assert_eq!(r.status, 401, "a token from another secret: {}", r.text);
@@ -399,7 +433,10 @@ async fn config_file_then_env_take_precedence() {
     let hub = BinaryHub::spawn_args(
         dir.path(),
         &["serve"],
-        &[("SCOREHUB_CONFIG", &file), ("SCOREHUB_STORAGE__DIR", &from_env)],
+        &[
+            ("SCOREHUB_CONFIG", &file),
+            ("SCOREHUB_STORAGE__DIR", &from_env),
+        ],
     );
     hub.put_game("nba:other").await;
     assert!(
@@ -442,10 +479,164 @@ fn unreachable_redis_stops_start_up() {
         ],
         dir.path(),
     );
-    assert!(!out.status.success(), "started with an unreachable Redis: {out:?}");
+    assert!(
+        !out.status.success(),
+        "started with an unreachable Redis: {out:?}"
+    );
     assert!(
         out.stderr.contains("redis.url"),
         "stderr should name redis.url: {}",
         out.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_follow_connections_and_subscriptions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hub = BinaryHub::spawn(dir.path(), &[]);
+    for g in ["nba:a", "nba:b", "nhl:c"] {
+        hub.put_game(g).await;
+    }
+    let gauge = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let metrics = || async { hub.get("/metrics").await.text };
+    assert_eq!(gauge(&metrics().await, "scorehub_games_active"), Some(3.0));
+
+    let mut f1 = Fan::connect(&hub.ws_url("games=nba:a,nba:b")).await;
+    let f2 = Fan::connect(&hub.ws_url("leagues=nhl")).await;
+    let expect = |connections: f64, subscriptions: f64| async move {
+        let what = format!("{connections} connections and {subscriptions} subscriptions");
+        crate::common::eventually(&what, WAIT, || async {
+            let text = metrics().await;
+            gauge(&text, "scorehub_ws_connections") == Some(connections)
+                && gauge(&text, "scorehub_ws_subscriptions") == Some(subscriptions)
+        })
+        .await;
+    };
+    expect(2.0, 3.0).await;
+
+    f1.send_json(&json!({"op": "unsub", "games": ["nba:a"]}))
+        .await;
+    expect(2.0, 2.0).await;
+
+    f1.close().await;
+    drop(f2); // dropped without a close handshake
+    expect(0.0, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fans_resume_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hub = BinaryHub::spawn(dir.path(), &[]);
+    hub.put_game(G).await;
+    let mut fan = Fan::connect(&hub.ws_url(&format!("games={G}"))).await;
+    let mut state = FanState::default();
+    state.apply(&fan.next_frame(WAIT).await);
+    hub.post_ok(
+        G,
+        json!({"event_id": "c1", "kind": "clock", "period": 1, "ms": 720000, "running": true}),
+    )
+    .await;
+    hub.post_ok(G, score("e1", "home", 2)).await;
+    state.follow(&mut fan, G, 2, WAIT).await;
+    hub.kill9();
+
+    let hub = BinaryHub::spawn(dir.path(), &[]);
+    hub.post_ok(
+        G,
+        json!({"event_id": "c2", "kind": "clock", "ms": 700000, "running": false}),
+    )
+    .await;
+    hub.post_ok(G, score("e2", "away", 3)).await;
+    hub.post_ok(
+        G,
+        json!({"event_id": "s1", "kind": "set", "patch": {"extra": {"possession": "away"}}}),
+    )
+    .await;
+
+    // Missed diffs (from the rebuilt history) or a snapshot: either way exact.
+    let mut fan = Fan::connect(&hub.ws_url("")).await;
+    fan.send_json(&json!({"op": "sub", "games": [G], "since": {G: 2}}))
+        .await;
+    state.follow(&mut fan, G, 5, WAIT).await;
+    assert_eq!(state.state(G), Some(&hub.get_game(G).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_concurrent_load_keeps_every_acknowledged_event() {
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hub = BinaryHub::spawn(dir.path(), &[]);
+    hub.put_game(G).await;
+    let acked: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+    let pid = hub.pid().to_string();
+    let (hub_ref, acked_ref) = (&hub, &acked);
+    let poster = |p: usize| async move {
+        for i in 0.. {
+            let id = format!("p{p}-{i}");
+            let token = hub_ref.writer(G);
+            let sent = hub_ref
+                .client
+                .post(hub_ref.url(&format!("/v1/games/{G}/events")))
+                .bearer_auth(token)
+                .json(&score(&id, if p % 2 == 0 { "home" } else { "away" }, 1))
+                .send()
+                .await;
+            let Ok(resp) = sent else { break };
+            if resp.status() != 200 {
+                break;
+            }
+            let Ok(body) = resp.json::<serde_json::Value>().await else {
+                break;
+            };
+            let seq = body["seq"].as_u64().expect("seq");
+            acked_ref.lock().expect("lock").push((id, seq));
+        }
+    };
+    let killer = async {
+        crate::common::eventually("150 acknowledged events", Duration::from_secs(60), || {
+            std::future::ready(acked_ref.lock().expect("lock").len() >= 150)
+        })
+        .await;
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill -KILL");
+        assert!(status.success());
+    };
+    futures_util::future::join(futures_util::future::join_all((0..4).map(poster)), killer).await;
+    hub.wait_exit(WAIT).await;
+    drop(hub);
+    let acked = acked.into_inner().expect("lock");
+
+    let hub = BinaryHub::spawn(dir.path(), &[]);
+    let state = hub.get_game(G).await;
+    let seq = state["seq"].as_u64().expect("seq");
+    let max_acked = acked.iter().map(|(_, s)| *s).max().expect("some acks");
+    assert!(
+        seq >= max_acked,
+        "seq {seq} after restart < acknowledged {max_acked}"
+    );
+    assert_eq!(
+        state["home"]["score"].as_u64().expect("score")
+            + state["away"]["score"].as_u64().expect("score"),
+        seq,
+        "every applied event scored 1"
+    );
+    for (id, s) in &acked {
+        let p: usize = id[1..id.find('-').expect("dash")].parse().expect("poster");
+        let team = if p % 2 == 0 { "home" } else { "away" };
+        let r = hub.post_event(G, score(id, team, 1)).await;
+        assert_eq!(
+            r.ok_json(),
+            json!({"game": G, "seq": s, "duplicate": true}),
+            "acknowledged {id} at {s}"
+        );
+    }
+    assert_eq!(hub.get_game(G).await["seq"], seq, "retries applied nothing");
 }

@@ -23,10 +23,18 @@ fn mixed_event(i: usize) -> Value {
     match i % 6 {
         0 => score(&id, "home", (i % 3 + 1) as i64),
         1 => score(&id, "away", 2),
-        2 => json!({"event_id": id, "kind": "clock", "period": i / 6 + 1, "ms": 600_000 - i as u64 * 1000, "running": i % 4 == 0}),
-        3 => json!({"event_id": id, "kind": "status", "status": if i % 4 == 1 { "paused" } else { "live" }}),
-        4 => json!({"event_id": id, "kind": "set", "patch": {"extra": {"possession": if i % 2 == 0 { "home" } else { "away" }, "ratio": i as f64 / 4.0, "bonus": i % 3 == 0}}}),
-        _ => json!({"event_id": id, "kind": "set", "patch": {"extra": {"ratio": null, "note": format!("n{i}")}}}),
+        2 => {
+            json!({"event_id": id, "kind": "clock", "period": i / 6 + 1, "ms": 600_000 - i as u64 * 1000, "running": i.is_multiple_of(4)})
+        }
+        3 => {
+            json!({"event_id": id, "kind": "status", "status": if i % 4 == 1 { "paused" } else { "live" }})
+        }
+        4 => {
+            json!({"event_id": id, "kind": "set", "patch": {"extra": {"possession": if i.is_multiple_of(2) { "home" } else { "away" }, "ratio": i as f64 / 4.0, "bonus": i.is_multiple_of(3)}}})
+        }
+        _ => {
+            json!({"event_id": id, "kind": "set", "patch": {"extra": {"ratio": null, "note": format!("n{i}")}}})
+        }
     }
 }
 
@@ -52,11 +60,33 @@ async fn query_subscription_gets_snapshot_then_ordered_diffs() {
     }
     for q in 1..=3 {
         let f = fan.next_frame(WAIT).await;
-        assert_eq!((f.t.as_str(), f.g.as_deref(), f.q), ("d", Some(G), Some(q)), "{f:?}");
+        assert_eq!(
+            (f.t.as_str(), f.g.as_deref(), f.q),
+            ("d", Some(G), Some(q)),
+            "{f:?}"
+        );
         let d = f.d.as_ref().expect("diff has d");
-        assert_eq!(d["home"]["score"], q, "the diff carries the changed score: {f:?}");
-        assert!(d.get("away").is_none(), "the diff carries only changed fields: {f:?}");
-        assert!(d.get("game").is_none(), "the diff carries only changed fields: {f:?}");
+        assert_eq!(
+            d["home"]["score"], q,
+            "the diff carries the changed score: {f:?}"
+        );
+        assert!(
+            d.get("away").is_none(),
+            "the diff carries only changed fields: {f:?}"
+        );
+        assert!(
+            d.get("game").is_none(),
+            "the diff carries only changed fields: {f:?}"
+        );
+        let ts = f.ts.expect("diff has ts");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as i64;
+        assert!(
+            (now - 60_000..=now + 1000).contains(&ts),
+            "ts {ts} is not the server's ingest time in Unix ms (now {now})"
+        );
         state.apply(&f);
     }
     assert_eq!(state.state(G), Some(&hub.get_game(G).await));
@@ -71,7 +101,9 @@ async fn json_and_msgpack_sub_messages_work() {
     hub.post_ok(G, score("e1", "away", 3)).await;
 
     let mut json_fan = Fan::connect(&hub.ws_url("")).await;
-    json_fan.send_json(&json!({"op": "sub", "games": [G]})).await;
+    json_fan
+        .send_json(&json!({"op": "sub", "games": [G]}))
+        .await;
     let mut msgpack_fan = Fan::connect(&hub.ws_url("")).await;
     msgpack_fan
         .send_msgpack(&json!({"op": "sub", "games": [G]}))
@@ -108,16 +140,28 @@ async fn bad_messages_get_error_frames_and_the_connection_stays() {
 
     fan.send_text("this is not json").await;
     let f = fan.next_frame(WAIT).await;
-    assert_eq!((f.t.as_str(), f.code.as_deref()), ("e", Some("bad_message")), "{f:?}");
+    assert_eq!(
+        (f.t.as_str(), f.code.as_deref()),
+        ("e", Some("bad_message")),
+        "{f:?}"
+    );
     assert!(f.msg.as_deref().is_some_and(|m| !m.is_empty()), "{f:?}");
 
     fan.send_json(&json!({"op": "dance"})).await;
     let f = fan.next_frame(WAIT).await;
-    assert_eq!((f.t.as_str(), f.code.as_deref()), ("e", Some("bad_message")), "{f:?}");
+    assert_eq!(
+        (f.t.as_str(), f.code.as_deref()),
+        ("e", Some("bad_message")),
+        "{f:?}"
+    );
 
     fan.send_msgpack(&json!(["not", "a", "map"])).await;
     let f = fan.next_frame(WAIT).await;
-    assert_eq!((f.t.as_str(), f.code.as_deref()), ("e", Some("bad_message")), "{f:?}");
+    assert_eq!(
+        (f.t.as_str(), f.code.as_deref()),
+        ("e", Some("bad_message")),
+        "{f:?}"
+    );
 
     // Still usable.
     assert!(fan.barrier().await.is_empty());
@@ -332,52 +376,66 @@ async fn slow_fan_is_conflated_and_still_exact_while_others_get_every_diff() {
         c.ws.idle_timeout = Duration::from_secs(300);
     })
     .await;
+    const G2: &str = "nba:second";
     hub.put_game(G).await;
-    let url = hub.ws_url(&format!("games={G}"));
-    let n: u64 = 2000;
+    hub.put_game(G2).await;
+    let url = hub.ws_url(&format!("games={G},{G2}"));
+    // Events alternate between the two games, `per_game` each.
+    let per_game: u64 = 1000;
 
     let mut slow = Fan::connect_with_recv_buffer(&url, 4096).await;
     let mut slow_state = FanState::default();
-    expect_snapshot(&mut slow, &mut slow_state, G).await;
+    slow_state.follow(&mut slow, G, 0, WAIT).await;
+    slow_state.follow(&mut slow, G2, 0, WAIT).await;
 
     let mut reader = Fan::connect(&url).await;
     let mut reader_state = FanState::default();
-    expect_snapshot(&mut reader, &mut reader_state, G).await;
+    reader_state.follow(&mut reader, G, 0, WAIT).await;
+    reader_state.follow(&mut reader, G2, 0, WAIT).await;
     let reading = tokio::spawn(async move {
+        let patience = Duration::from_secs(300);
         reader_state
-            .follow(&mut reader, G, n, Duration::from_secs(300))
+            .follow(&mut reader, G, per_game, patience)
+            .await;
+        reader_state
+            .follow(&mut reader, G2, per_game, patience)
             .await;
         reader_state
     });
 
-    for i in 1..=n as usize {
+    for i in 1..=per_game as usize {
         hub.post_ok(G, bulky_event(i)).await;
+        hub.post_ok(G2, bulky_event(i)).await;
     }
     let expected = hub.get_game(G).await;
-    assert_eq!(expected["seq"], n);
+    let expected2 = hub.get_game(G2).await;
+    assert_eq!(expected["seq"], per_game);
 
     let reader_state = reading.await.expect("the reading fan's task");
     assert_eq!(reader_state.state(G), Some(&expected));
+    assert_eq!(reader_state.state(G2), Some(&expected2));
     assert_eq!(
-        reader_state.snapshots(G),
-        1,
+        (reader_state.snapshots(G), reader_state.snapshots(G2)),
+        (1, 1),
         "a fan that keeps up gets every diff, no extra snapshot"
     );
-    assert_eq!(reader_state.log.len() as u64, n + 1);
+    assert_eq!(reader_state.log.len() as u64, 2 * (per_game + 1));
 
     // Now the slow fan reads: frames applied in order give the exact state.
-    slow_state
-        .follow(&mut slow, G, n, Duration::from_secs(120))
-        .await;
+    let patience = Duration::from_secs(120);
+    slow_state.follow(&mut slow, G, per_game, patience).await;
+    slow_state.follow(&mut slow, G2, per_game, patience).await;
     assert_eq!(slow_state.state(G), Some(&expected));
+    assert_eq!(slow_state.state(G2), Some(&expected2));
     assert!(
-        slow_state.snapshots(G) >= 2,
-        "the slow fan should have been conflated (got {} frames, {} snapshots)",
+        slow_state.snapshots(G) + slow_state.snapshots(G2) >= 3,
+        "the slow fan should have been conflated (got {} frames, {}+{} snapshots)",
         slow_state.log.len(),
-        slow_state.snapshots(G)
+        slow_state.snapshots(G),
+        slow_state.snapshots(G2)
     );
     assert!(
-        (slow_state.log.len() as u64) < n + 1,
+        (slow_state.log.len() as u64) < 2 * (per_game + 1),
         "conflation drops queued diffs"
     );
     assert!(slow.barrier().await.is_empty());
@@ -447,7 +505,8 @@ async fn too_many_subscriptions_is_an_error_frame() {
         let f = fan.next_frame(WAIT).await;
         state.apply(&f);
     }
-    fan.send_json(&json!({"op": "sub", "games": ["nba:c"]})).await;
+    fan.send_json(&json!({"op": "sub", "games": ["nba:c"]}))
+        .await;
     let f = fan.next_frame(WAIT).await;
     assert_eq!(
         (f.t.as_str(), f.code.as_deref()),
@@ -459,7 +518,10 @@ async fn too_many_subscriptions_is_an_error_frame() {
     state.follow(&mut fan, "nba:a", 1, WAIT).await;
     hub.post_ok("nba:c", score("e1", "home", 1)).await;
     let late = fan.barrier().await;
-    assert!(late.is_empty(), "frames for a refused subscription: {late:?}");
+    assert!(
+        late.is_empty(),
+        "frames for a refused subscription: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,11 +543,17 @@ async fn duplicates_and_rejections_broadcast_nothing() {
     assert_eq!(r.status, 422);
     let mut ev = score("e3", "home", 1);
     ev["expected_seq"] = json!(0);
-    hub.post_event(G, ev).await.assert_error(412, "seq_mismatch");
+    hub.post_event(G, ev)
+        .await
+        .assert_error(412, "seq_mismatch");
 
     hub.post_ok(G, score("e4", "away", 1)).await;
     let f = fan.next_frame(WAIT).await;
-    assert_eq!((f.t.as_str(), f.q), ("d", Some(2)), "only the applied event: {f:?}");
+    assert_eq!(
+        (f.t.as_str(), f.q),
+        ("d", Some(2)),
+        "only the applied event: {f:?}"
+    );
     state.apply(&f);
     assert!(fan.barrier().await.is_empty());
     assert_eq!(state.state(G), Some(&hub.get_game(G).await));
@@ -558,8 +626,13 @@ async fn silent_connections_are_pinged_then_dropped() {
     .await;
     hub.put_game(G).await;
     let addr = hub.base.trim_start_matches("http://").to_owned();
-    let opcodes = silent_client_opcodes(&addr, &format!("games={G}"), Duration::from_secs(15)).await;
-    assert_eq!(opcodes.first(), Some(&0x2), "first a binary snapshot: {opcodes:?}");
+    let opcodes =
+        silent_client_opcodes(&addr, &format!("games={G}"), Duration::from_secs(15)).await;
+    assert_eq!(
+        opcodes.first(),
+        Some(&0x2),
+        "first a binary snapshot: {opcodes:?}"
+    );
     assert!(opcodes.contains(&0x9), "the server pings: {opcodes:?}");
 
     // A fan that answers pings (tungstenite does, while reading) stays.
@@ -567,10 +640,79 @@ async fn silent_connections_are_pinged_then_dropped() {
     let mut state = FanState::default();
     expect_snapshot(&mut fan, &mut state, G).await;
     assert!(
-        fan.try_next_frame(Duration::from_millis(2500)).await.is_none(),
+        fan.try_next_frame(Duration::from_millis(2500))
+            .await
+            .is_none(),
         "no data frames while idle"
     );
     assert!(fan.barrier().await.is_empty());
     hub.post_ok(G, score("e1", "home", 1)).await;
     state.follow(&mut fan, G, 1, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn game_and_league_subscriptions_overlap_without_duplicates() {
+    let hub = TestHub::start().await;
+    hub.put_game("nba:a").await;
+    hub.put_game("nba:b").await;
+    let mut fan = Fan::connect(&hub.ws_url("games=nba:a&leagues=nba")).await;
+    let mut state = FanState::default();
+    state.follow(&mut fan, "nba:a", 0, WAIT).await;
+    state.follow(&mut fan, "nba:b", 0, WAIT).await;
+    // Also subscribing by message again changes nothing about the order.
+    fan.send_json(&json!({"op": "sub", "games": ["nba:a"], "leagues": ["nba"]}))
+        .await;
+    for f in fan.barrier().await {
+        state.apply(&f);
+    }
+    for i in 1..=5 {
+        hub.post_ok("nba:a", score(&format!("e{i}"), "home", 1))
+            .await;
+        hub.post_ok("nba:b", score(&format!("e{i}"), "away", 1))
+            .await;
+    }
+    state.follow(&mut fan, "nba:a", 5, WAIT).await;
+    state.follow(&mut fan, "nba:b", 5, WAIT).await;
+    for f in fan.barrier().await {
+        state.apply(&f);
+    }
+    let diffs_a = state
+        .log
+        .iter()
+        .filter(|(t, g, _)| t == "d" && g == "nba:a")
+        .count();
+    assert_eq!(diffs_a, 5, "each diff once: {:?}", state.log);
+    assert_eq!(state.state("nba:a"), Some(&hub.get_game("nba:a").await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_a_seq_the_hub_never_had_gets_a_snapshot() {
+    let hub = TestHub::start().await;
+    hub.put_game(G).await;
+    for i in 1..=3 {
+        hub.post_ok(G, mixed_event(i)).await;
+    }
+    let mut fan = Fan::connect(&hub.ws_url("")).await;
+    fan.send_json(&json!({"op": "sub", "games": [G], "since": {G: 50}}))
+        .await;
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!(
+        (f.t.as_str(), f.q),
+        ("s", Some(3)),
+        "a client ahead of the hub must be reset by a snapshot: {f:?}"
+    );
+    let mut state = FanState::default();
+    state.apply(&f);
+    assert_eq!(state.state(G), Some(&hub.get_game(G).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_league_gets_an_error_frame() {
+    let hub = TestHub::start().await;
+    let mut fan = Fan::connect(&hub.ws_url("")).await;
+    fan.send_json(&json!({"op": "sub", "leagues": ["Not A League!"]}))
+        .await;
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!(f.t, "e", "{f:?}");
+    assert!(fan.barrier().await.is_empty());
 }
