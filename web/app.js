@@ -146,7 +146,9 @@ function clockNow(clock) {
 function tickCard(card) {
   const el = card.querySelector('.clock');
   const ms = clockNow(card.clock);
-  setText(el, ms === null ? '' : formatClock(ms));
+  // A stopped clock means nothing before or after the game.
+  const shown = card.clock?.running || ['live', 'paused'].includes(card.dataset.status);
+  setText(el, ms === null || !shown ? '' : formatClock(ms));
   el.classList.toggle('running', Boolean(card.clock?.running) && ms > 0);
 }
 

@@ -102,6 +102,7 @@ $('#token-form').addEventListener('submit', (ev) => {
     say('ok', 'Token saved in this browser.');
   }
   showToken();
+  showHint();
   pump();
 });
 $('#token').addEventListener('focus', () => {
@@ -113,6 +114,7 @@ $('#token').addEventListener('blur', () => {
 $('#token-forget').addEventListener('click', () => {
   localStorage.removeItem(KEY.token);
   showToken();
+  showHint();
   say('info', 'Token forgotten.');
 });
 
@@ -133,13 +135,14 @@ hub.on('connection', ({ state }) => {
   $('#conn-text').textContent = CONN_TEXT[state] ?? state;
 });
 
+/** `m:ss` from a minute up, `s.t` below (as arenas show it). */
 function formatClock(ms) {
   const total = Math.max(0, ms ?? 0);
+  if (total < 60000) {
+    return `${Math.floor(total / 1000)}.${Math.floor((total % 1000) / 100)}`;
+  }
   const s = Math.floor(total / 1000);
-  const tenth = Math.floor((total % 1000) / 100);
-  const m = Math.floor(s / 60);
-  const ss = String(s % 60).padStart(2, '0');
-  return tenth ? `${m}:${ss}.${tenth}` : `${m}:${ss}`;
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
 /** Parses `mm:ss`, `mm:ss.t` or plain minutes into ms; `null` when it is neither. */
@@ -206,6 +209,7 @@ function openGame(id) {
   url.searchParams.set('game', id);
   history.replaceState(null, '', url.pathname + url.search.replaceAll('%3A', ':'));
   renderLive();
+  showHint();
   return true;
 }
 
@@ -313,9 +317,18 @@ function eventId() {
 const queue = () => load(KEY.queue, []);
 
 function showPending(q = queue()) {
-  const el = $('#pending');
-  el.textContent = String(q.length);
-  el.dataset.pending = String(q.length);
+  for (const el of [$('#pending'), $('#pending-badge')]) {
+    el.textContent = String(q.length);
+    el.dataset.pending = String(q.length);
+  }
+}
+
+function showHint() {
+  $('#keeper-hint').textContent = !token()
+    ? 'Paste a token (right, or below on a phone) to start keeping score.'
+    : !game
+      ? 'Open or create a game to start keeping score.'
+      : 'Every click is queued and sent in order; the outbox survives a reload or a hub restart.';
 }
 
 /** Appends one event for the open game and starts sending. */
@@ -502,6 +515,7 @@ $('#status-form').addEventListener('submit', (ev) => {
 for (const b of document.querySelectorAll('#keeper button, #clock-start, #clock-stop')) b.disabled = true;
 showToken();
 showPending();
+showHint();
 const wanted = new URLSearchParams(location.search).get('game') ?? load(KEY.game, '');
 if (wanted) openGame(wanted);
 renderLive();

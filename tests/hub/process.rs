@@ -584,7 +584,11 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_event() {
                 .client
                 .post(hub_ref.url(&format!("/v1/games/{G}/events")))
                 .bearer_auth(token)
-                .json(&score(&id, if p % 2 == 0 { "home" } else { "away" }, 1))
+                .json(&score(
+                    &id,
+                    if p.is_multiple_of(2) { "home" } else { "away" },
+                    1,
+                ))
                 .send()
                 .await;
             let Ok(resp) = sent else { break };
@@ -630,7 +634,7 @@ async fn kill_9_under_concurrent_load_keeps_every_acknowledged_event() {
     );
     for (id, s) in &acked {
         let p: usize = id[1..id.find('-').expect("dash")].parse().expect("poster");
-        let team = if p % 2 == 0 { "home" } else { "away" };
+        let team = if p.is_multiple_of(2) { "home" } else { "away" };
         let r = hub.post_event(G, score(id, team, 1)).await;
         assert_eq!(
             r.ok_json(),

@@ -451,7 +451,7 @@ test('screenshots of both pages', async () => {
     if (period) await ev({ kind: 'clock', period, ms: status === 'final' ? 0 : 431_000, running });
   }
   const fan = await newPage('scoreboard-5');
-  await fan.setViewportSize({ width: 1000, height: 460 });
+  await fan.setViewportSize({ width: 1000, height: 540 });
   await fan.goto(`${hub.base}/?league=nba`);
   await waitAttr(fan, conn, 'data-conn-state', 'live');
   for (const [id] of games) await cardMatchesHub(fan, id);
@@ -460,7 +460,7 @@ test('screenshots of both pages', async () => {
   await fan.screenshot({ path: join(SHOTS, 'scoreboard.png') });
 
   const keeper = await newPage('console-5');
-  await keeper.setViewportSize({ width: 1000, height: 900 });
+  await keeper.setViewportSize({ width: 1200, height: 760 });
   await openConsole(keeper, games[0][0]);
   await waitText(keeper, '#live-home-name', 'Lakers');
   await waitAttr(keeper, '#pending', 'data-pending', '0');
