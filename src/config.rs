@@ -243,6 +243,9 @@ pub struct GamesConfig {
     pub history: usize,
     /// Commands queued per game actor before callers wait. Default 1024.
     pub mailbox: usize,
+    /// Cluster mode: a game with no local fan and no local request for this
+    /// long is unloaded and its Redis channel unsubscribed. Default 60 s.
+    pub idle_unload: Duration,
 }
 
 impl Default for GamesConfig {
@@ -250,6 +253,7 @@ impl Default for GamesConfig {
         GamesConfig {
             history: 1000,
             mailbox: 1024,
+            idle_unload: Duration::from_secs(60),
         }
     }
 }
@@ -587,6 +591,7 @@ struct RawWs {
 struct RawGames {
     history: Option<usize>,
     mailbox: Option<usize>,
+    idle_unload: Option<RawDuration>,
 }
 
 /// A duration as written (`"20s"`); parsed in stage 2. Its own type only so a
@@ -822,6 +827,11 @@ impl RawConfig {
         let games = GamesConfig {
             history: positive("games.history", games.history, base.games.history)?,
             mailbox: positive("games.mailbox", games.mailbox, base.games.mailbox)?,
+            idle_unload: duration(
+                "games.idle_unload",
+                games.idle_unload,
+                base.games.idle_unload,
+            )?,
         };
 
         Ok(Config {
@@ -1001,6 +1011,7 @@ mod tests {
             games: GamesConfig {
                 history: 1,
                 mailbox: 1,
+                idle_unload: Duration::from_secs(1),
             },
         }
     }

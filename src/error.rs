@@ -18,6 +18,7 @@ use crate::auth::AuthError;
 use crate::domain::{EventError, GameId, IdError};
 use crate::game::ApplyError;
 use crate::registry::CreateError;
+use crate::store::StoreError;
 
 /// Everything an HTTP handler or extractor can answer with instead of success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,6 +209,15 @@ impl From<ApplyError> for ApiError {
             ApplyError::SeqMismatch { .. } => ApiError::SeqMismatch(e.to_string()),
             ApplyError::Invalid(inner) => inner.into(),
             ApplyError::Unavailable(reason) => ApiError::NotReady(reason),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::NotReady(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

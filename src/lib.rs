@@ -18,7 +18,8 @@
 //! - `domain`: game ids, state, events, merge-patch diffs; pure, no IO.
 //! - `game`: the per-game actor and its handle.
 //! - `registry`: game id → handle, league watchers, log replay.
-//! - `store`: the durable event log (embedded file log in single-node mode).
+//! - `store`: durability: the embedded file log (single node) or Redis (cluster).
+//! - `cluster`: the Redis pub/sub link between nodes (interest-based channels).
 //! - `codec`: frames ↔ MessagePack bytes.
 //! - `ws`: fan sessions, outboxes with conflation.
 //! - `http`: scorekeeper, read and operations routes.
@@ -26,8 +27,10 @@
 //! - `metrics`: metric names, Prometheus recorder.
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
+//! - `testing` (hidden): test fixtures, such as a real `redis-server`.
 
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod domain;
@@ -39,4 +42,6 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 pub mod ws;

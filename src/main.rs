@@ -119,7 +119,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let listen = config.http.listen;
-    let hub = match Hub::open(config, secret.as_bytes()) {
+    let hub = match Hub::start(config, secret.as_bytes()).await {
         Ok(hub) => hub,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -152,13 +152,19 @@ async fn serve(config: Config) -> ExitCode {
             Duration::from_secs(24 * 3600),
         ) {
             Ok(token) => println!(
-                "\nscorehub is running (single node, log in {dir})\n\
+                "\nscorehub is running ({mode})\n\
                  \x20 API:        http://{addr}/v1/games\n\
                  \x20 WebSocket:  ws://{addr}/v1/ws\n\
                  \x20 Scoreboard: http://{addr}/\n\
                  \x20 Console:    http://{addr}/console\n\
                  \x20 Admin token (valid 24h or until this process stops):\n\n{token}\n",
-                dir = hub.state().config.storage.dir.display()
+                mode = match &hub.state().config.redis.url {
+                    Some(_) => "cluster mode, through Redis".to_string(),
+                    None => format!(
+                        "single node, event log in {}",
+                        hub.state().config.storage.dir.display()
+                    ),
+                }
             ),
             Err(e) => tracing::error!("cannot mint the admin token: {e}"),
         }

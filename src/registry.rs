@@ -13,9 +13,11 @@ use serde_json::Value;
 use crate::codec;
 use crate::domain::event::fingerprint_of;
 use crate::domain::{GameId, GameState, InvalidState, League, NewGame, Status, patch};
-use crate::game::{ActorConfig, GameHandle, Restored, Seen, unix_ms};
+use crate::game::{ActorConfig, GameHandle, IdleUnload, Restored, Seen, unix_ms};
 use crate::metrics as m;
-use crate::store::{FileLog, Record};
+use crate::cluster::Bus;
+use crate::store::redis::CreateOutcome;
+use crate::store::{FileLog, Record, Store, StoreError};
 use crate::ws::outbox::Outbox;
 
 /// Why a game could not be created.
@@ -51,14 +53,21 @@ pub struct Page {
 }
 
 /// Every game on this node.
+///
+/// Single node: every game is loaded at start (log replay) and lives here.
+/// Cluster: games are loaded from Redis on first use (`find`), their channel
+/// subscribed before their state is read so no frame is missed.
 #[derive(Debug)]
 pub struct Registry {
     games: DashMap<GameId, GameHandle>,
     ids: RwLock<BTreeSet<GameId>>,
     watchers: DashMap<League, HashMap<u64, Arc<Outbox>>>,
     create_lock: tokio::sync::Mutex<()>,
-    log: Arc<FileLog>,
+    load_lock: tokio::sync::Mutex<()>,
+    store: Store,
+    bus: Option<Arc<Bus>>,
     cfg: ActorConfig,
+    idle: Option<IdleUnload>,
 }
 
 /// A game being rebuilt from log records.
@@ -70,16 +79,33 @@ struct Rebuild {
     tail: VecDeque<(u64, Value, i64)>,
 }
 
+fn unavailable(e: StoreError) -> CreateError {
+    CreateError::Unavailable(e.to_string())
+}
+
 impl Registry {
-    /// An empty registry writing to `log`.
+    /// An empty single-node registry writing to `log`.
     pub fn new(log: Arc<FileLog>, cfg: ActorConfig) -> Registry {
+        Registry::with_store(Store::File(log), None, cfg, None)
+    }
+
+    /// A registry over any store; `bus` links nodes in cluster mode.
+    pub fn with_store(
+        store: Store,
+        bus: Option<Arc<Bus>>,
+        cfg: ActorConfig,
+        idle: Option<IdleUnload>,
+    ) -> Registry {
         Registry {
             games: DashMap::new(),
             ids: RwLock::new(BTreeSet::new()),
             watchers: DashMap::new(),
             create_lock: tokio::sync::Mutex::new(()),
-            log,
+            load_lock: tokio::sync::Mutex::new(()),
+            store,
+            bus,
             cfg,
+            idle,
         }
     }
 
@@ -110,7 +136,7 @@ impl Registry {
                     seen: rb.seen,
                     history,
                 },
-                self.log.clone(),
+                self.store.clone(),
                 self.cfg,
             );
             self.insert(handle);
@@ -125,28 +151,155 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
-        self.games.insert(id, handle);
-        metrics::gauge!(m::GAMES_ACTIVE).increment(1.0);
+        if self.games.insert(id, handle).is_none() {
+            metrics::gauge!(m::GAMES_ACTIVE).increment(1.0);
+        }
     }
 
-    /// The handle of a game, if it exists.
+    /// The handle of a game loaded on this node (no IO).
     pub fn get(&self, id: &GameId) -> Option<GameHandle> {
         self.games.get(id).map(|h| h.clone())
     }
 
-    /// Number of games.
+    /// The handle of a game, loading it from Redis in cluster mode.
+    pub async fn find(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
+        if let Some(h) = self.get(id).filter(|h| !h.is_closed()) {
+            return Ok(Some(h));
+        }
+        let (Store::Redis(redis), Some(bus)) = (&self.store, &self.bus) else {
+            return Ok(None);
+        };
+        let _guard = self.load_lock.lock().await;
+        if let Some(h) = self.get(id) {
+            return Ok(Some(h));
+        }
+        // Route and subscribe first, then read: frames published meanwhile
+        // wait in the mailbox and are skipped by seq if already included.
+        let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
+        bus.subscribe_game(id, mailbox.clone()).await?;
+        let loaded = match redis.load(id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                bus.unsubscribe_game(id).await;
+                return Ok(None);
+            }
+            Err(e) => {
+                bus.unsubscribe_game(id).await;
+                return Err(e);
+            }
+        };
+        let history = redis
+            .last_frames(id, self.cfg.history)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(q, _)| *q <= loaded.state.seq)
+            .collect();
+        let handle = GameHandle::spawn_on(
+            Restored {
+                state: loaded.state,
+                created_fingerprint: loaded.created_fingerprint,
+                seen: HashMap::new(),
+                history,
+            },
+            self.store.clone(),
+            self.cfg,
+            mailbox,
+            rx,
+            self.idle.clone(),
+        );
+        self.insert(handle.clone());
+        Ok(Some(handle))
+    }
+
+    /// Subscribes `outbox` to `handle`'s game; if that actor is being
+    /// unloaded, looks the game up again (loading a fresh actor) and retries.
+    pub async fn subscribe(
+        &self,
+        handle: &GameHandle,
+        outbox: Arc<Outbox>,
+        since: Option<u64>,
+    ) -> bool {
+        if handle.subscribe(outbox.clone(), since).await {
+            return true;
+        }
+        for _ in 0..3 {
+            match self.find(handle.id()).await {
+                Ok(Some(fresh)) => {
+                    if fresh.subscribe(outbox.clone(), since).await {
+                        return true;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// Cluster mode: unloads `id` if its actor is still idle, and
+    /// unsubscribes its channel. Holds the load lock so no concurrent lookup
+    /// gets the old actor.
+    pub async fn unload_if_idle(&self, id: &GameId) {
+        let _guard = self.load_lock.lock().await;
+        let Some(handle) = self.get(id) else { return };
+        if !handle.stop_if_idle().await {
+            return;
+        }
+        if self.games.remove(id).is_some() {
+            metrics::gauge!(m::GAMES_ACTIVE).decrement(1.0);
+        }
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(bus) = &self.bus {
+            bus.unsubscribe_game(id).await;
+        }
+        tracing::debug!(game = %id, "idle game unloaded");
+    }
+
+    /// Number of games loaded on this node.
     pub fn len(&self) -> usize {
         self.games.len()
     }
 
-    /// Whether there are no games.
+    /// Whether no game is loaded.
     pub fn is_empty(&self) -> bool {
         self.games.is_empty()
     }
 
     /// The store games write to.
-    pub fn log(&self) -> &Arc<FileLog> {
-        &self.log
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `Ok` when events can be accepted, else the reason.
+    pub fn health(&self) -> Result<(), String> {
+        match (&self.store, &self.bus) {
+            (Store::File(log), _) => log.health(),
+            (Store::Redis(_), Some(bus)) => bus.readiness(),
+            (Store::Redis(_), None) => Err("no Redis pub/sub link".into()),
+        }
+    }
+
+    /// Flushes and closes storage (graceful shutdown).
+    pub async fn close(&self) {
+        if let Store::File(log) = &self.store {
+            log.close().await;
+        }
+    }
+
+    /// The audit trail of `id`: events after `since`, oldest first.
+    pub async fn events(
+        &self,
+        id: &GameId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        match &self.store {
+            Store::File(log) => log.events(id, since, limit).await,
+            Store::Redis(redis) => redis.events(id, since, limit).await,
+        }
     }
 
     /// Creates a game, idempotently: the same body again is [`Created::Existing`].
@@ -158,8 +311,16 @@ impl Registry {
     ) -> Result<(GameHandle, Created), CreateError> {
         let fingerprint = fingerprint_of(&body);
         let _guard = self.create_lock.lock().await;
-        if let Some(h) = self.get(&id) {
+        if let Some(h) = self.find(&id).await.map_err(unavailable)? {
             return if h.created_fingerprint() == fingerprint {
+                if let Store::Redis(redis) = &self.store {
+                    // Heals a crash between the game's keys and its indexes.
+                    let record = created_record(&h.state(), fingerprint, by);
+                    redis
+                        .create(&h.state(), fingerprint, &record)
+                        .await
+                        .map_err(unavailable)?;
+                }
                 Ok((h, Created::Existing))
             } else {
                 Err(CreateError::Exists(id))
@@ -167,41 +328,82 @@ impl Registry {
         }
         let now = unix_ms();
         let state = body.into_state(id.clone(), now)?;
-        self.log
-            .append(vec![Record::Created {
-                game: id.clone(),
-                state: state.clone(),
-                fingerprint,
-                by: by.to_string(),
-                at: now,
-            }])
-            .await
-            .map_err(|e| CreateError::Unavailable(e.to_string()))?;
-        let handle = GameHandle::spawn(
-            Restored {
-                state,
-                created_fingerprint: fingerprint,
-                seen: HashMap::new(),
-                history: VecDeque::new(),
-            },
-            self.log.clone(),
-            self.cfg,
-        );
-        self.insert(handle.clone());
-        // Fans watching the league get the new game (snapshot first).
-        let watchers: Vec<Arc<Outbox>> = self
-            .watchers
-            .get(&id.league())
-            .map(|w| w.values().cloned().collect())
-            .unwrap_or_default();
-        for outbox in watchers {
-            handle.subscribe(outbox, None).await;
-        }
+        let record = Record::Created {
+            game: id.clone(),
+            state: state.clone(),
+            fingerprint,
+            by: by.to_string(),
+            at: now,
+        };
+        let handle = match &self.store {
+            Store::File(log) => {
+                log.append(vec![record]).await.map_err(unavailable)?;
+                let handle = GameHandle::spawn(
+                    Restored {
+                        state,
+                        created_fingerprint: fingerprint,
+                        seen: HashMap::new(),
+                        history: VecDeque::new(),
+                    },
+                    self.store.clone(),
+                    self.cfg,
+                );
+                self.insert(handle.clone());
+                handle
+            }
+            Store::Redis(redis) => {
+                match redis
+                    .create(&state, fingerprint, &record)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    CreateOutcome::Created => {}
+                    CreateOutcome::Exists { fingerprint: fp } if fp == fingerprint => {
+                        let h = self.find(&id).await.map_err(unavailable)?;
+                        return h
+                            .map(|h| (h, Created::Existing))
+                            .ok_or_else(|| CreateError::Unavailable("game vanished".into()));
+                    }
+                    CreateOutcome::Exists { .. } => return Err(CreateError::Exists(id)),
+                }
+                self.find(&id)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| CreateError::Unavailable("game vanished after create".into()))?
+            }
+        };
+        self.notify_watchers(&handle).await;
         Ok((handle, Created::New))
     }
 
-    /// Ids of the games of `league`, in order.
-    pub fn league_games(&self, league: &League) -> Vec<GameHandle> {
+    /// Subscribes the local watchers of `handle`'s league to it (they get a
+    /// snapshot first; subscribing twice is harmless).
+    async fn notify_watchers(&self, handle: &GameHandle) {
+        let watchers: Vec<Arc<Outbox>> = self
+            .watchers
+            .get(&handle.id().league())
+            .map(|w| w.values().cloned().collect())
+            .unwrap_or_default();
+        for outbox in watchers {
+            self.subscribe(handle, outbox, None).await;
+        }
+    }
+
+    /// A game was created on some node (cluster mode): load it if a local fan
+    /// watches its league.
+    pub async fn on_created(&self, id: &GameId) {
+        if !self.watchers.contains_key(&id.league()) {
+            return;
+        }
+        match self.find(id).await {
+            Ok(Some(handle)) => self.notify_watchers(&handle).await,
+            Ok(None) => tracing::warn!(game = %id, "announced game is missing from Redis"),
+            Err(e) => tracing::warn!(game = %id, "cannot load announced game: {e}"),
+        }
+    }
+
+    /// Handles of the games of `league` loaded on this node (no IO).
+    pub fn loaded_league_games(&self, league: &League) -> Vec<GameHandle> {
         let prefix = format!("{}:", league.as_str());
         let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
         ids.iter()
@@ -211,26 +413,72 @@ impl Registry {
             .collect()
     }
 
+    /// Handles of every game of `league`, loading them in cluster mode.
+    pub async fn league_games(&self, league: &League) -> Result<Vec<GameHandle>, StoreError> {
+        let Store::Redis(redis) = &self.store else {
+            return Ok(self.loaded_league_games(league));
+        };
+        let mut out = Vec::new();
+        for id in redis.league_games(league).await? {
+            if let Some(h) = self.find(&id).await? {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
     /// Registers `outbox` as a watcher of `league` (it will be subscribed to
     /// games created later) and returns the league's current games.
-    pub fn watch_league(&self, league: &League, outbox: Arc<Outbox>) -> Vec<GameHandle> {
-        self.watchers
-            .entry(league.clone())
-            .or_default()
-            .insert(outbox.conn_id(), outbox);
-        self.league_games(league)
+    pub async fn watch_league(
+        &self,
+        league: &League,
+        outbox: Arc<Outbox>,
+    ) -> Result<Vec<GameHandle>, StoreError> {
+        let first = {
+            let mut w = self.watchers.entry(league.clone()).or_default();
+            let first = w.is_empty();
+            w.insert(outbox.conn_id(), outbox);
+            first
+        };
+        if first {
+            if let Some(bus) = &self.bus {
+                bus.subscribe_league(league).await?;
+            }
+        }
+        self.league_games(league).await
     }
 
     /// Stops `conn_id` watching `league`.
-    pub fn unwatch_league(&self, league: &League, conn_id: u64) {
+    pub async fn unwatch_league(&self, league: &League, conn_id: u64) {
         if let Some(mut w) = self.watchers.get_mut(league) {
             w.remove(&conn_id);
         }
-        self.watchers.remove_if(league, |_, w| w.is_empty());
+        if self.watchers.remove_if(league, |_, w| w.is_empty()).is_some() {
+            if let Some(bus) = &self.bus {
+                bus.unsubscribe_league(league).await;
+            }
+        }
     }
 
     /// One page of games, ordered by id, optionally filtered.
-    pub fn list(
+    pub async fn list(
+        &self,
+        league: Option<&League>,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&GameId>,
+    ) -> Result<Page, StoreError> {
+        if let Store::Redis(redis) = &self.store {
+            let (games, next_cursor) = redis.list(league, status, limit, cursor).await?;
+            return Ok(Page {
+                games: games.into_iter().map(Arc::new).collect(),
+                next_cursor,
+            });
+        }
+        Ok(self.list_loaded(league, status, limit, cursor))
+    }
+
+    fn list_loaded(
         &self,
         league: Option<&League>,
         status: Option<Status>,
@@ -266,6 +514,18 @@ impl Registry {
             games.push(state);
         }
         Page { games, next_cursor }
+    }
+}
+
+fn created_record(state: &GameState, fingerprint: crate::domain::Fingerprint, by: &str) -> Record {
+    let mut initial = state.clone();
+    initial.seq = 0;
+    Record::Created {
+        game: state.game.clone(),
+        state: initial,
+        fingerprint,
+        by: by.to_string(),
+        at: unix_ms(),
     }
 }
 

@@ -18,10 +18,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::game::ActorConfig;
+use crate::game::{ActorConfig, IdleUnload};
 use crate::registry::Registry;
 use crate::store::file::FileLogOptions;
-use crate::store::{FileLog, StoreError};
+use crate::cluster::Bus;
+use crate::domain::GameId;
+use crate::store::redis::RedisStore;
+use crate::store::{FileLog, Store, StoreError};
 
 /// Everything request handlers and fan sessions share.
 #[derive(Clone)]
@@ -50,6 +53,24 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    fn new(
+        registry: Arc<Registry>,
+        config: Config,
+        secret: &[u8],
+        metrics: PrometheusHandle,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        AppState {
+            registry,
+            auth: Arc::new(Auth::new(secret)),
+            config: Arc::new(config),
+            metrics,
+            shutdown,
+            sessions: TaskTracker::new(),
+            next_conn_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
     /// A fresh connection id.
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -60,7 +81,7 @@ impl AppState {
         if self.shutdown.is_cancelled() {
             return Err("shutting down".into());
         }
-        self.registry.log().health()
+        self.registry.health()
     }
 }
 
@@ -84,19 +105,65 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens the event log under `storage.dir`, replays it and starts every
-    /// game's actor. `secret` is the HS256 secret (config's or generated).
+    /// Starts a hub in the mode the config asks for: cluster through Redis
+    /// when `redis.url` is set (Redis must answer now), else single node on
+    /// the embedded log. `secret` is the HS256 secret (config's or generated).
+    pub async fn start(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
+        let Some(url) = config.redis.url.clone() else {
+            let dir = config.storage.dir.clone();
+            let secret = secret.to_vec();
+            // Replay blocks on disk IO: keep it off the async workers.
+            return tokio::task::spawn_blocking(move || Hub::open(config, &secret))
+                .await
+                .map_err(|e| StartError::Restore(format!("replay of {} failed: {e}", dir.display())))?;
+        };
+        let metrics = crate::metrics::install();
+        let redis = Arc::new(RedisStore::connect(&url).await?);
+        let shutdown = CancellationToken::new();
+        let (created_tx, mut created_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
+        let bus = Bus::start(redis.clone(), created_tx, shutdown.clone());
+        let (idle_tx, mut idle_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
+        let registry = Arc::new(Registry::with_store(
+            Store::Redis(redis),
+            Some(bus),
+            actor_config(&config),
+            Some(IdleUnload {
+                after: config.games.idle_unload,
+                announce: idle_tx,
+            }),
+        ));
+        // Games without local interest are unloaded (channel unsubscribed).
+        let weak = Arc::downgrade(&registry);
+        tokio::spawn(async move {
+            while let Some(id) = idle_rx.recv().await {
+                let Some(registry) = weak.upgrade() else { return };
+                registry.unload_if_idle(&id).await;
+            }
+        });
+        // Games created on any node in a league a local fan watches.
+        let weak = Arc::downgrade(&registry);
+        tokio::spawn(async move {
+            while let Some(id) = created_rx.recv().await {
+                let Some(registry) = weak.upgrade() else { return };
+                registry.on_created(&id).await;
+            }
+        });
+        tracing::info!(redis = %crate::config::redact_url(&url), "cluster mode: Redis is the source of truth");
+        Ok(Hub {
+            state: AppState::new(registry, config, secret, metrics, shutdown),
+        })
+    }
+
+    /// Opens a single-node hub: the event log under `storage.dir` is
+    /// replayed and every game's actor started. Blocking (disk IO).
     pub fn open(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
         if config.redis.url.is_some() {
             return Err(StartError::Unsupported(
-                "redis.url is set, but cluster mode through Redis is not available in this build yet; unset redis.url (SCOREHUB_REDIS__URL) to run a single node".into(),
+                "redis.url is set: start the hub with Hub::start (cluster mode)".into(),
             ));
         }
         let metrics = crate::metrics::install();
-        let cfg = ActorConfig {
-            mailbox: config.games.mailbox,
-            history: config.games.history,
-        };
+        let cfg = actor_config(&config);
         let mut replayer = Registry::replayer(cfg.history);
         let started = std::time::Instant::now();
         let log = FileLog::open(
@@ -115,15 +182,13 @@ impl Hub {
             "event log replayed"
         );
         Ok(Hub {
-            state: AppState {
-                registry: Arc::new(registry),
-                auth: Arc::new(Auth::new(secret)),
-                config: Arc::new(config),
+            state: AppState::new(
+                Arc::new(registry),
+                config,
+                secret,
                 metrics,
-                shutdown: CancellationToken::new(),
-                sessions: TaskTracker::new(),
-                next_conn_id: Arc::new(AtomicU64::new(1)),
-            },
+                CancellationToken::new(),
+            ),
         })
     }
 
@@ -171,9 +236,16 @@ impl Hub {
                 "fan sessions did not close in time"
             );
         }
-        state.registry.log().close().await;
+        state.registry.close().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+fn actor_config(config: &Config) -> ActorConfig {
+    ActorConfig {
+        mailbox: config.games.mailbox,
+        history: config.games.history,
     }
 }
 

@@ -74,14 +74,14 @@ function logAck(item, body) {
 
 /** What a token says about itself (its payload is not secret, only its signature is). */
 function describeToken(t) {
-  if (!t) return 'No token yet: events wait in the outbox until you paste one.';
+  if (!t) return 'No token yet: events wait in the outbox until you paste one. It is kept in this browser only.';
   try {
     const part = t.split('.')[1].replaceAll('-', '+').replaceAll('_', '/');
     const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
     const left = claims.exp ? Math.round((claims.exp * 1000 - Date.now()) / 60000) : null;
     const exp = left === null ? '' : left > 0 ? `, expires in ${left} min` : ', EXPIRED';
     const games = Array.isArray(claims.games) ? claims.games.join(', ') : '?';
-    return `Token for ${claims.sub ?? '?'} (${claims.scope ?? '?'}), games: ${games}${exp}.`;
+    return `Token for ${claims.sub ?? '?'} (${claims.scope ?? '?'}), games: ${games}${exp}. Kept in this browser only.`;
   } catch {
     return 'This does not look like a scorehub token (expected three dot-separated parts).';
   }
@@ -133,6 +133,9 @@ const CONN_TEXT = {
 hub.on('connection', ({ state }) => {
   $('#conn').dataset.connState = state;
   $('#conn-text').textContent = CONN_TEXT[state] ?? state;
+  // The live connection is back, so the hub is: send the outbox now rather
+  // than at the end of the current backoff.
+  if (state === 'live' && retryTimer !== null) pump();
 });
 
 /** `m:ss` from a minute up, `s.t` below (as arenas show it). */

@@ -2,11 +2,23 @@
 //! once, fan it out.
 //!
 //! Events are handled in groups: the actor takes every `Apply` waiting in its
-//! mailbox (up to [`MAX_GROUP`]), applies them one after another to a
-//! tentative state, appends all resulting records to the log in one call (one
-//! fsync), and only then commits the state, answers the scorekeepers and fans
-//! the diffs out. If the log fails, the tentative state is thrown away and
-//! every event of the group gets `503`: nothing half-applied.
+//! mailbox (up to [`MAX_GROUP`]), *plans* them one after another against a
+//! tentative state (idempotency, `expected_seq`, domain rules), makes all
+//! resulting records durable in one step, and only then commits the state,
+//! answers the scorekeepers and fans the diffs out. If storage fails, the
+//! tentative state is thrown away and every event of the group gets `503`:
+//! nothing is half-applied.
+//!
+//! Durability depends on the [`Store`]:
+//! - **file**: one append (one fsync) to the local log; this actor is the only
+//!   writer of its game, so the plan always commits.
+//! - **redis**: one atomic compare-and-set script that checks the game is still
+//!   at the seq the plan started from, records the event ids, appends the
+//!   diffs to the game's stream and publishes each frame once. When another
+//!   node got there first (`Stale`, or an `event_id` it already applied), the
+//!   actor catches up from the stream and plans again. Frames published by
+//!   other nodes arrive as [`Cmd::Remote`] and are applied in `seq` order; a
+//!   gap is repaired from the stream.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,15 +28,22 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Applied, ApplyError, Cmd, Restored, Seen, Subscriber, unix_ms};
+use super::{Applied, ApplyError, Cmd, IdleUnload, Restored, Seen, Subscriber, unix_ms};
 use crate::codec;
 use crate::domain::{self, Event, Fingerprint, GameState, patch};
 use crate::metrics as m;
-use crate::store::{FileLog, Record};
+use crate::store::redis::{Commit, CommitEvent, RedisStore};
+use crate::store::{Record, Store, StoreError};
 use crate::ws::outbox::Push;
 
-/// Most events applied in one group (one log append).
+/// Most events applied in one group (one durable step).
 pub const MAX_GROUP: usize = 128;
+
+/// How many times a group is re-planned after losing a race to another node.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Frames read from the Redis stream per catch-up request.
+const CATCH_UP_PAGE: usize = 512;
 
 /// Tunables of a game actor.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +63,19 @@ pub(crate) struct GameActor {
     snapshot_cache: Option<Bytes>,
     rx: mpsc::Receiver<Cmd>,
     latest: watch::Sender<Arc<GameState>>,
-    log: Arc<FileLog>,
+    store: Store,
     cfg: ActorConfig,
+    /// The replica may be behind Redis (a failed or lost commit, a gap, a
+    /// reconnect): catch up before the next plan.
+    needs_repair: bool,
+    /// Cluster mode: when to announce this game as idle.
+    idle: Option<IdleUnload>,
+    /// Last local request or subscription.
+    last_local: tokio::time::Instant,
+    /// Idleness announced since the last local activity.
+    announced: bool,
+    /// Agreed to be unloaded: refuses new subscribers.
+    stopping: bool,
 }
 
 struct ApplyReq {
@@ -56,12 +86,25 @@ struct ApplyReq {
     reply: oneshot::Sender<Result<Applied, ApplyError>>,
 }
 
-/// The outcome of one request inside a group, before the group is durable.
+/// The outcome of one request inside a plan, before the group is durable.
+#[derive(Debug, Clone)]
 enum Pending {
-    /// Final whatever the log does (a duplicate of a committed event, or an error).
+    /// Final whatever storage does (a duplicate of a committed event, or an error).
     Final(Result<Applied, ApplyError>),
-    /// Valid only if the group's append succeeds.
+    /// Valid only if the group commits.
     Tentative(Applied),
+}
+
+/// A group of requests planned against the current state.
+struct Plan {
+    /// One outcome per request, in order.
+    outcomes: Vec<Pending>,
+    /// The state after every applicable event.
+    state: GameState,
+    /// Event ids applied by this plan.
+    fresh: HashMap<Box<str>, Seen>,
+    /// Applied events: (request index, seq, record, encoded diff frame).
+    applied: Vec<(usize, u64, Record, Bytes)>,
 }
 
 impl GameActor {
@@ -69,8 +112,9 @@ impl GameActor {
         restored: Restored,
         rx: mpsc::Receiver<Cmd>,
         latest: watch::Sender<Arc<GameState>>,
-        log: Arc<FileLog>,
+        store: Store,
         cfg: ActorConfig,
+        idle: Option<IdleUnload>,
     ) -> GameActor {
         GameActor {
             state: restored.state,
@@ -81,9 +125,45 @@ impl GameActor {
             snapshot_cache: None,
             rx,
             latest,
-            log,
+            store,
             cfg,
+            needs_repair: false,
+            idle,
+            last_local: tokio::time::Instant::now(),
+            announced: false,
+            stopping: false,
         }
+    }
+
+    /// When to check for idleness next, if this game can be unloaded.
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        let idle = self.idle.as_ref()?;
+        (self.subs.is_empty() && !self.announced && !self.stopping)
+            .then(|| self.last_local + idle.after)
+    }
+
+    fn touch(&mut self) {
+        self.last_local = tokio::time::Instant::now();
+        self.announced = false;
+    }
+
+    fn announce_idle(&mut self) {
+        if let Some(idle) = &self.idle {
+            if self.subs.is_empty() && self.last_local.elapsed() >= idle.after {
+                self.announced = idle.announce.try_send(self.state.game.clone()).is_ok();
+            }
+        }
+    }
+
+    fn stop_if_idle(&mut self) -> bool {
+        let idle = self
+            .idle
+            .as_ref()
+            .is_some_and(|i| self.last_local.elapsed() >= i.after);
+        if self.subs.is_empty() && idle {
+            self.stopping = true;
+        }
+        self.stopping
     }
 
     fn snapshot_frame(&mut self) -> Bytes {
@@ -91,6 +171,8 @@ impl GameActor {
             .get_or_insert_with(|| codec::snapshot(&self.state))
             .clone()
     }
+
+    // ----- subscribers -------------------------------------------------------
 
     fn subscribe(&mut self, sub: Subscriber, since: Option<u64>) {
         let conn_id = sub.outbox.conn_id();
@@ -111,8 +193,7 @@ impl GameActor {
                     match sub.outbox.push_diff(&game, frame) {
                         Push::Queued | Push::Skipped => {}
                         Push::Conflated => {
-                            metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated")
-                                .increment(1);
+                            metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated").increment(1);
                         }
                         Push::Closed => return,
                     }
@@ -154,119 +235,6 @@ impl GameActor {
         }
     }
 
-    /// Applies a group of events: tentative state, one durable append, commit.
-    async fn apply_group(&mut self, group: Vec<ApplyReq>) {
-        let now = unix_ms();
-        let mut state = self.state.clone();
-        let mut fresh: HashMap<Box<str>, Seen> = HashMap::new();
-        let mut records = Vec::new();
-        let mut diffs: Vec<(u64, Value, Instant)> = Vec::new();
-        let mut outcomes = Vec::with_capacity(group.len());
-
-        for req in &group {
-            let id = req.event.event_id.as_str();
-            let seen = self
-                .seen
-                .get(id)
-                .map(|s| (*s, false))
-                .or_else(|| fresh.get(id).map(|s| (*s, true)));
-            let outcome = match seen {
-                Some((s, in_group)) if s.fingerprint == req.fingerprint => {
-                    let applied = Applied {
-                        seq: s.seq,
-                        duplicate: true,
-                    };
-                    if in_group {
-                        Pending::Tentative(applied)
-                    } else {
-                        Pending::Final(Ok(applied))
-                    }
-                }
-                Some((s, _)) => Pending::Final(Err(ApplyError::Conflict {
-                    event_id: id.to_string(),
-                    seq: s.seq,
-                })),
-                None => match req.event.expected_seq {
-                    Some(expected) if expected != state.seq => {
-                        Pending::Final(Err(ApplyError::SeqMismatch {
-                            expected,
-                            current: state.seq,
-                        }))
-                    }
-                    _ => match domain::apply(&state, &req.event.action, now) {
-                        Err(e) => Pending::Final(Err(ApplyError::Invalid(e))),
-                        Ok(next) => {
-                            let diff = patch::diff(&state, &next);
-                            records.push(Record::Event {
-                                game: state.game.clone(),
-                                seq: next.seq,
-                                event: req.event.clone(),
-                                fingerprint: req.fingerprint,
-                                by: req.by.to_string(),
-                                at: now,
-                                diff: diff.clone(),
-                            });
-                            fresh.insert(
-                                id.into(),
-                                Seen {
-                                    fingerprint: req.fingerprint,
-                                    seq: next.seq,
-                                },
-                            );
-                            diffs.push((next.seq, diff, req.received));
-                            state = next;
-                            Pending::Tentative(Applied {
-                                seq: state.seq,
-                                duplicate: false,
-                            })
-                        }
-                    },
-                },
-            };
-            outcomes.push(outcome);
-        }
-
-        let committed = if records.is_empty() {
-            Ok(())
-        } else {
-            self.log.append(records).await.map_err(|e| e.to_string())
-        };
-        if committed.is_ok() && !diffs.is_empty() {
-            self.state = state;
-            self.seen.extend(fresh);
-            self.snapshot_cache = None;
-            self.latest.send_replace(Arc::new(self.state.clone()));
-            for (seq, diff, received) in diffs {
-                let frame = codec::diff(&self.state.game, seq, &diff, now);
-                self.fan_out(&frame);
-                metrics::histogram!(m::FANOUT_SECONDS).record(received.elapsed().as_secs_f64());
-                self.history.push_back((seq, frame));
-                while self.history.len() > self.cfg.history {
-                    self.history.pop_front();
-                }
-            }
-        }
-
-        for (req, outcome) in group.into_iter().zip(outcomes) {
-            let result = match (outcome, &committed) {
-                (Pending::Final(r), _) => r,
-                (Pending::Tentative(a), Ok(())) => Ok(a),
-                (Pending::Tentative(_), Err(e)) => Err(ApplyError::Unavailable(e.clone())),
-            };
-            let label = match &result {
-                Ok(Applied {
-                    duplicate: false, ..
-                }) => "applied",
-                Ok(Applied {
-                    duplicate: true, ..
-                }) => "duplicate",
-                Err(_) => "rejected",
-            };
-            metrics::counter!(m::EVENTS_TOTAL, "outcome" => label).increment(1);
-            let _ = req.reply.send(result);
-        }
-    }
-
     /// Hands one encoded diff to every subscriber's queue without waiting.
     fn fan_out(&mut self, frame: &Bytes) {
         let game = self.state.game.clone();
@@ -284,6 +252,399 @@ impl GameActor {
             self.unsubscribe(conn_id);
         }
     }
+
+    /// Sends every subscriber a fresh snapshot (after a repair that could not
+    /// be done diff by diff).
+    fn snapshot_all(&mut self) {
+        let frame = self.snapshot_frame();
+        let game = self.state.game.clone();
+        let closed: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|s| !s.outbox.push_snapshot(&game, frame.clone()))
+            .map(|s| s.outbox.conn_id())
+            .collect();
+        for conn_id in closed {
+            self.unsubscribe(conn_id);
+        }
+    }
+
+    // ----- the write path ----------------------------------------------------
+
+    /// Plans `reqs` against the current state: who is a duplicate, who
+    /// conflicts, who applies and what each applied event's diff frame is.
+    fn plan(&self, reqs: &[&ApplyReq], now: i64) -> Plan {
+        let mut state = self.state.clone();
+        let mut fresh: HashMap<Box<str>, Seen> = HashMap::new();
+        let mut applied = Vec::new();
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.iter().enumerate() {
+            let id = req.event.event_id.as_str();
+            let seen = self
+                .seen
+                .get(id)
+                .map(|s| (*s, false))
+                .or_else(|| fresh.get(id).map(|s| (*s, true)));
+            let outcome = match seen {
+                Some((s, in_plan)) if s.fingerprint == req.fingerprint => {
+                    let dup = Applied {
+                        seq: s.seq,
+                        duplicate: true,
+                    };
+                    if in_plan {
+                        Pending::Tentative(dup)
+                    } else {
+                        Pending::Final(Ok(dup))
+                    }
+                }
+                Some((s, _)) => Pending::Final(Err(ApplyError::Conflict {
+                    event_id: id.to_string(),
+                    seq: s.seq,
+                })),
+                None => match req.event.expected_seq {
+                    Some(expected) if expected != state.seq => {
+                        Pending::Final(Err(ApplyError::SeqMismatch {
+                            expected,
+                            current: state.seq,
+                        }))
+                    }
+                    _ => match domain::apply(&state, &req.event.action, now) {
+                        Err(e) => Pending::Final(Err(ApplyError::Invalid(e))),
+                        Ok(next) => {
+                            let diff = patch::diff(&state, &next);
+                            let frame = codec::diff(&state.game, next.seq, &diff, now);
+                            let record = Record::Event {
+                                game: state.game.clone(),
+                                seq: next.seq,
+                                event: req.event.clone(),
+                                fingerprint: req.fingerprint,
+                                by: req.by.to_string(),
+                                at: now,
+                                diff,
+                            };
+                            fresh.insert(
+                                id.into(),
+                                Seen {
+                                    fingerprint: req.fingerprint,
+                                    seq: next.seq,
+                                },
+                            );
+                            applied.push((i, next.seq, record, frame));
+                            state = next;
+                            Pending::Tentative(Applied {
+                                seq: state.seq,
+                                duplicate: false,
+                            })
+                        }
+                    },
+                },
+            };
+            outcomes.push(outcome);
+        }
+        Plan {
+            outcomes,
+            state,
+            fresh,
+            applied,
+        }
+    }
+
+    /// Makes a durable plan the current state and fans its diffs out.
+    fn commit(&mut self, plan: &mut Plan, received: &[Instant]) {
+        if plan.applied.is_empty() {
+            return;
+        }
+        self.state = plan.state.clone();
+        self.seen.extend(plan.fresh.drain());
+        self.snapshot_cache = None;
+        self.latest.send_replace(Arc::new(self.state.clone()));
+        for (i, seq, _, frame) in std::mem::take(&mut plan.applied) {
+            self.fan_out(&frame);
+            if let Some(at) = received.get(i) {
+                metrics::histogram!(m::FANOUT_SECONDS).record(at.elapsed().as_secs_f64());
+            }
+            self.push_history(seq, frame);
+        }
+    }
+
+    fn push_history(&mut self, seq: u64, frame: Bytes) {
+        self.history.push_back((seq, frame));
+        while self.history.len() > self.cfg.history {
+            self.history.pop_front();
+        }
+    }
+
+    /// Applies a group of events and answers each request.
+    async fn apply_group(&mut self, group: Vec<ApplyReq>) {
+        let results = match self.store.clone() {
+            Store::File(log) => self.apply_group_file(&group, |records| async move {
+                log.append(records).await
+            })
+            .await,
+            Store::Redis(redis) => self.apply_group_redis(&group, &redis).await,
+        };
+        for (req, result) in group.into_iter().zip(results) {
+            let label = match &result {
+                Ok(Applied {
+                    duplicate: false, ..
+                }) => "applied",
+                Ok(Applied {
+                    duplicate: true, ..
+                }) => "duplicate",
+                Err(_) => "rejected",
+            };
+            metrics::counter!(m::EVENTS_TOTAL, "outcome" => label).increment(1);
+            let _ = req.reply.send(result);
+        }
+    }
+
+    /// Single node: plan, one durable append, commit.
+    async fn apply_group_file<F, Fut>(
+        &mut self,
+        group: &[ApplyReq],
+        append: F,
+    ) -> Vec<Result<Applied, ApplyError>>
+    where
+        F: FnOnce(Vec<Record>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let reqs: Vec<&ApplyReq> = group.iter().collect();
+        let received: Vec<Instant> = group.iter().map(|r| r.received).collect();
+        let mut plan = self.plan(&reqs, unix_ms());
+        let durable = if plan.applied.is_empty() {
+            Ok(())
+        } else {
+            let records = plan.applied.iter().map(|(_, _, r, _)| r.clone()).collect();
+            append(records).await.map_err(|e| e.to_string())
+        };
+        if durable.is_ok() {
+            self.commit(&mut plan, &received);
+        }
+        plan.outcomes
+            .into_iter()
+            .map(|o| match (o, &durable) {
+                (Pending::Final(r), _) => r,
+                (Pending::Tentative(a), Ok(())) => Ok(a),
+                (Pending::Tentative(_), Err(e)) => Err(ApplyError::Unavailable(e.clone())),
+            })
+            .collect()
+    }
+
+    /// Cluster: plan, compare-and-set through Redis, re-plan after a lost race.
+    async fn apply_group_redis(
+        &mut self,
+        group: &[ApplyReq],
+        redis: &RedisStore,
+    ) -> Vec<Result<Applied, ApplyError>> {
+        let mut results: Vec<Option<Result<Applied, ApplyError>>> = vec![None; group.len()];
+        for _ in 0..MAX_ATTEMPTS {
+            if self.needs_repair {
+                if let Err(e) = self.catch_up(redis).await {
+                    return fill(results, &e.to_string());
+                }
+            }
+            let open: Vec<usize> = (0..group.len()).filter(|&i| results[i].is_none()).collect();
+            if open.is_empty() {
+                break;
+            }
+            let reqs: Vec<&ApplyReq> = open.iter().map(|&i| &group[i]).collect();
+            let received: Vec<Instant> = reqs.iter().map(|r| r.received).collect();
+            let mut plan = self.plan(&reqs, unix_ms());
+            if plan.applied.is_empty() {
+                // Nothing to write: every outcome is already final (in-plan
+                // duplicates need an applied event, so there are none).
+                for (k, o) in plan.outcomes.into_iter().enumerate() {
+                    results[open[k]] = Some(match o {
+                        Pending::Final(r) => r,
+                        Pending::Tentative(a) => Ok(a),
+                    });
+                }
+                break;
+            }
+            let events: Vec<CommitEvent> = match plan
+                .applied
+                .iter()
+                .map(|(i, _, record, frame)| {
+                    Ok(CommitEvent {
+                        event_id: reqs[*i].event.event_id.clone(),
+                        fingerprint: reqs[*i].fingerprint,
+                        frame: frame.clone(),
+                        record: rmp_serde::to_vec_named(record)?,
+                    })
+                })
+                .collect::<Result<_, rmp_serde::encode::Error>>()
+            {
+                Ok(e) => e,
+                Err(e) => return fill(results, &format!("cannot encode event: {e}")),
+            };
+            match redis
+                .commit(&self.state.game, self.state.seq, &events, &plan.state)
+                .await
+            {
+                Ok(Commit::Applied { .. }) => {
+                    self.commit(&mut plan, &received);
+                    for (k, o) in plan.outcomes.into_iter().enumerate() {
+                        results[open[k]] = Some(match o {
+                            Pending::Final(r) => r,
+                            Pending::Tentative(a) => Ok(a),
+                        });
+                    }
+                    break;
+                }
+                Ok(Commit::Seen {
+                    index,
+                    fingerprint,
+                    seq,
+                }) => {
+                    // Another node applied this event_id: answer it, catch up,
+                    // and plan the rest again.
+                    if let Some((i, _, _, _)) = plan.applied.get(index) {
+                        let req = reqs[*i];
+                        let id = req.event.event_id.clone();
+                        self.seen
+                            .insert(id.clone().into_boxed_str(), Seen { fingerprint, seq });
+                        results[open[*i]] = Some(if fingerprint == req.fingerprint {
+                            Ok(Applied {
+                                seq,
+                                duplicate: true,
+                            })
+                        } else {
+                            Err(ApplyError::Conflict { event_id: id, seq })
+                        });
+                    }
+                    self.needs_repair = true;
+                }
+                Ok(Commit::Stale { .. }) => self.needs_repair = true,
+                Ok(Commit::Missing) => {
+                    return fill(results, "the game no longer exists in Redis");
+                }
+                Err(e) => {
+                    // The script may or may not have run: re-read before the
+                    // next plan. Retries are safe (idempotent event ids).
+                    self.needs_repair = true;
+                    return fill(results, &e.to_string());
+                }
+            }
+        }
+        fill(results, "too much contention on this game; retry")
+    }
+
+    // ----- replication (cluster mode) ---------------------------------------
+
+    /// A frame published by some node (maybe this one).
+    async fn on_remote(&mut self, frame: Bytes) {
+        let Store::Redis(redis) = self.store.clone() else {
+            return;
+        };
+        let decoded = match codec::decode_frame(&frame) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(game = %self.state.game, "undecodable frame from Redis: {e}");
+                return;
+            }
+        };
+        let (Some(q), Some(d)) = (decoded.q, decoded.d.as_ref()) else {
+            return;
+        };
+        if q <= self.state.seq {
+            return; // our own echo, or already caught up
+        }
+        if q == self.state.seq + 1 && !self.needs_repair {
+            if self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok() {
+                return;
+            }
+        }
+        self.needs_repair = true;
+        if let Err(e) = self.catch_up(&redis).await {
+            tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
+        }
+    }
+
+    /// Applies the diff `d` making `seq` = `q`, and fans the frame out.
+    fn apply_remote(&mut self, q: u64, d: &Value, frame: Bytes, ts: Option<i64>) -> Result<(), String> {
+        let mut doc = serde_json::to_value(&self.state).map_err(|e| e.to_string())?;
+        patch::merge(&mut doc, d);
+        let next: GameState = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+        if next.seq != q || next.game != self.state.game {
+            return Err(format!("diff q={q} does not lead to seq {q}"));
+        }
+        self.state = next;
+        self.snapshot_cache = None;
+        self.latest.send_replace(Arc::new(self.state.clone()));
+        self.fan_out(&frame);
+        if let Some(ts) = ts {
+            let lag_ms = (unix_ms() - ts).max(0) as f64;
+            metrics::histogram!(m::FANOUT_SECONDS).record(lag_ms / 1000.0);
+        }
+        self.push_history(q, frame);
+        Ok(())
+    }
+
+    /// Brings the replica up to date from the game's Redis stream, diff by
+    /// diff; if that fails, reloads the state and sends every fan a snapshot.
+    async fn catch_up(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
+        let game = self.state.game.clone();
+        loop {
+            let frames = redis.frames_after(&game, self.state.seq, CATCH_UP_PAGE).await?;
+            let n = frames.len();
+            for (q, frame) in frames {
+                let decoded = codec::decode_frame(&frame).ok();
+                let ok = match decoded.as_ref().and_then(|f| f.d.as_ref().map(|d| (d, f.ts))) {
+                    Some((d, ts)) if q == self.state.seq + 1 => {
+                        self.apply_remote(q, d, frame.clone(), ts).is_ok()
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return self.reload(redis).await;
+                }
+            }
+            if n < CATCH_UP_PAGE {
+                break;
+            }
+        }
+        self.needs_repair = false;
+        Ok(())
+    }
+
+    /// Re-reads the whole state from Redis and snapshots every fan.
+    async fn reload(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
+        let game = self.state.game.clone();
+        let Some(loaded) = redis.load(&game).await? else {
+            return Err(StoreError::Unavailable(format!(
+                "game {game} is missing from Redis"
+            )));
+        };
+        tracing::info!(%game, from = self.state.seq, to = loaded.state.seq, "replica reloaded from Redis");
+        self.state = loaded.state;
+        self.history = redis
+            .last_frames(&game, self.cfg.history)
+            .await
+            .unwrap_or_default()
+            .into();
+        self.snapshot_cache = None;
+        self.latest.send_replace(Arc::new(self.state.clone()));
+        self.snapshot_all();
+        self.needs_repair = false;
+        Ok(())
+    }
+
+    async fn repair(&mut self) {
+        if let Store::Redis(redis) = self.store.clone() {
+            self.needs_repair = true;
+            if let Err(e) = self.catch_up(&redis).await {
+                tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
+            }
+        }
+    }
+}
+
+/// Answers every still-open request with `503` and `reason`.
+fn fill(results: Vec<Option<Result<Applied, ApplyError>>>, reason: &str) -> Vec<Result<Applied, ApplyError>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApplyError::Unavailable(reason.to_string()))))
+        .collect()
 }
 
 /// The actor loop: runs until every handle is dropped.
@@ -292,11 +653,26 @@ pub(crate) async fn run(mut actor: GameActor) {
     loop {
         let cmd = match next.take() {
             Some(cmd) => cmd,
-            None => match actor.rx.recv().await {
-                Some(cmd) => cmd,
-                None => break,
+            None => match actor.idle_deadline() {
+                None => match actor.rx.recv().await {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+                Some(deadline) => tokio::select! {
+                    cmd = actor.rx.recv() => match cmd {
+                        Some(cmd) => cmd,
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => {
+                        actor.announce_idle();
+                        continue;
+                    }
+                },
             },
         };
+        if matches!(cmd, Cmd::Apply { .. } | Cmd::Subscribe { .. }) {
+            actor.touch();
+        }
         match cmd {
             Cmd::Apply {
                 event,
@@ -336,9 +712,25 @@ pub(crate) async fn run(mut actor: GameActor) {
                 }
                 actor.apply_group(group).await;
             }
-            Cmd::Subscribe { sub, since } => actor.subscribe(sub, since),
+            Cmd::Subscribe {
+                sub,
+                since,
+                accepted,
+            } => {
+                if actor.stopping {
+                    let _ = accepted.send(false);
+                } else {
+                    actor.subscribe(sub, since);
+                    let _ = accepted.send(true);
+                }
+            }
+            Cmd::Stop { reply } => {
+                let _ = reply.send(actor.stop_if_idle());
+            }
             Cmd::Unsubscribe { conn_id } => actor.unsubscribe(conn_id),
             Cmd::Resync { conn_id } => actor.resync(conn_id),
+            Cmd::Remote { frame } => actor.on_remote(frame).await,
+            Cmd::Repair => actor.repair().await,
         }
     }
     metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(actor.subs.len() as f64);

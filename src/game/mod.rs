@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
-use crate::store::FileLog;
+use crate::store::Store;
 use crate::ws::outbox::Outbox;
 
 pub use actor::ActorConfig;
@@ -92,6 +92,16 @@ pub struct Restored {
     pub history: VecDeque<(u64, Bytes)>,
 }
 
+/// Cluster mode: after `after` without local fans or requests, the actor
+/// announces its game on `announce` so the registry can unload it.
+#[derive(Debug, Clone)]
+pub struct IdleUnload {
+    /// How long a game may sit idle.
+    pub after: std::time::Duration,
+    /// Where idle games are announced.
+    pub announce: mpsc::Sender<GameId>,
+}
+
 /// A subscriber of one game: a fan connection's queue.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
@@ -112,6 +122,12 @@ pub(crate) enum Cmd {
     Subscribe {
         sub: Subscriber,
         since: Option<u64>,
+        accepted: oneshot::Sender<bool>,
+    },
+    /// Cluster mode: the registry wants to unload this idle game. The actor
+    /// agrees (and refuses new subscribers from then on) only if still idle.
+    Stop {
+        reply: oneshot::Sender<bool>,
     },
     Unsubscribe {
         conn_id: u64,
@@ -119,7 +135,39 @@ pub(crate) enum Cmd {
     Resync {
         conn_id: u64,
     },
+    /// A diff frame published through Redis (cluster mode).
+    Remote {
+        frame: Bytes,
+    },
+    /// Catch up from Redis (after a reconnect or a dropped message).
+    Repair,
 }
+
+/// The sending side of a game's mailbox, for the cluster's pub/sub router.
+#[derive(Debug, Clone)]
+pub struct Mailbox(mpsc::Sender<Cmd>);
+
+impl Mailbox {
+    /// Delivers a frame published through Redis without waiting. `false`
+    /// when the mailbox is full (the caller asks for a repair) or closed.
+    pub fn remote(&self, frame: Bytes) -> bool {
+        self.0.try_send(Cmd::Remote { frame }).is_ok()
+    }
+
+    /// Asks the actor to catch up from Redis; waits for mailbox room.
+    pub async fn repair(&self) -> bool {
+        self.0.send(Cmd::Repair).await.is_ok()
+    }
+
+    /// Whether the actor has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// The receiving side of a mailbox made by [`GameHandle::mailbox`].
+#[derive(Debug)]
+pub struct MailboxRx(mpsc::Receiver<Cmd>);
 
 /// A cloneable handle to one game's actor.
 #[derive(Debug, Clone)]
@@ -132,12 +180,42 @@ pub struct GameHandle {
 
 impl GameHandle {
     /// Starts the actor for a restored or new game.
-    pub fn spawn(restored: Restored, log: Arc<FileLog>, cfg: ActorConfig) -> GameHandle {
+    pub fn spawn(restored: Restored, store: impl Into<Store>, cfg: ActorConfig) -> GameHandle {
         let (tx, rx) = mpsc::channel(cfg.mailbox.max(1));
+        GameHandle::spawn_with(restored, store.into(), cfg, tx, rx, None)
+    }
+
+    /// A mailbox for a game about to be loaded: in cluster mode the pub/sub
+    /// route must exist before the state is read, so no frame is missed.
+    pub fn mailbox(cfg: &ActorConfig) -> (Mailbox, MailboxRx) {
+        let (tx, rx) = mpsc::channel(cfg.mailbox.max(1));
+        (Mailbox(tx), MailboxRx(rx))
+    }
+
+    /// Starts the actor on a mailbox made by [`GameHandle::mailbox`].
+    pub fn spawn_on(
+        restored: Restored,
+        store: Store,
+        cfg: ActorConfig,
+        mailbox: Mailbox,
+        rx: MailboxRx,
+        idle: Option<IdleUnload>,
+    ) -> GameHandle {
+        GameHandle::spawn_with(restored, store, cfg, mailbox.0, rx.0, idle)
+    }
+
+    fn spawn_with(
+        restored: Restored,
+        store: Store,
+        cfg: ActorConfig,
+        tx: mpsc::Sender<Cmd>,
+        rx: mpsc::Receiver<Cmd>,
+        idle: Option<IdleUnload>,
+    ) -> GameHandle {
         let (latest_tx, latest) = watch::channel(Arc::new(restored.state.clone()));
         let id = restored.state.game.clone();
         let created_fingerprint = restored.created_fingerprint;
-        let actor = actor::GameActor::new(restored, rx, latest_tx, log, cfg);
+        let actor = actor::GameActor::new(restored, rx, latest_tx, store, cfg, idle);
         tokio::spawn(actor::run(actor));
         GameHandle {
             id,
@@ -186,20 +264,44 @@ impl GameHandle {
     }
 
     /// Subscribes a fan; it receives a snapshot, or the diffs after `since`
-    /// when they are still in the history window.
+    /// when they are still in the history window. `false` when this actor is
+    /// being unloaded: look the game up again and retry.
     pub async fn subscribe(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
-        self.tx
+        let (accepted, rx) = oneshot::channel();
+        let sent = self
+            .tx
             .send(Cmd::Subscribe {
                 sub: Subscriber { outbox },
                 since,
+                accepted,
             })
-            .await
-            .is_ok()
+            .await;
+        sent.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Asks an idle actor to stop accepting subscribers (cluster mode
+    /// unloading). `true` when it agreed.
+    pub async fn stop_if_idle(&self) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop { reply }).await.is_err() {
+            return true;
+        }
+        rx.await.unwrap_or(true)
+    }
+
+    /// Whether the actor has stopped or this handle is from an unloaded game.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Removes a fan.
     pub async fn unsubscribe(&self, conn_id: u64) {
         let _ = self.tx.send(Cmd::Unsubscribe { conn_id }).await;
+    }
+
+    /// The mailbox, for routing frames published through Redis.
+    pub fn mailbox_sender(&self) -> Mailbox {
+        Mailbox(self.tx.clone())
     }
 
     /// Asks the actor to send a fresh snapshot to a conflated fan.

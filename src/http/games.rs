@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::game::Applied;
 use crate::metrics as m;
 use crate::server::AppState;
-use crate::store::{Record, StoreError};
+use crate::store::Record;
 
 /// Most events in one `POST /v1/events`.
 pub const MAX_BATCH: usize = 500;
@@ -123,7 +123,7 @@ async fn post_event(
             "game: the body names game {shown:?} but the path names {game}; drop `game` from the body or post to that game's URL"
         )));
     }
-    let Some(handle) = state.registry.get(&game) else {
+    let Some(handle) = state.registry.find(&game).await? else {
         count_rejected();
         return Err(ApiError::GameNotFound(game));
     };
@@ -233,7 +233,7 @@ async fn apply_item(
         ApiError::BadRequest(format!("{prefix}.game: {e}"))
     })?;
     check_write(claims, &game).inspect_err(|_| count_rejected())?;
-    let Some(handle) = state.registry.get(&game) else {
+    let Some(handle) = state.registry.find(&game).await? else {
         count_rejected();
         return Err(ApiError::GameNotFound(game));
     };
@@ -262,7 +262,8 @@ async fn get_game(
 ) -> Result<Response, ApiError> {
     let handle = state
         .registry
-        .get(&game)
+        .find(&game)
+        .await?
         .ok_or(ApiError::GameNotFound(game))?;
     let current = handle.state();
     if not_modified(&headers, current.seq) {
@@ -355,7 +356,8 @@ async fn list_games(
         .transpose()?;
     let page = state
         .registry
-        .list(league.as_ref(), status, limit, cursor.as_ref());
+        .list(league.as_ref(), status, limit, cursor.as_ref())
+        .await?;
     let games = page.games.iter().map(|g| &**g).collect();
     Ok(Json(GamesPage {
         games,
@@ -401,18 +403,10 @@ async fn list_events(
 ) -> Result<Json<EventsPage>, ApiError> {
     let since = number_param("since", &q.since, 0u64, 0, u64::MAX)?;
     let limit = number_param("limit", &q.limit, DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT)?;
-    if state.registry.get(&game).is_none() {
+    if state.registry.find(&game).await?.is_none() {
         return Err(ApiError::GameNotFound(game));
     }
-    let records = state
-        .registry
-        .log()
-        .events(&game, since, limit)
-        .await
-        .map_err(|e| match e {
-            StoreError::Unavailable(_) => ApiError::NotReady(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
-        })?;
+    let records = state.registry.events(&game, since, limit).await?;
     let mut events = Vec::with_capacity(records.len());
     let mut next = since;
     for record in records {

@@ -6,6 +6,7 @@
 //! A Redis-backed store for cluster mode slots in beside it (see `Store`).
 
 pub mod file;
+pub mod redis;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use crate::domain::{Event, Fingerprint, GameId, GameState};
 
 pub use file::FileLog;
+pub use self::redis::RedisStore;
 
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,4 +90,22 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
+}
+
+/// Where games are made durable: the seam between the single-node and the
+/// cluster modes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Single node: the embedded append-only log is the source of truth and
+    /// each game's actor is its only writer.
+    File(std::sync::Arc<FileLog>),
+    /// Cluster: Redis is the source of truth; game actors on every node are
+    /// replicas that commit through an atomic compare-and-set script.
+    Redis(std::sync::Arc<redis::RedisStore>),
+}
+
+impl From<std::sync::Arc<FileLog>> for Store {
+    fn from(log: std::sync::Arc<FileLog>) -> Store {
+        Store::File(log)
+    }
 }

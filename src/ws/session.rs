@@ -244,15 +244,24 @@ impl Conn {
     }
 
     /// A valid, existing game, or an error frame for the client.
-    fn resolve_game(&self, raw: &str) -> Option<GameHandle> {
+    async fn resolve_game(&self, raw: &str) -> Option<GameHandle> {
         let id = self.parse_game(raw)?;
-        let handle = self.registry().get(&id);
-        if handle.is_none() {
-            let msg =
-                format!("game {id} does not exist (yet); check the id or subscribe to its league");
-            self.send_error("game_not_found", &msg, Some(raw));
+        match self.registry().find(&id).await {
+            Ok(Some(handle)) => Some(handle),
+            Ok(None) => {
+                let msg = format!(
+                    "game {id} does not exist (yet); check the id or subscribe to its league"
+                );
+                self.send_error("game_not_found", &msg, Some(raw));
+                None
+            }
+            Err(e) => {
+                tracing::warn!(game = %id, "cannot load game: {e}");
+                let msg = format!("game {id} cannot be loaded right now; retry shortly");
+                self.send_error("not_ready", &msg, Some(raw));
+                None
+            }
         }
-        handle
     }
 
     /// A valid game id, or an `invalid_game_id` error frame.
@@ -301,11 +310,20 @@ struct Subscriptions {
 
 impl Subscriptions {
     /// How many games the connection would hold with `games` and `leagues` added.
-    fn count_with(&self, registry: &Registry, games: &[GameHandle], leagues: &[League]) -> usize {
+    async fn count_with(
+        &self,
+        registry: &Registry,
+        games: &[GameHandle],
+        leagues: &[League],
+    ) -> usize {
         let mut all: HashSet<GameId> = self.games.clone();
         all.extend(games.iter().map(|h| h.id().clone()));
         for league in self.leagues.iter().chain(leagues) {
-            all.extend(registry.league_games(league).iter().map(|h| h.id().clone()));
+            let handles = match registry.league_games(league).await {
+                Ok(h) => h,
+                Err(_) => registry.loaded_league_games(league),
+            };
+            all.extend(handles.iter().map(|h| h.id().clone()));
         }
         all.len()
     }
@@ -411,7 +429,13 @@ async fn subscribe(
     leagues: &[String],
     since: &BTreeMap<String, u64>,
 ) {
-    let games: Vec<GameHandle> = games.iter().filter_map(|g| conn.resolve_game(g)).collect();
+    let mut handles: Vec<GameHandle> = Vec::with_capacity(games.len());
+    for g in games {
+        if let Some(h) = conn.resolve_game(g).await {
+            handles.push(h);
+        }
+    }
+    let games = handles;
     let mut leagues: Vec<League> = leagues
         .iter()
         .filter_map(|l| conn.parse_league(l))
@@ -420,7 +444,7 @@ async fn subscribe(
     leagues.sort();
     leagues.dedup();
     let max = conn.cfg().max_subscriptions;
-    let total = subs.count_with(conn.registry(), &games, &leagues);
+    let total = subs.count_with(conn.registry(), &games, &leagues).await;
     if total > max {
         let msg = format!(
             "this subscription would hold {total} games; a connection may hold at most {max} (unsubscribe some first)"
@@ -431,16 +455,25 @@ async fn subscribe(
     let since_of = |h: &GameHandle| since.get(h.id().as_str()).copied();
     for handle in games {
         subs.games.insert(handle.id().clone());
-        handle
-            .subscribe(conn.outbox.clone(), since_of(&handle))
+        conn.registry()
+            .subscribe(&handle, conn.outbox.clone(), since_of(&handle))
             .await;
     }
     for league in leagues {
-        let handles = conn.registry().watch_league(&league, conn.outbox.clone());
+        let handles = match conn.registry().watch_league(&league, conn.outbox.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%league, "cannot load league: {e}");
+                let msg = format!("league {league} cannot be loaded right now; retry shortly");
+                conn.send_error("not_ready", &msg, None);
+                conn.registry().unwatch_league(&league, conn.id).await;
+                continue;
+            }
+        };
         subs.leagues.insert(league);
         for handle in handles {
-            handle
-                .subscribe(conn.outbox.clone(), since_of(&handle))
+            conn.registry()
+                .subscribe(&handle, conn.outbox.clone(), since_of(&handle))
                 .await;
         }
     }
@@ -459,8 +492,8 @@ async fn unsubscribe(conn: &Conn, subs: &mut Subscriptions, games: &[String], le
         if !subs.leagues.remove(&league) {
             continue;
         }
-        conn.registry().unwatch_league(&league, conn.id);
-        for handle in conn.registry().league_games(&league) {
+        conn.registry().unwatch_league(&league, conn.id).await;
+        for handle in conn.registry().loaded_league_games(&league) {
             if !subs.games.contains(handle.id()) {
                 handle.unsubscribe(conn.id).await;
             }
@@ -649,8 +682,13 @@ async fn teardown(conn: &Conn, subs: &Subscriptions) {
     let mut games = subs.games.clone();
     for league in &subs.leagues {
         // Unwatch first, so a game created meanwhile is not subscribed again.
-        registry.unwatch_league(league, conn.id);
-        games.extend(registry.league_games(league).iter().map(|h| h.id().clone()));
+        registry.unwatch_league(league, conn.id).await;
+        games.extend(
+            registry
+                .loaded_league_games(league)
+                .iter()
+                .map(|h| h.id().clone()),
+        );
     }
     for game in games {
         if let Some(handle) = registry.get(&game) {

@@ -1,4 +1,5 @@
-// scorehub.js: browser client of the scorehub hub (bundled from web/src/scorehub.js with @msgpack/msgpack, ISC). Built by web/build.sh; do not edit.
+// scorehub.js: the browser client of the scorehub hub, bundled from web/src/scorehub.js
+// with @msgpack/msgpack (ISC license) by web/build.mjs. Do not edit: change the source and rebuild.
 var __defProp = Object.defineProperty;
 var __defNormalProp = (obj, key, value) => key in obj ? __defProp(obj, key, { enumerable: true, configurable: true, writable: true, value }) : obj[key] = value;
 var __publicField = (obj, key, value) => __defNormalProp(obj, typeof key !== "symbol" ? key + "" : key, value);

@@ -236,3 +236,13 @@ test('Client resumes with since after a reconnect and resyncs a gap', async () =
   }
   assert.equal(c.state, 'closed');
 });
+
+test('the committed bundle web/dist/scorehub.js is built from the current source', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { bundle, OUT } = await import('../build.mjs');
+  const built = await bundle();
+  assert.ok(
+    readFileSync(OUT, 'utf8') === built,
+    'web/dist/scorehub.js is stale: run `npm run build` in web/ and commit the result',
+  );
+});

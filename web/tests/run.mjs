@@ -467,6 +467,11 @@ test('screenshots of both pages', async () => {
   await keeper.click(pad('away', 2));
   await waitAttr(keeper, '#pending', 'data-pending', '0');
   await keeper.screenshot({ path: join(SHOTS, 'console.png') });
+  // Phone-sized views, kept with the temp dir (KEEP_TMP=1) for a look.
+  await fan.setViewportSize({ width: 390, height: 844 });
+  await keeper.setViewportSize({ width: 390, height: 844 });
+  await fan.screenshot({ path: join(TMP, 'scoreboard-phone.png') });
+  await keeper.screenshot({ path: join(TMP, 'console-phone.png'), fullPage: true });
   await fan.close();
   await keeper.close();
 });
@@ -543,6 +548,7 @@ async function main() {
       console.log(hub.log.slice(-30).join('\n'));
     }
     if (!failed && !process.env.KEEP_TMP) rmSync(TMP, { recursive: true, force: true });
+    else console.log(`kept ${TMP}`);
   }
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);
