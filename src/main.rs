@@ -143,7 +143,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%addr, "listening addr={addr}");
+    tracing::info!("listening addr={addr}");
     if generated {
         match hub.state().auth.mint(
             "admin",

@@ -51,7 +51,10 @@ impl RedisServer {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            panic!("cannot create a temp dir {} for redis-server: {e}", dir.display());
+            panic!(
+                "cannot create a temp dir {} for redis-server: {e}",
+                dir.display()
+            );
         }
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {

@@ -169,6 +169,19 @@ impl Mailbox {
 #[derive(Debug)]
 pub struct MailboxRx(mpsc::Receiver<Cmd>);
 
+/// The outcome of a [`GameHandle::submit`]ted event, once it is known.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Applied, ApplyError>>);
+
+impl Pending {
+    /// Waits until the event is durable (or refused).
+    pub async fn wait(self) -> Result<Applied, ApplyError> {
+        self.0
+            .await
+            .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?
+    }
+}
+
 /// A cloneable handle to one game's actor.
 #[derive(Debug, Clone)]
 pub struct GameHandle {
@@ -247,6 +260,18 @@ impl GameHandle {
         by: Arc<str>,
         received: Instant,
     ) -> Result<Applied, ApplyError> {
+        self.submit(event, by, received).await?.wait().await
+    }
+
+    /// Queues one event in the game's mailbox and returns without waiting
+    /// for the outcome, so a batch can keep several events in flight (they
+    /// are applied in mailbox order and committed as one group).
+    pub async fn submit(
+        &self,
+        event: Event,
+        by: Arc<str>,
+        received: Instant,
+    ) -> Result<Pending, ApplyError> {
         let (reply, rx) = oneshot::channel();
         let fingerprint = event.fingerprint();
         self.tx
@@ -259,8 +284,7 @@ impl GameHandle {
             })
             .await
             .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?;
-        rx.await
-            .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?
+        Ok(Pending(rx))
     }
 
     /// Subscribes a fan; it receives a snapshot, or the diffs after `since`

@@ -22,7 +22,7 @@ use super::extract::{Body, GamePath, Query, Scorekeeper, Writer, check_write, fi
 use crate::auth::Claims;
 use crate::domain::{Event, GameId, GameState, League, NewGame, RawEvent, Status};
 use crate::error::{ApiError, ErrorBody};
-use crate::game::Applied;
+use crate::game::{Applied, Pending};
 use crate::metrics as m;
 use crate::server::AppState;
 use crate::store::Record;
@@ -163,8 +163,8 @@ struct BatchResults {
     results: Vec<ItemResult>,
 }
 
-/// `POST /v1/events`: applies a batch in order, one event at a time (each is
-/// acknowledged before the next is sent, so the order holds across games too).
+/// `POST /v1/events`: applies a batch in order. Items of one game keep their
+/// order through the game's mailbox; items of different games are independent.
 async fn post_batch(
     State(state): State<AppState>,
     Scorekeeper(claims): Scorekeeper,
@@ -182,13 +182,28 @@ async fn post_batch(
         )));
     }
     let by: Arc<str> = Arc::from(claims.sub.as_str());
-    let mut results = Vec::with_capacity(n);
+    // Submit every item in order without waiting (each game's mailbox keeps
+    // the order, and its actor commits what is queued as one group), then
+    // collect the outcomes in order.
+    let mut submitted = Vec::with_capacity(n);
     for (index, item) in batch.events.into_iter().enumerate() {
         let named = item
             .get("game")
             .and_then(Value::as_str)
             .map(|g| g.chars().take(100).collect::<String>());
-        let result = match apply_item(&state, &claims, &by, index, item).await {
+        submitted.push((named, submit_item(&state, &claims, &by, index, item).await));
+    }
+    let mut results = Vec::with_capacity(n);
+    for (named, submitted) in submitted {
+        let outcome = match submitted {
+            Ok((game, pending)) => pending
+                .wait()
+                .await
+                .map(|applied| Ack::new(game, applied))
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        results.push(match outcome {
             Ok(ack) => ItemResult::Done(ack),
             Err(e) => {
                 e.log();
@@ -197,20 +212,20 @@ async fn post_batch(
                     error: e.body(),
                 }
             }
-        };
-        results.push(result);
+        });
     }
     Ok(Json(BatchResults { results }))
 }
 
-/// Checks and applies one batch item, as `POST /v1/games/{id}/events` would.
-async fn apply_item(
+/// Checks one batch item as `POST /v1/games/{id}/events` would, and queues it
+/// in its game's mailbox.
+async fn submit_item(
     state: &AppState,
     claims: &Claims,
     by: &Arc<str>,
     index: usize,
     item: Value,
-) -> Result<Ack, ApiError> {
+) -> Result<(GameId, Pending), ApiError> {
     let received = Instant::now();
     let prefix = format!("events[{index}]");
     if !item.is_object() {
@@ -238,8 +253,8 @@ async fn apply_item(
         return Err(ApiError::GameNotFound(game));
     };
     let event = Event::try_from(raw).inspect_err(|_| count_rejected())?;
-    let applied = handle.apply(event, by.clone(), received).await?;
-    Ok(Ack::new(game, applied))
+    let pending = handle.submit(event, by.clone(), received).await?;
+    Ok((game, pending))
 }
 
 /// Whether an `If-None-Match` header matches `seq`'s ETag (strong or weak).

@@ -484,20 +484,24 @@ impl RedisStore {
         let entries = self
             .range(id, "XRANGE", &format!("(0-{after_seq}"), "+", limit)
             .await?;
-        entries
+        Ok(entries
             .into_iter()
-            .map(|(seq, f, _)| Ok((seq, Bytes::from(f))))
-            .collect()
+            .map(|e| (e.seq, Bytes::from(e.frame)))
+            .collect())
     }
 
     /// The last `n` diff frames, oldest first: `(seq, frame)`; seeds a resume
     /// window.
-    pub async fn last_frames(&self, id: &GameId, n: usize) -> Result<Vec<(u64, Bytes)>, StoreError> {
+    pub async fn last_frames(
+        &self,
+        id: &GameId,
+        n: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let mut entries = self.range(id, "XREVRANGE", "+", "-", n).await?;
         entries.reverse();
         Ok(entries
             .into_iter()
-            .map(|(seq, f, _)| (seq, Bytes::from(f)))
+            .map(|e| (e.seq, Bytes::from(e.frame)))
             .collect())
     }
 
@@ -514,17 +518,18 @@ impl RedisStore {
             .await?;
         entries
             .into_iter()
-            .map(|(seq, _, r)| {
-                rmp_serde::from_slice(&r).map_err(|e| {
+            .map(|entry| {
+                rmp_serde::from_slice(&entry.record).map_err(|e| {
                     StoreError::Unavailable(format!(
-                        "redis: game {id}: the record of seq {seq} is unreadable: {e}"
+                        "redis: game {id}: the record of seq {} is unreadable: {e}",
+                        entry.seq
                     ))
                 })
             })
             .collect()
     }
 
-    /// Reads stream entries: `(seq, frame, record)`.
+    /// Reads entries of a game's history stream.
     async fn range(
         &self,
         id: &GameId,
@@ -532,7 +537,7 @@ impl RedisStore {
         from: &str,
         to: &str,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Entry>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -597,7 +602,9 @@ impl RedisStore {
             for (id, state) in ids.iter().zip(states) {
                 // An id without state: a create that failed half-way.
                 let Some(state) = state else { continue };
-                let Ok(game) = GameId::parse(id) else { continue };
+                let Ok(game) = GameId::parse(id) else {
+                    continue;
+                };
                 let state = decode_state(&game, &state)?;
                 if status.is_some_and(|s| s != state.status) {
                     continue;
@@ -627,15 +634,16 @@ impl RedisStore {
         let mut cmd = ::redis::cmd("ZRANGE");
         cmd.arg(GAMES_KEY).arg(lo).arg(hi).arg("BYLEX");
         let ids: Vec<String> = self
-            .call(&format!("list the games of league {league}"), true, |mut c| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut c).await }
-            })
+            .call(
+                &format!("list the games of league {league}"),
+                true,
+                |mut c| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async(&mut c).await }
+                },
+            )
             .await?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| GameId::parse(id).ok())
-            .collect())
+        Ok(ids.iter().filter_map(|id| GameId::parse(id).ok()).collect())
     }
 
     /// Up to `count` ids of `sh:games` in the lexicographic range `min`..`max`.
@@ -688,12 +696,7 @@ impl RedisStore {
     /// Runs `op` on the shared connection within [`CALL_TIMEOUT`]. An
     /// `idempotent` operation is retried once when the connection had
     /// dropped (the retry waits for the reconnect).
-    async fn call<T, F, Fut>(
-        &self,
-        what: &str,
-        idempotent: bool,
-        op: F,
-    ) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(&self, what: &str, idempotent: bool, op: F) -> Result<T, StoreError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -747,7 +750,9 @@ fn league_range(league: Option<&League>) -> (Option<String>, Option<String>) {
 
 /// A caller broke a precondition: refuse rather than store something wrong.
 fn bug(detail: String) -> StoreError {
-    StoreError::Unavailable(format!("redis: refused an inconsistent write (a bug): {detail}"))
+    StoreError::Unavailable(format!(
+        "redis: refused an inconsistent write (a bug): {detail}"
+    ))
 }
 
 fn bad_reply(id: &GameId, what: &str, reply: &Value) -> StoreError {
@@ -758,7 +763,9 @@ fn bad_reply(id: &GameId, what: &str, reply: &Value) -> StoreError {
 
 fn decode_state(id: &GameId, json: &[u8]) -> Result<GameState, StoreError> {
     serde_json::from_slice(json).map_err(|e| {
-        StoreError::Unavailable(format!("redis: the stored state of game {id} is unreadable: {e}"))
+        StoreError::Unavailable(format!(
+            "redis: the stored state of game {id} is unreadable: {e}"
+        ))
     })
 }
 
@@ -793,8 +800,17 @@ fn parse_seen(b: &[u8]) -> Option<(Fingerprint, u64)> {
     Some((unhex(fp.as_bytes())?, seq.parse().ok()?))
 }
 
-/// Stream entries `[[id, [field, value, ...]], ...]` → `(seq, f, r)`.
-fn parse_entries(reply: &Value) -> Option<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+/// One entry of a game's history stream.
+struct Entry {
+    seq: u64,
+    /// Field `f`: the diff frame.
+    frame: Vec<u8>,
+    /// Field `r`: the `Record::Event`.
+    record: Vec<u8>,
+}
+
+/// Stream entries `[[id, [field, value, ...]], ...]`.
+fn parse_entries(reply: &Value) -> Option<Vec<Entry>> {
     let Value::Array(entries) = reply else {
         return None;
     };
@@ -819,7 +835,11 @@ fn parse_entries(reply: &Value) -> Option<Vec<(u64, Vec<u8>, Vec<u8>)>> {
                     }
                 }
             }
-            Some((seq, f?, r?))
+            Some(Entry {
+                seq,
+                frame: f?,
+                record: r?,
+            })
         })
         .collect()
 }
@@ -868,4 +888,657 @@ fn redact_url(url: &str) -> String {
         None => "***".to_string(),
     };
     format!("{scheme}://{shown}{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::codec;
+    use crate::domain::{Action, Event, NewGame, NewTeam, Side};
+    use crate::testing::RedisServer;
+
+    fn gid(s: &str) -> GameId {
+        GameId::parse(s).unwrap()
+    }
+
+    fn initial(id: &GameId, status: Status) -> GameState {
+        NewGame {
+            home: NewTeam {
+                name: "Home".into(),
+            },
+            away: NewTeam {
+                name: "Away".into(),
+            },
+            status: Some(status),
+            period: None,
+            extra: None,
+        }
+        .into_state(id.clone(), 1_000)
+        .unwrap()
+    }
+
+    fn created(state: &GameState, fingerprint: Fingerprint) -> Record {
+        Record::Created {
+            game: state.game.clone(),
+            state: state.clone(),
+            fingerprint,
+            by: "tester".into(),
+            at: 1_000,
+        }
+    }
+
+    /// The event `event_id` (home scores `points`) on top of `state`, and the
+    /// state after it.
+    fn scored(state: &GameState, event_id: &str, points: i64) -> (CommitEvent, GameState) {
+        let mut next = state.clone();
+        next.seq += 1;
+        next.home.score += points;
+        let diff = json!({"seq": next.seq, "home": {"score": next.home.score}});
+        let event = Event {
+            event_id: event_id.into(),
+            expected_seq: None,
+            action: Action::Score {
+                team: Side::Home,
+                points,
+            },
+        };
+        let fingerprint = event.fingerprint();
+        let record = Record::Event {
+            game: state.game.clone(),
+            seq: next.seq,
+            event,
+            fingerprint,
+            by: "tester".into(),
+            at: 2_000,
+            diff: diff.clone(),
+        };
+        let event = CommitEvent {
+            event_id: event_id.into(),
+            fingerprint,
+            frame: codec::diff(&state.game, next.seq, &diff, 2_000),
+            record: rmp_serde::to_vec_named(&record).unwrap(),
+        };
+        (event, next)
+    }
+
+    /// A run of events `ids` (1 point each) on top of `state`.
+    fn run(state: &GameState, ids: &[&str]) -> (Vec<CommitEvent>, GameState) {
+        let mut state = state.clone();
+        let mut events = Vec::new();
+        for id in ids {
+            let (event, next) = scored(&state, id, 1);
+            events.push(event);
+            state = next;
+        }
+        (events, state)
+    }
+
+    async fn setup() -> (RedisServer, RedisStore) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        (server, store)
+    }
+
+    async fn create(store: &RedisStore, id: &str, status: Status) -> GameState {
+        let state = initial(&gid(id), status);
+        let fp = [7; 16];
+        let outcome = store.create(&state, fp, &created(&state, fp)).await;
+        assert_eq!(outcome.unwrap(), CreateOutcome::Created);
+        state
+    }
+
+    /// Commits `ids` on top of `state`, expecting success.
+    async fn apply(store: &RedisStore, state: &GameState, ids: &[&str]) -> GameState {
+        let (events, next) = run(state, ids);
+        let outcome = store.commit(&state.game, state.seq, &events, &next).await;
+        assert_eq!(outcome.unwrap(), Commit::Applied { last_seq: next.seq });
+        next
+    }
+
+    async fn command_calls(store: &RedisStore) -> HashMap<String, u64> {
+        let mut conn = store
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let info: String = ::redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.strip_prefix("calls=")?.split(',').next()?;
+                Some((name.to_string(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn create_is_idempotent_by_fingerprint_and_announced() {
+        let (_server, store) = setup().await;
+        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe(RedisStore::league_channel(&League::parse("nba").unwrap()))
+            .await
+            .unwrap();
+        let id = gid("nba:x");
+        assert_eq!(store.load(&id).await.unwrap(), None);
+
+        let state = initial(&id, Status::Scheduled);
+        let fp = [1; 16];
+        let record = created(&state, fp);
+        assert_eq!(
+            store.create(&state, fp, &record).await.unwrap(),
+            CreateOutcome::Created
+        );
+        // The same body again, and another body: both find it, neither changes it.
+        assert_eq!(
+            store.create(&state, fp, &record).await.unwrap(),
+            CreateOutcome::Exists { fingerprint: fp }
+        );
+        let mut other = state.clone();
+        other.home.name = "Other".into();
+        assert_eq!(
+            store
+                .create(&other, [2; 16], &created(&other, [2; 16]))
+                .await
+                .unwrap(),
+            CreateOutcome::Exists { fingerprint: fp }
+        );
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(
+            loaded,
+            Loaded {
+                state: state.clone(),
+                created_fingerprint: fp
+            }
+        );
+
+        // Announced on the league channel: on creation, and again on the
+        // same-body retry (which heals a create that failed half-way).
+        let mut messages = pubsub.on_message();
+        for _ in 0..2 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                RedisStore::parse_channel(msg.get_channel_name().as_bytes()),
+                Some(Channel::League(id.league()))
+            );
+            assert_eq!(msg.get_payload_bytes(), b"nba:x");
+        }
+        drop(messages);
+        assert_eq!(
+            store.league_games(&id.league()).await.unwrap(),
+            vec![id.clone()]
+        );
+    }
+
+    #[tokio::test]
+    async fn commit_applies_records_and_publishes_the_frame() {
+        let (_server, store) = setup().await;
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe(RedisStore::game_channel(&id))
+            .await
+            .unwrap();
+
+        let (event, next) = scored(&state, "e1", 3);
+        let frame = event.frame.clone();
+        let outcome = store.commit(&id, 0, &[event], &next).await.unwrap();
+        assert_eq!(outcome, Commit::Applied { last_seq: 1 });
+
+        let msg = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.get_payload_bytes(), frame.as_ref());
+        assert_eq!(
+            RedisStore::parse_channel(msg.get_channel_name().as_bytes()),
+            Some(Channel::Game(id.clone()))
+        );
+        let loaded = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.state, next);
+        assert_eq!(loaded.state.home.score, 3);
+        assert_eq!(
+            store.frames_after(&id, 0, 10).await.unwrap(),
+            vec![(1, frame)]
+        );
+        let events = store.events(&id, 0, 10).await.unwrap();
+        assert!(matches!(
+            &events[..],
+            [Record::Event { seq: 1, event, .. }] if event.event_id == "e1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn seen_returns_the_original_and_applies_nothing() {
+        let (_server, store) = setup().await;
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let one = apply(&store, &state, &["e1"]).await;
+        let original = scored(&state, "e1", 1).0.fingerprint;
+
+        // e2 is new but e1 (second in the run) was applied at seq 1.
+        let (events, after) = run(&one, &["e2", "e1"]);
+        let outcome = store.commit(&id, 1, &events, &after).await.unwrap();
+        assert_eq!(
+            outcome,
+            Commit::Seen {
+                index: 1,
+                fingerprint: original,
+                seq: 1
+            }
+        );
+        // Also when the caller's seq is behind: idempotency wins over staleness.
+        let (events, after) = run(&state, &["e1"]);
+        assert_eq!(
+            store.commit(&id, 0, &events, &after).await.unwrap(),
+            Commit::Seen {
+                index: 0,
+                fingerprint: original,
+                seq: 1
+            }
+        );
+        // Nothing of the refused runs was applied: e2 is still new.
+        assert_eq!(store.load(&id).await.unwrap().unwrap().state, one);
+        assert_eq!(store.frames_after(&id, 1, 10).await.unwrap(), vec![]);
+        let two = apply(&store, &one, &["e2"]).await;
+        assert_eq!(two.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn stale_and_missing_apply_nothing() {
+        let (_server, store) = setup().await;
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let two = apply(&store, &state, &["e1", "e2"]).await;
+
+        let (events, after) = run(&state, &["e3"]);
+        assert_eq!(
+            store.commit(&id, 0, &events, &after).await.unwrap(),
+            Commit::Stale { current: 2 }
+        );
+        assert_eq!(store.load(&id).await.unwrap().unwrap().state, two);
+
+        let ghost = initial(&gid("nba:ghost"), Status::Live);
+        let (events, after) = run(&ghost, &["e1"]);
+        assert_eq!(
+            store.commit(&ghost.game, 0, &events, &after).await.unwrap(),
+            Commit::Missing
+        );
+        assert_eq!(store.load(&ghost.game).await.unwrap(), None);
+
+        // Inconsistent calls are refused before reaching Redis.
+        let (events, _) = run(&two, &["e3"]);
+        assert!(store.commit(&id, 2, &events, &two).await.is_err());
+        let (mut events, after) = run(&two, &["e3", "e4"]);
+        events[1].event_id = "e3".into();
+        assert!(store.commit(&id, 2, &events, &after).await.is_err());
+        assert!(store.commit(&id, 2, &[], &two).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn one_script_call_and_one_publish_per_event() {
+        let (_server, store) = setup().await;
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
+        pubsub
+            .subscribe(RedisStore::game_channel(&id))
+            .await
+            .unwrap();
+        // Warm up: the first call loads the script (NOSCRIPT, SCRIPT LOAD).
+        let mut state = apply(&store, &state, &["warm"]).await;
+        let mut admin = store
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+
+        for i in 0..3 {
+            state = apply(&store, &state, &[&format!("single-{i}")]).await;
+        }
+        state = apply(&store, &state, &["b1", "b2", "b3", "b4"]).await;
+        assert_eq!(state.seq, 8);
+
+        let calls = command_calls(&store).await;
+        assert_eq!(calls.get("evalsha"), Some(&4), "{calls:?}");
+        assert_eq!(calls.get("publish"), Some(&7), "{calls:?}");
+        assert_eq!(calls.get("xadd"), Some(&7), "{calls:?}");
+        let expected = [
+            "evalsha",
+            "publish",
+            "xadd",
+            "hget",
+            "hset",
+            "set",
+            "config|resetstat",
+        ];
+        for name in calls.keys() {
+            assert!(
+                expected.contains(&name.as_str()),
+                "unexpected {name}: {calls:?}"
+            );
+        }
+
+        // Every frame arrived once, with consecutive seqs.
+        let mut messages = pubsub.on_message();
+        for seq in 1..=8 {
+            let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let frame = codec::decode_frame(msg.get_payload_bytes()).unwrap();
+            assert_eq!(frame.q, Some(seq));
+        }
+        let seqs: Vec<u64> = store
+            .frames_after(&id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn history_pages_forward_and_from_the_end() {
+        let (_server, store) = setup().await;
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let ids: Vec<String> = (1..=10).map(|i| format!("e{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (events, last) = run(&state, &ids);
+        let frames: Vec<Bytes> = events.iter().map(|e| e.frame.clone()).collect();
+        store.commit(&id, 0, &events, &last).await.unwrap();
+
+        let page = store.frames_after(&id, 3, 4).await.unwrap();
+        assert_eq!(
+            page,
+            (4..=7)
+                .map(|s| (s, frames[s as usize - 1].clone()))
+                .collect::<Vec<_>>()
+        );
+        let seqs = |v: Vec<(u64, Bytes)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(seqs(store.frames_after(&id, 8, 10).await.unwrap()), [9, 10]);
+        assert_eq!(
+            seqs(store.frames_after(&id, 10, 10).await.unwrap()),
+            [0u64; 0]
+        );
+        assert_eq!(
+            seqs(store.frames_after(&id, 0, 0).await.unwrap()),
+            [0u64; 0]
+        );
+        assert_eq!(seqs(store.last_frames(&id, 3).await.unwrap()), [8, 9, 10]);
+        assert_eq!(seqs(store.last_frames(&id, 50).await.unwrap()).len(), 10);
+
+        let record_seqs = |v: Vec<Record>| {
+            v.into_iter()
+                .map(|r| match r {
+                    Record::Event { seq, .. } => seq,
+                    Record::Created { .. } => 0,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            record_seqs(store.events(&id, 0, 5).await.unwrap()),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            record_seqs(store.events(&id, 5, 100).await.unwrap()),
+            [6, 7, 8, 9, 10]
+        );
+        assert_eq!(
+            store.last_frames(&gid("nba:none"), 3).await.unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_league_and_status_and_paginates() {
+        let (_server, store) = setup().await;
+        for (id, status) in [
+            ("nba:c", Status::Live),
+            ("nba:a", Status::Live),
+            ("nba:b", Status::Final),
+            ("nhl:a", Status::Live),
+            ("nba-x:a", Status::Live),
+            ("nbaa:z", Status::Scheduled),
+        ] {
+            create(&store, id, status).await;
+        }
+        let ids = |page: &(Vec<GameState>, Option<String>)| {
+            page.0
+                .iter()
+                .map(|g| g.game.to_string())
+                .collect::<Vec<_>>()
+        };
+        let nba = League::parse("nba").unwrap();
+
+        let p1 = store.list(None, None, 2, None).await.unwrap();
+        assert_eq!(
+            (ids(&p1), p1.1.as_deref()),
+            (vec!["nba-x:a".into(), "nba:a".into()], Some("nba:a"))
+        );
+        let p2 = store
+            .list(None, None, 2, Some(&gid("nba:a")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (ids(&p2), p2.1.as_deref()),
+            (vec!["nba:b".into(), "nba:c".into()], Some("nba:c"))
+        );
+        let p3 = store
+            .list(None, None, 2, Some(&gid("nba:c")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (ids(&p3), p3.1),
+            (vec!["nbaa:z".into(), "nhl:a".into()], None)
+        );
+
+        let live = store
+            .list(Some(&nba), Some(Status::Live), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (ids(&live), live.1),
+            (vec!["nba:a".into(), "nba:c".into()], None)
+        );
+        let first = store.list(Some(&nba), None, 1, None).await.unwrap();
+        assert_eq!(
+            (ids(&first), first.1.as_deref()),
+            (vec!["nba:a".into()], Some("nba:a"))
+        );
+        let last = store
+            .list(Some(&nba), None, 1, Some(&gid("nba:b")))
+            .await
+            .unwrap();
+        assert_eq!((ids(&last), last.1), (vec!["nba:c".into()], None));
+        // A cursor before the league starts at the league.
+        let from_start = store
+            .list(Some(&nba), None, 5, Some(&gid("aaa:x")))
+            .await
+            .unwrap();
+        assert_eq!(ids(&from_start), ["nba:a", "nba:b", "nba:c"]);
+        let none = store
+            .list(None, Some(Status::Paused), 5, None)
+            .await
+            .unwrap();
+        assert_eq!((ids(&none), none.1), (vec![], None));
+        assert_eq!(
+            store.league_games(&nba).await.unwrap(),
+            vec![gid("nba:a"), gid("nba:b"), gid("nba:c")]
+        );
+        assert_eq!(
+            store
+                .league_games(&League::parse("mlb").unwrap())
+                .await
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_scans_a_bounded_number_of_ids_per_call() {
+        let (_server, store) = setup().await;
+        // Listed ids without a state (creates that failed half-way), sorting
+        // before the one real game.
+        let mut conn = store
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut zadd = ::redis::cmd("ZADD");
+        zadd.arg(GAMES_KEY);
+        for i in 0..LIST_SCAN_BUDGET + 500 {
+            zadd.arg(0).arg(format!("aaa:g{i:05}"));
+        }
+        let _: i64 = zadd.query_async(&mut conn).await.unwrap();
+        create(&store, "nba:a", Status::Live).await;
+
+        let (games, cursor) = store.list(None, None, 10, None).await.unwrap();
+        assert!(games.is_empty());
+        let cursor = gid(&cursor.expect("a cursor to continue the scan"));
+        let (games, cursor) = store.list(None, None, 10, Some(&cursor)).await.unwrap();
+        assert_eq!(games.len(), 1);
+        assert_eq!(games[0].game, gid("nba:a"));
+        assert_eq!(cursor, None);
+    }
+
+    #[tokio::test]
+    async fn outage_fails_fast_and_recovers_with_the_data() {
+        let mut server = RedisServer::start_with_aof();
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        let state = create(&store, "nba:x", Status::Live).await;
+        let id = state.game.clone();
+        let one = apply(&store, &state, &["e1"]).await;
+
+        server.kill9();
+        let bound = CALL_TIMEOUT + Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let (events, two) = run(&one, &["e2"]);
+        let err = store.commit(&id, 1, &events, &two).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.starts_with("redis: ")),
+            "{err}"
+        );
+        assert!(matches!(
+            store.load(&id).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(
+            started.elapsed() < bound * 3,
+            "took {:?}",
+            started.elapsed()
+        );
+
+        server.restart();
+        // The first call after the restart reconnects (reads retry once).
+        let mut ready = false;
+        for i in 0..50 {
+            let t = std::time::Instant::now();
+            let r = store.ping().await;
+            eprintln!("PING attempt {i} {:?} {:?}", t.elapsed(), r);
+            if r.is_ok() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "the store did not reconnect");
+        eprintln!("OUTAGE elapsed={:?}", started.elapsed());
+        assert_eq!(store.load(&id).await.unwrap().unwrap().state, one);
+        assert_eq!(
+            store.commit(&id, 1, &events, &two).await.unwrap(),
+            Commit::Applied { last_seq: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_names_the_url_without_its_password() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+        let started = std::time::Instant::now();
+        let err = RedisStore::connect(&url).await.unwrap_err().to_string();
+        assert!(started.elapsed() < CALL_TIMEOUT + Duration::from_secs(1));
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains(&format!("redis://:***@127.0.0.1:{port}/0")),
+            "{err}"
+        );
+        assert!(err.contains("redis.url"), "{err}");
+        assert!(RedisStore::connect("http://nope").await.is_err());
+    }
+
+    #[test]
+    fn channel_names_round_trip() {
+        let id = gid("nba:2026-11-22-lal-bos");
+        let name = RedisStore::game_channel(&id);
+        assert_eq!(name, "sh:g:{nba:2026-11-22-lal-bos}");
+        assert_eq!(
+            RedisStore::parse_channel(name.as_bytes()),
+            Some(Channel::Game(id))
+        );
+        let league = League::parse("nba").unwrap();
+        let name = RedisStore::league_channel(&league);
+        assert_eq!(name, "sh:l:nba");
+        assert_eq!(
+            RedisStore::parse_channel(name.as_bytes()),
+            Some(Channel::League(league))
+        );
+        for bad in [
+            &b"sh:g:{nba:x"[..],
+            b"xx:g:{nba:x}",
+            b"sh:l:NBA",
+            b"sh:g:nba:x",
+            b"sh:x:nba",
+            b"\xff",
+        ] {
+            assert_eq!(RedisStore::parse_channel(bad), None);
+        }
+        assert_eq!(key(&gid("nba:x"), "log"), "sh:{nba:x}:log");
+    }
+
+    #[test]
+    fn helpers() {
+        let fp: Fingerprint = core::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(unhex(hex(&fp).as_bytes()), Some(fp));
+        assert_eq!(unhex(b"zz"), None);
+        assert_eq!(
+            parse_seen(format!("{}:42", hex(&fp)).as_bytes()),
+            Some((fp, 42))
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://p@h"), "redis://***@h");
+        assert_eq!(redact_url("rediss://:p@a@h/2"), "rediss://:***@h/2");
+    }
 }

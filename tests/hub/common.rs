@@ -938,3 +938,44 @@ impl FanState {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Cluster mode (several nodes over one Redis)
+
+impl TestHub {
+    /// A hub in cluster mode over the Redis at `redis_url`, started like the
+    /// binary does (`Hub::start`); Redis must answer now.
+    pub(crate) async fn start_cluster(redis_url: &str) -> TestHub {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut config = Config::default();
+        config.storage.dir = dir.path().to_path_buf();
+        config.storage.fsync = false;
+        config.auth.secret = Some(SECRET.to_owned());
+        config.redis.url = Some(redis_url.to_owned());
+        let hub = Hub::start(config, SECRET.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("a cluster hub over {redis_url} starts: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(hub.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestHub {
+            api: Api::new(addr),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+}
+
+impl BinaryHub {
+    /// Runs `scorehub serve` in cluster mode (`SCOREHUB_REDIS__URL`), storage
+    /// in `dir`; waits for `listening addr=`.
+    pub(crate) fn spawn_cluster(dir: &Path, redis_url: &str) -> BinaryHub {
+        BinaryHub::spawn(dir, &[("SCOREHUB_REDIS__URL", redis_url)])
+    }
+}

@@ -1,5 +1,5 @@
 //! End-to-end tests of scorehub against its public contract (`CONTRACT.md`
-//! sections 1-4): real servers on port 0, real HTTP and WebSocket clients over
+//! sections 1-5): real servers on port 0, real HTTP and WebSocket clients over
 //! loopback, and the real binary for start-up, crash and shutdown behaviour.
 //!
 //! One test binary (this one) keeps link times down; its modules:
@@ -9,10 +9,13 @@
 //!   [`common::FanState`], which applies frames and checks their order.
 //! - `api`: the scorekeeper, read and operations routes.
 //! - `ws`: fans: subscribe, resume, leagues, conflation, flood limits.
+//! - `cluster`: several nodes over one real `redis-server` (§5): one
+//!   sequence across nodes, idempotent retries anywhere, outages, restarts.
 //! - `process`: the binary: durability across `kill -9`, torn log tails,
 //!   SIGTERM, configuration errors, the `token` command.
 
 mod api;
+mod cluster;
 mod common;
 mod process;
 mod ws;

@@ -1,0 +1,742 @@
+//! Several nodes over one Redis (contract §5): one sequence per game whichever
+//! node a scorekeeper posts to, idempotency across nodes, fans on any node,
+//! Redis outages, node restarts, league subscriptions, and the Redis commands
+//! an event costs.
+//!
+//! Every test starts its own real `redis-server` (through
+//! [`RedisServer`], which fails loudly when the binary is missing) and two or
+//! three hubs over it: in-process ones, or the real binary where a test reads
+//! per-process metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use scorehub::auth::Scope;
+use scorehub::testing::RedisServer;
+use serde_json::{Value, json};
+
+use crate::common::{
+    Api, BinaryHub, Body, Fan, FanState, Reply, TestHub, WAIT, eventually, new_game, run_cli, score,
+};
+
+const G: &str = "nba:2026-11-22-lal-bos";
+
+/// How long a node may take to notice that Redis died or came back (health
+/// pings every second; reconnects back off up to a few seconds).
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// A mix of every event kind, deterministic in `i`.
+fn event(i: u64) -> Value {
+    let id = format!("c{i}");
+    match i % 5 {
+        0 => score(&id, "home", (i % 3 + 1) as i64),
+        1 => score(&id, "away", 2),
+        2 => {
+            json!({"event_id": id, "kind": "clock", "period": i / 5 + 1, "ms": 600_000 - i * 1000, "running": i % 2 == 0})
+        }
+        3 => {
+            json!({"event_id": id, "kind": "status", "status": if i % 4 == 3 { "paused" } else { "live" }})
+        }
+        _ => {
+            json!({"event_id": id, "kind": "set", "patch": {"extra": {"possession": if i % 2 == 0 { "home" } else { "away" }, "ratio": i as f64 / 4.0}}})
+        }
+    }
+}
+
+/// `event` with a `game` key, as an item of `POST /v1/events`.
+fn batch_item(game: &str, event: &Value) -> Value {
+    let mut item = event.clone();
+    item["game"] = json!(game);
+    item
+}
+
+/// Connects a fan to `node` subscribed to `game`; applies its first frame,
+/// which must be the snapshot.
+async fn watch(node: &Api, game: &str) -> (Fan, FanState) {
+    let mut fan = Fan::connect(&node.ws_url(&format!("games={game}"))).await;
+    let mut state = FanState::default();
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!(
+        (f.t.as_str(), f.g.as_deref()),
+        ("s", Some(game)),
+        "the first frame of a subscription is the snapshot: {f:?}"
+    );
+    state.apply(&f);
+    (fan, state)
+}
+
+/// Asserts the fan saw `game` as one snapshot at `from`, then every diff up
+/// to `to` exactly once, in order, and nothing else of that game.
+fn assert_saw_each_once(state: &FanState, game: &str, from: u64, to: u64, who: &str) {
+    let got: Vec<(&str, u64)> = state
+        .log
+        .iter()
+        .filter(|(_, g, _)| g == game)
+        .map(|(t, _, q)| (t.as_str(), *q))
+        .collect();
+    let want: Vec<(&str, u64)> = std::iter::once(("s", from))
+        .chain((from + 1..=to).map(|q| ("d", q)))
+        .collect();
+    assert_eq!(
+        got, want,
+        "{who}: frames of {game} (t, q) should be one snapshot at {from} then every diff to {to} once"
+    );
+}
+
+/// Reads every frame pending before a ping's pong into `state`.
+async fn drain(fan: &mut Fan, state: &mut FanState) {
+    for f in fan.barrier().await {
+        state.apply(&f);
+    }
+}
+
+/// `GET /v1/games/{id}/events` through `node` with a reader token.
+async fn audit_trail(node: &Api, game: &str) -> Vec<Value> {
+    let token = node.token(&[game], Scope::Scorekeeper);
+    let r = node
+        .call(
+            Method::GET,
+            &format!("/v1/games/{game}/events?since=0&limit=500"),
+            Some(&token),
+            Body::None,
+            &[],
+        )
+        .await;
+    let body = r.ok_json();
+    body["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events array: {body}"))
+        .clone()
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// `scorehub_redis_up` of `node`.
+async fn redis_up(node: &Api) -> Option<f64> {
+    let r = node.get("/metrics").await;
+    assert_eq!(r.status, 200, "/metrics: {}", r.text);
+    metric(&r.text, "scorehub_redis_up")
+}
+
+/// A call made while Redis may be down must still answer (with an error).
+async fn bounded(what: &str, call: impl Future<Output = Reply>) -> Reply {
+    tokio::time::timeout(RECOVERY, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer within {RECOVERY:?}"))
+}
+
+/// A plain connection to the test's Redis (for `INFO` and `CONFIG`).
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("the fixture's URL parses")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting to the test's redis-server")
+}
+
+/// `calls` per command from `INFO commandstats` (`cmdstat_evalsha:calls=3,...`).
+async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+async fn reset_stats(conn: &mut redis::aio::MultiplexedConnection) {
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_is_shared_and_sequenced_across_three_nodes() {
+    let redis = RedisServer::start();
+    let a = TestHub::start_cluster(&redis.url()).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    let c = TestHub::start_cluster(&redis.url()).await;
+    let nodes: [(&str, &TestHub); 3] = [("A", &a), ("B", &b), ("C", &c)];
+
+    a.put_game(G).await;
+    let created = a.get_game(G).await;
+    assert_eq!(created["seq"], 0, "{created}");
+    for (name, node) in nodes {
+        assert_eq!(
+            node.get_game(G).await,
+            created,
+            "a game created on A is visible on {name}"
+        );
+    }
+    let again = b.put_game_with(G, new_game("Home", "Away")).await;
+    assert_eq!(
+        again.status, 200,
+        "the same PUT through B is idempotent: {}",
+        again.text
+    );
+    let listed = c.get("/v1/games?league=nba").await.ok_json();
+    assert!(
+        listed["games"]
+            .as_array()
+            .is_some_and(|gs| gs.iter().any(|g| g["game"] == G)),
+        "C lists the game created on A: {listed}"
+    );
+
+    let mut fans = Vec::new();
+    for (name, node) in nodes {
+        let (fan, state) = watch(node, G).await;
+        assert_eq!(state.seq(G), Some(0), "{name}");
+        fans.push((name, fan, state));
+    }
+
+    const N: u64 = 30;
+    for i in 1..=N {
+        let (name, node) = nodes[(i % 3) as usize];
+        let seq = node.post_ok(G, event(i)).await;
+        assert_eq!(seq, i, "event {i} posted through {name}");
+    }
+
+    for (name, fan, state) in &mut fans {
+        state.follow(fan, G, N, WAIT).await;
+        drain(fan, state).await;
+        assert_saw_each_once(state, G, 0, N, &format!("the fan on {name}"));
+    }
+    let expected = a.get_game(G).await;
+    assert_eq!(expected["seq"], N, "{expected}");
+    for (name, node) in nodes {
+        let r = node.get(&format!("/v1/games/{G}")).await;
+        assert_eq!(r.json(), expected, "GET on {name} agrees with GET on A");
+        assert_eq!(
+            r.header("etag").as_deref(),
+            Some(format!("\"{N}\"").as_str()),
+            "ETag on {name}"
+        );
+    }
+    for (name, _, state) in &fans {
+        assert_eq!(
+            state.state(G),
+            Some(&expected),
+            "the fan on {name} ends in the state GET serves"
+        );
+    }
+
+    let trail = audit_trail(&c, G).await;
+    let seqs: Vec<u64> = trail.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (1..=N).collect::<Vec<_>>(),
+        "the audit trail through C: {trail:?}"
+    );
+    for e in &trail {
+        let seq = e["seq"].as_u64().expect("seq");
+        assert_eq!(e["event_id"], format!("c{seq}"), "{e}");
+        assert_eq!(e["by"], "tester", "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_through_the_other_node_is_a_duplicate_and_broadcasts_nothing() {
+    let redis = RedisServer::start();
+    let a = TestHub::start_cluster(&redis.url()).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    a.put_game(G).await;
+    let (mut fan_a, mut state_a) = watch(&a, G).await;
+    let (mut fan_b, mut state_b) = watch(&b, G).await;
+
+    let e1 = score("e1", "home", 2);
+    let e2 = score("e2", "away", 3);
+    assert_eq!(a.post_ok(G, e1.clone()).await, 1);
+    assert_eq!(b.post_ok(G, e2.clone()).await, 2);
+    state_a.follow(&mut fan_a, G, 2, WAIT).await;
+    state_b.follow(&mut fan_b, G, 2, WAIT).await;
+
+    // Retries through the node that did not take the original.
+    for (name, node, event, seq) in [("B", &b, &e1, 1), ("A", &a, &e2, 2)] {
+        let body = node.post_event(G, event.clone()).await.ok_json();
+        assert_eq!(
+            body,
+            json!({"game": G, "seq": seq, "duplicate": true}),
+            "retry of {} through {name}",
+            event["event_id"]
+        );
+    }
+    let token = b.writer(G);
+    let batch = b
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(&token),
+            Body::Json(json!({"events": [batch_item(G, &e1), batch_item(G, &e2)]})),
+            &[],
+        )
+        .await
+        .ok_json();
+    assert_eq!(
+        batch["results"],
+        json!([
+            {"game": G, "seq": 1, "duplicate": true},
+            {"game": G, "seq": 2, "duplicate": true},
+        ]),
+        "a batch retry through B: {batch}"
+    );
+
+    // The same ids with other bodies, through the other node.
+    b.post_event(G, score("e1", "home", 3))
+        .await
+        .assert_error(409, "event_id_conflict");
+    a.post_event(G, score("e2", "home", 3))
+        .await
+        .assert_error(409, "event_id_conflict");
+
+    let expected = json!({"home": 2, "away": 3, "seq": 2});
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let s = node.get_game(G).await;
+        assert_eq!(
+            json!({"home": s["home"]["score"], "away": s["away"]["score"], "seq": s["seq"]}),
+            expected,
+            "retries and conflicts changed nothing, seen from {name}: {s}"
+        );
+    }
+
+    // Nothing was broadcast: nothing is pending now, and the next frame
+    // either fan gets is the diff of the next new event.
+    for (name, fan) in [("A", &mut fan_a), ("B", &mut fan_b)] {
+        let extra = fan.barrier().await;
+        assert!(
+            extra.is_empty(),
+            "retries or conflicts sent frames to the fan on {name}: {extra:?}"
+        );
+    }
+    assert_eq!(b.post_ok(G, score("e3", "home", 1)).await, 3);
+    for (name, fan, state) in [
+        ("A", &mut fan_a, &mut state_a),
+        ("B", &mut fan_b, &mut state_b),
+    ] {
+        let f = fan.next_frame(WAIT).await;
+        assert_eq!(
+            (f.t.as_str(), f.q),
+            ("d", Some(3)),
+            "the fan on {name} gets exactly the next event's diff: {f:?}"
+        );
+        state.apply(&f);
+        drain(fan, state).await;
+        assert_saw_each_once(state, G, 0, 3, &format!("the fan on {name}"));
+        assert_eq!(state.state(G), Some(&a.get_game(G).await), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_scorekeepers_through_two_nodes_get_one_gapless_sequence() {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 50;
+    const TOTAL: u64 = WRITERS * EACH;
+
+    let redis = RedisServer::start();
+    let a = Arc::new(TestHub::start_cluster(&redis.url()).await);
+    let b = Arc::new(TestHub::start_cluster(&redis.url()).await);
+    a.put_game(G).await;
+
+    // The fans read while the events arrive, so none falls behind.
+    let mut readers = Vec::new();
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let (mut fan, mut state) = watch(node, G).await;
+        readers.push((
+            name,
+            tokio::spawn(async move {
+                state
+                    .follow(&mut fan, G, TOTAL, Duration::from_secs(120))
+                    .await;
+                drain(&mut fan, &mut state).await;
+                state
+            }),
+        ));
+    }
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let nodes = [("A", Arc::clone(&a)), ("B", Arc::clone(&b))];
+        writers.push(tokio::spawn(async move {
+            let team = if w % 2 == 0 { "home" } else { "away" };
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let (name, node) = &nodes[((w + i) % 2) as usize];
+                let id = format!("w{w}-{i}");
+                let r = node.post_event(G, score(&id, team, 1)).await;
+                assert_eq!(
+                    r.status, 200,
+                    "scorekeeper {w}, event {id} through {name}: {}",
+                    r.text
+                );
+                let body = r.json();
+                assert_eq!(body["duplicate"], false, "{id} through {name}: {body}");
+                seqs.push(
+                    body["seq"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("no seq: {body}")),
+                );
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for (w, writer) in writers.into_iter().enumerate() {
+        let seqs = writer.await.expect("a scorekeeper task failed");
+        assert!(
+            seqs.windows(2).all(|p| p[0] < p[1]),
+            "scorekeeper {w} posted in order, so its seqs increase: {seqs:?}"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "the returned seqs are exactly 1..={TOTAL}"
+    );
+
+    let expected = a.get_game(G).await;
+    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
+    assert_eq!(expected["seq"], TOTAL, "{expected}");
+    assert_eq!(expected["home"]["score"], TOTAL / 2, "{expected}");
+    assert_eq!(expected["away"]["score"], TOTAL / 2, "{expected}");
+    for (name, reader) in readers {
+        let state = reader.await.expect("a fan task failed");
+        assert_saw_each_once(&state, G, 0, TOTAL, &format!("the fan on {name}"));
+        assert_eq!(state.state(G), Some(&expected), "the fan on {name}");
+    }
+}
+
+/// Runs on the real binary: each node has its own `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_makes_nodes_unready_and_they_recover_by_themselves() {
+    let mut redis = RedisServer::start_with_aof();
+    let dir_a = tempfile::tempdir().expect("temp dir");
+    let dir_b = tempfile::tempdir().expect("temp dir");
+    let a = BinaryHub::spawn_cluster(dir_a.path(), &redis.url());
+    let b = BinaryHub::spawn_cluster(dir_b.path(), &redis.url());
+    let nodes: [(&str, &BinaryHub); 2] = [("A", &a), ("B", &b)];
+    for (name, node) in nodes {
+        eventually(&format!("{name} ready"), RECOVERY, || async {
+            node.get("/readyz").await.status == 200
+        })
+        .await;
+        eventually(
+            &format!("scorehub_redis_up 1 on {name}"),
+            RECOVERY,
+            || async { redis_up(node).await == Some(1.0) },
+        )
+        .await;
+    }
+
+    a.put_game(G).await;
+    let (mut fan_a, mut state_a) = watch(&a, G).await;
+    let (mut fan_b, mut state_b) = watch(&b, G).await;
+    assert_eq!(b.post_ok(G, score("before", "home", 2)).await, 1);
+    state_a.follow(&mut fan_a, G, 1, WAIT).await;
+    state_b.follow(&mut fan_b, G, 1, WAIT).await;
+
+    redis.kill9();
+
+    for (name, node) in nodes {
+        eventually(&format!("{name} not ready"), RECOVERY, || async {
+            bounded("/readyz", node.get("/readyz")).await.status == 503
+        })
+        .await;
+        let r = bounded("/readyz", node.get("/readyz")).await;
+        assert_eq!(r.status, 503, "{name}: {}", r.text);
+        let body = r.json();
+        assert_eq!(body["status"], "not_ready", "{name}: {body}");
+        let reason = body["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.to_ascii_lowercase().contains("redis"),
+            "{name}: /readyz should give the reason (Redis): {body}"
+        );
+        eventually(
+            &format!("scorehub_redis_up 0 on {name}"),
+            RECOVERY,
+            || async { redis_up(node).await == Some(0.0) },
+        )
+        .await;
+        let r = bounded("a POST", node.post_event(G, score("during", "away", 5))).await;
+        r.assert_error(503, "not_ready");
+        let r = bounded(
+            "a PUT",
+            node.put_game_with("nba:during", new_game("H", "A")),
+        )
+        .await;
+        r.assert_error(503, "not_ready");
+    }
+
+    // The fans stay connected through the outage.
+    drain(&mut fan_a, &mut state_a).await;
+    drain(&mut fan_b, &mut state_b).await;
+
+    redis.restart();
+
+    for (name, node) in nodes {
+        eventually(&format!("{name} ready again"), RECOVERY, || async {
+            bounded("/readyz", node.get("/readyz")).await.status == 200
+        })
+        .await;
+        eventually(
+            &format!("scorehub_redis_up 1 on {name}"),
+            RECOVERY,
+            || async { redis_up(node).await == Some(1.0) },
+        )
+        .await;
+    }
+
+    // The refused event left nothing behind: it applies now, as new, with
+    // the next seq; the acknowledged one survived Redis' restart.
+    assert_eq!(a.post_ok(G, score("during", "away", 5)).await, 2);
+    let dup = b.post_event(G, score("before", "home", 2)).await.ok_json();
+    assert_eq!(dup, json!({"game": G, "seq": 1, "duplicate": true}));
+    assert_eq!(b.post_ok(G, score("after", "home", 1)).await, 3);
+    let r = a.get("/v1/games/nba:during").await;
+    assert_eq!(
+        r.status, 404,
+        "the PUT refused during the outage created nothing: {}",
+        r.text
+    );
+
+    let expected = a.get_game(G).await;
+    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
+    assert_eq!(
+        (
+            expected["seq"].as_u64(),
+            expected["home"]["score"].as_u64(),
+            expected["away"]["score"].as_u64()
+        ),
+        (Some(3), Some(3), Some(5)),
+        "{expected}"
+    );
+    for (name, fan, state) in [
+        ("A", &mut fan_a, &mut state_a),
+        ("B", &mut fan_b, &mut state_b),
+    ] {
+        // A repair may send a fresh snapshot; FanState checks it is exact.
+        state.follow(fan, G, 3, RECOVERY).await;
+        drain(fan, state).await;
+        assert_eq!(
+            state.state(G),
+            Some(&expected),
+            "the fan on {name} after the outage"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_the_state_from_redis_and_continues_the_sequence() {
+    let redis = RedisServer::start();
+    let a = TestHub::start_cluster(&redis.url()).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    a.put_game(G).await;
+    for i in 1..=5 {
+        let node = if i % 2 == 1 { &a } else { &b };
+        assert_eq!(node.post_ok(G, event(i)).await, i);
+    }
+    let before = a.get_game(G).await;
+    let (mut fan_b, mut state_b) = watch(&b, G).await;
+    assert_eq!(state_b.state(G), Some(&before));
+
+    // Restart A, the node that created the game and took events.
+    a.shutdown().await;
+    let a = TestHub::start_cluster(&redis.url()).await;
+    assert_eq!(
+        a.get_game(G).await,
+        before,
+        "a restarted node serves the state from Redis"
+    );
+    let dup = a.post_event(G, event(1)).await.ok_json();
+    assert_eq!(
+        dup,
+        json!({"game": G, "seq": 1, "duplicate": true}),
+        "idempotency survives a node restart"
+    );
+    assert_eq!(a.post_ok(G, event(6)).await, 6);
+    state_b.follow(&mut fan_b, G, 6, WAIT).await;
+    drain(&mut fan_b, &mut state_b).await;
+    assert_saw_each_once(&state_b, G, 5, 6, "the fan on B");
+    fan_b.close().await;
+
+    // Restart B too: no node that saw the events is left.
+    b.shutdown().await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    let now = a.get_game(G).await;
+    assert_eq!(now["seq"], 6, "{now}");
+    assert_eq!(b.get_game(G).await, now, "the new B serves the same state");
+    let (mut fan, mut state) = watch(&b, G).await;
+    assert_eq!(state.state(G), Some(&now), "the snapshot on the new B");
+    assert_eq!(b.post_ok(G, event(7)).await, 7);
+    state.follow(&mut fan, G, 7, WAIT).await;
+    assert_eq!(state.state(G), Some(&b.get_game(G).await));
+    let seqs: Vec<u64> = audit_trail(&b, G)
+        .await
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "the audit trail on B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_league_fan_on_one_node_sees_games_created_through_another() {
+    let redis = RedisServer::start();
+    let a = TestHub::start_cluster(&redis.url()).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    let old = "nba:old";
+    let new = "nba:new";
+    let other = "nhl:other";
+    a.put_game(old).await;
+    assert_eq!(a.post_ok(old, score("o1", "home", 1)).await, 1);
+
+    let mut fan = Fan::connect(&b.ws_url("leagues=nba")).await;
+    let mut state = FanState::default();
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!(
+        (f.t.as_str(), f.g.as_deref(), f.q),
+        ("s", Some(old), Some(1)),
+        "the league's existing game, created on A: {f:?}"
+    );
+    state.apply(&f);
+    let early = fan.barrier().await;
+    assert!(early.is_empty(), "only nba:old exists: {early:?}");
+
+    a.put_game(new).await;
+    a.put_game(other).await;
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!(
+        (f.t.as_str(), f.g.as_deref(), f.q),
+        ("s", Some(new), Some(0)),
+        "a snapshot of the game created on A: {f:?}"
+    );
+    state.apply(&f);
+
+    assert_eq!(a.post_ok(new, score("n1", "away", 2)).await, 1);
+    assert_eq!(b.post_ok(new, score("n2", "home", 3)).await, 2);
+    assert_eq!(a.post_ok(old, score("o2", "away", 1)).await, 2);
+    assert_eq!(a.post_ok(other, score("x1", "home", 1)).await, 1);
+    state.follow(&mut fan, new, 2, WAIT).await;
+    state.follow(&mut fan, old, 2, WAIT).await;
+    drain(&mut fan, &mut state).await;
+
+    assert_saw_each_once(&state, new, 0, 2, "the league fan on B");
+    assert_saw_each_once(&state, old, 1, 2, "the league fan on B");
+    assert!(
+        state.log.iter().all(|(_, g, _)| g.starts_with("nba:")),
+        "frames of another league: {:?}",
+        state.log
+    );
+    for game in [old, new] {
+        assert_eq!(state.state(game), Some(&a.get_game(game).await), "{game}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_costs_one_publish() {
+    let redis = RedisServer::start();
+    let a = TestHub::start_cluster(&redis.url()).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    let mut conn = redis_conn(&redis).await;
+    a.put_game(G).await;
+    let (mut fan_a, mut state_a) = watch(&a, G).await;
+    let (mut fan_b, mut state_b) = watch(&b, G).await;
+
+    // Creating a game: one league notification.
+    reset_stats(&mut conn).await;
+    b.put_game("nba:second").await;
+    let created = commandstats(&mut conn).await;
+    println!("Redis commands for creating one game: {created:?}");
+    assert_eq!(
+        created.get("publish").copied(),
+        Some(1),
+        "creating a game publishes one league notification; commandstats: {created:?}"
+    );
+
+    // N events, alternating nodes, each reaching both fans.
+    const N: u64 = 40;
+    reset_stats(&mut conn).await;
+    for i in 1..=N {
+        let node = if i % 2 == 1 { &a } else { &b };
+        assert_eq!(node.post_ok(G, event(i)).await, i);
+    }
+    state_a.follow(&mut fan_a, G, N, WAIT).await;
+    state_b.follow(&mut fan_b, G, N, WAIT).await;
+    let stats = commandstats(&mut conn).await;
+    // Health pings (one per node per second) and this test's own commands
+    // do not depend on events.
+    let background = ["ping", "info", "config|resetstat"];
+    let per_event: BTreeMap<&str, f64> = stats
+        .iter()
+        .filter(|(name, _)| !background.contains(&name.as_str()))
+        .map(|(name, calls)| (name.as_str(), *calls as f64 / N as f64))
+        .collect();
+    let total: f64 = per_event.values().sum();
+    println!(
+        "Redis commands per event over {N} events: {total:.2} in all, {per_event:?}; raw commandstats: {stats:?}"
+    );
+    assert_eq!(
+        stats.get("publish").copied(),
+        Some(N),
+        "one PUBLISH per event; commandstats: {stats:?}"
+    );
+}
+
+#[test]
+fn the_binary_stops_clearly_when_redis_is_unreachable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = dir.path().to_string_lossy().into_owned();
+    let out = run_cli(
+        &["serve"],
+        &[
+            ("SCOREHUB_REDIS__URL", &url),
+            ("SCOREHUB_HTTP__LISTEN", "127.0.0.1:0"),
+            ("SCOREHUB_STORAGE__DIR", &storage),
+            ("SCOREHUB_AUTH__SECRET", crate::common::SECRET),
+        ],
+        dir.path(),
+    );
+    assert!(
+        !out.status.success(),
+        "started with nothing listening at {url}: {out:?}"
+    );
+    assert!(
+        !out.stderr.contains("listening addr=") && !out.stdout.contains("listening addr="),
+        "it must not serve: {out:?}"
+    );
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.contains("redis.url") && last.contains(&port.to_string()),
+        "the last stderr line should name redis.url and the address that did not answer: {:?}",
+        out.stderr
+    );
+}
