@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{GameId, League};
 use crate::game::Mailbox;
 use crate::metrics as m;
-use crate::store::redis::RedisStore;
 use crate::store::StoreError;
+use crate::store::redis::RedisStore;
 
 /// Where a channel's messages go.
 #[derive(Debug, Clone)]
@@ -110,12 +110,12 @@ impl Bus {
 
     async fn subscribe(&self, channel: String) -> Result<(), StoreError> {
         let mut sink = self.sink.lock().await;
-        if let Some(s) = sink.as_mut() {
-            if let Err(e) = s.subscribe(&channel).await {
-                return Err(StoreError::Unavailable(format!(
-                    "redis: cannot subscribe {channel}: {e}"
-                )));
-            }
+        if let Some(s) = sink.as_mut()
+            && let Err(e) = s.subscribe(&channel).await
+        {
+            return Err(StoreError::Unavailable(format!(
+                "redis: cannot subscribe {channel}: {e}"
+            )));
         }
         Ok(())
     }
@@ -123,10 +123,10 @@ impl Bus {
     async fn unsubscribe(&self, channel: String) {
         self.routes.remove(&channel);
         let mut sink = self.sink.lock().await;
-        if let Some(s) = sink.as_mut() {
-            if let Err(e) = s.unsubscribe(&channel).await {
-                tracing::debug!(%channel, "unsubscribe failed (the link is resubscribed from the routes on reconnect): {e}");
-            }
+        if let Some(s) = sink.as_mut()
+            && let Err(e) = s.unsubscribe(&channel).await
+        {
+            tracing::debug!(%channel, "unsubscribe failed (the link is resubscribed from the routes on reconnect): {e}");
         }
     }
 

@@ -10,12 +10,12 @@ use std::sync::{Arc, RwLock};
 use dashmap::DashMap;
 use serde_json::Value;
 
+use crate::cluster::Bus;
 use crate::codec;
 use crate::domain::event::fingerprint_of;
 use crate::domain::{GameId, GameState, InvalidState, League, NewGame, Status, patch};
 use crate::game::{ActorConfig, GameHandle, IdleUnload, Restored, Seen, unix_ms};
 use crate::metrics as m;
-use crate::cluster::Bus;
 use crate::store::redis::CreateOutcome;
 use crate::store::{FileLog, Record, Store, StoreError};
 use crate::ws::outbox::Outbox;
@@ -440,10 +440,8 @@ impl Registry {
             w.insert(outbox.conn_id(), outbox);
             first
         };
-        if first {
-            if let Some(bus) = &self.bus {
-                bus.subscribe_league(league).await?;
-            }
+        if first && let Some(bus) = &self.bus {
+            bus.subscribe_league(league).await?;
         }
         self.league_games(league).await
     }
@@ -453,10 +451,13 @@ impl Registry {
         if let Some(mut w) = self.watchers.get_mut(league) {
             w.remove(&conn_id);
         }
-        if self.watchers.remove_if(league, |_, w| w.is_empty()).is_some() {
-            if let Some(bus) = &self.bus {
-                bus.unsubscribe_league(league).await;
-            }
+        if self
+            .watchers
+            .remove_if(league, |_, w| w.is_empty())
+            .is_some()
+            && let Some(bus) = &self.bus
+        {
+            bus.unsubscribe_league(league).await;
         }
     }
 

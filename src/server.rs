@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::cluster::Bus;
 use crate::config::Config;
+use crate::domain::GameId;
 use crate::game::{ActorConfig, IdleUnload};
 use crate::registry::Registry;
 use crate::store::file::FileLogOptions;
-use crate::cluster::Bus;
-use crate::domain::GameId;
 use crate::store::redis::RedisStore;
 use crate::store::{FileLog, Store, StoreError};
 
@@ -115,7 +115,9 @@ impl Hub {
             // Replay blocks on disk IO: keep it off the async workers.
             return tokio::task::spawn_blocking(move || Hub::open(config, &secret))
                 .await
-                .map_err(|e| StartError::Restore(format!("replay of {} failed: {e}", dir.display())))?;
+                .map_err(|e| {
+                    StartError::Restore(format!("replay of {} failed: {e}", dir.display()))
+                })?;
         };
         let metrics = crate::metrics::install();
         let redis = Arc::new(RedisStore::connect(&url).await?);
@@ -136,7 +138,9 @@ impl Hub {
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
             while let Some(id) = idle_rx.recv().await {
-                let Some(registry) = weak.upgrade() else { return };
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
                 registry.unload_if_idle(&id).await;
             }
         });
@@ -144,7 +148,9 @@ impl Hub {
         let weak = Arc::downgrade(&registry);
         tokio::spawn(async move {
             while let Some(id) = created_rx.recv().await {
-                let Some(registry) = weak.upgrade() else { return };
+                let Some(registry) = weak.upgrade() else {
+                    return;
+                };
                 registry.on_created(&id).await;
             }
         });

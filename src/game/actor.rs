@@ -148,10 +148,11 @@ impl GameActor {
     }
 
     fn announce_idle(&mut self) {
-        if let Some(idle) = &self.idle {
-            if self.subs.is_empty() && self.last_local.elapsed() >= idle.after {
-                self.announced = idle.announce.try_send(self.state.game.clone()).is_ok();
-            }
+        if let Some(idle) = &self.idle
+            && self.subs.is_empty()
+            && self.last_local.elapsed() >= idle.after
+        {
+            self.announced = idle.announce.try_send(self.state.game.clone()).is_ok();
         }
     }
 
@@ -193,7 +194,8 @@ impl GameActor {
                     match sub.outbox.push_diff(&game, frame) {
                         Push::Queued | Push::Skipped => {}
                         Push::Conflated => {
-                            metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated").increment(1);
+                            metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated")
+                                .increment(1);
                         }
                         Push::Closed => return,
                     }
@@ -377,10 +379,10 @@ impl GameActor {
     /// Applies a group of events and answers each request.
     async fn apply_group(&mut self, group: Vec<ApplyReq>) {
         let results = match self.store.clone() {
-            Store::File(log) => self.apply_group_file(&group, |records| async move {
-                log.append(records).await
-            })
-            .await,
+            Store::File(log) => {
+                self.apply_group_file(&group, |records| async move { log.append(records).await })
+                    .await
+            }
             Store::Redis(redis) => self.apply_group_redis(&group, &redis).await,
         };
         for (req, result) in group.into_iter().zip(results) {
@@ -438,10 +440,10 @@ impl GameActor {
     ) -> Vec<Result<Applied, ApplyError>> {
         let mut results: Vec<Option<Result<Applied, ApplyError>>> = vec![None; group.len()];
         for _ in 0..MAX_ATTEMPTS {
-            if self.needs_repair {
-                if let Err(e) = self.catch_up(redis).await {
-                    return fill(results, &e.to_string());
-                }
+            if self.needs_repair
+                && let Err(e) = self.catch_up(redis).await
+            {
+                return fill(results, &e.to_string());
             }
             let open: Vec<usize> = (0..group.len()).filter(|&i| results[i].is_none()).collect();
             if open.is_empty() {
@@ -549,10 +551,11 @@ impl GameActor {
         if q <= self.state.seq {
             return; // our own echo, or already caught up
         }
-        if q == self.state.seq + 1 && !self.needs_repair {
-            if self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok() {
-                return;
-            }
+        if q == self.state.seq + 1
+            && !self.needs_repair
+            && self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok()
+        {
+            return;
         }
         self.needs_repair = true;
         if let Err(e) = self.catch_up(&redis).await {
@@ -561,7 +564,13 @@ impl GameActor {
     }
 
     /// Applies the diff `d` making `seq` = `q`, and fans the frame out.
-    fn apply_remote(&mut self, q: u64, d: &Value, frame: Bytes, ts: Option<i64>) -> Result<(), String> {
+    fn apply_remote(
+        &mut self,
+        q: u64,
+        d: &Value,
+        frame: Bytes,
+        ts: Option<i64>,
+    ) -> Result<(), String> {
         let mut doc = serde_json::to_value(&self.state).map_err(|e| e.to_string())?;
         patch::merge(&mut doc, d);
         let next: GameState = serde_json::from_value(doc).map_err(|e| e.to_string())?;
@@ -585,11 +594,16 @@ impl GameActor {
     async fn catch_up(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
         let game = self.state.game.clone();
         loop {
-            let frames = redis.frames_after(&game, self.state.seq, CATCH_UP_PAGE).await?;
+            let frames = redis
+                .frames_after(&game, self.state.seq, CATCH_UP_PAGE)
+                .await?;
             let n = frames.len();
             for (q, frame) in frames {
                 let decoded = codec::decode_frame(&frame).ok();
-                let ok = match decoded.as_ref().and_then(|f| f.d.as_ref().map(|d| (d, f.ts))) {
+                let ok = match decoded
+                    .as_ref()
+                    .and_then(|f| f.d.as_ref().map(|d| (d, f.ts)))
+                {
                     Some((d, ts)) if q == self.state.seq + 1 => {
                         self.apply_remote(q, d, frame.clone(), ts).is_ok()
                     }
@@ -640,7 +654,10 @@ impl GameActor {
 }
 
 /// Answers every still-open request with `503` and `reason`.
-fn fill(results: Vec<Option<Result<Applied, ApplyError>>>, reason: &str) -> Vec<Result<Applied, ApplyError>> {
+fn fill(
+    results: Vec<Option<Result<Applied, ApplyError>>>,
+    reason: &str,
+) -> Vec<Result<Applied, ApplyError>> {
     results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ApplyError::Unavailable(reason.to_string()))))

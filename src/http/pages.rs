@@ -154,7 +154,10 @@ mod tests {
     #[test]
     fn the_client_module_is_javascript_any_origin_may_import() {
         let res = serve(asset("/scorehub.js"));
-        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/javascript");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/javascript"
+        );
         assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let js = text(asset("/scorehub.js"));
         assert!(js.contains("export"), "the bundle is an ES module");

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::domain::{Event, Fingerprint, GameId, GameState};
 
-pub use file::FileLog;
 pub use self::redis::RedisStore;
+pub use file::FileLog;
 
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

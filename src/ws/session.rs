@@ -460,7 +460,11 @@ async fn subscribe(
             .await;
     }
     for league in leagues {
-        let handles = match conn.registry().watch_league(&league, conn.outbox.clone()).await {
+        let handles = match conn
+            .registry()
+            .watch_league(&league, conn.outbox.clone())
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(%league, "cannot load league: {e}");

@@ -740,3 +740,79 @@ fn the_binary_stops_clearly_when_redis_is_unreachable() {
         out.stderr
     );
 }
+
+/// Ids of the pub/sub client connections Redis holds.
+async fn pubsub_clients(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .expect("CLIENT LIST TYPE pubsub");
+    list.lines()
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_published_frames_repairs_the_gap() {
+    let redis = RedisServer::start();
+    let mut conn = redis_conn(&redis).await;
+    let a = TestHub::start_cluster(&redis.url()).await;
+    a.put_game(G).await;
+    let (mut fan_a, mut state_a) = watch(&a, G).await;
+    let a_links = pubsub_clients(&mut conn).await;
+    let b = TestHub::start_cluster(&redis.url()).await;
+    let (mut fan_b, mut state_b) = watch(&b, G).await;
+    let b_links: Vec<String> = pubsub_clients(&mut conn)
+        .await
+        .into_iter()
+        .filter(|id| !a_links.contains(id))
+        .collect();
+    assert_eq!(b_links.len(), 1, "B holds one pub/sub link: {b_links:?}");
+    assert_eq!(a.post_ok(G, event(1)).await, 1);
+    state_b.follow(&mut fan_b, G, 1, WAIT).await;
+
+    // Cut B's pub/sub link only; what A publishes meanwhile never reaches B.
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&b_links[0])
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL ID");
+    assert_eq!(killed, 1, "B's pub/sub link {} was cut", b_links[0]);
+    const N: u64 = 20;
+    for i in 2..=N {
+        assert_eq!(a.post_ok(G, event(i)).await, i);
+    }
+    eventually("B ready again", RECOVERY, || async {
+        b.get("/readyz").await.status == 200
+    })
+    .await;
+    let relinked = pubsub_clients(&mut conn).await;
+    assert!(
+        !relinked.contains(&b_links[0]) && relinked.len() == 2,
+        "B reconnected with a new pub/sub link: {relinked:?}"
+    );
+    assert_eq!(b.post_ok(G, event(N + 1)).await, N + 1);
+
+    let expected = a.get_game(G).await;
+    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
+    for (name, fan, state) in [
+        ("A", &mut fan_a, &mut state_a),
+        ("B", &mut fan_b, &mut state_b),
+    ] {
+        // Missed diffs come back as diffs or as one fresh snapshot;
+        // FanState checks every frame follows the one before.
+        state.follow(fan, G, N + 1, RECOVERY).await;
+        drain(fan, state).await;
+        assert_eq!(state.state(G), Some(&expected), "the fan on {name}");
+    }
+    assert_saw_each_once(&state_a, G, 0, N + 1, "the fan on A");
+}

@@ -1129,7 +1129,7 @@ var Client = class {
   get(game) {
     return this.store.get(game);
   }
-  /** A `Map` of game id → state for every game held. */
+  /** A `Map` of game id -> state for every game held. */
   all() {
     const out = /* @__PURE__ */ new Map();
     for (const [id, g] of this.store.games) {

@@ -1,5 +1,5 @@
 /**
- * scorehub.js — the browser client of a scorehub live-score hub.
+ * scorehub.js - the browser client of a scorehub live-score hub.
  *
  * An ES module with no global side effects. The hub serves the bundled build at
  * `/scorehub.js` (with CORS, so any page may import it):
@@ -67,7 +67,7 @@ function isPlainObject(v) {
 
 /**
  * The delay before reconnect attempt number `attempt` (0-based): exponential
- * growth from `baseMs`, capped at `maxMs`, with "equal jitter" — a random
+ * growth from `baseMs`, capped at `maxMs`, with "equal jitter" - a random
  * point in the upper half of the window, so fans that lost the same hub at
  * the same instant come back spread out, yet none retries at once.
  *
@@ -309,7 +309,7 @@ export class Client {
     return this.store.get(game);
   }
 
-  /** A `Map` of game id → state for every game held. */
+  /** A `Map` of game id -> state for every game held. */
   all() {
     const out = new Map();
     for (const [id, g] of this.store.games) {
