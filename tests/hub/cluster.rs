@@ -34,13 +34,13 @@ fn event(i: u64) -> Value {
         0 => score(&id, "home", (i % 3 + 1) as i64),
         1 => score(&id, "away", 2),
         2 => {
-            json!({"event_id": id, "kind": "clock", "period": i / 5 + 1, "ms": 600_000 - i * 1000, "running": i % 2 == 0})
+            json!({"event_id": id, "kind": "clock", "period": i / 5 + 1, "ms": 600_000 - i * 1000, "running": i.is_multiple_of(2)})
         }
         3 => {
             json!({"event_id": id, "kind": "status", "status": if i % 4 == 3 { "paused" } else { "live" }})
         }
         _ => {
-            json!({"event_id": id, "kind": "set", "patch": {"extra": {"possession": if i % 2 == 0 { "home" } else { "away" }, "ratio": i as f64 / 4.0}}})
+            json!({"event_id": id, "kind": "set", "patch": {"extra": {"possession": if i.is_multiple_of(2) { "home" } else { "away" }, "ratio": i as f64 / 4.0}}})
         }
     }
 }
@@ -109,6 +109,30 @@ async fn audit_trail(node: &Api, game: &str) -> Vec<Value> {
         .as_array()
         .unwrap_or_else(|| panic!("no events array: {body}"))
         .clone()
+}
+
+/// Waits until every node serves `game` at `seq` (a node applies what
+/// another node accepted a moment later), asserts they all serve the same
+/// state, and returns it.
+async fn converged(nodes: &[(&str, &Api)], game: &str, seq: u64) -> Value {
+    let mut states: Vec<(&str, Value)> = Vec::new();
+    for &(name, node) in nodes {
+        eventually(
+            &format!("{game} at seq {seq} on {name}"),
+            RECOVERY,
+            || async move { node.get_game(game).await["seq"].as_u64() == Some(seq) },
+        )
+        .await;
+        states.push((name, node.get_game(game).await));
+    }
+    let (first_name, first) = &states[0];
+    for (name, state) in &states[1..] {
+        assert_eq!(
+            state, first,
+            "GET {game} on {name} agrees with GET on {first_name}"
+        );
+    }
+    first.clone()
 }
 
 /// The value of an unlabelled metric in Prometheus text.
@@ -221,11 +245,10 @@ async fn a_game_is_shared_and_sequenced_across_three_nodes() {
         drain(fan, state).await;
         assert_saw_each_once(state, G, 0, N, &format!("the fan on {name}"));
     }
-    let expected = a.get_game(G).await;
-    assert_eq!(expected["seq"], N, "{expected}");
+    let all: [(&str, &Api); 3] = [("A", &a), ("B", &b), ("C", &c)];
+    let expected = converged(&all, G, N).await;
     for (name, node) in nodes {
         let r = node.get(&format!("/v1/games/{G}")).await;
-        assert_eq!(r.json(), expected, "GET on {name} agrees with GET on A");
         assert_eq!(
             r.header("etag").as_deref(),
             Some(format!("\"{N}\"").as_str()),
@@ -308,15 +331,13 @@ async fn a_retry_through_the_other_node_is_a_duplicate_and_broadcasts_nothing() 
         .await
         .assert_error(409, "event_id_conflict");
 
-    let expected = json!({"home": 2, "away": 3, "seq": 2});
-    for (name, node) in [("A", &a), ("B", &b)] {
-        let s = node.get_game(G).await;
-        assert_eq!(
-            json!({"home": s["home"]["score"], "away": s["away"]["score"], "seq": s["seq"]}),
-            expected,
-            "retries and conflicts changed nothing, seen from {name}: {s}"
-        );
-    }
+    let both: [(&str, &Api); 2] = [("A", &a), ("B", &b)];
+    let s = converged(&both, G, 2).await;
+    assert_eq!(
+        json!({"home": s["home"]["score"], "away": s["away"]["score"]}),
+        json!({"home": 2, "away": 3}),
+        "retries and conflicts changed nothing: {s}"
+    );
 
     // Nothing was broadcast: nothing is pending now, and the next frame
     // either fan gets is the diff of the next new event.
@@ -341,8 +362,10 @@ async fn a_retry_through_the_other_node_is_a_duplicate_and_broadcasts_nothing() 
         state.apply(&f);
         drain(fan, state).await;
         assert_saw_each_once(state, G, 0, 3, &format!("the fan on {name}"));
-        assert_eq!(state.state(G), Some(&a.get_game(G).await), "{name}");
     }
+    let expected = converged(&both, G, 3).await;
+    assert_eq!(state_a.state(G), Some(&expected), "the fan on A");
+    assert_eq!(state_b.state(G), Some(&expected), "the fan on B");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,9 +437,8 @@ async fn four_scorekeepers_through_two_nodes_get_one_gapless_sequence() {
         "the returned seqs are exactly 1..={TOTAL}"
     );
 
-    let expected = a.get_game(G).await;
-    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
-    assert_eq!(expected["seq"], TOTAL, "{expected}");
+    let both: [(&str, &Api); 2] = [("A", &a), ("B", &b)];
+    let expected = converged(&both, G, TOTAL).await;
     assert_eq!(expected["home"]["score"], TOTAL / 2, "{expected}");
     assert_eq!(expected["away"]["score"], TOTAL / 2, "{expected}");
     for (name, reader) in readers {
@@ -519,8 +541,8 @@ async fn a_redis_outage_makes_nodes_unready_and_they_recover_by_themselves() {
         r.text
     );
 
-    let expected = a.get_game(G).await;
-    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
+    let both: [(&str, &Api); 2] = [("A", &a), ("B", &b)];
+    let expected = converged(&both, G, 3).await;
     assert_eq!(
         (
             expected["seq"].as_u64(),
@@ -646,8 +668,10 @@ async fn a_league_fan_on_one_node_sees_games_created_through_another() {
         "frames of another league: {:?}",
         state.log
     );
+    let both: [(&str, &Api); 2] = [("A", &a), ("B", &b)];
     for game in [old, new] {
-        assert_eq!(state.state(game), Some(&a.get_game(game).await), "{game}");
+        let expected = converged(&both, game, 2).await;
+        assert_eq!(state.state(game), Some(&expected), "{game}");
     }
 }
 
@@ -759,6 +783,23 @@ async fn pubsub_clients(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Str
         .collect()
 }
 
+/// Waits until Redis holds `n` pub/sub links (each node opens its link in
+/// the background at start), returns their ids.
+async fn links(conn: &mut redis::aio::MultiplexedConnection, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + RECOVERY;
+    loop {
+        let ids = pubsub_clients(conn).await;
+        if ids.len() == n {
+            return ids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {n} pub/sub links, Redis holds {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_missed_published_frames_repairs_the_gap() {
     let redis = RedisServer::start();
@@ -766,10 +807,10 @@ async fn a_node_that_missed_published_frames_repairs_the_gap() {
     let a = TestHub::start_cluster(&redis.url()).await;
     a.put_game(G).await;
     let (mut fan_a, mut state_a) = watch(&a, G).await;
-    let a_links = pubsub_clients(&mut conn).await;
+    let a_links = links(&mut conn, 1).await;
     let b = TestHub::start_cluster(&redis.url()).await;
     let (mut fan_b, mut state_b) = watch(&b, G).await;
-    let b_links: Vec<String> = pubsub_clients(&mut conn)
+    let b_links: Vec<String> = links(&mut conn, 2)
         .await
         .into_iter()
         .filter(|id| !a_links.contains(id))
@@ -795,15 +836,15 @@ async fn a_node_that_missed_published_frames_repairs_the_gap() {
         b.get("/readyz").await.status == 200
     })
     .await;
-    let relinked = pubsub_clients(&mut conn).await;
+    let relinked = links(&mut conn, 2).await;
     assert!(
-        !relinked.contains(&b_links[0]) && relinked.len() == 2,
+        !relinked.contains(&b_links[0]),
         "B reconnected with a new pub/sub link: {relinked:?}"
     );
     assert_eq!(b.post_ok(G, event(N + 1)).await, N + 1);
 
-    let expected = a.get_game(G).await;
-    assert_eq!(b.get_game(G).await, expected, "GET on A and B agree");
+    let both: [(&str, &Api); 2] = [("A", &a), ("B", &b)];
+    let expected = converged(&both, G, N + 1).await;
     for (name, fan, state) in [
         ("A", &mut fan_a, &mut state_a),
         ("B", &mut fan_b, &mut state_b),

@@ -47,14 +47,15 @@ if (!existsSync(CHROMIUM)) {
 }
 
 const TMP = mkdtempSync(join(tmpdir(), 'scorehub-web-'));
-const ENV = {
-  ...process.env,
+// The hub's environment: ours, minus every inherited SCOREHUB_* variable (the
+// hub refuses unknown ones, such as SCOREHUB_BIN, and a stray config key would
+// change what is tested).
+const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SCOREHUB_')));
+Object.assign(ENV, {
   SCOREHUB_STORAGE__DIR: join(TMP, 'data'),
   SCOREHUB_AUTH__SECRET: randomBytes(32).toString('hex'),
   NO_COLOR: '1',
-};
-delete ENV.SCOREHUB_CONFIG;
-delete ENV.SCOREHUB_REDIS__URL;
+});
 
 // --- the hub process ------------------------------------------------------------------
 
@@ -125,10 +126,10 @@ class Hub {
 const hub = new Hub();
 let TOKEN = '';
 
-async function mintToken() {
+async function mintToken(sub = 'web', games = '*', scope = 'admin') {
   const { stdout } = await promisify(execFile)(
     BIN,
-    ['token', '--sub', 'web', '--games', '*', '--ttl', '1h', '--scope', 'admin'],
+    ['token', '--sub', sub, '--games', games, '--ttl', '1h', '--scope', scope],
     { env: { ...ENV, SCOREHUB_HTTP__LISTEN: '127.0.0.1:0' } },
   );
   const t = stdout.trim().split(/\s+/).pop();
@@ -210,12 +211,17 @@ async function waitAttr(page, selector, attr, value, timeout = 5000) {
 const card = (id) => `.card[data-game="${id}"]`;
 const conn = '#conn';
 
-/** The console page with the token saved and `game` open. */
-async function openConsole(page, game) {
-  await page.goto(`${hub.base}/console${game ? `?game=${game}` : ''}`);
-  await page.fill('#token', TOKEN);
+/** Saves `token` in the console page. */
+async function setToken(page, token) {
+  await page.fill('#token', token);
   await page.click('#token-form button[type=submit]');
   await waitAttr(page, '#token', 'data-saved', 'yes');
+}
+
+/** The console page with the admin token saved and `game` open. */
+async function openConsole(page, game) {
+  await page.goto(`${hub.base}/console${game ? `?game=${game}` : ''}`);
+  await setToken(page, TOKEN);
 }
 
 const pad = (team, points) => `.pad button[data-team="${team}"][data-points="${points}"]`;
@@ -282,9 +288,10 @@ test('the scoreboard shows a game and updates within 2 s of a POST', async () =>
   const id = 't1:lal-bos';
   await createGame(id, 'Lakers', 'Celtics');
   const page = await newPage('scoreboard-1');
-  await page.goto(`${hub.base}/?games=${id}`);
+  await page.goto(`${hub.base}/?games=${id},t1:no-such-game`);
   await waitAttr(page, conn, 'data-conn-state', 'live');
   await waitText(page, `${card(id)} [data-testid=name-home]`, 'Lakers');
+  await waitText(page, `${card('t1:no-such-game')} .status`, 'not found');
   await waitText(page, `${card(id)} [data-testid=score-home]`, '0');
   for (const [team, points, want] of [
     ['home', 3, '3'],
@@ -397,6 +404,29 @@ test('the console queues clicks while the hub is down and drains them exactly on
   assert(new Set(scores.map((e) => e.event_id)).size === clicks.length, 'distinct event ids');
   await waitText(keeper, '#live-home', '3', 15_000);
   await waitText(keeper, '#live-away', '4');
+  await keeper.close();
+});
+
+test('the console drops an event the hub refuses (403, 401) and says why', async () => {
+  const id = 't5:ana-sjs';
+  await createGame(id, 'Ducks', 'Sharks');
+  const keeper = await newPage('console-refused');
+  await keeper.goto(`${hub.base}/console?game=${id}`);
+  await waitText(keeper, '#live-home', '0');
+  const outsider = await mintToken('outsider', 'nhl:*', 'scorekeeper');
+  for (const [token, status] of [
+    [outsider, '403'],
+    ['e30.e30.not-a-signature', '401'],
+  ]) {
+    await setToken(keeper, token);
+    await keeper.click(pad('home', 2));
+    await waitAttr(keeper, '#pending', 'data-pending', '0');
+    const msg = await keeper.textContent('#message');
+    assert(msg.includes(status) && /dropped/.test(msg), `a ${status} is explained: "${msg}"`);
+    assert(!msg.includes(token), 'the message does not show the token');
+  }
+  const s = await must('GET', `/v1/games/${id}`);
+  assert(s.home.score === 0, 'refused events changed nothing');
   await keeper.close();
 });
 
