@@ -32,8 +32,9 @@ use crate::store::redis::RedisStore;
 /// Where a channel's messages go.
 #[derive(Debug, Clone)]
 enum Route {
-    /// Diff frames of one game → its actor.
-    Game(Mailbox),
+    /// Diff frames of one game → its actor; the flag is set while a repair
+    /// request waits for room in the mailbox (one is enough).
+    Game(Mailbox, Arc<AtomicBool>),
     /// Ids of games created in a league → the registry.
     League,
 }
@@ -87,7 +88,10 @@ impl Bus {
     /// reconnect subscribes it).
     pub async fn subscribe_game(&self, id: &GameId, mailbox: Mailbox) -> Result<(), StoreError> {
         let channel = RedisStore::game_channel(id);
-        self.routes.insert(channel.clone(), Route::Game(mailbox));
+        self.routes.insert(
+            channel.clone(),
+            Route::Game(mailbox, Arc::new(AtomicBool::new(false))),
+        );
         self.subscribe(channel).await
     }
 
@@ -136,14 +140,17 @@ impl Bus {
             return;
         };
         match route {
-            Route::Game(mailbox) => {
+            Route::Game(mailbox, repairing) => {
                 if !mailbox.remote(Bytes::copy_from_slice(payload)) {
                     if mailbox.is_closed() {
                         self.routes.remove(channel);
-                    } else {
-                        // Mailbox full: the actor repairs from the stream.
+                    } else if !repairing.swap(true, Ordering::AcqRel) {
+                        // Mailbox full: the frame is dropped and the actor
+                        // repairs from the stream once the request is queued
+                        // (it covers every frame dropped until then).
                         tokio::spawn(async move {
                             mailbox.repair().await;
+                            repairing.store(false, Ordering::Release);
                         });
                     }
                 }
@@ -178,7 +185,7 @@ impl Bus {
             .routes
             .iter()
             .filter_map(|r| match r.value() {
-                Route::Game(m) => Some(m.clone()),
+                Route::Game(m, _) => Some(m.clone()),
                 Route::League => None,
             })
             .collect();

@@ -310,22 +310,6 @@ impl Registry {
         by: &str,
     ) -> Result<(GameHandle, Created), CreateError> {
         let fingerprint = fingerprint_of(&body);
-        let _guard = self.create_lock.lock().await;
-        if let Some(h) = self.find(&id).await.map_err(unavailable)? {
-            return if h.created_fingerprint() == fingerprint {
-                if let Store::Redis(redis) = &self.store {
-                    // Heals a crash between the game's keys and its indexes.
-                    let record = created_record(&h.state(), fingerprint, by);
-                    redis
-                        .create(&h.state(), fingerprint, &record)
-                        .await
-                        .map_err(unavailable)?;
-                }
-                Ok((h, Created::Existing))
-            } else {
-                Err(CreateError::Exists(id))
-            };
-        }
         let now = unix_ms();
         let state = body.into_state(id.clone(), now)?;
         let record = Record::Created {
@@ -335,6 +319,23 @@ impl Registry {
             by: by.to_string(),
             at: now,
         };
+        let _guard = self.create_lock.lock().await;
+        if let Some(h) = self.find(&id).await.map_err(unavailable)? {
+            return if h.created_fingerprint() == fingerprint {
+                if let Store::Redis(redis) = &self.store {
+                    // Re-announces and re-indexes the game (the script finds it
+                    // exists and changes nothing): heals a crash between the
+                    // game's keys and its index.
+                    redis
+                        .create(&state, fingerprint, &record)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                Ok((h, Created::Existing))
+            } else {
+                Err(CreateError::Exists(id))
+            };
+        }
         let handle = match &self.store {
             Store::File(log) => {
                 log.append(vec![record]).await.map_err(unavailable)?;
@@ -515,18 +516,6 @@ impl Registry {
             games.push(state);
         }
         Page { games, next_cursor }
-    }
-}
-
-fn created_record(state: &GameState, fingerprint: crate::domain::Fingerprint, by: &str) -> Record {
-    let mut initial = state.clone();
-    initial.seq = 0;
-    Record::Created {
-        game: state.game.clone(),
-        state: initial,
-        fingerprint,
-        by: by.to_string(),
-        at: unix_ms(),
     }
 }
 

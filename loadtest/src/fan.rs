@@ -31,28 +31,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// histogram (one lock per batch instead of one per frame).
 const LATENCY_BATCH: usize = 256;
 
+/// A hub fans connect to, and what its fans measured.
+#[derive(Debug)]
+pub(crate) struct FanNode {
+    /// `ws://host:port`, without a trailing slash.
+    pub(crate) ws_base: String,
+    /// Delivery latency of this node's fans in microseconds, `now - ts` for
+    /// every measured diff.
+    pub(crate) latency: Mutex<Histogram<u64>>,
+}
+
 /// What every fan of a run shares.
 #[derive(Debug)]
 pub(crate) struct FanShared {
-    /// `ws://host:port`, without a trailing slash.
-    pub(crate) ws_base: String,
+    /// The nodes fans connect to; fans refer to them by index.
+    pub(crate) nodes: Vec<FanNode>,
     /// All game ids of the run; fans refer to games by index into this list.
     pub(crate) game_ids: Arc<[String]>,
     /// Set once the warm-up is over: deliveries and latencies count from then on.
     pub(crate) measuring: Arc<AtomicBool>,
-    /// Delivery latency in microseconds, `now - ts` for every measured diff.
-    pub(crate) latency: Mutex<Histogram<u64>>,
     /// Rebuild each game's state from the frames (off only for raw throughput runs).
     pub(crate) check_state: bool,
     /// Bounds how many handshakes run at the same time.
     pub(crate) connect_limit: Semaphore,
 }
 
-/// Which games one fan follows.
+/// Where one fan connects and which games it follows.
 #[derive(Clone, Debug)]
 pub(crate) struct FanSpec {
     /// The fan's number, from 0.
     pub(crate) index: usize,
+    /// Index into [`FanShared::nodes`].
+    pub(crate) node: usize,
     /// Indexes into [`FanShared::game_ids`].
     pub(crate) games: Vec<usize>,
 }
@@ -365,6 +375,8 @@ impl Book {
 pub(crate) struct FanOutcome {
     /// Which fan.
     pub(crate) index: usize,
+    /// Index of its node in [`FanShared::nodes`].
+    pub(crate) node: usize,
     /// The handshake failed (with this reason); nothing else happened.
     pub(crate) connect_error: Option<String>,
     /// The connection ended before the run stopped it (with this reason).
@@ -385,13 +397,15 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// The WebSocket URL a fan following `games` connects to.
-pub(crate) fn ws_url(shared: &FanShared, games: &[usize]) -> String {
-    let ids: Vec<&str> = games
+/// The WebSocket URL fan `spec` connects to: its node's `/v1/ws`, subscribing
+/// to its games.
+pub(crate) fn ws_url(ws_base: &str, game_ids: &[String], spec: &FanSpec) -> String {
+    let ids: Vec<&str> = spec
+        .games
         .iter()
-        .filter_map(|&g| shared.game_ids.get(g).map(String::as_str))
+        .filter_map(|&g| game_ids.get(g).map(String::as_str))
         .collect();
-    format!("{}/v1/ws?games={}", shared.ws_base, ids.join(","))
+    format!("{ws_base}/v1/ws?games={}", ids.join(","))
 }
 
 /// Runs one fan: connects (reporting the result on `connected`), then checks
@@ -404,9 +418,15 @@ pub(crate) async fn run_fan(
     connected: mpsc::Sender<Result<(), String>>,
 ) -> FanOutcome {
     let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state);
-    let url = ws_url(&shared, &spec.games);
+    // The orchestrator builds every spec from `shared.nodes`.
+    let node = shared
+        .nodes
+        .get(spec.node)
+        .expect("a fan's node index is within FanShared::nodes");
+    let url = ws_url(&node.ws_base, &shared.game_ids, &spec);
     let mut outcome = FanOutcome {
         index: spec.index,
+        node: spec.node,
         connect_error: None,
         dropped: None,
         counters: FanCounters::default(),
@@ -461,7 +481,7 @@ pub(crate) async fn run_fan(
                             seen.store(q.saturating_add(1), Ordering::Relaxed);
                         }
                         if book.latency_batch_full() {
-                            book.flush_latency(&shared.latency);
+                            book.flush_latency(&node.latency);
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
@@ -493,7 +513,7 @@ pub(crate) async fn run_fan(
         // A polite goodbye; the hub must cope with fans that just vanish, too.
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
-    book.flush_latency(&shared.latency);
+    book.flush_latency(&node.latency);
     outcome.counters = book.counters;
     outcome.first_problem = book.first_problem;
     outcome.tracks = book.tracks;
@@ -502,7 +522,7 @@ pub(crate) async fn run_fan(
 
 #[cfg(test)]
 mod tests {
-    use super::Book;
+    use super::{Book, FanSpec, ws_url};
     use serde::Serialize;
     use serde_json::{Value, json};
 
@@ -540,6 +560,24 @@ mod tests {
             ts: Some(1_000),
         };
         rmp_serde::to_vec_named(&frame).expect("encodes")
+    }
+
+    #[test]
+    fn a_fan_connects_to_its_node_with_its_games() {
+        let ids = vec![
+            "lt:g1".to_string(),
+            "lt:g2".to_string(),
+            "lt:g3".to_string(),
+        ];
+        let spec = FanSpec {
+            index: 7,
+            node: 1,
+            games: vec![2, 0],
+        };
+        assert_eq!(
+            ws_url("ws://127.0.0.1:8081", &ids, &spec),
+            "ws://127.0.0.1:8081/v1/ws?games=lt:g3,lt:g1"
+        );
     }
 
     fn book() -> Book {

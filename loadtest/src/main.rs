@@ -6,6 +6,12 @@
 //! numbers, rebuilds the state from snapshot + diffs, and at the end compares it
 //! with `GET /v1/games/{id}`.
 //!
+//! A cluster (several hubs sharing Redis) is measured by naming its nodes with
+//! `--fan-url`: games are created and events posted through `--url` (the
+//! scorekeeper node) while fans are spread round-robin over the `--fan-url`
+//! nodes; the report then breaks deliveries and latency down per node, and the
+//! final check compares each fan with both `--url` and its own node.
+//!
 //! A run: check health → create games → connect fans (bounded concurrency) →
 //! wait for their snapshots → post events during warm-up and the measured
 //! window → wait for fans to catch up → compare states → report. The whole run
@@ -15,6 +21,8 @@
 //! ## Layout
 //!
 //! - `main.rs`: command line, validation into a [`Plan`], orchestration.
+//! - `nodes`: `--url` and `--fan-url` checked (loopback rule) into HTTP and
+//!   WebSocket bases.
 //! - `scenario`: traffic shapes (who follows what, where events go).
 //! - `api`: the HTTP calls of the contract.
 //! - `fan`: one WebSocket fan and its per-game bookkeeping.
@@ -30,12 +38,12 @@ mod api;
 mod check;
 mod fan;
 mod merge;
+mod nodes;
 mod poster;
 mod report;
 mod scenario;
 
 use std::{
-    net::IpAddr,
     process::ExitCode,
     sync::{
         Arc, Mutex,
@@ -51,9 +59,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::{
     api::Api,
-    fan::{FanCounters, FanShared, FanSpec, Progress},
+    fan::{FanCounters, FanNode, FanOutcome, FanShared, FanSpec, Progress},
+    nodes::HubUrls,
     poster::{PosterPlan, latency_histogram},
-    report::{Latency, Report},
+    report::{Latency, NodeReport, Report},
     scenario::Scenario,
 };
 
@@ -77,12 +86,25 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
     after_help = "Example:\n  TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --ttl 1h)\n  \
                   loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --games 10 --fans 1000 \
                   --rate 200 --duration 20s\n\n\
+                  Two nodes sharing Redis (events through :8080, fans on both nodes):\n  \
+                  loadtest --scenario two-nodes --url http://127.0.0.1:8080 \
+                  --fan-url ws://127.0.0.1:8080 --fan-url ws://127.0.0.1:8081 --token \"$TOKEN\"\n\n\
                   Exit codes: 0 correct, 1 a correctness counter is non-zero, 2 the run failed."
 )]
 struct Cli {
-    /// Base URL of a running hub (plain http; ws:// is derived from it).
+    /// Base URL of a running hub (plain http; ws:// is derived from it). Games
+    /// are created, events posted and states read here; fans connect here too
+    /// unless `--fan-url` is given.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+
+    /// Base URL of a hub node fans connect to (ws:// or http://), for a cluster
+    /// sharing Redis with `--url`. Repeat it to spread fans round-robin over
+    /// several nodes (include `--url`'s own to have fans there too). The report
+    /// then shows deliveries and latency per node, and each fan's final state
+    /// is checked against both `--url` and its own node.
+    #[arg(long = "fan-url", value_name = "URL")]
+    fan_urls: Vec<String>,
 
     /// Token allowed to write `<league>:*`, e.g. from
     /// `scorehub token --sub loadtest --games 'lt:*' --ttl 1h`.
@@ -154,7 +176,8 @@ struct Cli {
     )]
     smoke: bool,
 
-    /// Allow a hub that is not on this machine (loopback) as the target.
+    /// Allow hubs that are not on this machine (loopback) as targets, for
+    /// `--url` and every `--fan-url`.
     #[arg(long)]
     allow_remote: bool,
 }
@@ -164,10 +187,10 @@ struct Cli {
 struct Plan {
     /// Traffic shape.
     scenario: Scenario,
-    /// `http://host:port` of the hub.
-    base: String,
-    /// `ws://host:port` of the hub.
-    ws_base: String,
+    /// The hub games are created on and events posted to (`--url`).
+    scorekeeper: HubUrls,
+    /// The hubs fans are spread over, round-robin (`--fan-url`, or `--url`).
+    fan_nodes: Vec<HubUrls>,
     /// Bearer token.
     token: String,
     /// Game ids, `<league>:g1` ….
@@ -216,7 +239,15 @@ impl Plan {
                 cli.warmup,
             )
         };
-        let (base, ws_base) = hub_urls(&cli.url, cli.allow_remote)?;
+        let scorekeeper = nodes::scorekeeper_url(&cli.url, cli.allow_remote)?;
+        let fan_nodes = nodes::fan_nodes(&cli.fan_urls, &scorekeeper, cli.allow_remote)?;
+        ensure!(
+            !cli.scenario.needs_another_node() || fan_nodes.iter().any(|n| *n != scorekeeper),
+            "--scenario {} needs fans on another node than --url ({}): add --fan-url with the \
+             address of a second hub sharing its Redis, e.g. --fan-url ws://127.0.0.1:8081",
+            cli.scenario.name(),
+            scorekeeper.http
+        );
         ensure!(
             !cli.token.trim().is_empty(),
             "--token is empty: mint one with `scorehub token --sub loadtest --games '{}:*' --ttl 1h`",
@@ -266,14 +297,19 @@ impl Plan {
             "--connect-concurrency must be 1..=2000, got {}",
             cli.connect_concurrency
         );
+        ensure!(
+            fans >= fan_nodes.len(),
+            "--fans {fans} is fewer than the {} --fan-url nodes: every node needs a fan",
+            fan_nodes.len()
+        );
         check_open_files(fans)?;
         let game_ids: Arc<[String]> = (1..=games)
             .map(|n| format!("{}:g{n}", cli.league))
             .collect();
         Ok(Self {
             scenario: cli.scenario,
-            base,
-            ws_base,
+            scorekeeper,
+            fan_nodes,
             token: cli.token,
             game_ids,
             fans,
@@ -301,40 +337,6 @@ impl Plan {
             + self.duration
             + self.settle
     }
-}
-
-/// Checks and splits `--url` into the HTTP and WebSocket bases.
-fn hub_urls(url: &str, allow_remote: bool) -> Result<(String, String)> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
-    ensure!(
-        parsed.scheme() == "http",
-        "--url {url:?}: only http:// is supported (the load test speaks plain HTTP and ws://)"
-    );
-    ensure!(
-        parsed.query().is_none() && parsed.fragment().is_none(),
-        "--url {url:?}: give the base URL only, without ?query or #fragment"
-    );
-    let host = parsed
-        .host_str()
-        .with_context(|| format!("--url {url:?} has no host"))?;
-    if !allow_remote && !is_loopback(host) {
-        bail!(
-            "--url {url:?} is not on this machine; pass --allow-remote to load a remote hub \
-             (make sure you may)"
-        );
-    }
-    let base = parsed.as_str().trim_end_matches('/').to_string();
-    let ws_base = format!("ws{}", base.strip_prefix("http").unwrap_or(&base));
-    Ok((base, ws_base))
-}
-
-/// True for `localhost` and loopback IP addresses (`[::1]` included).
-fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// True for a league name as the contract defines it.
@@ -434,10 +436,17 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
         took: Duration::ZERO,
     };
     for index in 0..plan.fans {
-        let games = plan
-            .scenario
-            .fan_games(index, plan.game_ids.len(), plan.subs_per_fan);
-        let spec = FanSpec { index, games };
+        let placed = plan.scenario.place_fan(
+            index,
+            plan.fan_nodes.len(),
+            plan.game_ids.len(),
+            plan.subs_per_fan,
+        );
+        let spec = FanSpec {
+            index,
+            node: placed.node,
+            games: placed.games,
+        };
         let progress = Arc::new(Progress::new(spec.games.len()));
         fans.tasks.push(tokio::spawn(fan::run_fan(
             spec.clone(),
@@ -499,8 +508,21 @@ async fn sleep_unless_interrupted(
 
 /// Carries out one run.
 async fn run(plan: &Plan) -> Result<Report> {
-    let api = Api::new(&plan.base, &plan.token, plan.posters + CREATE_CONCURRENCY)?;
+    let api = Api::new(
+        &plan.scorekeeper.http,
+        &plan.token,
+        plan.posters + CREATE_CONCURRENCY,
+    )?;
     api.health().await?;
+    // Every fan node must answer before anything is created.
+    let node_apis = plan
+        .fan_nodes
+        .iter()
+        .map(|node| Api::new(&node.http, &plan.token, check::READ_CONCURRENCY))
+        .collect::<Result<Vec<_>>>()?;
+    for node_api in &node_apis {
+        node_api.health().await?;
+    }
     let mut interrupted = watch_interrupts();
 
     progress(format_args!(
@@ -513,16 +535,27 @@ async fn run(plan: &Plan) -> Result<Report> {
         .try_collect::<Vec<()>>()
         .await?;
 
+    let node_names: Vec<&str> = plan.fan_nodes.iter().map(|n| n.ws.as_str()).collect();
     progress(format_args!(
-        "connecting {} fans ({} at a time)",
-        plan.fans, plan.connect_concurrency
+        "connecting {} fans to {} ({} at a time)",
+        plan.fans,
+        node_names.join(", "),
+        plan.connect_concurrency
     ));
     let measuring = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(FanShared {
-        ws_base: plan.ws_base.clone(),
+        nodes: plan
+            .fan_nodes
+            .iter()
+            .map(|node| {
+                Ok(FanNode {
+                    ws_base: node.ws.clone(),
+                    latency: Mutex::new(latency_histogram()?),
+                })
+            })
+            .collect::<Result<_>>()?,
         game_ids: Arc::clone(&plan.game_ids),
         measuring: Arc::clone(&measuring),
-        latency: Mutex::new(latency_histogram()?),
         check_state: plan.check_state,
         connect_limit: Semaphore::new(plan.connect_concurrency),
     });
@@ -584,7 +617,14 @@ async fn run(plan: &Plan) -> Result<Report> {
     let first_connect_error = fans.first_error.clone();
     let connect_took = fans.took;
     let outcomes = fans.finish().await?;
-    let states = check::compare(&outcomes, &hub, &plan.game_ids);
+    let views = check::node_views(
+        &plan.fan_nodes,
+        &node_apis,
+        &plan.scorekeeper,
+        &plan.game_ids,
+    )
+    .await?;
+    let states = check::compare(&outcomes, &hub, &views, &plan.game_ids);
 
     let mut counters = FanCounters::default();
     let mut dropped = 0;
@@ -600,17 +640,11 @@ async fn run(plan: &Plan) -> Result<Report> {
             first_fan_problem.get_or_insert_with(|| format!("fan {}: {problem}", outcome.index));
         }
     }
-    let latency = {
-        let hist = shared
-            .latency
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Latency::from_micros(&hist)
-    };
     let secs = measured.as_secs_f64().max(f64::EPSILON);
+    let (nodes, latency) = by_node(plan, &shared, &outcomes, &states.mismatches_per_node, secs)?;
     let mut report = Report {
         scenario: plan.scenario,
-        url: plan.base.clone(),
+        url: plan.scorekeeper.http.clone(),
         games: plan.game_ids.len(),
         fans: plan.fans,
         subs_per_fan: plan.subs_per_fan,
@@ -635,6 +669,7 @@ async fn run(plan: &Plan) -> Result<Report> {
         snapshots: counters.snapshots,
         latency_ms: latency,
         clock_skew: counters.clock_skew,
+        nodes,
         gaps: counters.gaps,
         duplicates: counters.duplicates,
         out_of_order: counters.out_of_order,
@@ -653,6 +688,50 @@ async fn run(plan: &Plan) -> Result<Report> {
     };
     report.judge();
     Ok(report)
+}
+
+/// The per-node breakdown (fan node order), and the delivery latency over all
+/// nodes. `mismatches[n]` is node `n`'s count of state mismatches; rates are
+/// per `secs` of measuring.
+fn by_node(
+    plan: &Plan,
+    shared: &FanShared,
+    outcomes: &[FanOutcome],
+    mismatches: &[u64],
+    secs: f64,
+) -> Result<(Vec<NodeReport>, Latency)> {
+    let mut all = latency_histogram()?;
+    let mut nodes = Vec::with_capacity(plan.fan_nodes.len());
+    for (index, (urls, node)) in plan.fan_nodes.iter().zip(&shared.nodes).enumerate() {
+        // Every fan task has ended, so nobody else holds the lock; a poisoned
+        // one only means a fan panicked mid-record.
+        let hist = node
+            .latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.add(&*hist)
+            .context("merging the nodes' latency histograms")?;
+        nodes.push(NodeReport {
+            url: urls.ws.clone(),
+            http: urls.http.clone(),
+            scorekeeper: *urls == plan.scorekeeper,
+            latency_ms: Latency::from_micros(&hist),
+            state_mismatches: mismatches.get(index).copied().unwrap_or(0),
+            ..NodeReport::default()
+        });
+    }
+    for outcome in outcomes {
+        if let Some(node) = nodes.get_mut(outcome.node) {
+            node.fans += 1;
+            node.fans_connected += u64::from(outcome.connect_error.is_none());
+            node.fans_dropped += u64::from(outcome.dropped.is_some());
+            node.deliveries += outcome.counters.deliveries;
+        }
+    }
+    for node in &mut nodes {
+        node.deliveries_per_s = node.deliveries as f64 / secs;
+    }
+    Ok((nodes, Latency::from_micros(&all)))
 }
 
 /// Parses the command line, runs within the hard time bound, prints the report.
@@ -715,24 +794,105 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{hub_urls, is_loopback, valid_league};
+    use super::{Cli, Plan, valid_league};
+    use crate::{nodes::HubUrls, scenario::Scenario};
+    use clap::Parser;
 
-    #[test]
-    fn only_loopback_hubs_unless_allowed() {
-        assert!(is_loopback("127.0.0.1"));
-        assert!(is_loopback("[::1]"));
-        assert!(is_loopback("localhost"));
-        assert!(!is_loopback("10.0.0.1"));
-        assert!(hub_urls("http://example.com:8080", false).is_err());
-        assert!(hub_urls("http://example.com:8080", true).is_ok());
-        assert!(hub_urls("https://127.0.0.1:8080", false).is_err());
+    /// A plan from these arguments after `--token t` (and `--fans 10` unless
+    /// they say how many).
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        let mut argv = vec!["loadtest", "--token", "t"];
+        if !args.contains(&"--fans") {
+            argv.extend(["--fans", "10"]);
+        }
+        argv.extend_from_slice(args);
+        Plan::from_cli(Cli::try_parse_from(argv)?)
+    }
+
+    fn hub(port: u16) -> HubUrls {
+        HubUrls {
+            http: format!("http://127.0.0.1:{port}"),
+            ws: format!("ws://127.0.0.1:{port}"),
+        }
     }
 
     #[test]
-    fn websocket_base_follows_the_http_base() {
-        let (base, ws) = hub_urls("http://127.0.0.1:8080/", false).expect("valid");
-        assert_eq!(base, "http://127.0.0.1:8080");
-        assert_eq!(ws, "ws://127.0.0.1:8080");
+    fn without_fan_urls_fans_go_to_the_url() {
+        let plan = plan(&["--url", "http://127.0.0.1:9000/"]).expect("valid");
+        assert_eq!(plan.scorekeeper, hub(9000));
+        assert_eq!(plan.fan_nodes, [hub(9000)]);
+        assert_eq!(plan.scenario, Scenario::Steady);
+    }
+
+    #[test]
+    fn fan_urls_repeat_and_keep_the_scorekeeper_apart() {
+        let plan = plan(&[
+            "--url",
+            "http://127.0.0.1:9000",
+            "--fan-url",
+            "ws://127.0.0.1:9000",
+            "--fan-url",
+            "ws://127.0.0.1:9001",
+            "--scenario",
+            "two-nodes",
+        ])
+        .expect("valid");
+        assert_eq!(plan.scorekeeper, hub(9000));
+        assert_eq!(plan.fan_nodes, [hub(9000), hub(9001)]);
+        assert_eq!(plan.scenario, Scenario::TwoNodes);
+    }
+
+    #[test]
+    fn two_nodes_needs_a_fan_url_on_another_node() {
+        for args in [
+            &["--scenario", "two-nodes"][..],
+            &[
+                "--scenario",
+                "two-nodes",
+                "--url",
+                "http://127.0.0.1:9000",
+                "--fan-url",
+                "ws://127.0.0.1:9000/",
+            ],
+        ] {
+            let err = plan(args).expect_err("one node only");
+            let text = err.to_string();
+            assert!(
+                text.contains("--scenario two-nodes needs fans on another node"),
+                "{text}"
+            );
+            assert!(text.contains("--fan-url"), "{text}");
+        }
+        assert!(
+            plan(&[
+                "--scenario",
+                "two-nodes",
+                "--fan-url",
+                "ws://127.0.0.1:8081"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn every_url_follows_the_loopback_rule() {
+        let remote_fan = ["--fan-url", "ws://192.0.2.7:8080"];
+        let err = plan(&remote_fan).expect_err("remote fan node");
+        assert!(err.to_string().contains("--allow-remote"), "{err}");
+        let mut allowed = remote_fan.to_vec();
+        allowed.push("--allow-remote");
+        assert!(plan(&allowed).is_ok());
+        assert!(plan(&["--url", "http://192.0.2.7:8080"]).is_err());
+    }
+
+    #[test]
+    fn every_fan_node_needs_a_fan() {
+        let mut args = vec!["--fans", "2"];
+        for url in ["ws://127.0.0.1:1", "ws://127.0.0.1:2", "ws://127.0.0.1:3"] {
+            args.extend(["--fan-url", url]);
+        }
+        let err = plan(&args).expect_err("3 nodes, 2 fans");
+        assert!(err.to_string().contains("every node needs a fan"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::scenario::Scenario;
 
@@ -55,12 +55,68 @@ impl Latency {
     }
 }
 
+/// What the fans of one node measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct NodeReport {
+    /// The node's WebSocket base (the key of this entry in JSON).
+    #[serde(skip)]
+    pub(crate) url: String,
+    /// Where its states were read for the final check.
+    pub(crate) http: String,
+    /// The node is `--url`, where events are posted.
+    pub(crate) scorekeeper: bool,
+    /// Fans placed on this node.
+    pub(crate) fans: usize,
+    /// Of those, connected.
+    pub(crate) fans_connected: u64,
+    /// Of those, dropped before the run stopped them.
+    pub(crate) fans_dropped: u64,
+    /// Diff frames its fans received while measuring.
+    pub(crate) deliveries: u64,
+    /// Deliveries per second.
+    pub(crate) deliveries_per_s: f64,
+    /// Ingest-to-fan latency of its fans, ms (same definition as the total).
+    pub(crate) latency_ms: Latency,
+    /// (fan, game) pairs of its fans that differ from `--url` or this node.
+    pub(crate) state_mismatches: u64,
+}
+
+impl NodeReport {
+    /// One line for the table.
+    fn line(&self) -> String {
+        format!(
+            "{} ({}): {} fans ({} connected, {} dropped), {} diffs ({:.1}/s), {} state mismatches",
+            self.url,
+            if self.scorekeeper {
+                "the --url node"
+            } else {
+                "another node"
+            },
+            self.fans,
+            self.fans_connected,
+            self.fans_dropped,
+            self.deliveries,
+            self.deliveries_per_s,
+            self.state_mismatches
+        )
+    }
+}
+
+/// Writes the nodes as one JSON object keyed by their URL, in run order.
+fn nodes_by_url<S: Serializer>(nodes: &[NodeReport], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(nodes.len()))?;
+    for node in nodes {
+        map.serialize_entry(&node.url, node)?;
+    }
+    map.end()
+}
+
 /// Everything a run measured. Rates are per second of the measured window.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(crate) struct Report {
     /// The traffic shape.
     pub(crate) scenario: Scenario,
-    /// The hub's base URL.
+    /// The base URL of the hub games are created on and events posted to.
     pub(crate) url: String,
     /// Games created.
     pub(crate) games: usize,
@@ -114,6 +170,10 @@ pub(crate) struct Report {
     pub(crate) latency_ms: Latency,
     /// Diffs stamped in the future by the local clock (hub on another clock).
     pub(crate) clock_skew: u64,
+    /// Fans, deliveries and latency per node fans connect to, keyed by the
+    /// node's `ws://` base (just `--url`'s without `--fan-url`).
+    #[serde(serialize_with = "nodes_by_url")]
+    pub(crate) nodes: Vec<NodeReport>,
 
     /// Diffs that skipped sequence numbers.
     pub(crate) gaps: u64,
@@ -125,9 +185,10 @@ pub(crate) struct Report {
     pub(crate) diffs_without_snapshot: u64,
     /// Frames not of the contract's shapes.
     pub(crate) bad_frames: u64,
-    /// (fan, game) pairs compared with `GET /v1/games/{id}` at the end.
+    /// (fan, game) pairs compared with `GET /v1/games/{id}` at the end, on
+    /// `--url` and on the fan's own node.
     pub(crate) states_checked: u64,
-    /// Of those, different from the hub's state.
+    /// Of those, different from either hub state.
     pub(crate) state_mismatches: u64,
     /// Every fan had caught up with the hub's last seq before the comparison.
     pub(crate) caught_up: bool,
@@ -169,8 +230,8 @@ impl Report {
             (
                 "run",
                 format!(
-                    "{:?} against {}: {} games, {} fans x {} sub(s), {:.0} events/s target",
-                    self.scenario,
+                    "{} against {}: {} games, {} fans x {} sub(s), {:.0} events/s target",
+                    self.scenario.name(),
                     self.url,
                     self.games,
                     self.fans,
@@ -218,6 +279,16 @@ impl Report {
                 ),
             ),
             ("latency ms", self.latency_ms.line()),
+        ];
+        // Fans only on `--url`: the totals above say it all.
+        let only_url = matches!(self.nodes.as_slice(), [node] if node.scorekeeper);
+        if !only_url {
+            for node in &self.nodes {
+                rows.push(("node", node.line()));
+                rows.push(("  latency ms", node.latency_ms.line()));
+            }
+        }
+        rows.extend([
             (
                 "sequence",
                 format!(
@@ -243,7 +314,7 @@ impl Report {
                     self.catch_up_s
                 ),
             ),
-        ];
+        ]);
         if self.clock_skew > 0 {
             rows.push((
                 "clock skew",
@@ -287,8 +358,8 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::Latency;
-    use crate::poster::latency_histogram;
+    use super::{Latency, NodeReport, Report};
+    use crate::{poster::latency_histogram, scenario::Scenario};
 
     #[test]
     fn latency_is_reported_in_milliseconds() {
@@ -300,5 +371,74 @@ mod tests {
         assert_eq!(summary.count, 4);
         assert!((summary.p50 - 2.0).abs() < 0.01, "p50 {}", summary.p50);
         assert!((summary.max - 4.0).abs() < 0.01, "max {}", summary.max);
+    }
+
+    fn node(port: u16, scorekeeper: bool, p50: f64) -> NodeReport {
+        NodeReport {
+            url: format!("ws://127.0.0.1:{port}"),
+            http: format!("http://127.0.0.1:{port}"),
+            scorekeeper,
+            fans: 5,
+            fans_connected: 5,
+            deliveries: 100,
+            latency_ms: Latency {
+                count: 100,
+                p50,
+                p99: 2.0 * p50,
+                ..Latency::default()
+            },
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn nodes_are_keyed_by_their_url_in_json_and_listed_in_the_table() {
+        let report = Report {
+            scenario: Scenario::TwoNodes,
+            url: "http://127.0.0.1:9000".into(),
+            nodes: vec![node(9000, true, 1.5), node(8081, false, 3.25)],
+            ..Report::default()
+        };
+        let json = serde_json::to_value(&report).expect("encodes");
+        assert_eq!(json["scenario"], "two-nodes");
+        let nodes = json["nodes"].as_object().expect("an object keyed by URL");
+        let mut keys: Vec<&String> = nodes.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["ws://127.0.0.1:8081", "ws://127.0.0.1:9000"]);
+        let text = serde_json::to_string(&report).expect("encodes");
+        let first = text.find("\"ws://127.0.0.1:9000\"");
+        assert!(first.is_some() && first < text.find("\"ws://127.0.0.1:8081\""));
+        let other = &nodes["ws://127.0.0.1:8081"];
+        assert_eq!(other["scorekeeper"], false);
+        assert_eq!(other["http"], "http://127.0.0.1:8081");
+        assert_eq!(other["deliveries"], 100);
+        assert_eq!(other["latency_ms"]["p50"], 3.25);
+        assert_eq!(other["latency_ms"]["p99"], 6.5);
+        for key in ["p999", "max"] {
+            assert!(other["latency_ms"].get(key).is_some(), "{key}");
+        }
+
+        let table = report.table();
+        assert!(
+            table.contains("two-nodes against http://127.0.0.1:9000"),
+            "{table}"
+        );
+        let scorekeeper = table.find("ws://127.0.0.1:9000 (the --url node)");
+        let other = table.find("ws://127.0.0.1:8081 (another node)");
+        assert!(scorekeeper.is_some() && other.is_some(), "{table}");
+        assert!(scorekeeper < other, "run order kept: {table}");
+        assert!(table.contains("p50 3.25"), "{table}");
+    }
+
+    #[test]
+    fn fans_only_on_the_url_add_no_node_rows() {
+        let report = Report {
+            url: "http://127.0.0.1:9000".into(),
+            nodes: vec![node(9000, true, 1.5)],
+            ..Report::default()
+        };
+        assert!(!report.table().contains("ws://"), "{}", report.table());
+        let json = serde_json::to_value(&report).expect("encodes");
+        assert!(json["nodes"]["ws://127.0.0.1:9000"].is_object());
     }
 }

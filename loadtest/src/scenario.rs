@@ -1,39 +1,104 @@
-//! Scenarios: who follows which game, and which game each posted event goes to.
+//! Scenarios: who follows which game on which node, and which game each posted
+//! event goes to.
 //!
 //! The orchestration in `main.rs` is the same for every scenario; a scenario
 //! only decides the shape of the traffic. New shapes (one hot game, many quiet
-//! games, fans churning, two nodes) become new variants here.
+//! games, fans churning) become new variants here.
 
 use clap::ValueEnum;
 use serde::Serialize;
 
 /// The shape of the traffic a run generates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Scenario {
     /// Fans spread round-robin over the games, each following `--subs-per-fan`
-    /// consecutive games; events spread evenly over all games at a constant rate.
+    /// consecutive games (and round-robin over the `--fan-url` nodes, if any);
+    /// events spread evenly over all games at a constant rate.
+    #[default]
     Steady,
+    /// Steady traffic across a cluster: events go to `--url`, fans sit on the
+    /// `--fan-url` nodes, at least one of which must be another node, so the
+    /// report shows ingest-to-fan latency through the shared Redis.
+    TwoNodes,
+}
+
+/// Where one fan connects and what it follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// Index of the fan's node, in `--fan-url` order.
+    pub(crate) node: usize,
+    /// Indexes of the games it subscribes to, all distinct.
+    pub(crate) games: Vec<usize>,
 }
 
 impl Scenario {
-    /// The indexes of the games fan number `fan` subscribes to, out of `games`
-    /// games, `per_fan` of them (at most `games`, all distinct).
-    pub(crate) fn fan_games(self, fan: usize, games: usize, per_fan: usize) -> Vec<usize> {
+    /// The name as given to `--scenario`.
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Scenario::Steady => (0..per_fan.min(games)).map(|k| (fan + k) % games).collect(),
+            Scenario::Steady => "steady",
+            Scenario::TwoNodes => "two-nodes",
+        }
+    }
+
+    /// True when the scenario makes sense only with fans on another node than
+    /// the one events are posted to.
+    pub(crate) fn needs_another_node(self) -> bool {
+        match self {
+            Scenario::Steady => false,
+            Scenario::TwoNodes => true,
+        }
+    }
+
+    /// Places fan number `fan` on one of `nodes` nodes, following `per_fan` of
+    /// `games` games (at most `games`, all distinct).
+    ///
+    /// Nodes are taken round-robin (`fan % nodes`). The first game is the fan's
+    /// number too, shifted by one game after every `lcm(nodes, games)` fans
+    /// while nodes and games share a factor: otherwise, with say 2 nodes and 10
+    /// games, node 0 would only ever follow even games, and no game would be
+    /// watched from both nodes. With one node the placement is plain
+    /// round-robin over the games.
+    pub(crate) fn place_fan(
+        self,
+        fan: usize,
+        nodes: usize,
+        games: usize,
+        per_fan: usize,
+    ) -> Placement {
+        match self {
+            Scenario::Steady | Scenario::TwoNodes => {
+                let (nodes, games) = (nodes.max(1), games.max(1));
+                let common = gcd(nodes, games);
+                let lcm = nodes / common * games;
+                let first = fan + (fan / lcm) % common;
+                Placement {
+                    node: fan % nodes,
+                    games: (0..per_fan.min(games))
+                        .map(|k| (first + k) % games)
+                        .collect(),
+                }
+            }
         }
     }
 
     /// The index of the game the `n`th posted event (counting from 0) goes to.
     pub(crate) fn event_game(self, n: u64, games: usize) -> usize {
         match self {
-            Scenario::Steady => {
+            Scenario::Steady | Scenario::TwoNodes => {
                 let games = u64::try_from(games.max(1)).unwrap_or(u64::MAX);
                 usize::try_from(n % games).unwrap_or(0)
             }
         }
     }
+}
+
+/// Greatest common divisor (Euclid); `gcd(a, 0) == a`.
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 #[cfg(test)]
@@ -45,10 +110,11 @@ mod tests {
         let games = 4;
         let mut followers = [0usize; 4];
         for fan in 0..40 {
-            let subs = Scenario::Steady.fan_games(fan, games, 2);
-            assert_eq!(subs.len(), 2);
-            assert_ne!(subs[0], subs[1]);
-            for g in subs {
+            let placed = Scenario::Steady.place_fan(fan, 1, games, 2);
+            assert_eq!(placed.node, 0);
+            assert_eq!(placed.games.len(), 2);
+            assert_ne!(placed.games[0], placed.games[1]);
+            for g in placed.games {
                 followers[g] += 1;
             }
         }
@@ -56,8 +122,70 @@ mod tests {
     }
 
     #[test]
+    fn one_node_places_fans_round_robin_over_games() {
+        for fan in 0..50 {
+            let placed = Scenario::Steady.place_fan(fan, 1, 7, 3);
+            let expected: Vec<usize> = (0..3).map(|k| (fan + k) % 7).collect();
+            assert_eq!(placed.games, expected, "fan {fan}");
+        }
+    }
+
+    /// Every (node, game) pair is followed by the same number of fans, and
+    /// every node gets the same number of fans, for these many fans.
+    fn assert_even(nodes: usize, games: usize, fans: usize) {
+        let mut per_pair = vec![vec![0usize; games]; nodes];
+        let mut per_node = vec![0usize; nodes];
+        for fan in 0..fans {
+            let placed = Scenario::TwoNodes.place_fan(fan, nodes, games, 1);
+            assert_eq!(placed.node, fan % nodes, "round-robin over nodes");
+            per_node[placed.node] += 1;
+            per_pair[placed.node][placed.games[0]] += 1;
+        }
+        assert!(per_node.iter().all(|&n| n == fans / nodes), "{per_node:?}");
+        let each = fans / (nodes * games);
+        assert!(
+            per_pair.iter().flatten().all(|&n| n == each),
+            "{nodes} nodes, {games} games, {fans} fans: {per_pair:?}"
+        );
+    }
+
+    #[test]
+    fn every_game_is_followed_from_every_node() {
+        assert_even(2, 10, 20); // shared factor: shifted
+        assert_even(2, 4, 40);
+        assert_even(3, 6, 36);
+        assert_even(2, 3, 12); // coprime: round-robin covers every pair
+        assert_even(4, 1, 8);
+        assert_even(3, 3, 9);
+    }
+
+    #[test]
+    fn few_fans_still_cover_every_game() {
+        let mut followed = [false; 10];
+        for fan in 0..10 {
+            followed[Scenario::TwoNodes.place_fan(fan, 2, 10, 1).games[0]] = true;
+        }
+        assert!(followed.iter().all(|&f| f), "{followed:?}");
+    }
+
+    #[test]
     fn steady_spreads_events_round_robin() {
         let picked: Vec<usize> = (0..6).map(|n| Scenario::Steady.event_game(n, 3)).collect();
         assert_eq!(picked, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn only_two_nodes_needs_another_node() {
+        assert!(!Scenario::Steady.needs_another_node());
+        assert!(Scenario::TwoNodes.needs_another_node());
+    }
+
+    #[test]
+    fn names_are_the_command_line_values() {
+        use clap::ValueEnum;
+        for scenario in Scenario::value_variants() {
+            let value = scenario.to_possible_value().expect("no skipped variants");
+            assert_eq!(scenario.name(), value.get_name());
+        }
     }
 }
