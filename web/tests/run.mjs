@@ -7,7 +7,7 @@
 //                                      and `cargo build -p scorehub`)
 //
 // Environment:
-//   SCOREHUB_BIN   the hub binary (default: target/debug/scorehub)
+//   HUB_BIN   the hub binary (default: target/debug/scorehub)
 //   CHROMIUM       the browser (default: /usr/bin/chromium)
 //   KEEP_TMP=1     keep the temp dir (hub storage, browser profile, logs)
 //
@@ -27,7 +27,7 @@ import { chromium } from 'playwright-core';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
-const BIN = resolve(process.env.SCOREHUB_BIN ?? join(ROOT, 'target/debug/scorehub'));
+const BIN = resolve(process.env.HUB_BIN ?? join(ROOT, 'target/debug/scorehub'));
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = join(HERE, 'screenshots');
 const TEST_TIMEOUT_MS = 90_000;
@@ -40,7 +40,7 @@ function fail(msg) {
 }
 
 if (!existsSync(BIN)) {
-  fail(`no hub binary at ${BIN}: run \`cargo build -p scorehub\` first, or set SCOREHUB_BIN`);
+  fail(`no hub binary at ${BIN}: run \`cargo build -p scorehub\` first, or set HUB_BIN`);
 }
 if (!existsSync(CHROMIUM)) {
   fail(`no browser at ${CHROMIUM}: install Debian's chromium (apt-get install -y --no-install-recommends chromium) or set CHROMIUM`);
@@ -48,7 +48,7 @@ if (!existsSync(CHROMIUM)) {
 
 const TMP = mkdtempSync(join(tmpdir(), 'scorehub-web-'));
 // The hub's environment: ours, minus every inherited SCOREHUB_* variable (the
-// hub refuses unknown ones, such as SCOREHUB_BIN, and a stray config key would
+// hub refuses unknown ones, and a stray config key would
 // change what is tested).
 const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SCOREHUB_')));
 Object.assign(ENV, {
