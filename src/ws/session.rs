@@ -48,6 +48,11 @@ use crate::server::AppState;
 /// writes everything, so this only bounds memory between flushes.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Bytes tungstenite reserves to read client frames. Fans send little (a few
+/// control messages), so a small buffer keeps idle connections cheap; larger
+/// messages (up to `ws.max_message_bytes`) still arrive, in several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Longest wait for the closing handshake (our close frame out, the client's
 /// reply in) once a session has decided to end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -106,6 +111,7 @@ pub async fn ws_handler(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             let conn_id = state.next_conn_id();
             let span = tracing::info_span!("ws", conn_id, peer = %addr);

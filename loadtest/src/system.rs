@@ -1,0 +1,272 @@
+//! What the load test asks of Linux about processes: the open-file limit
+//! (raised to the hard limit at start, since every fan is one open socket),
+//! and a process's CPU time and resident memory, read from `/proc`.
+//!
+//! The hub's CPU-seconds and RSS are read from outside the hub, the way an
+//! operator would read them, so the figures do not depend on the hub reporting
+//! itself honestly. A [`Meter`] takes the samples at the run's phases and turns
+//! them into [`ProcessReport`]s.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The open-file limit before and after [`raise_fd_limit`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct FdLimit {
+    /// The soft limit the process started with (`None` = unlimited).
+    pub(crate) before: Option<u64>,
+    /// The soft limit now.
+    pub(crate) soft: Option<u64>,
+    /// The hard limit (the soft limit can go no higher).
+    pub(crate) hard: Option<u64>,
+    /// Why raising failed, if it did.
+    pub(crate) error: Option<String>,
+}
+
+/// Raises this process's soft open-file limit to its hard limit. Child
+/// processes (a hub started with `--hub-bin`) inherit the raised limit.
+pub(crate) fn raise_fd_limit() -> FdLimit {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let mut limit = FdLimit {
+        before: now.current,
+        soft: now.current,
+        hard: now.maximum,
+        error: None,
+    };
+    if now.current != now.maximum {
+        let raised = rustix::process::Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.soft = getrlimit(Resource::Nofile).current,
+            Err(e) => limit.error = Some(format!("setrlimit(RLIMIT_NOFILE): {e}")),
+        }
+    }
+    limit
+}
+
+/// Clock ticks per second, the unit of CPU time in `/proc/<pid>/stat`
+/// (`sysconf(_SC_CLK_TCK)`, read from the kernel's auxiliary vector).
+pub(crate) fn ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second().max(1)
+}
+
+/// User plus system CPU time of process `pid` so far, in clock ticks
+/// (fields 14 and 15 of `/proc/<pid>/stat`).
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&text).with_context(|| format!("{path} has no utime/stime fields: {text}"))
+}
+
+/// `utime + stime` from the text of a `/proc/<pid>/stat` file. The command
+/// name (field 2) is in parentheses and may hold spaces, so fields are counted
+/// from the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // After the name come field 3 (state) onwards: utime is field 14, stime 15.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_rss(&text).with_context(|| format!("{path} has no VmRSS line"))
+}
+
+/// `VmRSS` (in kB in the file) as bytes.
+fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// What a watched process is, for sums in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ProcessKind {
+    /// A scorehub node.
+    Hub,
+    /// The redis-server a cluster shares.
+    Redis,
+    /// This load generator.
+    Loadtest,
+}
+
+/// The phases at which resident memory is sampled.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Phase {
+    /// Games created, no fan connected yet.
+    Before,
+    /// Every fan connected, subscribed and idle (no event posted yet).
+    Idle,
+    /// After the measured window, fans still connected.
+    End,
+}
+
+/// One watched process and its samples.
+#[derive(Debug)]
+struct Watched {
+    /// Name in the report, e.g. `hub 1 (scorekeeper)`.
+    role: String,
+    /// What it is.
+    kind: ProcessKind,
+    /// Its process id.
+    pid: u32,
+    /// RSS per [`Phase`], in bytes.
+    rss: [Option<u64>; 3],
+    /// CPU ticks at the start and the end of the measured window.
+    cpu: [Option<u64>; 2],
+    /// The first sample that could not be read.
+    problem: Option<String>,
+}
+
+/// Samples CPU time and RSS of a few processes at the run's phases.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    /// The processes, in report order.
+    watched: Vec<Watched>,
+}
+
+/// What was measured of one process.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ProcessReport {
+    /// Its name in the report.
+    pub(crate) role: String,
+    /// What it is.
+    pub(crate) kind: ProcessKind,
+    /// Its process id.
+    pub(crate) pid: u32,
+    /// CPU-seconds (user + system) used during the measured window.
+    pub(crate) cpu_s: Option<f64>,
+    /// `cpu_s` per second of the window: 1.0 is one core kept busy.
+    pub(crate) cores: Option<f64>,
+    /// RSS before any fan connected, bytes.
+    pub(crate) rss_before_bytes: Option<u64>,
+    /// RSS with every fan connected and idle, bytes.
+    pub(crate) rss_idle_bytes: Option<u64>,
+    /// RSS after the measured window, bytes.
+    pub(crate) rss_end_bytes: Option<u64>,
+    /// The first sample that could not be read (the process may have died).
+    pub(crate) problem: Option<String>,
+}
+
+impl Meter {
+    /// A meter for these processes: `(role, kind, pid)`.
+    pub(crate) fn new(processes: impl IntoIterator<Item = (String, ProcessKind, u32)>) -> Self {
+        Self {
+            watched: processes
+                .into_iter()
+                .map(|(role, kind, pid)| Watched {
+                    role,
+                    kind,
+                    pid,
+                    rss: [None; 3],
+                    cpu: [None; 2],
+                    problem: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// True when a process of `kind` is watched.
+    pub(crate) fn watches(&self, kind: ProcessKind) -> bool {
+        self.watched.iter().any(|w| w.kind == kind)
+    }
+
+    /// Samples every process's RSS for `phase`.
+    pub(crate) fn sample_rss(&mut self, phase: Phase) {
+        for w in &mut self.watched {
+            match rss_bytes(w.pid) {
+                Ok(bytes) => w.rss[phase as usize] = Some(bytes),
+                Err(e) => {
+                    w.problem.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    /// Samples every process's CPU time at the start (`end == false`) or the
+    /// end of the measured window.
+    pub(crate) fn sample_cpu(&mut self, end: bool) {
+        for w in &mut self.watched {
+            match cpu_ticks(w.pid) {
+                Ok(ticks) => w.cpu[usize::from(end)] = Some(ticks),
+                Err(e) => {
+                    w.problem.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    }
+
+    /// The measurements, with CPU ticks turned into seconds over a window of
+    /// `window_s` seconds.
+    pub(crate) fn reports(&self, window_s: f64) -> Vec<ProcessReport> {
+        let ticks = ticks_per_second() as f64;
+        self.watched
+            .iter()
+            .map(|w| {
+                let cpu_s = match w.cpu {
+                    [Some(start), Some(end)] => Some(end.saturating_sub(start) as f64 / ticks),
+                    _ => None,
+                };
+                ProcessReport {
+                    role: w.role.clone(),
+                    kind: w.kind,
+                    pid: w.pid,
+                    cpu_s,
+                    cores: cpu_s.map(|s| s / window_s.max(f64::EPSILON)),
+                    rss_before_bytes: w.rss[Phase::Before as usize],
+                    rss_idle_bytes: w.rss[Phase::Idle as usize],
+                    rss_end_bytes: w.rss[Phase::End as usize],
+                    problem: w.problem.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Meter, Phase, ProcessKind, parse_cpu_ticks, parse_rss};
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        // A command name with spaces and parentheses must not shift the fields.
+        let stat = "4242 (score hub) (x)) S 1 4242 4242 0 -1 4194560 1069 0 0 0 \
+                    1234 567 0 0 20 0 9 0 12345 1000000 2000 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn rss_is_read_in_bytes() {
+        let status = "Name:\tscorehub\nVmPeak:\t  900 kB\nVmRSS:\t   32576 kB\nThreads:\t3\n";
+        assert_eq!(parse_rss(status), Some(32_576 * 1024));
+        assert_eq!(parse_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_can_be_measured() {
+        let mut meter = Meter::new([(
+            "loadtest".to_string(),
+            ProcessKind::Loadtest,
+            std::process::id(),
+        )]);
+        meter.sample_rss(Phase::Before);
+        meter.sample_cpu(false);
+        meter.sample_cpu(true);
+        let report = &meter.reports(1.0)[0];
+        assert!(report.rss_before_bytes.is_some_and(|b| b > 0), "{report:?}");
+        assert!(report.cpu_s.is_some(), "{report:?}");
+        assert!(report.problem.is_none(), "{report:?}");
+        assert!(meter.watches(ProcessKind::Loadtest));
+        assert!(!meter.watches(ProcessKind::Hub));
+    }
+}
