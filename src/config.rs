@@ -59,6 +59,8 @@ pub struct Config {
     pub ws: WsConfig,
     /// `[games]`: per-game actor sizing.
     pub games: GamesConfig,
+    /// `[limits]`: abuse limits: per-token and per-address rates, the connection cap.
+    pub limits: LimitsConfig,
 }
 
 /// `[http]`: the HTTP + WebSocket listener.
@@ -218,6 +220,9 @@ pub struct WsConfig {
     pub message_burst: u32,
     /// A socket write taking longer than this drops the connection. Default 10 s.
     pub write_timeout: Duration,
+    /// A fan whose queue stays conflated (it cannot keep up) this long is
+    /// disconnected with close code 1008. Default 30 s.
+    pub stuck_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -232,6 +237,7 @@ impl Default for WsConfig {
             messages_per_second: 20,
             message_burst: 60,
             write_timeout: Duration::from_secs(10),
+            stuck_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -254,6 +260,47 @@ impl Default for GamesConfig {
             history: 1000,
             mailbox: 1024,
             idle_unload: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[limits]`: abuse limits.
+///
+/// Scorekeeper writes are limited per token `sub` (one event costs one, a
+/// batch of N costs N, creating a game costs one); new WebSocket connections
+/// per client address; open WebSocket connections in total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Sustained events per second one token `sub` may post. Default 200.
+    pub events_per_second: u32,
+    /// Events one token may post at once above the sustained rate; also the
+    /// largest batch that can be accepted. Default 500 (a full batch).
+    pub events_burst: u32,
+    /// Whether `admin`-scope tokens (the operator's own tools: console, load
+    /// test) skip the per-token limit. Default `true`.
+    pub exempt_admin: bool,
+    /// Sustained new WebSocket connections per second from one client address
+    /// (IPv4 address, or IPv6 /64). Default 20.
+    pub ws_connects_per_ip_per_second: u32,
+    /// New WebSocket connections one address may open at once above the rate. Default 100.
+    pub ws_connect_burst: u32,
+    /// Whether loopback peers (127.0.0.0/8, ::1) skip the per-address limit:
+    /// a reverse proxy on the same host, or the load test. Default `true`.
+    pub exempt_loopback: bool,
+    /// Most WebSocket connections open at once; further upgrades get 503. Default 50000.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            events_per_second: 200,
+            events_burst: 500,
+            exempt_admin: true,
+            ws_connects_per_ip_per_second: 20,
+            ws_connect_burst: 100,
+            exempt_loopback: true,
+            max_connections: 50_000,
         }
     }
 }
@@ -522,6 +569,7 @@ struct RawConfig {
     log: RawLog,
     ws: RawWs,
     games: RawGames,
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -584,6 +632,7 @@ struct RawWs {
     messages_per_second: Option<u32>,
     message_burst: Option<u32>,
     write_timeout: Option<RawDuration>,
+    stuck_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -592,6 +641,18 @@ struct RawGames {
     history: Option<usize>,
     mailbox: Option<usize>,
     idle_unload: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLimits {
+    events_per_second: Option<u32>,
+    events_burst: Option<u32>,
+    exempt_admin: Option<bool>,
+    ws_connects_per_ip_per_second: Option<u32>,
+    ws_connect_burst: Option<u32>,
+    exempt_loopback: Option<bool>,
+    max_connections: Option<usize>,
 }
 
 /// A duration as written (`"20s"`); parsed in stage 2. Its own type only so a
@@ -730,6 +791,7 @@ impl RawConfig {
             log,
             ws,
             games,
+            limits,
         } = self;
 
         let http = HttpConfig {
@@ -811,6 +873,7 @@ impl RawConfig {
             )?,
             message_burst: positive("ws.message_burst", ws.message_burst, b.message_burst)?,
             write_timeout: duration("ws.write_timeout", ws.write_timeout, b.write_timeout)?,
+            stuck_timeout: duration("ws.stuck_timeout", ws.stuck_timeout, b.stuck_timeout)?,
         };
         if ws.idle_timeout <= ws.ping_interval {
             return Err(ConfigError::at(
@@ -834,6 +897,33 @@ impl RawConfig {
             )?,
         };
 
+        let b = &base.limits;
+        let limits = LimitsConfig {
+            events_per_second: positive(
+                "limits.events_per_second",
+                limits.events_per_second,
+                b.events_per_second,
+            )?,
+            events_burst: positive("limits.events_burst", limits.events_burst, b.events_burst)?,
+            exempt_admin: limits.exempt_admin.unwrap_or(b.exempt_admin),
+            ws_connects_per_ip_per_second: positive(
+                "limits.ws_connects_per_ip_per_second",
+                limits.ws_connects_per_ip_per_second,
+                b.ws_connects_per_ip_per_second,
+            )?,
+            ws_connect_burst: positive(
+                "limits.ws_connect_burst",
+                limits.ws_connect_burst,
+                b.ws_connect_burst,
+            )?,
+            exempt_loopback: limits.exempt_loopback.unwrap_or(b.exempt_loopback),
+            max_connections: positive(
+                "limits.max_connections",
+                limits.max_connections,
+                b.max_connections,
+            )?,
+        };
+
         Ok(Config {
             http,
             auth,
@@ -842,6 +932,7 @@ impl RawConfig {
             log,
             ws,
             games,
+            limits,
         })
     }
 }
@@ -1007,11 +1098,21 @@ mod tests {
                 messages_per_second: 1,
                 message_burst: 1,
                 write_timeout: Duration::from_secs(1),
+                stuck_timeout: Duration::from_secs(1),
             },
             games: GamesConfig {
                 history: 1,
                 mailbox: 1,
                 idle_unload: Duration::from_secs(1),
+            },
+            limits: LimitsConfig {
+                events_per_second: 1,
+                events_burst: 1,
+                exempt_admin: false,
+                ws_connects_per_ip_per_second: 1,
+                ws_connect_burst: 1,
+                exempt_loopback: false,
+                max_connections: 1,
             },
         }
     }
@@ -1298,6 +1399,21 @@ mod tests {
                 "games.mailbox: must be greater than 0",
             ),
             (
+                "SCOREHUB_LIMITS__EVENTS_PER_SECOND",
+                "0",
+                "limits.events_per_second: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_LIMITS__MAX_CONNECTIONS",
+                "0",
+                "limits.max_connections: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_WS__STUCK_TIMEOUT",
+                "0s",
+                "ws.stuck_timeout: \"0s\" must be longer than zero",
+            ),
+            (
                 "SCOREHUB_WS__IDLE_TIMEOUT",
                 "10s",
                 "ws.idle_timeout: 10s must be longer than ws.ping_interval",
@@ -1310,6 +1426,46 @@ mod tests {
             assert!(msg.contains(expected), "{var}={value}: {msg}");
             assert!(msg.contains(&format!("from {var}")), "{msg}");
         }
+    }
+
+    #[test]
+    fn limits_come_from_file_and_env() {
+        let f = write_toml(
+            "[limits]\nevents_per_second = 5\nexempt_loopback = false\n\
+             [ws]\nstuck_timeout = \"2s\"\n",
+        );
+        let e = env(&[
+            ("SCOREHUB_LIMITS__EVENTS_BURST", "7"),
+            ("SCOREHUB_LIMITS__EXEMPT_ADMIN", "false"),
+            ("SCOREHUB_LIMITS__MAX_CONNECTIONS", "3"),
+            ("SCOREHUB_LIMITS__WS_CONNECTS_PER_IP_PER_SECOND", "4"),
+            ("SCOREHUB_LIMITS__WS_CONNECT_BURST", "6"),
+        ]);
+        let c = Config::load_from(Some(f.path()), &e).unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                events_per_second: 5,
+                events_burst: 7,
+                exempt_admin: false,
+                ws_connects_per_ip_per_second: 4,
+                ws_connect_burst: 6,
+                exempt_loopback: false,
+                max_connections: 3,
+            }
+        );
+        assert_eq!(c.ws.stuck_timeout, Duration::from_secs(2));
+
+        let msg = Config::load_from(None, &env(&[("SCOREHUB_LIMITS__EXEMPT_LOOPBACK", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("limits.exempt_loopback: expected true or false"),
+            "{msg}"
+        );
+        let err = load_toml("[limits]\nevents_per_secnd = 5\n").unwrap_err();
+        assert_eq!(err.key(), Some("limits.events_per_secnd"));
+        assert!(err.to_string().contains("did you mean events_per_second?"));
     }
 
     #[test]

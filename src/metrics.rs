@@ -29,8 +29,36 @@ pub const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
 pub const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
 /// Counter `{reason}`: WebSocket connections closed by the server.
 pub const WS_CLOSED: &str = "scorehub_ws_closed_total";
+/// Counter `{kind}`: requests refused by an abuse limit: `events` (per-token
+/// event rate), `ws_connect` (per-address connect rate), `ws_capacity`
+/// (connection cap).
+pub const RATE_LIMITED: &str = "scorehub_rate_limited_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// `scorehub_frames_sent_total{kind}` handles, resolved once (after the
+/// recorder is installed) instead of a registry lookup per socket flush.
+static FRAMES_SENT_BY_KIND: OnceLock<[metrics::Counter; 4]> = OnceLock::new();
+
+/// The frames-sent counter of one kind.
+pub fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Counter {
+    use crate::codec::FrameKind;
+    let all = FRAMES_SENT_BY_KIND.get_or_init(|| {
+        [
+            FrameKind::Snapshot,
+            FrameKind::Diff,
+            FrameKind::Error,
+            FrameKind::Pong,
+        ]
+        .map(|k| metrics::counter!(FRAMES_SENT, "kind" => k.label()))
+    });
+    &all[match kind {
+        FrameKind::Snapshot => 0,
+        FrameKind::Diff => 1,
+        FrameKind::Error => 2,
+        FrameKind::Pong => 3,
+    }]
+}
 
 /// Installs the global Prometheus recorder once per process and returns its
 /// handle (later calls, e.g. from tests running several servers, share it).
@@ -94,6 +122,10 @@ fn describe() {
         WS_CLOSED,
         "WebSocket connections closed by the server, by reason."
     );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (connection cap)."
+    );
     // Touch every series so it exists from the first scrape.
     let _ = metrics::histogram!(FANOUT_SECONDS);
     metrics::gauge!(WS_CONNECTIONS).set(0.0);
@@ -108,5 +140,8 @@ fn describe() {
     }
     for action in ["conflated", "disconnected"] {
         metrics::counter!(SLOW_CONSUMER, "action" => action).absolute(0);
+    }
+    for kind in ["events", "ws_connect", "ws_capacity"] {
+        metrics::counter!(RATE_LIMITED, "kind" => kind).absolute(0);
     }
 }

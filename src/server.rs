@@ -22,6 +22,7 @@ use crate::cluster::Bus;
 use crate::config::Config;
 use crate::domain::GameId;
 use crate::game::{ActorConfig, IdleUnload};
+use crate::http::limits::Limits;
 use crate::registry::Registry;
 use crate::store::file::FileLogOptions;
 use crate::store::redis::RedisStore;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks fan sessions so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Abuse limits: events per token, connects per address, the connection cap.
+    pub limits: Arc<Limits>,
     next_conn_id: Arc<AtomicU64>,
 }
 
@@ -64,6 +67,7 @@ impl AppState {
         AppState {
             registry,
             auth: Arc::new(Auth::new(secret)),
+            limits: Arc::new(Limits::new(&config.limits)),
             config: Arc::new(config),
             metrics,
             shutdown,

@@ -28,6 +28,8 @@ pub(crate) enum PostReply {
     Accepted {
         /// The hub said it had seen this `event_id` before.
         duplicate: bool,
+        /// The event's `seq`, as the hub answered it.
+        seq: Option<u64>,
     },
     /// `429`: the hub's rate limiter refused it.
     RateLimited,
@@ -67,6 +69,27 @@ impl Api {
             bail!("GET {url} answered {}", response.status());
         }
         Ok(())
+    }
+
+    /// Waits until the hub answers `GET /readyz` with `200` (it can accept
+    /// events: in cluster mode, Redis is reachable), for at most `max_wait`.
+    pub(crate) async fn wait_ready(&self, max_wait: Duration) -> Result<()> {
+        let url = format!("{}/readyz", self.base);
+        let start = std::time::Instant::now();
+        loop {
+            let last = match self.client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => {
+                    let status = response.status();
+                    format!("{status}: {}", short_body(response).await)
+                }
+                Err(e) => format!("{e}"),
+            };
+            if start.elapsed() >= max_wait {
+                bail!("GET {url} did not answer 200 within {max_wait:?}; last answer: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Creates game `id` with a fixed initial body (`201`, or `200` when it
@@ -136,7 +159,8 @@ impl Api {
                     .await
                     .with_context(|| format!("POST {url}: the 200 body is not JSON"))?;
                 let duplicate = body.get("duplicate").and_then(Value::as_bool) == Some(true);
-                Ok(PostReply::Accepted { duplicate })
+                let seq = body.get("seq").and_then(Value::as_u64);
+                Ok(PostReply::Accepted { duplicate, seq })
             }
             429 => Ok(PostReply::RateLimited),
             _ => {

@@ -114,7 +114,7 @@ pub(crate) struct StateCheck {
     pub(crate) samples: Vec<String>,
 }
 
-/// Compares every connected, not dropped fan's view of each followed game with
+/// Compares every connected fan's (not dropped, not left) view of each followed game with
 /// the hub's state on `--url` (`hub[g]` for game index `g`) and, for a fan on
 /// another node, with that node's state too (`nodes[fan's node]`): a (fan, game)
 /// pair is a mismatch when it differs from either. With state rebuilding off,
@@ -130,7 +130,8 @@ pub(crate) fn compare(
         ..StateCheck::default()
     };
     for outcome in outcomes {
-        if outcome.connect_error.is_some() || outcome.dropped.is_some() {
+        // A fan that left (churn) is checked by its checkpoints instead.
+        if outcome.connect_error.is_some() || outcome.dropped.is_some() || outcome.left {
             continue;
         }
         let node = nodes.get(outcome.node);
@@ -211,21 +212,25 @@ fn clip(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::{NodeView, compare};
-    use crate::fan::{FanCounters, FanOutcome, Track};
+    use crate::fan::{FanCounters, FanKind, FanOutcome, Track};
     use serde_json::{Value, json};
 
     fn fan(index: usize, node: usize, seq: Option<u64>, state: Option<Value>) -> FanOutcome {
         FanOutcome {
             index,
             node,
+            kind: FanKind::Steady,
             connect_error: None,
             dropped: None,
+            left: false,
             counters: FanCounters::default(),
             tracks: vec![Track {
                 game: 0,
                 seq,
                 state,
             }],
+            checkpoints: Vec::new(),
+            history: Vec::new(),
             first_problem: None,
         }
     }

@@ -58,8 +58,7 @@ pub(crate) async fn connect(
 /// The socket address of a `ws://host:port` base, resolved once (IPv4
 /// preferred) so that fans do not each ask the resolver.
 pub(crate) async fn resolve(ws_base: &str) -> Result<SocketAddr> {
-    let url =
-        reqwest::Url::parse(ws_base).with_context(|| format!("{ws_base:?} is not a URL"))?;
+    let url = reqwest::Url::parse(ws_base).with_context(|| format!("{ws_base:?} is not a URL"))?;
     let host = url
         .host_str()
         .with_context(|| format!("{ws_base:?} has no host"))?

@@ -5,9 +5,21 @@
 //! is the connection around it. Per game a fan keeps the last sequence number
 //! and the state rebuilt from the snapshot plus every diff (JSON Merge Patch), so
 //! that at the end it can be compared with what `GET /v1/games/{id}` says.
+//!
+//! Two latencies are measured per diff: from the frame's `ts` (the hub's
+//! ingest time, whole milliseconds, the hub's clock) to receipt, and from the
+//! moment the poster sent the event to receipt ([`SentTimes`], microseconds,
+//! this process's monotonic clock).
+//!
+//! In the churn scenario fans also leave on request ([`Leave`]), and record
+//! what they can be checked by after they are gone: [`FanKind::Churning`] fans
+//! keep a hash of each snapshot and of their last state ([`Checkpoint`]s),
+//! [`FanKind::Reference`] fans keep a hash of every state of their game
+//! ([`History`]), and [`crate::churn`] compares the two at the end.
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,14 +27,19 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
-use crate::merge::merge_patch;
+use crate::{
+    churn::{Checkpoint, History, state_hash},
+    dial,
+    merge::merge_patch,
+    sent::SentTimes,
+};
 
 /// How long one WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,14 +48,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// histogram (one lock per batch instead of one per frame).
 const LATENCY_BATCH: usize = 256;
 
+/// Diffs received before their send time was known, kept per fan to be
+/// matched later; beyond this many they count as unmatched.
+const MAX_UNMATCHED: usize = 64;
+
+/// Read buffer per fan connection. Frames are small; tungstenite's default
+/// (128 KiB) is zero-filled on every read, which costs more than the rest of
+/// a fan's work together.
+const READ_BUFFER: usize = 4096;
+
 /// A hub fans connect to, and what its fans measured.
 #[derive(Debug)]
 pub(crate) struct FanNode {
     /// `ws://host:port`, without a trailing slash.
     pub(crate) ws_base: String,
+    /// Its resolved address.
+    pub(crate) addr: SocketAddr,
     /// Delivery latency of this node's fans in microseconds, `now - ts` for
     /// every measured diff.
     pub(crate) latency: Mutex<Histogram<u64>>,
+    /// Send → receive latency of this node's fans in microseconds.
+    pub(crate) send_latency: Mutex<Histogram<u64>>,
 }
 
 /// What every fan of a run shares.
@@ -48,12 +78,39 @@ pub(crate) struct FanShared {
     pub(crate) nodes: Vec<FanNode>,
     /// All game ids of the run; fans refer to games by index into this list.
     pub(crate) game_ids: Arc<[String]>,
-    /// Set once the warm-up is over: deliveries and latencies count from then on.
+    /// Set during the measured window: deliveries and latencies count then.
     pub(crate) measuring: Arc<AtomicBool>,
     /// Rebuild each game's state from the frames (off only for raw throughput runs).
     pub(crate) check_state: bool,
     /// Bounds how many handshakes run at the same time.
     pub(crate) connect_limit: Semaphore,
+    /// When each event was posted.
+    pub(crate) sent: Arc<SentTimes>,
+}
+
+/// What a fan is for, beyond counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FanKind {
+    /// Subscribes in the URL and stays until the run ends.
+    Steady,
+    /// Stays until the run ends and keeps the hash of every state of its game,
+    /// the reference churning fans are checked against.
+    Reference,
+    /// May be told to leave; keeps checkpoints. `by_message`: subscribes with
+    /// a `sub` message after connecting instead of in the URL.
+    Churning {
+        /// Subscribe with `{"op":"sub",...}` rather than `?games=`.
+        by_message: bool,
+    },
+}
+
+/// How a churning fan leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Leave {
+    /// With a close frame, politely.
+    Close,
+    /// By dropping the TCP connection, as a phone going into a tunnel does.
+    Vanish,
 }
 
 /// Where one fan connects and which games it follows.
@@ -65,13 +122,15 @@ pub(crate) struct FanSpec {
     pub(crate) node: usize,
     /// Indexes into [`FanShared::game_ids`].
     pub(crate) games: Vec<usize>,
+    /// What it is for.
+    pub(crate) kind: FanKind,
 }
 
 /// A fan's progress, readable by the orchestrator while the fan runs: it waits
 /// for every fan to catch up with the hub before comparing states.
 #[derive(Debug)]
 pub(crate) struct Progress {
-    /// False once the fan's connection ended (failed, closed, or stopped).
+    /// False once the fan's connection ended (failed, closed, left or stopped).
     alive: AtomicBool,
     /// Per followed game (same order as [`FanSpec::games`]): last seq + 1, or 0
     /// before the first snapshot.
@@ -124,6 +183,9 @@ pub(crate) struct FanCounters {
     pub(crate) error_frames: u64,
     /// Diffs stamped later than the local clock (clocks of two machines disagree).
     pub(crate) clock_skew: u64,
+    /// Measured diffs whose send time never became known (posted by someone
+    /// else, or more pending than [`MAX_UNMATCHED`]).
+    pub(crate) send_unmatched: u64,
 }
 
 impl std::ops::AddAssign for FanCounters {
@@ -138,6 +200,7 @@ impl std::ops::AddAssign for FanCounters {
         self.bad_frames += o.bad_frames;
         self.error_frames += o.error_frames;
         self.clock_skew += o.clock_skew;
+        self.send_unmatched += o.send_unmatched;
     }
 }
 
@@ -180,6 +243,28 @@ struct Frame<'a> {
     msg: Option<&'a str>,
 }
 
+/// When a frame arrived, and whether it counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Receipt {
+    /// Wall clock, Unix µs (compared with the frame's `ts`).
+    pub(crate) wall_us: u64,
+    /// Monotonic clock, [`SentTimes::now_ns`].
+    pub(crate) mono_ns: u64,
+    /// Inside the measured window.
+    pub(crate) measuring: bool,
+}
+
+/// What a fan records for the churn check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// Nothing.
+    Nothing,
+    /// A checkpoint per snapshot, and one of the last state at the end.
+    Checkpoints,
+    /// The hash of every state of every followed game.
+    History,
+}
+
 /// A fan's bookkeeping: sequence checks, state rebuilding, latency samples.
 /// No IO, so it is tested with hand-made frames.
 #[derive(Debug)]
@@ -190,17 +275,33 @@ pub(crate) struct Book {
     by_id: HashMap<Box<str>, usize>,
     /// Rebuild states (see [`FanShared::check_state`]).
     check_state: bool,
+    /// What to record for the churn check (needs `check_state`).
+    record: Record,
     /// Counters so far.
     counters: FanCounters,
-    /// Latency samples (µs) not yet added to the shared histogram.
+    /// `ts` latency samples (µs) not yet added to the shared histogram.
     pending_latency: Vec<u64>,
+    /// Send → receive samples (µs) not yet added to the shared histogram.
+    pending_send_latency: Vec<u64>,
+    /// Measured diffs whose send time was not known yet: (game, seq, mono_ns).
+    unmatched: Vec<(usize, u64, u64)>,
+    /// Checkpoints so far ([`Record::Checkpoints`]).
+    checkpoints: Vec<Checkpoint>,
+    /// Per track, every state's hash ([`Record::History`]).
+    history: Vec<History>,
     /// The first error frame or malformed frame, for the report.
     first_problem: Option<String>,
 }
 
 impl Book {
     /// Bookkeeping for a fan following `games` (indexes into `game_ids`).
-    pub(crate) fn new(games: &[usize], game_ids: &[String], check_state: bool) -> Self {
+    /// Recording needs states, so it is off when `check_state` is.
+    pub(crate) fn new(
+        games: &[usize],
+        game_ids: &[String],
+        check_state: bool,
+        record: Record,
+    ) -> Self {
         let tracks = games
             .iter()
             .map(|&game| Track {
@@ -214,24 +315,38 @@ impl Book {
             .enumerate()
             .filter_map(|(slot, &g)| Some((game_ids.get(g)?.as_str().into(), slot)))
             .collect();
+        let record = if check_state { record } else { Record::Nothing };
+        let history = if record == Record::History {
+            games.iter().map(|&g| History::new(g)).collect()
+        } else {
+            Vec::new()
+        };
         Self {
             tracks,
             by_id,
             check_state,
+            record,
             counters: FanCounters::default(),
             pending_latency: Vec::with_capacity(LATENCY_BATCH),
+            pending_send_latency: Vec::with_capacity(LATENCY_BATCH),
+            unmatched: Vec::new(),
+            checkpoints: Vec::new(),
+            history,
             first_problem: None,
         }
     }
 
-    /// Handles one binary frame received at `now_us` (Unix µs). Returns the
-    /// slot and new sequence number when a game's seq moved.
+    /// Handles one binary frame received at `at`. Returns the slot and new
+    /// sequence number when a game's seq moved.
     pub(crate) fn on_frame(
         &mut self,
         bytes: &[u8],
-        now_us: u64,
-        measuring: bool,
+        at: &Receipt,
+        sent: &SentTimes,
     ) -> Option<(usize, u64)> {
+        if !self.unmatched.is_empty() {
+            self.match_sends(sent);
+        }
         let frame: Frame<'_> = match rmp_serde::from_slice(bytes) {
             Ok(frame) => frame,
             Err(e) => {
@@ -241,7 +356,7 @@ impl Book {
         };
         match frame.t {
             "s" => self.on_snapshot(frame),
-            "d" => self.on_diff(frame, now_us, measuring),
+            "d" => self.on_diff(frame, at, sent),
             "e" => {
                 self.counters.error_frames += 1;
                 if self.first_problem.is_none() {
@@ -300,6 +415,20 @@ impl Book {
         }
         track.seq = Some(q);
         if self.check_state {
+            match self.record {
+                Record::Nothing => {}
+                Record::Checkpoints => self.checkpoints.push(Checkpoint {
+                    game: track.game,
+                    seq: q,
+                    hash: state_hash(&d),
+                    last: false,
+                }),
+                Record::History => {
+                    if let Some(history) = self.history.get_mut(slot) {
+                        history.set(q, state_hash(&d));
+                    }
+                }
+            }
             track.state = Some(d);
         }
         Some((slot, q))
@@ -307,24 +436,40 @@ impl Book {
 
     /// A diff must follow the last seq by exactly one; it is applied when it
     /// moves forward (also across a gap, so that later frames keep being checked).
-    fn on_diff(&mut self, frame: Frame<'_>, now_us: u64, measuring: bool) -> Option<(usize, u64)> {
+    fn on_diff(
+        &mut self,
+        frame: Frame<'_>,
+        at: &Receipt,
+        sent: &SentTimes,
+    ) -> Option<(usize, u64)> {
         let slot = self.slot(&frame)?;
         let (Some(q), Some(d)) = (frame.q, frame.d) else {
             self.problem("diff without q or d".into());
             return None;
         };
         self.counters.diffs_total += 1;
-        if measuring {
+        let game = self.tracks.get(slot)?.game;
+        if at.measuring {
             self.counters.deliveries += 1;
             match frame.ts {
                 Some(ts) => {
                     let sent_us = ts.saturating_mul(1000);
-                    if now_us < sent_us {
+                    if at.wall_us < sent_us {
                         self.counters.clock_skew += 1;
                     }
-                    self.pending_latency.push(now_us.saturating_sub(sent_us));
+                    self.pending_latency
+                        .push(at.wall_us.saturating_sub(sent_us));
                 }
                 None => self.problem("diff without ts".into()),
+            }
+            match sent.sent_at(game, q) {
+                Some(sent_ns) => self
+                    .pending_send_latency
+                    .push(at.mono_ns.saturating_sub(sent_ns) / 1000),
+                None if self.unmatched.len() < MAX_UNMATCHED => {
+                    self.unmatched.push((game, q, at.mono_ns));
+                }
+                None => self.counters.send_unmatched += 1,
             }
         }
         let track = self.tracks.get_mut(slot)?;
@@ -346,28 +491,74 @@ impl Book {
         track.seq = Some(q);
         if let Some(state) = track.state.as_mut() {
             merge_patch(state, &d);
+            if let Some(history) = self.history.get_mut(slot) {
+                history.set(q, state_hash(state));
+            }
         }
         Some((slot, q))
+    }
+
+    /// Matches the diffs received before their send time was known with the
+    /// send times known now.
+    fn match_sends(&mut self, sent: &SentTimes) {
+        let samples = &mut self.pending_send_latency;
+        self.unmatched
+            .retain(|&(game, seq, received)| match sent.sent_at(game, seq) {
+                Some(sent_ns) => {
+                    samples.push(received.saturating_sub(sent_ns) / 1000);
+                    false
+                }
+                None => true,
+            });
     }
 
     /// True when enough latency samples are buffered to be worth a lock.
     fn latency_batch_full(&self) -> bool {
         self.pending_latency.len() >= LATENCY_BATCH
+            || self.pending_send_latency.len() >= LATENCY_BATCH
     }
 
-    /// Moves the buffered latency samples into `hist`.
-    fn flush_latency(&mut self, hist: &Mutex<Histogram<u64>>) {
-        if self.pending_latency.is_empty() {
-            return;
-        }
-        // A poisoned lock only means another fan panicked mid-record; the
-        // histogram itself is still usable.
-        let mut hist = hist.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for &v in &self.pending_latency {
-            hist.saturating_record(v.max(1));
-        }
-        self.pending_latency.clear();
+    /// Moves the buffered latency samples into the node's histograms.
+    fn flush_latency(&mut self, node: &FanNode) {
+        record_all(&mut self.pending_latency, &node.latency);
+        record_all(&mut self.pending_send_latency, &node.send_latency);
     }
+
+    /// Ends the bookkeeping: a last attempt at matching send times (every
+    /// poster has its answers by now), the last-state checkpoints, and the
+    /// samples flushed.
+    fn finish(&mut self, node: &FanNode, sent: &SentTimes) {
+        self.match_sends(sent);
+        self.counters.send_unmatched += self.unmatched.len() as u64;
+        self.unmatched.clear();
+        if self.record == Record::Checkpoints {
+            for track in &self.tracks {
+                if let (Some(seq), Some(state)) = (track.seq, &track.state) {
+                    self.checkpoints.push(Checkpoint {
+                        game: track.game,
+                        seq,
+                        hash: state_hash(state),
+                        last: true,
+                    });
+                }
+            }
+        }
+        self.flush_latency(node);
+    }
+}
+
+/// Adds `samples` (µs) to `hist` under its lock, and empties them.
+fn record_all(samples: &mut Vec<u64>, hist: &Mutex<Histogram<u64>>) {
+    if samples.is_empty() {
+        return;
+    }
+    // A poisoned lock only means another fan panicked mid-record; the
+    // histogram itself is still usable.
+    let mut hist = hist.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for &v in samples.iter() {
+        hist.saturating_record(v.max(1));
+    }
+    samples.clear();
 }
 
 /// How a fan ended.
@@ -377,14 +568,23 @@ pub(crate) struct FanOutcome {
     pub(crate) index: usize,
     /// Index of its node in [`FanShared::nodes`].
     pub(crate) node: usize,
+    /// What it was for.
+    pub(crate) kind: FanKind,
     /// The handshake failed (with this reason); nothing else happened.
     pub(crate) connect_error: Option<String>,
     /// The connection ended before the run stopped it (with this reason).
     pub(crate) dropped: Option<String>,
+    /// It left when told to (churn); its state is not compared with the hub's
+    /// final one, its checkpoints are checked instead.
+    pub(crate) left: bool,
     /// Counters over the run.
     pub(crate) counters: FanCounters,
     /// The fan's last view of each followed game.
     pub(crate) tracks: Vec<Track>,
+    /// Checkpoints ([`FanKind::Churning`]).
+    pub(crate) checkpoints: Vec<Checkpoint>,
+    /// State hashes by seq ([`FanKind::Reference`]).
+    pub(crate) history: Vec<History>,
     /// The first error frame or malformed frame seen.
     pub(crate) first_problem: Option<String>,
 }
@@ -398,26 +598,55 @@ fn now_us() -> u64 {
 }
 
 /// The WebSocket URL fan `spec` connects to: its node's `/v1/ws`, subscribing
-/// to its games.
+/// to its games unless it subscribes by message.
 pub(crate) fn ws_url(ws_base: &str, game_ids: &[String], spec: &FanSpec) -> String {
-    let ids: Vec<&str> = spec
-        .games
-        .iter()
-        .filter_map(|&g| game_ids.get(g).map(String::as_str))
-        .collect();
-    format!("{ws_base}/v1/ws?games={}", ids.join(","))
+    if let FanKind::Churning { by_message: true } = spec.kind {
+        return format!("{ws_base}/v1/ws");
+    }
+    format!(
+        "{ws_base}/v1/ws?games={}",
+        game_list(game_ids, spec).join(",")
+    )
 }
 
-/// Runs one fan: connects (reporting the result on `connected`), then checks
-/// every frame until `stop` turns true or the connection ends.
+/// The ids of the games `spec` follows.
+fn game_list<'a>(game_ids: &'a [String], spec: &FanSpec) -> Vec<&'a str> {
+    spec.games
+        .iter()
+        .filter_map(|&g| game_ids.get(g).map(String::as_str))
+        .collect()
+}
+
+/// The `sub` message subscribing to `spec`'s games.
+pub(crate) fn sub_message(game_ids: &[String], spec: &FanSpec) -> String {
+    serde_json::json!({"op": "sub", "games": game_list(game_ids, spec)}).to_string()
+}
+
+/// What woke a fan up.
+enum Step {
+    /// The run is over (`None`), or the fan was told to leave.
+    End(Option<Leave>),
+    /// Something from the socket.
+    Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
+/// Runs one fan: connects (reporting the result on `connected`, when given),
+/// then checks every frame until `stop` turns true, `leave` says so, or the
+/// connection ends.
 pub(crate) async fn run_fan(
     spec: FanSpec,
     shared: Arc<FanShared>,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
-    connected: mpsc::Sender<Result<(), String>>,
+    leave: Option<oneshot::Receiver<Leave>>,
+    connected: Option<mpsc::Sender<Result<(), String>>>,
 ) -> FanOutcome {
-    let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state);
+    let record = match spec.kind {
+        FanKind::Steady => Record::Nothing,
+        FanKind::Reference => Record::History,
+        FanKind::Churning { .. } => Record::Checkpoints,
+    };
+    let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state, record);
     // The orchestrator builds every spec from `shared.nodes`.
     let node = shared
         .nodes
@@ -427,10 +656,14 @@ pub(crate) async fn run_fan(
     let mut outcome = FanOutcome {
         index: spec.index,
         node: spec.node,
+        kind: spec.kind,
         connect_error: None,
         dropped: None,
+        left: false,
         counters: FanCounters::default(),
         tracks: Vec::new(),
+        checkpoints: Vec::new(),
+        history: Vec::new(),
         first_problem: None,
     };
 
@@ -440,9 +673,28 @@ pub(crate) async fn run_fan(
             .acquire()
             .await
             .map_err(|_| "the run was aborted before this fan connected".to_string())?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
-            Ok(Ok((ws, _response))) => Ok(ws),
-            Ok(Err(e)) => Err(format!("connecting {url}: {e}")),
+        let source = dial::source_for(node.addr, spec.index);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0);
+        let attempt = async {
+            let stream = dial::connect(node.addr, source)
+                .await
+                .map_err(|e| format!("connecting {url} from {source:?}: {e}"))?;
+            let (mut ws, _response) =
+                tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+                    .await
+                    .map_err(|e| format!("handshake with {url}: {e}"))?;
+            if let FanKind::Churning { by_message: true } = spec.kind {
+                let sub = sub_message(&shared.game_ids, &spec);
+                ws.send(Message::text(sub))
+                    .await
+                    .map_err(|e| format!("subscribing on {url}: {e}"))?;
+            }
+            Ok(ws)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(result) => result,
             Err(_) => Err(format!(
                 "connecting {url}: no handshake within {CONNECT_TIMEOUT:?}"
             )),
@@ -452,77 +704,113 @@ pub(crate) async fn run_fan(
         Ok(ws) => ws,
         Err(reason) => {
             progress.alive.store(false, Ordering::Relaxed);
-            // The receiver only goes away when the run is aborting anyway.
-            let _ = connected.send(Err(reason.clone())).await;
+            if let Some(connected) = connected {
+                // The receiver only goes away when the run is aborting anyway.
+                let _ = connected.send(Err(reason.clone())).await;
+            }
             outcome.connect_error = Some(reason);
             outcome.tracks = book.tracks;
             return outcome;
         }
     };
-    let _ = connected.send(Ok(())).await;
-    drop(connected);
+    if let Some(connected) = connected {
+        let _ = connected.send(Ok(())).await;
+    }
 
-    let stopped_already = *stop.borrow_and_update();
-    if !stopped_already {
-        loop {
-            tokio::select! {
-                biased;
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow_and_update() {
-                        break;
-                    }
-                }
-                message = ws.next() => match message {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        let measuring = shared.measuring.load(Ordering::Relaxed);
-                        if let Some((slot, q)) = book.on_frame(&bytes, now_us(), measuring)
-                            && let Some(seen) = progress.seqs.get(slot)
-                        {
-                            seen.store(q.saturating_add(1), Ordering::Relaxed);
-                        }
-                        if book.latency_batch_full() {
-                            book.flush_latency(&node.latency);
-                        }
-                    }
-                    Some(Ok(Message::Text(text))) => {
-                        let start: String = text.chars().take(80).collect();
-                        book.problem(format!("text frame (the contract says binary): {start}"));
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        outcome.dropped = Some(match frame {
-                            Some(f) => format!("closed by the hub: code {} {}", u16::from(f.code), f.reason),
-                            None => "closed by the hub without a close frame".into(),
-                        });
-                        break;
-                    }
-                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                    Some(Err(e)) => {
-                        outcome.dropped = Some(format!("connection error: {e}"));
-                        break;
-                    }
-                    None => {
-                        outcome.dropped = Some("connection ended".into());
-                        break;
-                    }
+    // Stop and leave in one future, made once: building the watch and oneshot
+    // futures afresh for every frame would re-register their wakers each time.
+    let ended = async {
+        let leave_signal = async {
+            match leave {
+                Some(rx) => match rx.await {
+                    Ok(how) => how,
+                    // The churner is gone without a word: stay until the end.
+                    Err(_) => std::future::pending().await,
                 },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            // An error means the sender is gone: the run is over too.
+            _ = stop.wait_for(|stopped| *stopped) => None,
+            how = leave_signal => Some(how),
+        }
+    };
+    tokio::pin!(ended);
+    let how_left = loop {
+        let step = tokio::select! {
+            biased;
+            how = &mut ended => Step::End(how),
+            message = ws.next() => Step::Message(message),
+        };
+        match step {
+            Step::End(how) => break how,
+            Step::Message(Some(Ok(Message::Binary(bytes)))) => {
+                let at = Receipt {
+                    wall_us: now_us(),
+                    mono_ns: shared.sent.now_ns(),
+                    measuring: shared.measuring.load(Ordering::Relaxed),
+                };
+                if let Some((slot, q)) = book.on_frame(&bytes, &at, &shared.sent)
+                    && let Some(seen) = progress.seqs.get(slot)
+                {
+                    seen.store(q.saturating_add(1), Ordering::Relaxed);
+                }
+                if book.latency_batch_full() {
+                    book.flush_latency(node);
+                }
+            }
+            Step::Message(Some(Ok(Message::Text(text)))) => {
+                let start: String = text.chars().take(80).collect();
+                book.problem(format!("text frame (the contract says binary): {start}"));
+            }
+            Step::Message(Some(Ok(Message::Close(frame)))) => {
+                outcome.dropped = Some(match frame {
+                    Some(f) => {
+                        format!("closed by the hub: code {} {}", u16::from(f.code), f.reason)
+                    }
+                    None => "closed by the hub without a close frame".into(),
+                });
+                break None;
+            }
+            // Ping/pong: tungstenite answers pings itself.
+            Step::Message(Some(Ok(_))) => {}
+            Step::Message(Some(Err(e))) => {
+                outcome.dropped = Some(format!("connection error: {e}"));
+                break None;
+            }
+            Step::Message(None) => {
+                outcome.dropped = Some("connection ended".into());
+                break None;
             }
         }
-    }
+    };
     progress.alive.store(false, Ordering::Relaxed);
-    if outcome.dropped.is_none() {
+    outcome.left = how_left.is_some();
+    match how_left {
+        // Gone without a goodbye: the socket is dropped below.
+        Some(Leave::Vanish) => {}
         // A polite goodbye; the hub must cope with fans that just vanish, too.
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        _ if outcome.dropped.is_none() => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        }
+        _ => {}
     }
-    book.flush_latency(&node.latency);
+    drop(ws);
+    book.finish(node, &shared.sent);
     outcome.counters = book.counters;
     outcome.first_problem = book.first_problem;
     outcome.tracks = book.tracks;
+    outcome.checkpoints = book.checkpoints;
+    outcome.history = book.history;
     outcome
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Book, FanSpec, ws_url};
+    use super::{Book, FanKind, FanSpec, Receipt, Record, sub_message, ws_url};
+    use crate::{churn::state_hash, sent::SentTimes};
     use serde::Serialize;
     use serde_json::{Value, json};
 
@@ -562,6 +850,23 @@ mod tests {
         rmp_serde::to_vec_named(&frame).expect("encodes")
     }
 
+    /// A receipt at wall time `wall_us` and monotonic time `mono_ns`.
+    fn at(wall_us: u64, mono_ns: u64, measuring: bool) -> Receipt {
+        Receipt {
+            wall_us,
+            mono_ns,
+            measuring,
+        }
+    }
+
+    fn ids() -> Vec<String> {
+        vec!["lt:g1".to_string(), "lt:g2".to_string()]
+    }
+
+    fn book(record: Record) -> Book {
+        Book::new(&[0, 1], &ids(), true, record)
+    }
+
     #[test]
     fn a_fan_connects_to_its_node_with_its_games() {
         let ids = vec![
@@ -569,39 +874,44 @@ mod tests {
             "lt:g2".to_string(),
             "lt:g3".to_string(),
         ];
-        let spec = FanSpec {
+        let mut spec = FanSpec {
             index: 7,
             node: 1,
             games: vec![2, 0],
+            kind: FanKind::Steady,
         };
         assert_eq!(
             ws_url("ws://127.0.0.1:8081", &ids, &spec),
             "ws://127.0.0.1:8081/v1/ws?games=lt:g3,lt:g1"
         );
-    }
-
-    fn book() -> Book {
-        let ids = vec!["lt:g1".to_string(), "lt:g2".to_string()];
-        Book::new(&[0, 1], &ids, true)
+        spec.kind = FanKind::Churning { by_message: true };
+        assert_eq!(
+            ws_url("ws://127.0.0.1:8081", &ids, &spec),
+            "ws://127.0.0.1:8081/v1/ws"
+        );
+        let sub: Value = serde_json::from_str(&sub_message(&ids, &spec)).expect("JSON");
+        assert_eq!(sub, json!({"op": "sub", "games": ["lt:g3", "lt:g1"]}));
     }
 
     #[test]
     fn in_order_diffs_rebuild_the_state() {
-        let mut b = book();
+        let sent = SentTimes::new(2);
+        let mut b = book(Record::Nothing);
+        let now = at(1_500_000, 0, true);
         b.on_frame(
             &snapshot("lt:g1", 2, json!({"seq": 2, "home": {"score": 0}})),
-            1_500_000,
-            true,
+            &now,
+            &sent,
         );
         b.on_frame(
             &diff("lt:g1", 3, json!({"seq": 3, "home": {"score": 1}})),
-            1_500_000,
-            true,
+            &now,
+            &sent,
         );
         b.on_frame(
             &diff("lt:g1", 4, json!({"seq": 4, "home": {"score": 2}})),
-            1_500_000,
-            true,
+            &now,
+            &sent,
         );
         let c = b.counters;
         assert_eq!(
@@ -624,13 +934,15 @@ mod tests {
 
     #[test]
     fn gaps_duplicates_and_reordering_are_counted() {
-        let mut b = book();
-        b.on_frame(&diff("lt:g2", 1, json!({})), 0, false);
-        b.on_frame(&snapshot("lt:g2", 1, json!({})), 0, false);
-        b.on_frame(&diff("lt:g2", 3, json!({})), 0, false); // gap
-        b.on_frame(&diff("lt:g2", 3, json!({})), 0, false); // duplicate
-        b.on_frame(&diff("lt:g2", 2, json!({})), 0, false); // out of order
-        b.on_frame(&diff("lt:g2", 4, json!({})), 0, false); // fine again
+        let sent = SentTimes::new(2);
+        let mut b = book(Record::Nothing);
+        let now = at(0, 0, false);
+        b.on_frame(&diff("lt:g2", 1, json!({})), &now, &sent);
+        b.on_frame(&snapshot("lt:g2", 1, json!({})), &now, &sent);
+        b.on_frame(&diff("lt:g2", 3, json!({})), &now, &sent); // gap
+        b.on_frame(&diff("lt:g2", 3, json!({})), &now, &sent); // duplicate
+        b.on_frame(&diff("lt:g2", 2, json!({})), &now, &sent); // out of order
+        b.on_frame(&diff("lt:g2", 4, json!({})), &now, &sent); // fine again
         let c = b.counters;
         assert_eq!(c.diffs_without_snapshot, 1);
         assert_eq!((c.gaps, c.duplicates, c.out_of_order), (1, 1, 1));
@@ -640,14 +952,92 @@ mod tests {
 
     #[test]
     fn malformed_and_foreign_frames_are_bad_frames() {
-        let mut b = book();
-        b.on_frame(b"\x01\x02", 0, true);
-        b.on_frame(&snapshot("lt:other", 1, json!({})), 0, true);
+        let sent = SentTimes::new(2);
+        let mut b = book(Record::Nothing);
+        let now = at(0, 0, true);
+        b.on_frame(b"\x01\x02", &now, &sent);
+        b.on_frame(&snapshot("lt:other", 1, json!({})), &now, &sent);
         let error = rmp_serde::to_vec_named(&json!({"t": "e", "code": "bad_message", "msg": "no"}))
             .expect("encodes");
-        b.on_frame(&error, 0, true);
+        b.on_frame(&error, &now, &sent);
         assert_eq!(b.counters.bad_frames, 2);
         assert_eq!(b.counters.error_frames, 1);
         assert!(b.first_problem.is_some());
+    }
+
+    #[test]
+    fn send_latency_is_matched_by_game_and_seq_also_when_the_answer_comes_late() {
+        let sent = SentTimes::new(2);
+        let mut b = book(Record::Nothing);
+        b.on_frame(&snapshot("lt:g2", 0, json!({})), &at(0, 0, true), &sent);
+        sent.record(1, 1, 1_000_000);
+        b.on_frame(&diff("lt:g2", 1, json!({})), &at(0, 1_250_000, true), &sent);
+        assert_eq!(b.pending_send_latency, vec![250], "known at once: µs");
+        // The diff of seq 2 arrives before the poster knows its seq.
+        b.on_frame(&diff("lt:g2", 2, json!({})), &at(0, 3_000_000, true), &sent);
+        assert_eq!(b.unmatched.len(), 1);
+        sent.record(1, 2, 2_900_000);
+        b.on_frame(&diff("lt:g2", 3, json!({})), &at(0, 4_000_000, true), &sent);
+        assert_eq!(b.pending_send_latency, vec![250, 100]);
+        // Seq 3's send time never becomes known: unmatched at the end.
+        let node = super::FanNode {
+            ws_base: "ws://127.0.0.1:1".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            latency: std::sync::Mutex::new(crate::poster::latency_histogram().expect("histogram")),
+            send_latency: std::sync::Mutex::new(
+                crate::poster::latency_histogram().expect("histogram"),
+            ),
+        };
+        b.finish(&node, &sent);
+        assert_eq!(b.counters.send_unmatched, 1);
+        let hist = node.send_latency.lock().expect("not poisoned");
+        assert_eq!(hist.len(), 2);
+    }
+
+    #[test]
+    fn churning_fans_keep_checkpoints_and_references_keep_every_state() {
+        let sent = SentTimes::new(2);
+        let now = at(0, 0, false);
+        let start = json!({"seq": 0, "home": {"score": 0}});
+        let one = json!({"seq": 1, "home": {"score": 1}});
+        let two = json!({"seq": 2, "home": {"score": 2}});
+
+        let mut reference = book(Record::History);
+        reference.on_frame(&snapshot("lt:g1", 0, start.clone()), &now, &sent);
+        reference.on_frame(&diff("lt:g1", 1, one.clone()), &now, &sent);
+        reference.on_frame(&diff("lt:g1", 2, two.clone()), &now, &sent);
+        let history = &reference.history[0];
+        assert_eq!(history.get(0), Some(state_hash(&start)));
+        assert_eq!(history.get(1), Some(state_hash(&one)));
+        assert_eq!(history.get(2), Some(state_hash(&two)));
+
+        let mut churning = book(Record::Checkpoints);
+        churning.on_frame(&snapshot("lt:g1", 1, one.clone()), &now, &sent);
+        churning.on_frame(
+            &diff("lt:g1", 2, json!({"seq": 2, "home": {"score": 2}})),
+            &now,
+            &sent,
+        );
+        let node = super::FanNode {
+            ws_base: "ws://127.0.0.1:1".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            latency: std::sync::Mutex::new(crate::poster::latency_histogram().expect("histogram")),
+            send_latency: std::sync::Mutex::new(
+                crate::poster::latency_histogram().expect("histogram"),
+            ),
+        };
+        churning.finish(&node, &sent);
+        let marks: Vec<(u64, u64, bool)> = churning
+            .checkpoints
+            .iter()
+            .map(|c| (c.seq, c.hash, c.last))
+            .collect();
+        assert_eq!(
+            marks,
+            [(1, state_hash(&one), false), (2, state_hash(&two), true)]
+        );
+
+        let unchecked = Book::new(&[0], &ids(), false, Record::History);
+        assert!(unchecked.history.is_empty(), "no states, nothing to record");
     }
 }

@@ -1,127 +1,183 @@
 //! # loadtest
 //!
-//! Drives a running scorehub only through its public contract (HTTP API and
-//! WebSocket frames) and reports throughput, delivery latency and correctness:
-//! every fan checks that each game's diffs arrive with consecutive sequence
-//! numbers, rebuilds the state from snapshot + diffs, and at the end compares it
-//! with `GET /v1/games/{id}`.
+//! Drives scorehub only through its public contract (HTTP API and WebSocket
+//! frames) and reports throughput, latency, the hub's cost (CPU-seconds per
+//! delivery, memory per connection) and correctness: every fan checks that
+//! each game's diffs arrive with consecutive sequence numbers, rebuilds the
+//! state from snapshot + diffs, and at the end compares it with
+//! `GET /v1/games/{id}`.
 //!
-//! A cluster (several hubs sharing Redis) is measured by naming its nodes with
-//! `--fan-url`: games are created and events posted through `--url` (the
-//! scorekeeper node) while fans are spread round-robin over the `--fan-url`
-//! nodes; the report then breaks deliveries and latency down per node, and the
-//! final check compares each fan with both `--url` and its own node.
+//! The target is either a running hub (`--url`, plus `--fan-url` nodes of a
+//! cluster, plus `--hub-pid` to measure its CPU and memory), or hubs the run
+//! starts itself (`--hub-bin`: own ports, storage, secret and token, and with
+//! `--redis` its own redis-server), so that anyone can reproduce a figure with
+//! one command.
 //!
-//! A run: check health → create games → connect fans (bounded concurrency) →
-//! wait for their snapshots → post events during warm-up and the measured
-//! window → wait for fans to catch up → compare states → report. The whole run
-//! is bounded in time; exit code 0 when correct, 1 when a correctness counter
-//! is non-zero, 2 when the run could not be carried out.
+//! A run: raise the open-file limit → start or check the hubs → create games →
+//! sample hub memory → connect fans (bounded concurrency, source addresses
+//! spread over 127.0.0.0/8) → wait for their snapshots → sample memory with
+//! every fan idle → post events (and churn fans) during warm-up and the
+//! measured window, sampling CPU at the window's edges → wait for fans to catch
+//! up → compare states → report → stop the hubs. The whole run is bounded in
+//! time; exit code 0 when correct, 1 when a correctness counter is non-zero,
+//! 2 when the run could not be carried out.
 //!
 //! ## Layout
 //!
-//! - `main.rs`: command line, validation into a [`Plan`], orchestration.
+//! - `main.rs`: command line, validation into a [`Plan`], the process's edges.
+//! - `run`: the phases of a run, in order.
+//! - `launch`: starting hubs and redis-server for `--hub-bin`.
 //! - `nodes`: `--url` and `--fan-url` checked (loopback rule) into HTTP and
 //!   WebSocket bases.
 //! - `scenario`: traffic shapes (who follows what, where events go).
 //! - `api`: the HTTP calls of the contract.
+//! - `dial`: fans' TCP connections, from spread source addresses.
 //! - `fan`: one WebSocket fan and its per-game bookkeeping.
 //! - `poster`: events at a steady rate from a few concurrent posters.
+//! - `sent`: when each event was sent, for send → receive latency.
+//! - `churn`: fans leaving and joining, and the check of their lifetimes.
 //! - `merge`: JSON Merge Patch (RFC 7386), independent of the hub's.
 //! - `check`: catching up and the final state comparison.
+//! - `system`: open-file limit, CPU time and RSS from `/proc`.
 //! - `report`: the result as a table or JSON, and the verdict.
-//!
-//! Room to grow: more [`Scenario`] variants, and a `Target` that starts the hub
-//! itself (today the target is always a hub someone else started).
 
 mod api;
 mod check;
+mod churn;
+mod dial;
 mod fan;
+mod launch;
 mod merge;
 mod nodes;
 mod poster;
 mod report;
+mod run;
 mod scenario;
+mod sent;
+mod system;
 
-use std::{
-    process::ExitCode,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use clap::Parser;
-use futures_util::{StreamExt, TryStreamExt, stream};
-use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::{
-    api::Api,
-    fan::{FanCounters, FanNode, FanOutcome, FanShared, FanSpec, Progress},
+    launch::{LaunchPlan, LogFormat},
     nodes::HubUrls,
-    poster::{PosterPlan, latency_histogram},
-    report::{Latency, NodeReport, Report},
     scenario::Scenario,
 };
 
-/// Most fans one run may open: the machine allows 20k open files per process,
-/// and the run needs a few for itself.
+/// Most connections one run may open (fans plus reference fans): the machine
+/// allows 20k open files per process, and the run needs a few for itself.
 const MAX_FANS: usize = 19_000;
 
-/// How many `PUT /v1/games/{id}` run at once.
-const CREATE_CONCURRENCY: usize = 16;
+/// Most hub processes `--nodes` may start.
+const MAX_NODES: usize = 4;
 
-/// How long fans may take to get their first snapshots after connecting.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// The scorekeeper node when neither `--url` nor `--hub-bin` is given.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadtest",
     version,
-    about = "Load generator for scorehub: many WebSocket fans, events at a steady rate, \
-             latency and correctness report.",
-    after_help = "Example:\n  TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --ttl 1h)\n  \
-                  loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --games 10 --fans 1000 \
-                  --rate 200 --duration 20s\n\n\
-                  Two nodes sharing Redis (events through :8080, fans on both nodes):\n  \
-                  loadtest --scenario two-nodes --url http://127.0.0.1:8080 \
-                  --fan-url ws://127.0.0.1:8080 --fan-url ws://127.0.0.1:8081 --token \"$TOKEN\"\n\n\
+    about = "Load generator for scorehub: many WebSocket fans, events at a steady rate; \
+             reports throughput, latency, hub CPU and memory, and correctness.",
+    after_help = "Examples:\n  \
+                  Start the hub itself, one hot game, 10k fans, 20 events/s:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario hot-game --fans 10000 \
+                  --rate 20 --duration 10s\n\n  \
+                  10k fans over 500 games, 20 games each, 2000 events/s:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario many-games --games 500 \
+                  --fans 10000 --subs-per-fan 20 --rate 2000\n\n  \
+                  Memory per idle connection:\n    \
+                  loadtest --hub-bin target/release/scorehub --idle --fans 10000 --duration 5s\n\n  \
+                  Two hubs sharing a private Redis, events on one, fans on the other:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario two-nodes --redis --nodes 2\n\n  \
+                  A hub someone else started (pid for CPU and memory figures):\n    \
+                  TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --ttl 1h)\n    \
+                  loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --hub-pid \"$(pgrep -x scorehub)\"\n\n\
                   Exit codes: 0 correct, 1 a correctness counter is non-zero, 2 the run failed."
 )]
 struct Cli {
     /// Base URL of a running hub (plain http; ws:// is derived from it). Games
     /// are created, events posted and states read here; fans connect here too
-    /// unless `--fan-url` is given.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// unless `--fan-url` is given. [default: http://127.0.0.1:8080]
+    #[arg(long, conflicts_with = "hub_bin")]
+    url: Option<String>,
 
     /// Base URL of a hub node fans connect to (ws:// or http://), for a cluster
     /// sharing Redis with `--url`. Repeat it to spread fans round-robin over
     /// several nodes (include `--url`'s own to have fans there too). The report
     /// then shows deliveries and latency per node, and each fan's final state
     /// is checked against both `--url` and its own node.
-    #[arg(long = "fan-url", value_name = "URL")]
+    #[arg(long = "fan-url", value_name = "URL", conflicts_with = "hub_bin")]
     fan_urls: Vec<String>,
 
     /// Token allowed to write `<league>:*`, e.g. from
-    /// `scorehub token --sub loadtest --games 'lt:*' --ttl 1h`.
+    /// `scorehub token --sub loadtest --games 'lt:*' --ttl 1h`. Not needed
+    /// (and ignored) with `--hub-bin`, which mints its own.
     #[arg(long, env = "SCOREHUB_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+
+    /// Process id of the hub at `--url` (repeat for each node), to report its
+    /// CPU-seconds and memory from /proc. Must run on this machine.
+    #[arg(long = "hub-pid", value_name = "PID", conflicts_with = "hub_bin")]
+    hub_pids: Vec<u32>,
+
+    /// Start the hub for the run: runs `PATH serve` on a free loopback port
+    /// with its own temporary storage and secret, mints its own admin token,
+    /// measures it, and stops it at the end.
+    #[arg(long, value_name = "PATH")]
+    hub_bin: Option<PathBuf>,
+
+    /// With `--hub-bin`: also start a private redis-server (free port, no
+    /// persistence) and run the hubs in cluster mode on it.
+    #[arg(long, requires = "hub_bin")]
+    redis: bool,
+
+    /// The redis-server binary for `--redis`.
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_bin: PathBuf,
+
+    /// With `--hub-bin --redis`: hub processes to start (at most 4). Events go
+    /// to the first; fans connect to the others.
+    #[arg(long, default_value_t = 1, requires = "hub_bin")]
+    nodes: usize,
+
+    /// With `--hub-bin`: a hub setting for every started hub, e.g.
+    /// `SCOREHUB_STORAGE__FSYNC=false` (repeatable). Inherited SCOREHUB_*
+    /// variables and RUST_LOG never reach the hub.
+    #[arg(long = "hub-env", value_name = "KEY=VALUE", value_parser = launch::parse_hub_env, requires = "hub_bin")]
+    hub_env: Vec<(String, String)>,
+
+    /// With `--hub-bin`: the hubs' log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    hub_log_format: LogFormat,
+
+    /// With `--hub-bin`: keep the temporary directory (hub logs, event log,
+    /// redis log) and print its path.
+    #[arg(long, requires = "hub_bin")]
+    keep_hub_dir: bool,
 
     /// Traffic shape.
     #[arg(long, value_enum, default_value_t = Scenario::Steady)]
     scenario: Scenario,
 
-    /// Games to create, named `<league>:g1` … `<league>:gN`.
-    #[arg(long, default_value_t = 10)]
-    games: usize,
+    /// Games to create, named `<league>:g1` … `<league>:gN` [default: 1 for
+    /// hot-game, 500 for many-games, else 10].
+    #[arg(long)]
+    games: Option<usize>,
 
-    /// WebSocket fans to open (at most 19000).
-    #[arg(long, default_value_t = 1000)]
+    /// WebSocket fans to open (at most 19000, reference fans included).
+    #[arg(long, default_value_t = 1000, conflicts_with = "fans_per_game")]
     fans: usize,
+
+    /// Instead of `--fans`: fans following each game, so that
+    /// fans = games × fans-per-game / subs-per-fan.
+    #[arg(long)]
+    fans_per_game: Option<usize>,
 
     /// Games each fan subscribes to.
     #[arg(long, default_value_t = 1)]
@@ -130,6 +186,15 @@ struct Cli {
     /// Events per second to post, over all games.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
+
+    /// Churn: fans leaving (and new fans joining) per second.
+    #[arg(long, default_value_t = 20.0)]
+    churn_rate: f64,
+
+    /// Connect the fans, post nothing, and measure the idle window: memory per
+    /// idle connection, CPU of keeping them.
+    #[arg(long, conflicts_with_all = ["rate", "warmup"])]
+    idle: bool,
 
     /// Measured window, e.g. `20s`, `2m`.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
@@ -161,7 +226,7 @@ struct Cli {
     max_connect_errors: usize,
 
     /// Do not rebuild states from diffs (saves CPU; the end check then compares
-    /// sequence numbers only).
+    /// sequence numbers only, and churned fans are not checked).
     #[arg(long)]
     no_state_check: bool,
 
@@ -169,10 +234,11 @@ struct Cli {
     #[arg(long)]
     json: bool,
 
-    /// Small fixed run for the test suite: 3 games, 30 fans, 50 events/s, 3 s.
+    /// Small fixed run for the test suite: 3 games (1 for hot-game), 30 fans,
+    /// 50 events/s, 3 s (churn: 10 fans/s).
     #[arg(
         long,
-        conflicts_with_all = ["games", "fans", "subs_per_fan", "rate", "duration", "warmup"]
+        conflicts_with_all = ["games", "fans", "fans_per_game", "subs_per_fan", "rate", "duration", "warmup", "churn_rate"]
     )]
     smoke: bool,
 
@@ -182,25 +248,45 @@ struct Cli {
     allow_remote: bool,
 }
 
+/// Where the hubs come from.
+#[derive(Debug)]
+enum Target {
+    /// Hubs someone else started.
+    Given {
+        /// The hub games are created on and events posted to (`--url`).
+        scorekeeper: HubUrls,
+        /// The hubs fans are spread over, round-robin (`--fan-url`, or `--url`).
+        fan_nodes: Vec<HubUrls>,
+        /// Bearer token.
+        token: String,
+        /// `--hub-pid`s.
+        hub_pids: Vec<u32>,
+    },
+    /// Hubs this run starts (`--hub-bin`).
+    Launch(LaunchPlan),
+}
+
 /// A validated run: every number in range, URLs derived.
 #[derive(Debug)]
 struct Plan {
     /// Traffic shape.
     scenario: Scenario,
-    /// The hub games are created on and events posted to (`--url`).
-    scorekeeper: HubUrls,
-    /// The hubs fans are spread over, round-robin (`--fan-url`, or `--url`).
-    fan_nodes: Vec<HubUrls>,
-    /// Bearer token.
-    token: String,
+    /// The hubs.
+    target: Target,
     /// Game ids, `<league>:g1` ….
-    game_ids: Arc<[String]>,
-    /// Fans to open.
+    game_ids: std::sync::Arc<[String]>,
+    /// Fans to open (besides reference fans).
     fans: usize,
+    /// Reference fans (churn: one per game).
+    reference_fans: usize,
     /// Games per fan.
     subs_per_fan: usize,
-    /// Events per second.
+    /// Events per second (0 when idle).
     rate: f64,
+    /// Churn: fans replaced per second.
+    churn_rate: f64,
+    /// Post nothing; measure idle fans.
+    idle: bool,
     /// Measured window.
     duration: Duration,
     /// Warm-up.
@@ -220,39 +306,51 @@ struct Plan {
 impl Plan {
     /// Validates the command line.
     fn from_cli(cli: Cli) -> Result<Self> {
-        let (games, fans, subs_per_fan, rate, duration, warmup) = if cli.smoke {
+        let games_default = cli.scenario.default_games();
+        let (games, fans, subs_per_fan, rate, duration, warmup, churn_rate) = if cli.smoke {
             (
-                3,
-                30,
+                games_default.min(3),
+                Some(30),
                 1,
                 50.0,
                 Duration::from_secs(3),
                 Duration::from_millis(500),
+                10.0,
             )
         } else {
+            let games = cli.games.unwrap_or(games_default);
+            let fans = match cli.fans_per_game {
+                Some(per_game) => {
+                    let subs = cli.subs_per_fan.max(1);
+                    games.checked_mul(per_game).map(|f| f.div_ceil(subs))
+                }
+                None => Some(cli.fans),
+            };
             (
-                cli.games,
-                cli.fans,
+                games,
+                fans,
                 cli.subs_per_fan,
                 cli.rate,
                 cli.duration,
                 cli.warmup,
+                cli.churn_rate,
             )
         };
-        let scorekeeper = nodes::scorekeeper_url(&cli.url, cli.allow_remote)?;
-        let fan_nodes = nodes::fan_nodes(&cli.fan_urls, &scorekeeper, cli.allow_remote)?;
+        let fans = fans.unwrap_or(usize::MAX);
+        let (rate, warmup) = if cli.idle {
+            (0.0, Duration::ZERO)
+        } else {
+            (rate, warmup)
+        };
         ensure!(
-            !cli.scenario.needs_another_node() || fan_nodes.iter().any(|n| *n != scorekeeper),
-            "--scenario {} needs fans on another node than --url ({}): add --fan-url with the \
-             address of a second hub sharing its Redis, e.g. --fan-url ws://127.0.0.1:8081",
-            cli.scenario.name(),
-            scorekeeper.http
+            cli.scenario != Scenario::HotGame || games == 1,
+            "--scenario hot-game is one game; drop --games {games} (or use many-games)"
         );
-        ensure!(
-            !cli.token.trim().is_empty(),
-            "--token is empty: mint one with `scorehub token --sub loadtest --games '{}:*' --ttl 1h`",
-            cli.league
-        );
+        let target = target(&cli)?;
+        let fan_node_count = match &target {
+            Target::Given { fan_nodes, .. } => fan_nodes.len(),
+            Target::Launch(launch) => launch.nodes.saturating_sub(1).max(1),
+        };
         ensure!(
             valid_league(&cli.league),
             "--league {:?} is not a league name ([a-z0-9][a-z0-9_-]{{0,31}})",
@@ -262,9 +360,15 @@ impl Plan {
             (1..=10_000).contains(&games),
             "--games must be 1..=10000, got {games}"
         );
+        let reference_fans = if cli.scenario.churns() { games } else { 0 };
         ensure!(
             (1..=MAX_FANS).contains(&fans),
             "--fans must be 1..={MAX_FANS} (each fan is one open file; the limit is 20k), got {fans}"
+        );
+        ensure!(
+            fans + reference_fans <= MAX_FANS,
+            "--scenario churn adds one reference fan per game: {fans} fans + {reference_fans} \
+             reference fans is more than {MAX_FANS}; lower --fans or --games"
         );
         ensure!(
             (1..=games).contains(&subs_per_fan),
@@ -273,6 +377,10 @@ impl Plan {
         ensure!(
             rate.is_finite() && (0.0..=100_000.0).contains(&rate),
             "--rate must be 0..=100000 events/s, got {rate}"
+        );
+        ensure!(
+            churn_rate.is_finite() && (0.0..=10_000.0).contains(&churn_rate),
+            "--churn-rate must be 0..=10000 fans/s, got {churn_rate}"
         );
         ensure!(
             !duration.is_zero() && duration <= Duration::from_secs(3600),
@@ -298,23 +406,23 @@ impl Plan {
             cli.connect_concurrency
         );
         ensure!(
-            fans >= fan_nodes.len(),
-            "--fans {fans} is fewer than the {} --fan-url nodes: every node needs a fan",
-            fan_nodes.len()
+            fans >= fan_node_count,
+            "--fans {fans} is fewer than the {fan_node_count} fan nodes: every node needs a fan"
         );
-        check_open_files(fans)?;
-        let game_ids: Arc<[String]> = (1..=games)
+        check_open_files(fans + reference_fans)?;
+        let game_ids = (1..=games)
             .map(|n| format!("{}:g{n}", cli.league))
             .collect();
         Ok(Self {
             scenario: cli.scenario,
-            scorekeeper,
-            fan_nodes,
-            token: cli.token,
+            target,
             game_ids,
             fans,
+            reference_fans,
             subs_per_fan,
             rate,
+            churn_rate,
+            idle: cli.idle,
             duration,
             warmup,
             settle: cli.settle,
@@ -328,15 +436,76 @@ impl Plan {
     /// The longest a run may take before it is abandoned: every phase's own
     /// bound, plus slack.
     fn hard_bound(&self) -> Duration {
-        let waves = self.fans.div_ceil(self.connect_concurrency);
+        let connections = self.fans + self.reference_fans;
+        let waves = connections.div_ceil(self.connect_concurrency);
         let connect = Duration::from_secs(10) * u32::try_from(waves).unwrap_or(u32::MAX);
+        let launch = match &self.target {
+            Target::Launch(launch) => {
+                Duration::from_secs(40) * u32::try_from(launch.nodes).unwrap_or(u32::MAX)
+                    + Duration::from_secs(30)
+            }
+            Target::Given { .. } => Duration::ZERO,
+        };
         Duration::from_secs(60)
+            + launch
             + connect
-            + SNAPSHOT_WAIT
+            + run::SNAPSHOT_WAIT
+            + run::IDLE_SETTLE
             + self.warmup
             + self.duration
             + self.settle
     }
+}
+
+/// The hubs of the run, from the command line.
+fn target(cli: &Cli) -> Result<Target> {
+    let Some(hub_bin) = &cli.hub_bin else {
+        let url = cli.url.as_deref().unwrap_or(DEFAULT_URL);
+        let scorekeeper = nodes::scorekeeper_url(url, cli.allow_remote)?;
+        let fan_nodes = nodes::fan_nodes(&cli.fan_urls, &scorekeeper, cli.allow_remote)?;
+        ensure!(
+            !cli.scenario.needs_another_node() || fan_nodes.iter().any(|n| *n != scorekeeper),
+            "--scenario {} needs fans on another node than --url ({}): add --fan-url with the \
+             address of a second hub sharing its Redis, e.g. --fan-url ws://127.0.0.1:8081 \
+             (or let the load test start both: --hub-bin PATH --redis --nodes 2)",
+            cli.scenario.name(),
+            scorekeeper.http
+        );
+        let token = cli.token.clone().unwrap_or_default();
+        ensure!(
+            !token.trim().is_empty(),
+            "--token is missing: mint one with `scorehub token --sub loadtest --games '{}:*' \
+             --ttl 1h`, or let the load test start the hub with --hub-bin PATH",
+            cli.league
+        );
+        return Ok(Target::Given {
+            scorekeeper,
+            fan_nodes,
+            token,
+            hub_pids: cli.hub_pids.clone(),
+        });
+    };
+    // Two nodes means two hubs sharing a Redis: start what that takes.
+    let (nodes, redis) = if cli.scenario.needs_another_node() {
+        (cli.nodes.max(2), true)
+    } else {
+        (cli.nodes, cli.redis)
+    };
+    ensure!(
+        (1..=MAX_NODES).contains(&nodes),
+        "--nodes must be 1..={MAX_NODES}, got {nodes}"
+    );
+    if nodes > 1 && !redis {
+        bail!("--nodes {nodes} needs --redis: several hubs share their state through Redis");
+    }
+    Ok(Target::Launch(LaunchPlan {
+        hub_bin: hub_bin.clone(),
+        nodes,
+        redis_bin: redis.then(|| cli.redis_bin.clone()),
+        log_format: cli.hub_log_format,
+        hub_env: cli.hub_env.clone(),
+        keep_dir: cli.keep_hub_dir,
+    }))
 }
 
 /// True for a league name as the contract defines it.
@@ -353,9 +522,10 @@ fn valid_league(league: &str) -> bool {
             .all(|b| lower_or_digit(b) || *b == b'_' || *b == b'-')
 }
 
-/// Refuses a run whose fans would not fit under this process's open-file
-/// limit (Linux only; elsewhere nothing is checked).
-fn check_open_files(fans: usize) -> Result<()> {
+/// Refuses a run whose connections would not fit under this process's
+/// open-file limit (Linux only; elsewhere nothing is checked). The limit has
+/// been raised to the hard limit already.
+fn check_open_files(connections: usize) -> Result<()> {
     let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
         return Ok(());
     };
@@ -364,378 +534,23 @@ fn check_open_files(fans: usize) -> Result<()> {
         .find(|line| line.starts_with("Max open files"))
         .and_then(|line| line.split_whitespace().nth(3))
         .and_then(|soft| soft.parse::<usize>().ok());
-    let needed = fans + 64;
+    let needed = connections + 64;
     if let Some(soft) = soft
         && soft < needed
     {
         bail!(
-            "--fans {fans} needs about {needed} open files but this process may open {soft}; \
-             raise the limit first (e.g. `ulimit -n 20000`) or lower --fans"
+            "{connections} connections need about {needed} open files but this process may \
+             open {soft} (its hard limit); raise it first (e.g. `ulimit -Hn 20000` as root) or \
+             lower --fans"
         );
     }
     Ok(())
 }
 
-/// A prefix for `event_id`s that differs between runs, so that re-running
-/// against the same hub and games never posts a duplicate.
-fn run_id() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("lt{ms:x}p{:x}", std::process::id())
-}
-
-/// Prints a progress line to stderr (stdout is for the report).
-fn progress(message: std::fmt::Arguments<'_>) {
-    eprintln!("loadtest: {message}");
-}
-
-/// Connected fans and what the run needs to stop and inspect them.
-struct Fans {
-    /// Each fan's subscriptions and live progress.
-    progress: Vec<(FanSpec, Arc<Progress>)>,
-    /// The fan tasks.
-    tasks: Vec<tokio::task::JoinHandle<fan::FanOutcome>>,
-    /// Turned to `true` to stop every fan.
-    stop: watch::Sender<bool>,
-    /// Handshakes that succeeded.
-    connected: u64,
-    /// Handshakes that failed.
-    failed: u64,
-    /// The first handshake failure.
-    first_error: Option<String>,
-    /// Time it took to connect all fans.
-    took: Duration,
-}
-
-impl Fans {
-    /// Stops every fan and collects their outcomes.
-    async fn finish(self) -> Result<Vec<fan::FanOutcome>> {
-        let _ = self.stop.send(true);
-        let mut outcomes = Vec::with_capacity(self.tasks.len());
-        for task in self.tasks {
-            outcomes.push(task.await.context("a fan task failed")?);
-        }
-        Ok(outcomes)
-    }
-}
-
-/// Spawns every fan and waits until each has connected or failed to.
-async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
-    let started = Instant::now();
-    let (stop, stop_rx) = watch::channel(false);
-    let (connected_tx, mut connected_rx) = mpsc::channel(1024);
-    let mut fans = Fans {
-        progress: Vec::with_capacity(plan.fans),
-        tasks: Vec::with_capacity(plan.fans),
-        stop,
-        connected: 0,
-        failed: 0,
-        first_error: None,
-        took: Duration::ZERO,
-    };
-    for index in 0..plan.fans {
-        let placed = plan.scenario.place_fan(
-            index,
-            plan.fan_nodes.len(),
-            plan.game_ids.len(),
-            plan.subs_per_fan,
-        );
-        let spec = FanSpec {
-            index,
-            node: placed.node,
-            games: placed.games,
-        };
-        let progress = Arc::new(Progress::new(spec.games.len()));
-        fans.tasks.push(tokio::spawn(fan::run_fan(
-            spec.clone(),
-            Arc::clone(shared),
-            Arc::clone(&progress),
-            stop_rx.clone(),
-            connected_tx.clone(),
-        )));
-        fans.progress.push((spec, progress));
-    }
-    drop(connected_tx);
-    while let Some(result) = connected_rx.recv().await {
-        match result {
-            Ok(()) => fans.connected += 1,
-            Err(reason) => {
-                fans.failed += 1;
-                fans.first_error.get_or_insert(reason);
-            }
-        }
-    }
-    fans.took = started.elapsed();
-    Ok(fans)
-}
-
-/// Waits for the first Ctrl-C (turning `interrupted` on); a second one ends
-/// the process at once.
-fn watch_interrupts() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        progress(format_args!(
-            "interrupted: wrapping up (Ctrl-C again to quit now)"
-        ));
-        let _ = tx.send(true);
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
-    });
-    rx
-}
-
-/// Sleeps for `duration`, or less when interrupted. Returns the time slept.
-async fn sleep_unless_interrupted(
-    duration: Duration,
-    interrupted: &mut watch::Receiver<bool>,
-) -> Duration {
-    let start = Instant::now();
-    if !*interrupted.borrow() {
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => {}
-            // A dropped sender (no Ctrl-C handler) disables this branch.
-            Ok(_) = interrupted.wait_for(|on| *on) => {}
-        }
-    }
-    start.elapsed()
-}
-
-/// Carries out one run.
-async fn run(plan: &Plan) -> Result<Report> {
-    let api = Api::new(
-        &plan.scorekeeper.http,
-        &plan.token,
-        plan.posters + CREATE_CONCURRENCY,
-    )?;
-    api.health().await?;
-    // Every fan node must answer before anything is created.
-    let node_apis = plan
-        .fan_nodes
-        .iter()
-        .map(|node| Api::new(&node.http, &plan.token, check::READ_CONCURRENCY))
-        .collect::<Result<Vec<_>>>()?;
-    for node_api in &node_apis {
-        node_api.health().await?;
-    }
-    let mut interrupted = watch_interrupts();
-
-    progress(format_args!(
-        "creating {} games at {}",
-        plan.game_ids.len(),
-        api.base()
-    ));
-    stream::iter(plan.game_ids.iter().map(|id| api.create_game(id)))
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-
-    let node_names: Vec<&str> = plan.fan_nodes.iter().map(|n| n.ws.as_str()).collect();
-    progress(format_args!(
-        "connecting {} fans to {} ({} at a time)",
-        plan.fans,
-        node_names.join(", "),
-        plan.connect_concurrency
-    ));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(FanShared {
-        nodes: plan
-            .fan_nodes
-            .iter()
-            .map(|node| {
-                Ok(FanNode {
-                    ws_base: node.ws.clone(),
-                    latency: Mutex::new(latency_histogram()?),
-                })
-            })
-            .collect::<Result<_>>()?,
-        game_ids: Arc::clone(&plan.game_ids),
-        measuring: Arc::clone(&measuring),
-        check_state: plan.check_state,
-        connect_limit: Semaphore::new(plan.connect_concurrency),
-    });
-    let fans = connect_fans(plan, &shared).await?;
-    if fans.failed > u64::try_from(plan.max_connect_errors).unwrap_or(u64::MAX) {
-        let first = fans.first_error.clone().unwrap_or_default();
-        let failed = fans.failed;
-        fans.finish().await?;
-        bail!(
-            "{failed} of {} fans could not connect (allowed: --max-connect-errors {}); first error: {first}",
-            plan.fans,
-            plan.max_connect_errors
-        );
-    }
-    progress(format_args!(
-        "{} fans connected in {:.2} s; waiting for snapshots",
-        fans.connected,
-        fans.took.as_secs_f64()
-    ));
-    let no_events = vec![0; plan.game_ids.len()];
-    let (snapshots_in, _) = check::wait_caught_up(&fans.progress, &no_events, SNAPSHOT_WAIT).await;
-    if !snapshots_in {
-        progress(format_args!(
-            "warning: not every fan got its snapshots within {SNAPSHOT_WAIT:?}"
-        ));
-    }
-
-    progress(format_args!(
-        "posting {} events/s; warm-up {:.1} s, then measuring {:.1} s",
-        plan.rate,
-        plan.warmup.as_secs_f64(),
-        plan.duration.as_secs_f64()
-    ));
-    let posting = poster::start(
-        api.clone(),
-        PosterPlan {
-            rate: plan.rate,
-            posters: plan.posters,
-            run_id: run_id(),
-            game_ids: Arc::clone(&plan.game_ids),
-            scenario: plan.scenario,
-        },
-        Arc::clone(&measuring),
-    );
-    sleep_unless_interrupted(plan.warmup, &mut interrupted).await;
-    measuring.store(true, Ordering::Relaxed);
-    let measured = sleep_unless_interrupted(plan.duration, &mut interrupted).await;
-    let posted = posting.stop().await?;
-
-    progress(format_args!(
-        "posting stopped; waiting for fans to catch up"
-    ));
-    let hub = check::hub_states(&api, &plan.game_ids).await?;
-    let targets = check::seqs(&hub, &plan.game_ids)?;
-    let (caught_up, catch_up) = check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
-
-    let connected = fans.connected;
-    let connect_errors = fans.failed;
-    let first_connect_error = fans.first_error.clone();
-    let connect_took = fans.took;
-    let outcomes = fans.finish().await?;
-    let views = check::node_views(
-        &plan.fan_nodes,
-        &node_apis,
-        &plan.scorekeeper,
-        &plan.game_ids,
-    )
-    .await?;
-    let states = check::compare(&outcomes, &hub, &views, &plan.game_ids);
-
-    let mut counters = FanCounters::default();
-    let mut dropped = 0;
-    let mut first_fan_problem = None;
-    for outcome in &outcomes {
-        counters += outcome.counters;
-        if let Some(reason) = &outcome.dropped {
-            dropped += 1;
-            first_fan_problem
-                .get_or_insert_with(|| format!("fan {} dropped: {reason}", outcome.index));
-        }
-        if let Some(problem) = &outcome.first_problem {
-            first_fan_problem.get_or_insert_with(|| format!("fan {}: {problem}", outcome.index));
-        }
-    }
-    let secs = measured.as_secs_f64().max(f64::EPSILON);
-    let (nodes, latency) = by_node(plan, &shared, &outcomes, &states.mismatches_per_node, secs)?;
-    let mut report = Report {
-        scenario: plan.scenario,
-        url: plan.scorekeeper.http.clone(),
-        games: plan.game_ids.len(),
-        fans: plan.fans,
-        subs_per_fan: plan.subs_per_fan,
-        target_rate: plan.rate,
-        warmup_s: plan.warmup.as_secs_f64(),
-        measured_s: measured.as_secs_f64(),
-        fans_connected: connected,
-        connect_errors,
-        connect_s: connect_took.as_secs_f64(),
-        fans_dropped: dropped,
-        error_frames: counters.error_frames,
-        events_posted: posted.posted,
-        events_accepted: posted.accepted,
-        events_accepted_per_s: posted.accepted as f64 / secs,
-        events_failed: posted.failed,
-        events_rate_limited: posted.rate_limited,
-        events_duplicate_replies: posted.duplicate_replies,
-        events_skipped: posted.skipped,
-        post_latency_ms: Latency::from_micros(&posted.latency),
-        deliveries: counters.deliveries,
-        deliveries_per_s: counters.deliveries as f64 / secs,
-        snapshots: counters.snapshots,
-        latency_ms: latency,
-        clock_skew: counters.clock_skew,
-        nodes,
-        gaps: counters.gaps,
-        duplicates: counters.duplicates,
-        out_of_order: counters.out_of_order,
-        diffs_without_snapshot: counters.diffs_without_snapshot,
-        bad_frames: counters.bad_frames,
-        states_checked: states.checked,
-        state_mismatches: states.mismatches,
-        caught_up,
-        catch_up_s: catch_up.as_secs_f64(),
-        first_connect_error,
-        first_post_failure: posted.first_failure,
-        first_fan_problem,
-        mismatch_samples: states.samples,
-        correctness_failures: 0,
-        ok: false,
-    };
-    report.judge();
-    Ok(report)
-}
-
-/// The per-node breakdown (fan node order), and the delivery latency over all
-/// nodes. `mismatches[n]` is node `n`'s count of state mismatches; rates are
-/// per `secs` of measuring.
-fn by_node(
-    plan: &Plan,
-    shared: &FanShared,
-    outcomes: &[FanOutcome],
-    mismatches: &[u64],
-    secs: f64,
-) -> Result<(Vec<NodeReport>, Latency)> {
-    let mut all = latency_histogram()?;
-    let mut nodes = Vec::with_capacity(plan.fan_nodes.len());
-    for (index, (urls, node)) in plan.fan_nodes.iter().zip(&shared.nodes).enumerate() {
-        // Every fan task has ended, so nobody else holds the lock; a poisoned
-        // one only means a fan panicked mid-record.
-        let hist = node
-            .latency
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        all.add(&*hist)
-            .context("merging the nodes' latency histograms")?;
-        nodes.push(NodeReport {
-            url: urls.ws.clone(),
-            http: urls.http.clone(),
-            scorekeeper: *urls == plan.scorekeeper,
-            latency_ms: Latency::from_micros(&hist),
-            state_mismatches: mismatches.get(index).copied().unwrap_or(0),
-            ..NodeReport::default()
-        });
-    }
-    for outcome in outcomes {
-        if let Some(node) = nodes.get_mut(outcome.node) {
-            node.fans += 1;
-            node.fans_connected += u64::from(outcome.connect_error.is_none());
-            node.fans_dropped += u64::from(outcome.dropped.is_some());
-            node.deliveries += outcome.counters.deliveries;
-        }
-    }
-    for node in &mut nodes {
-        node.deliveries_per_s = node.deliveries as f64 / secs;
-    }
-    Ok((nodes, Latency::from_micros(&all)))
-}
-
-/// Parses the command line, runs within the hard time bound, prints the report.
+/// Raises the open-file limit, parses the command line, runs within the hard
+/// time bound, prints the report.
 fn main() -> ExitCode {
+    let fd_limit = system::raise_fd_limit();
     let cli = Cli::parse();
     let json = cli.json;
     let plan = match Plan::from_cli(cli) {
@@ -757,7 +572,7 @@ fn main() -> ExitCode {
     };
     let bound = plan.hard_bound();
     let outcome = runtime.block_on(async {
-        match tokio::time::timeout(bound, run(&plan)).await {
+        match tokio::time::timeout(bound, run::run(&plan, fd_limit)).await {
             Ok(result) => result,
             Err(_) => Err(anyhow::anyhow!(
                 "the run did not finish within its hard bound of {bound:?}; the hub may be stuck"
@@ -794,7 +609,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cli, Plan, valid_league};
+    use super::{Cli, Plan, Target, valid_league};
     use crate::{nodes::HubUrls, scenario::Scenario};
     use clap::Parser;
 
@@ -802,7 +617,10 @@ mod tests {
     /// they say how many).
     fn plan(args: &[&str]) -> anyhow::Result<Plan> {
         let mut argv = vec!["loadtest", "--token", "t"];
-        if !args.contains(&"--fans") {
+        if !["--fans", "--fans-per-game", "--smoke"]
+            .iter()
+            .any(|flag| args.contains(flag))
+        {
             argv.extend(["--fans", "10"]);
         }
         argv.extend_from_slice(args);
@@ -816,12 +634,27 @@ mod tests {
         }
     }
 
+    /// The given hubs of a plan.
+    fn given(plan: &Plan) -> (&HubUrls, &[HubUrls]) {
+        match &plan.target {
+            Target::Given {
+                scorekeeper,
+                fan_nodes,
+                ..
+            } => (scorekeeper, fan_nodes),
+            Target::Launch(_) => panic!("expected --url, got --hub-bin"),
+        }
+    }
+
     #[test]
     fn without_fan_urls_fans_go_to_the_url() {
-        let plan = plan(&["--url", "http://127.0.0.1:9000/"]).expect("valid");
-        assert_eq!(plan.scorekeeper, hub(9000));
-        assert_eq!(plan.fan_nodes, [hub(9000)]);
-        assert_eq!(plan.scenario, Scenario::Steady);
+        let one = plan(&["--url", "http://127.0.0.1:9000/"]).expect("valid");
+        let (scorekeeper, fan_nodes) = given(&one);
+        assert_eq!(*scorekeeper, hub(9000));
+        assert_eq!(fan_nodes, [hub(9000)]);
+        assert_eq!(one.scenario, Scenario::Steady);
+        let default = plan(&[]).expect("valid");
+        assert_eq!(*given(&default).0, hub(8080));
     }
 
     #[test]
@@ -837,8 +670,9 @@ mod tests {
             "two-nodes",
         ])
         .expect("valid");
-        assert_eq!(plan.scorekeeper, hub(9000));
-        assert_eq!(plan.fan_nodes, [hub(9000), hub(9001)]);
+        let (scorekeeper, fan_nodes) = given(&plan);
+        assert_eq!(*scorekeeper, hub(9000));
+        assert_eq!(fan_nodes, [hub(9000), hub(9001)]);
         assert_eq!(plan.scenario, Scenario::TwoNodes);
     }
 
@@ -903,5 +737,107 @@ mod tests {
         assert!(!valid_league("-lt"));
         assert!(!valid_league("LT"));
         assert!(!valid_league(&"a".repeat(33)));
+    }
+
+    #[test]
+    fn scenarios_choose_their_games() {
+        assert_eq!(
+            plan(&["--scenario", "hot-game"])
+                .expect("valid")
+                .game_ids
+                .len(),
+            1
+        );
+        let many = plan(&["--scenario", "many-games"]).expect("valid");
+        assert_eq!(many.game_ids.len(), 500);
+        assert_eq!(many.game_ids[499], "lt:g500");
+        let err = plan(&["--scenario", "hot-game", "--games", "3"]).expect_err("one game");
+        assert!(err.to_string().contains("hot-game is one game"), "{err}");
+        let smoke = plan(&["--scenario", "hot-game", "--smoke"]).expect("valid");
+        assert_eq!((smoke.game_ids.len(), smoke.fans), (1, 30));
+        assert!(
+            plan(&["--smoke", "--fans", "5"]).is_err(),
+            "--smoke sets --fans"
+        );
+    }
+
+    #[test]
+    fn fans_per_game_counts_each_fans_subscriptions() {
+        let plan = plan(&[
+            "--scenario",
+            "many-games",
+            "--games",
+            "500",
+            "--fans-per-game",
+            "400",
+            "--subs-per-fan",
+            "20",
+        ])
+        .expect("valid");
+        assert_eq!(plan.fans, 10_000);
+    }
+
+    #[test]
+    fn churn_adds_one_reference_fan_per_game() {
+        let plan = plan(&["--scenario", "churn", "--games", "4"]).expect("valid");
+        assert_eq!((plan.fans, plan.reference_fans), (10, 4));
+        let err = super::Plan::from_cli(
+            Cli::try_parse_from([
+                "loadtest",
+                "--token",
+                "t",
+                "--scenario",
+                "churn",
+                "--fans",
+                "19000",
+            ])
+            .expect("parses"),
+        )
+        .expect_err("too many with references");
+        assert!(err.to_string().contains("reference fan"), "{err}");
+    }
+
+    #[test]
+    fn idle_posts_nothing() {
+        let idle = plan(&["--idle", "--duration", "5s"]).expect("valid");
+        assert!(idle.idle);
+        assert_eq!(idle.rate, 0.0);
+        assert!(idle.warmup.is_zero());
+        assert!(plan(&["--idle", "--rate", "5"]).is_err());
+    }
+
+    #[test]
+    fn hub_bin_starts_what_the_scenario_needs() {
+        let launch = |args: &[&str]| -> anyhow::Result<crate::launch::LaunchPlan> {
+            let mut argv = vec!["loadtest", "--fans", "10", "--hub-bin", "/bin/true"];
+            argv.extend_from_slice(args);
+            match Plan::from_cli(Cli::try_parse_from(argv)?)?.target {
+                Target::Launch(launch) => Ok(launch),
+                Target::Given { .. } => panic!("expected a launch"),
+            }
+        };
+        let one = launch(&[]).expect("valid");
+        assert_eq!((one.nodes, one.redis_bin.is_some()), (1, false));
+        let two = launch(&["--scenario", "two-nodes"]).expect("valid");
+        assert_eq!((two.nodes, two.redis_bin.is_some()), (2, true));
+        let err = launch(&["--nodes", "2"]).expect_err("no redis");
+        assert!(err.to_string().contains("needs --redis"), "{err}");
+        assert!(launch(&["--redis", "--nodes", "5"]).is_err());
+        let env = launch(&["--hub-env", "SCOREHUB_STORAGE__FSYNC=false"]).expect("valid");
+        assert_eq!(
+            env.hub_env,
+            [("SCOREHUB_STORAGE__FSYNC".to_string(), "false".to_string())]
+        );
+        assert!(launch(&["--hub-env", "SCOREHUB_AUTH__SECRET=x"]).is_err());
+        // --hub-bin conflicts with naming a hub.
+        for extra in [
+            &["--url", "http://127.0.0.1:1"][..],
+            &["--fan-url", "ws://127.0.0.1:1"],
+            &["--hub-pid", "1"],
+        ] {
+            assert!(launch(extra).is_err(), "{extra:?}");
+        }
+        // Without --hub-bin there is nothing to start Redis for.
+        assert!(plan(&["--redis"]).is_err());
     }
 }

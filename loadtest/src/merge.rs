@@ -21,10 +21,14 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     for (key, value) in entries {
         if value.is_null() {
             fields.remove(key);
+        } else if let Some(member) = fields.get_mut(key) {
+            merge_patch(member, value);
         } else {
             // A missing member starts as `null`, which is not an object: a nested
             // object patch then builds a fresh object and drops its own nulls.
-            merge_patch(fields.entry(key.clone()).or_insert(Value::Null), value);
+            let mut member = Value::Null;
+            merge_patch(&mut member, value);
+            fields.insert(key.clone(), member);
         }
     }
 }

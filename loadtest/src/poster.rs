@@ -5,6 +5,9 @@
 //! interval"), so timer coarseness does not bend the rate. When the posters
 //! cannot keep up (the hub is slow), at most a small backlog of permits is
 //! kept and the rest are counted as skipped instead of piling up.
+//!
+//! Each accepted event's send time is noted by game and `seq` in
+//! [`SentTimes`], where fans look it up for the send → receive latency.
 
 use std::{
     sync::{
@@ -25,6 +28,7 @@ use tokio::{
 use crate::{
     api::{Api, PostReply},
     scenario::Scenario,
+    sent::SentTimes,
 };
 
 /// How often the ticker wakes up to hand out permits.
@@ -46,6 +50,8 @@ pub(crate) struct PosterPlan {
     pub(crate) game_ids: Arc<[String]>,
     /// Which game each event goes to.
     pub(crate) scenario: Scenario,
+    /// Where send times are noted.
+    pub(crate) sent: Arc<SentTimes>,
 }
 
 /// Posting results over the measured window.
@@ -72,7 +78,7 @@ pub(crate) struct PosterTotals {
 
 impl PosterTotals {
     /// Empty totals.
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         Ok(Self {
             posted: 0,
             accepted: 0,
@@ -242,9 +248,17 @@ async fn run_poster(
             "points": 1,
         });
         let counted = measuring.load(Ordering::Relaxed);
+        let sent_ns = plan.sent.now_ns();
         let sent = Instant::now();
         let reply = api.post_event(game, &event).await;
         let took_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Ok(PostReply::Accepted {
+            duplicate: false,
+            seq: Some(seq),
+        }) = &reply
+        {
+            plan.sent.record(game_index, *seq, sent_ns);
+        }
         let failure = match &reply {
             Ok(PostReply::Accepted { .. }) => None,
             Ok(PostReply::RateLimited) => Some(format!("POST to {game} answered 429")),
@@ -259,7 +273,7 @@ async fn run_poster(
         }
         totals.posted += 1;
         match reply {
-            Ok(PostReply::Accepted { duplicate }) => {
+            Ok(PostReply::Accepted { duplicate, .. }) => {
                 totals.accepted += 1;
                 totals.duplicate_replies += u64::from(duplicate);
                 totals.latency.saturating_record(took_us.max(1));

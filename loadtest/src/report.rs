@@ -6,9 +6,13 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
-use crate::scenario::Scenario;
+use crate::{
+    scenario::Scenario,
+    system::{FdLimit, MachineReport, ProcessKind, ProcessReport},
+};
 
-/// Percentiles of a latency histogram recorded in microseconds, in milliseconds.
+/// Percentiles of a latency histogram recorded in microseconds, in
+/// milliseconds ([`Latency::from_micros`]) or microseconds ([`Latency::in_micros`]).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub(crate) struct Latency {
     /// Number of samples.
@@ -28,28 +32,44 @@ pub(crate) struct Latency {
 impl Latency {
     /// Summarises `hist` (values in µs) in milliseconds.
     pub(crate) fn from_micros(hist: &Histogram<u64>) -> Self {
+        Self::scaled(hist, 1000.0)
+    }
+
+    /// Summarises `hist` (values in µs) in microseconds.
+    pub(crate) fn in_micros(hist: &Histogram<u64>) -> Self {
+        Self::scaled(hist, 1.0)
+    }
+
+    /// Summarises `hist`, dividing every value by `per_unit`.
+    fn scaled(hist: &Histogram<u64>, per_unit: f64) -> Self {
         if hist.is_empty() {
             return Self::default();
         }
-        // µs → ms; histogram values are far below f64's exact-integer range.
-        let ms = |us: u64| us as f64 / 1000.0;
+        // Histogram values are far below f64's exact-integer range.
+        let unit = |us: u64| us as f64 / per_unit;
         Self {
             count: hist.len(),
-            p50: ms(hist.value_at_quantile(0.50)),
-            p90: ms(hist.value_at_quantile(0.90)),
-            p99: ms(hist.value_at_quantile(0.99)),
-            p999: ms(hist.value_at_quantile(0.999)),
-            max: ms(hist.max()),
+            p50: unit(hist.value_at_quantile(0.50)),
+            p90: unit(hist.value_at_quantile(0.90)),
+            p99: unit(hist.value_at_quantile(0.99)),
+            p999: unit(hist.value_at_quantile(0.999)),
+            max: unit(hist.max()),
         }
     }
 
-    /// `p50 … max` on one line.
+    /// `p50 … max` on one line, with two decimals (milliseconds).
     fn line(&self) -> String {
+        self.line_with(2)
+    }
+
+    /// `p50 … max` on one line, with `decimals` decimals.
+    fn line_with(&self, decimals: usize) -> String {
         if self.count == 0 {
             return "no samples".into();
         }
+        let d = decimals;
         format!(
-            "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
+            "p50 {:.d$}  p90 {:.d$}  p99 {:.d$}  p99.9 {:.d$}  max {:.d$}  (n={})",
             self.p50, self.p90, self.p99, self.p999, self.max, self.count
         )
     }
@@ -77,6 +97,8 @@ pub(crate) struct NodeReport {
     pub(crate) deliveries_per_s: f64,
     /// Ingest-to-fan latency of its fans, ms (same definition as the total).
     pub(crate) latency_ms: Latency,
+    /// Send → receive latency of its fans, µs (same definition as the total).
+    pub(crate) send_latency_us: Latency,
     /// (fan, game) pairs of its fans that differ from `--url` or this node.
     pub(crate) state_mismatches: u64,
 }
@@ -111,6 +133,25 @@ fn nodes_by_url<S: Serializer>(nodes: &[NodeReport], serializer: S) -> Result<S:
     map.end()
 }
 
+/// How the hub under test was run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct HubInfo {
+    /// Started by the load test (`--hub-bin`), else given by `--url`.
+    pub(crate) started: bool,
+    /// The binary, when started.
+    pub(crate) bin: Option<String>,
+    /// Hub processes started.
+    pub(crate) nodes: usize,
+    /// A private redis-server was started.
+    pub(crate) redis: bool,
+    /// The hubs' log format, when started.
+    pub(crate) log_format: Option<String>,
+    /// `--hub-env` settings.
+    pub(crate) env: Vec<String>,
+    /// The temporary directory, when kept (`--keep-hub-dir`).
+    pub(crate) dir: Option<String>,
+}
+
 /// Everything a run measured. Rates are per second of the measured window.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Report {
@@ -130,6 +171,40 @@ pub(crate) struct Report {
     pub(crate) warmup_s: f64,
     /// Measured window, seconds (shorter than asked when interrupted).
     pub(crate) measured_s: f64,
+    /// `--idle`: no events were posted; the window measures what idle fans cost.
+    pub(crate) idle: bool,
+
+    /// How the hub was run.
+    pub(crate) hub: HubInfo,
+    /// This process's open-file limit.
+    pub(crate) fd_limit: FdLimit,
+    /// The unit of `/proc/<pid>/stat` CPU times (`sysconf(_SC_CLK_TCK)`).
+    pub(crate) clock_ticks_per_s: u64,
+    /// CPU and memory of every watched process (hubs, redis-server, this one).
+    pub(crate) processes: Vec<ProcessReport>,
+    /// The whole machine's CPU during the window, and how much of it went to
+    /// processes the run does not watch.
+    pub(crate) machine: MachineReport,
+    /// CPU-seconds of all hub processes during the measured window (`None`
+    /// when no hub pid is known: give `--hub-pid` or use `--hub-bin`).
+    pub(crate) hub_cpu_s: Option<f64>,
+    /// `hub_cpu_s` per second of the window: 1.0 is one core kept busy.
+    pub(crate) hub_cores: Option<f64>,
+    /// Deliveries per hub CPU-second, the efficiency figure.
+    pub(crate) deliveries_per_hub_cpu_s: Option<f64>,
+    /// Hub RSS (all hubs) before any fan connected, bytes.
+    pub(crate) hub_rss_before_bytes: Option<u64>,
+    /// Hub RSS with every fan connected, subscribed and idle, bytes.
+    pub(crate) hub_rss_idle_bytes: Option<u64>,
+    /// Hub RSS after the measured window, bytes.
+    pub(crate) hub_rss_end_bytes: Option<u64>,
+    /// `(hub_rss_idle - hub_rss_before) / fans connected`.
+    pub(crate) bytes_per_idle_connection: Option<f64>,
+    /// CPU-seconds of the redis-server started for the run, during the window.
+    pub(crate) redis_cpu_s: Option<f64>,
+    /// CPU-seconds of this load generator during the window: when it nears
+    /// the cores left by the hub, latency figures include its own queueing.
+    pub(crate) loadtest_cpu_s: Option<f64>,
 
     /// Fans whose handshake succeeded.
     pub(crate) fans_connected: u64,
@@ -168,6 +243,12 @@ pub(crate) struct Report {
     /// Delivery latency, `receive time - ts`, ms. `ts` has ms resolution, so each
     /// sample reads up to 1 ms high.
     pub(crate) latency_ms: Latency,
+    /// Send → receive latency, µs: from just before the poster sent the event
+    /// to the fan's receipt of its diff, on this process's monotonic clock
+    /// (includes the HTTP request, the hub's commit and its fan-out).
+    pub(crate) send_latency_us: Latency,
+    /// Measured diffs whose send time was not known (not posted by this run).
+    pub(crate) send_unmatched: u64,
     /// Diffs stamped in the future by the local clock (hub on another clock).
     pub(crate) clock_skew: u64,
     /// Fans, deliveries and latency per node fans connect to, keyed by the
@@ -190,6 +271,24 @@ pub(crate) struct Report {
     pub(crate) states_checked: u64,
     /// Of those, different from either hub state.
     pub(crate) state_mismatches: u64,
+    /// Churn: fans replaced per second asked for.
+    pub(crate) churn_rate: f64,
+    /// Churn: fans that follow one game each and never leave, the reference
+    /// churned fans are checked against (connected on top of `fans`).
+    pub(crate) reference_fans: usize,
+    /// Churn: fans told to leave during the run.
+    pub(crate) churn_left: u64,
+    /// Churn: fans that connected and subscribed during the run.
+    pub(crate) churn_joined: u64,
+    /// Churn: of those, handshakes that failed.
+    pub(crate) churn_connect_errors: u64,
+    /// Churn: snapshots and last states of churning fans compared with the
+    /// reference fans' state at the same seq.
+    pub(crate) churn_checks: u64,
+    /// Churn: checkpoints at a seq no reference fan saw (not counted as wrong).
+    pub(crate) churn_unverified: u64,
+    /// Churn: checkpoints that differ from the reference.
+    pub(crate) churn_mismatches: u64,
     /// Every fan had caught up with the hub's last seq before the comparison.
     pub(crate) caught_up: bool,
     /// Time waited for fans to catch up, seconds.
@@ -201,8 +300,11 @@ pub(crate) struct Report {
     pub(crate) first_post_failure: Option<String>,
     /// The first error frame, malformed frame or dropped connection, if any.
     pub(crate) first_fan_problem: Option<String>,
-    /// A few state mismatches, described.
+    /// A few state mismatches, described (churn checkpoints included).
     pub(crate) mismatch_samples: Vec<String>,
+    /// What happened to processes the run started when they were stopped
+    /// (only when something went wrong), and other warnings.
+    pub(crate) notes: Vec<String>,
 
     /// Sum of the correctness counters; non-zero fails the run.
     pub(crate) correctness_failures: u64,
@@ -213,14 +315,16 @@ pub(crate) struct Report {
 impl Report {
     /// Fills in `correctness_failures` and `ok` from the counters. The
     /// correctness counters are gaps, duplicates, out-of-order frames, diffs
-    /// without a snapshot, malformed frames and state mismatches.
+    /// without a snapshot, malformed frames, state mismatches and churn
+    /// checkpoint mismatches.
     pub(crate) fn judge(&mut self) {
         self.correctness_failures = self.gaps
             + self.duplicates
             + self.out_of_order
             + self.diffs_without_snapshot
             + self.bad_frames
-            + self.state_mismatches;
+            + self.state_mismatches
+            + self.churn_mismatches;
         self.ok = self.correctness_failures == 0;
     }
 
@@ -241,11 +345,20 @@ impl Report {
             ),
             (
                 "window",
-                format!(
-                    "{:.1} s measured after {:.1} s warm-up",
-                    self.measured_s, self.warmup_s
-                ),
+                if self.idle {
+                    format!(
+                        "{:.1} s measured with idle fans (--idle: no events)",
+                        self.measured_s
+                    )
+                } else {
+                    format!(
+                        "{:.1} s measured after {:.1} s warm-up",
+                        self.measured_s, self.warmup_s
+                    )
+                },
             ),
+            ("hub", self.hub_line()),
+            ("fd limit", fd_line(&self.fd_limit)),
             (
                 "connections",
                 format!(
@@ -279,13 +392,25 @@ impl Report {
                 ),
             ),
             ("latency ms", self.latency_ms.line()),
+            ("send→recv µs", self.send_latency_us.line_with(0)),
         ];
+        if self.send_unmatched > 0 {
+            rows.push((
+                "  unmatched",
+                format!(
+                    "{} measured diffs without a known send time",
+                    self.send_unmatched
+                ),
+            ));
+        }
+        rows.extend(self.cost_rows());
         // Fans only on `--url`: the totals above say it all.
         let only_url = matches!(self.nodes.as_slice(), [node] if node.scorekeeper);
         if !only_url {
             for node in &self.nodes {
                 rows.push(("node", node.line()));
                 rows.push(("  latency ms", node.latency_ms.line()));
+                rows.push(("  send→recv µs", node.send_latency_us.line_with(0)));
             }
         }
         rows.extend([
@@ -315,6 +440,26 @@ impl Report {
                 ),
             ),
         ]);
+        if self.scenario == Scenario::Churn {
+            rows.push((
+                "churn",
+                format!(
+                    "{:.1} fans/s asked: {} left, {} joined ({} connect errors), {} reference fans",
+                    self.churn_rate,
+                    self.churn_left,
+                    self.churn_joined,
+                    self.churn_connect_errors,
+                    self.reference_fans
+                ),
+            ));
+            rows.push((
+                "churn check",
+                format!(
+                    "{} mismatches of {} checkpoints checked against the reference ({} unverifiable)",
+                    self.churn_mismatches, self.churn_checks, self.churn_unverified
+                ),
+            ));
+        }
         if self.clock_skew > 0 {
             rows.push((
                 "clock skew",
@@ -337,6 +482,9 @@ impl Report {
         for sample in &self.mismatch_samples {
             rows.push(("mismatch", sample.clone()));
         }
+        for note in &self.notes {
+            rows.push(("note", note.clone()));
+        }
         rows.push((
             "result",
             if self.ok {
@@ -354,6 +502,182 @@ impl Report {
         }
         out
     }
+}
+
+impl Report {
+    /// Fills in the hub's CPU and memory figures from `processes`, over a
+    /// measured window with `deliveries` and `fans` connected fans.
+    pub(crate) fn add_costs(&mut self, processes: Vec<ProcessReport>, machine: MachineReport) {
+        self.machine = machine;
+        let of = |kind: ProcessKind| processes.iter().filter(move |p| p.kind == kind);
+        let sum_f = |kind, get: fn(&ProcessReport) -> Option<f64>| -> Option<f64> {
+            let values: Option<Vec<f64>> = of(kind).map(get).collect();
+            values.filter(|v| !v.is_empty()).map(|v| v.iter().sum())
+        };
+        let sum_u = |get: fn(&ProcessReport) -> Option<u64>| -> Option<u64> {
+            let values: Option<Vec<u64>> = of(ProcessKind::Hub).map(get).collect();
+            values.filter(|v| !v.is_empty()).map(|v| v.iter().sum())
+        };
+        self.hub_cpu_s = sum_f(ProcessKind::Hub, |p| p.cpu_s);
+        self.hub_cores = self
+            .hub_cpu_s
+            .map(|s| s / self.measured_s.max(f64::EPSILON));
+        self.deliveries_per_hub_cpu_s = self
+            .hub_cpu_s
+            .filter(|&s| s > 0.0 && self.deliveries > 0)
+            .map(|s| self.deliveries as f64 / s);
+        self.redis_cpu_s = sum_f(ProcessKind::Redis, |p| p.cpu_s);
+        self.loadtest_cpu_s = sum_f(ProcessKind::Loadtest, |p| p.cpu_s);
+        self.hub_rss_before_bytes = sum_u(|p| p.rss_before_bytes);
+        self.hub_rss_idle_bytes = sum_u(|p| p.rss_idle_bytes);
+        self.hub_rss_end_bytes = sum_u(|p| p.rss_end_bytes);
+        self.bytes_per_idle_connection = match (self.hub_rss_before_bytes, self.hub_rss_idle_bytes)
+        {
+            (Some(before), Some(idle)) if self.fans_connected > 0 => {
+                Some((idle as f64 - before as f64) / self.fans_connected as f64)
+            }
+            _ => None,
+        };
+        self.processes = processes;
+    }
+
+    /// The "hub" row: how the hub was run.
+    fn hub_line(&self) -> String {
+        let hub = &self.hub;
+        if !hub.started {
+            let pids: Vec<String> = self
+                .processes
+                .iter()
+                .filter(|p| p.kind == ProcessKind::Hub)
+                .map(|p| p.pid.to_string())
+                .collect();
+            return if pids.is_empty() {
+                "given by --url; pid unknown (add --hub-pid for CPU and memory figures)".into()
+            } else {
+                format!("given by --url, pid {}", pids.join(", "))
+            };
+        }
+        let mut line = format!(
+            "started {} ({} node{}{}, {} logs)",
+            hub.bin.as_deref().unwrap_or("?"),
+            hub.nodes,
+            if hub.nodes == 1 { "" } else { "s" },
+            if hub.redis {
+                " + private redis-server"
+            } else {
+                ", single node"
+            },
+            hub.log_format.as_deref().unwrap_or("?")
+        );
+        if !hub.env.is_empty() {
+            let _ = write!(line, ", {}", hub.env.join(" "));
+        }
+        if let Some(dir) = &hub.dir {
+            let _ = write!(line, ", kept in {dir}");
+        }
+        line
+    }
+
+    /// The CPU and memory rows.
+    fn cost_rows(&self) -> Vec<(&'static str, String)> {
+        let mut rows = Vec::new();
+        let window = self.measured_s;
+        rows.push((
+            "hub cpu",
+            match (self.hub_cpu_s, self.hub_cores) {
+                (Some(cpu), Some(cores)) => format!(
+                    "{cpu:.2} s in the {window:.1} s window ({cores:.2} cores): {} deliveries per hub CPU-second",
+                    self.deliveries_per_hub_cpu_s
+                        .map_or_else(|| "no".to_string(), |d| format!("{d:.0}"))
+                ),
+                _ => "unknown (no hub pid)".into(),
+            },
+        ));
+        if let (Some(before), Some(idle)) = (self.hub_rss_before_bytes, self.hub_rss_idle_bytes) {
+            rows.push((
+                "hub memory",
+                format!(
+                    "RSS {} before fans, {} with {} idle fans, {} at the end: {} bytes per idle connection",
+                    mib(Some(before)),
+                    mib(Some(idle)),
+                    self.fans_connected,
+                    mib(self.hub_rss_end_bytes),
+                    self.bytes_per_idle_connection
+                        .map_or_else(|| "?".to_string(), |b| format!("{b:.0}"))
+                ),
+            ));
+        }
+        if let (Some(busy), Some(other)) = (self.machine.busy_cores, self.machine.other_cores) {
+            rows.push((
+                "machine",
+                format!(
+                    "{busy:.2} of {} cores busy in the window; {other:.2} cores by other processes{}",
+                    self.machine.cores,
+                    if other > OTHER_CORES_WARNING {
+                        let names: Vec<String> = self
+                            .machine
+                            .top_others
+                            .iter()
+                            .map(|p| format!("{} (pid {}) {:.2}", p.name, p.pid, p.cores))
+                            .collect();
+                        format!(
+                            " (WARNING: something else ran, figures are disturbed; top: {})",
+                            if names.is_empty() {
+                                "none found: kernel work".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+        for p in &self.processes {
+            rows.push((
+                "  process",
+                format!(
+                    "{} (pid {}): {} CPU-s ({} cores), RSS {} → {} → {}{}",
+                    p.role,
+                    p.pid,
+                    p.cpu_s.map_or_else(|| "?".into(), |s| format!("{s:.2}")),
+                    p.cores.map_or_else(|| "?".into(), |c| format!("{c:.2}")),
+                    mib(p.rss_before_bytes),
+                    mib(p.rss_idle_bytes),
+                    mib(p.rss_end_bytes),
+                    p.problem
+                        .as_ref()
+                        .map_or_else(String::new, |e| format!(" ({e})"))
+                ),
+            ));
+        }
+        rows
+    }
+}
+
+/// Cores used by unwatched processes above which the table warns.
+const OTHER_CORES_WARNING: f64 = 0.1;
+
+/// The "fd limit" row.
+fn fd_line(limit: &FdLimit) -> String {
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let mut line = format!("soft {} (hard {})", show(limit.soft), show(limit.hard));
+    if limit.before != limit.soft {
+        let _ = write!(line, ", raised from {}", show(limit.before));
+    }
+    if let Some(e) = &limit.error {
+        let _ = write!(line, "; raising failed: {e}");
+    }
+    line
+}
+
+/// Bytes as MiB with one decimal, or `?`.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "?".to_string(),
+        |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    )
 }
 
 #[cfg(test)]

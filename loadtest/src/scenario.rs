@@ -1,9 +1,9 @@
 //! Scenarios: who follows which game on which node, and which game each posted
 //! event goes to.
 //!
-//! The orchestration in `main.rs` is the same for every scenario; a scenario
-//! only decides the shape of the traffic. New shapes (one hot game, many quiet
-//! games, fans churning) become new variants here.
+//! The orchestration in `run.rs` is the same for every scenario; a scenario
+//! only decides the shape of the traffic (and, for churn, that fans come and
+//! go while events flow).
 
 use clap::ValueEnum;
 use serde::Serialize;
@@ -17,6 +17,16 @@ pub(crate) enum Scenario {
     /// events spread evenly over all games at a constant rate.
     #[default]
     Steady,
+    /// One game, every fan follows it: each event becomes one delivery per fan.
+    HotGame,
+    /// Many games (`--games`, 500 unless given), each fan following
+    /// `--subs-per-fan` consecutive games, events spread over all games: a
+    /// fan's frames of different games can share a socket write.
+    ManyGames,
+    /// Steady traffic while fans keep leaving and new fans connect and
+    /// subscribe (with a `sub` message) at `--churn-rate` per second; every
+    /// churned fan is checked over its own lifetime.
+    Churn,
     /// Steady traffic across a cluster: events go to `--url`, fans sit on the
     /// `--fan-url` nodes, at least one of which must be another node, so the
     /// report shows ingest-to-fan latency through the shared Redis.
@@ -37,17 +47,31 @@ impl Scenario {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::Steady => "steady",
+            Scenario::HotGame => "hot-game",
+            Scenario::ManyGames => "many-games",
+            Scenario::Churn => "churn",
             Scenario::TwoNodes => "two-nodes",
         }
+    }
+
+    /// Games created when `--games` is not given.
+    pub(crate) fn default_games(self) -> usize {
+        match self {
+            Scenario::HotGame => 1,
+            Scenario::ManyGames => 500,
+            Scenario::Steady | Scenario::Churn | Scenario::TwoNodes => 10,
+        }
+    }
+
+    /// True when fans leave and join during the run.
+    pub(crate) fn churns(self) -> bool {
+        self == Scenario::Churn
     }
 
     /// True when the scenario makes sense only with fans on another node than
     /// the one events are posted to.
     pub(crate) fn needs_another_node(self) -> bool {
-        match self {
-            Scenario::Steady => false,
-            Scenario::TwoNodes => true,
-        }
+        self == Scenario::TwoNodes
     }
 
     /// Places fan number `fan` on one of `nodes` nodes, following `per_fan` of
@@ -66,30 +90,24 @@ impl Scenario {
         games: usize,
         per_fan: usize,
     ) -> Placement {
-        match self {
-            Scenario::Steady | Scenario::TwoNodes => {
-                let (nodes, games) = (nodes.max(1), games.max(1));
-                let common = gcd(nodes, games);
-                let lcm = nodes / common * games;
-                let first = fan + (fan / lcm) % common;
-                Placement {
-                    node: fan % nodes,
-                    games: (0..per_fan.min(games))
-                        .map(|k| (first + k) % games)
-                        .collect(),
-                }
-            }
+        // Every scenario places fans the same way; hot-game has one game.
+        let (nodes, games) = (nodes.max(1), games.max(1));
+        let common = gcd(nodes, games);
+        let lcm = nodes / common * games;
+        let first = fan + (fan / lcm) % common;
+        Placement {
+            node: fan % nodes,
+            games: (0..per_fan.min(games))
+                .map(|k| (first + k) % games)
+                .collect(),
         }
     }
 
     /// The index of the game the `n`th posted event (counting from 0) goes to.
+    /// Every scenario spreads events round-robin over its games.
     pub(crate) fn event_game(self, n: u64, games: usize) -> usize {
-        match self {
-            Scenario::Steady | Scenario::TwoNodes => {
-                let games = u64::try_from(games.max(1)).unwrap_or(u64::MAX);
-                usize::try_from(n % games).unwrap_or(0)
-            }
-        }
+        let games = u64::try_from(games.max(1)).unwrap_or(u64::MAX);
+        usize::try_from(n % games).unwrap_or(0)
     }
 }
 
@@ -175,9 +193,36 @@ mod tests {
     }
 
     #[test]
-    fn only_two_nodes_needs_another_node() {
-        assert!(!Scenario::Steady.needs_another_node());
-        assert!(Scenario::TwoNodes.needs_another_node());
+    fn only_two_nodes_needs_another_node_and_only_churn_churns() {
+        use clap::ValueEnum;
+        for &scenario in Scenario::value_variants() {
+            assert_eq!(
+                scenario.needs_another_node(),
+                scenario == Scenario::TwoNodes
+            );
+            assert_eq!(scenario.churns(), scenario == Scenario::Churn);
+        }
+    }
+
+    #[test]
+    fn hot_game_is_one_game_and_many_games_many() {
+        assert_eq!(Scenario::HotGame.default_games(), 1);
+        assert_eq!(Scenario::ManyGames.default_games(), 500);
+        let placed = Scenario::HotGame.place_fan(12_345, 1, 1, 1);
+        assert_eq!(placed.games, [0]);
+        assert_eq!(Scenario::HotGame.event_game(99, 1), 0);
+    }
+
+    #[test]
+    fn many_games_gives_every_game_the_same_followers() {
+        let (games, per_fan, fans) = (500, 20, 10_000);
+        let mut followers = vec![0usize; games];
+        for fan in 0..fans {
+            for g in Scenario::ManyGames.place_fan(fan, 1, games, per_fan).games {
+                followers[g] += 1;
+            }
+        }
+        assert!(followers.iter().all(|&n| n == fans * per_fan / games));
     }
 
     #[test]

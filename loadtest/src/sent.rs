@@ -45,9 +45,7 @@ impl SentTimes {
     /// `max(64, 2^21 / games)` slots (a power of two, at most `2^20`): a send
     /// time stays readable until that many later events of its game were posted.
     pub(crate) fn new(games: usize) -> Self {
-        let per_game = (TOTAL_SLOTS / games.max(1))
-            .max(MIN_SLOTS)
-            .min(1 << TAG_BITS);
+        let per_game = (TOTAL_SLOTS / games.max(1)).clamp(MIN_SLOTS, 1 << TAG_BITS);
         Self::with_slots(games, per_game)
     }
 
@@ -78,7 +76,10 @@ impl SentTimes {
             return;
         }
         let slot = &ring[slot_index(seq, ring.len())];
-        slot.store(((sent_ns + 1) << TAG_BITS) | (seq & TAG_MASK), Ordering::Release);
+        slot.store(
+            ((sent_ns + 1) << TAG_BITS) | (seq & TAG_MASK),
+            Ordering::Release,
+        );
     }
 
     /// When event `seq` of game `game` was sent, if it is known (and not yet

@@ -7,6 +7,8 @@
 //! itself honestly. A [`Meter`] takes the samples at the run's phases and turns
 //! them into [`ProcessReport`]s.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -87,6 +89,97 @@ fn parse_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time of the whole machine so far, in clock ticks, from the first line
+/// of `/proc/stat`: `(busy, total)` where idle and iowait are the difference.
+pub(crate) fn machine_ticks() -> Result<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine_ticks(&text).context("/proc/stat has no `cpu` line")
+}
+
+/// `(busy, total)` ticks from the text of `/proc/stat`.
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already
+    // counted in user).
+    let get = |i: usize| fields.get(i).copied().unwrap_or(0);
+    let idle = get(3) + get(4);
+    let total: u64 = (0..8).map(get).sum();
+    Some((total - idle, total))
+}
+
+/// Cores of the machine (`cpuN` lines of `/proc/stat`), at least 1.
+pub(crate) fn machine_cores() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .map(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .count()
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// CPU ticks so far of every process on the machine, with its name
+/// (`/proc/<pid>/comm`), to find who else ran during the window.
+fn all_processes() -> HashMap<u32, (String, u64)> {
+    let mut all = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Processes come and go; one that is gone is simply not counted.
+        let (Ok(ticks), Ok(comm)) = (
+            cpu_ticks(pid),
+            std::fs::read_to_string(format!("/proc/{pid}/comm")),
+        ) else {
+            continue;
+        };
+        all.insert(pid, (comm.trim().to_string(), ticks));
+    }
+    all
+}
+
+/// A process the run does not watch, and its CPU during the window.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct OtherProcess {
+    /// Its name (`comm`).
+    pub(crate) name: String,
+    /// Its process id.
+    pub(crate) pid: u32,
+    /// Cores it kept busy on average during the window.
+    pub(crate) cores: f64,
+}
+
+/// What the whole machine did during the measured window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct MachineReport {
+    /// Cores of the machine.
+    pub(crate) cores: usize,
+    /// Cores kept busy on average during the window, by anything.
+    pub(crate) busy_cores: Option<f64>,
+    /// Of those, cores used by processes the run does not watch (other
+    /// programs, and kernel work not charged to a watched process): when this
+    /// is large, the figures were disturbed.
+    pub(crate) other_cores: Option<f64>,
+    /// The unwatched processes that used the most CPU (at most 3, each above
+    /// 0.02 cores), kernel threads such as `ksoftirqd` included.
+    pub(crate) top_others: Vec<OtherProcess>,
+}
+
 /// What a watched process is, for sums in the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,11 +220,16 @@ struct Watched {
     problem: Option<String>,
 }
 
-/// Samples CPU time and RSS of a few processes at the run's phases.
+/// Samples CPU time and RSS of a few processes at the run's phases, and the
+/// machine's CPU time at the window's edges.
 #[derive(Debug)]
 pub(crate) struct Meter {
     /// The processes, in report order.
     watched: Vec<Watched>,
+    /// Machine `(busy, total)` ticks at the start and end of the window.
+    machine: [Option<(u64, u64)>; 2],
+    /// Every process's CPU ticks at the start and end of the window.
+    everyone: [HashMap<u32, (String, u64)>; 2],
 }
 
 /// What was measured of one process.
@@ -172,12 +270,9 @@ impl Meter {
                     problem: None,
                 })
                 .collect(),
+            machine: [None; 2],
+            everyone: [HashMap::new(), HashMap::new()],
         }
-    }
-
-    /// True when a process of `kind` is watched.
-    pub(crate) fn watches(&self, kind: ProcessKind) -> bool {
-        self.watched.iter().any(|w| w.kind == kind)
     }
 
     /// Samples every process's RSS for `phase`.
@@ -195,6 +290,8 @@ impl Meter {
     /// Samples every process's CPU time at the start (`end == false`) or the
     /// end of the measured window.
     pub(crate) fn sample_cpu(&mut self, end: bool) {
+        self.machine[usize::from(end)] = machine_ticks().ok();
+        self.everyone[usize::from(end)] = all_processes();
         for w in &mut self.watched {
             match cpu_ticks(w.pid) {
                 Ok(ticks) => w.cpu[usize::from(end)] = Some(ticks),
@@ -202,6 +299,42 @@ impl Meter {
                     w.problem.get_or_insert_with(|| format!("{e:#}"));
                 }
             }
+        }
+    }
+
+    /// What the whole machine did in a window of `window_s` seconds, given
+    /// what the watched processes did (`processes`, from [`Self::reports`]).
+    pub(crate) fn machine(&self, window_s: f64, processes: &[ProcessReport]) -> MachineReport {
+        let ticks = ticks_per_second() as f64;
+        let window_s = window_s.max(f64::EPSILON);
+        let busy_cores = match self.machine {
+            [Some((busy0, _)), Some((busy1, _))] => {
+                Some(busy1.saturating_sub(busy0) as f64 / ticks / window_s)
+            }
+            _ => None,
+        };
+        let watched: f64 = processes.iter().filter_map(|p| p.cores).sum();
+        let [start, end] = &self.everyone;
+        let mut top_others: Vec<OtherProcess> = end
+            .iter()
+            .filter(|(pid, _)| !self.watched.iter().any(|w| w.pid == **pid))
+            .filter_map(|(&pid, (name, ticks_end))| {
+                let ticks_start = start.get(&pid).map_or(0, |(_, t)| *t);
+                let cores = ticks_end.saturating_sub(ticks_start) as f64 / ticks / window_s;
+                (cores > 0.02).then(|| OtherProcess {
+                    name: name.clone(),
+                    pid,
+                    cores,
+                })
+            })
+            .collect();
+        top_others.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        top_others.truncate(3);
+        MachineReport {
+            cores: machine_cores(),
+            busy_cores,
+            other_cores: busy_cores.map(|b| (b - watched).max(0.0)),
+            top_others,
         }
     }
 
@@ -234,7 +367,7 @@ impl Meter {
 
 #[cfg(test)]
 mod tests {
-    use super::{Meter, Phase, ProcessKind, parse_cpu_ticks, parse_rss};
+    use super::{Meter, Phase, ProcessKind, parse_cpu_ticks, parse_machine_ticks, parse_rss};
 
     #[test]
     fn cpu_ticks_are_counted_after_the_command_name() {
@@ -253,6 +386,13 @@ mod tests {
     }
 
     #[test]
+    fn machine_ticks_split_busy_from_idle() {
+        let stat = "cpu  100 2 30 400 5 0 7 1 9 0\ncpu0 50 1 15 200 2 0 3 0 0 0\n";
+        // busy: user nice system irq softirq steal; idle: idle iowait.
+        assert_eq!(parse_machine_ticks(stat), Some((140, 545)));
+    }
+
+    #[test]
     fn this_process_can_be_measured() {
         let mut meter = Meter::new([(
             "loadtest".to_string(),
@@ -262,11 +402,15 @@ mod tests {
         meter.sample_rss(Phase::Before);
         meter.sample_cpu(false);
         meter.sample_cpu(true);
-        let report = &meter.reports(1.0)[0];
+        let reports = meter.reports(1.0);
+        let report = &reports[0];
+        let machine = meter.machine(1.0, &reports);
+        assert!(
+            machine.cores >= 1 && machine.busy_cores.is_some(),
+            "{machine:?}"
+        );
         assert!(report.rss_before_bytes.is_some_and(|b| b > 0), "{report:?}");
         assert!(report.cpu_s.is_some(), "{report:?}");
         assert!(report.problem.is_none(), "{report:?}");
-        assert!(meter.watches(ProcessKind::Loadtest));
-        assert!(!meter.watches(ProcessKind::Hub));
     }
 }

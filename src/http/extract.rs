@@ -6,7 +6,8 @@
 //! - [`Scorekeeper`]: the verified claims of `Authorization: Bearer <token>`.
 //! - [`GamePath`]: the `{id}` path segment as a validated [`GameId`].
 //! - [`Writer`]: the three above combined for write routes: token, game id,
-//!   and the token's permission to write that game (403 otherwise).
+//!   the token's permission to write that game (403 otherwise), and one unit
+//!   of the token's event rate (429 when spent, see [`super::limits`]).
 //! - [`Query`]: axum's query extractor with our error format.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -207,8 +208,10 @@ impl<S: Send + Sync> FromRequestParts<S> for GamePath {
 }
 
 /// A token allowed to write the game in the path: 401 without a valid token,
-/// 400 for a malformed id, 403 when the token's games do not cover it. Runs
-/// before the body is read, so an unauthorised client learns nothing about it.
+/// 400 for a malformed id, 403 when the token's games do not cover it, 429
+/// when the token's `sub` is over its event rate (the request costs one
+/// event). Runs before the body is read, so an unauthorised or throttled
+/// client costs no decoding.
 #[derive(Debug, Clone)]
 pub struct Writer {
     /// The token's claims.
@@ -224,6 +227,7 @@ impl FromRequestParts<AppState> for Writer {
         let Scorekeeper(claims) = Scorekeeper::from_request_parts(parts, state).await?;
         let GamePath(game) = GamePath::from_request_parts(parts, state).await?;
         check_write(&claims, &game)?;
+        state.limits.charge_events(&claims, 1)?;
         Ok(Writer { claims, game })
     }
 }

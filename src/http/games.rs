@@ -181,6 +181,8 @@ async fn post_batch(
             "events: the batch holds {n} events, at most {MAX_BATCH} are allowed; split it into several requests"
         )));
     }
+    // A batch costs one unit of the token's event rate per item, all or nothing.
+    state.limits.charge_events(&claims, n)?;
     let by: Arc<str> = Arc::from(claims.sub.as_str());
     // Submit every item in order without waiting (each game's mailbox keeps
     // the order, and its actor commits what is queued as one group), then

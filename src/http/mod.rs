@@ -4,6 +4,8 @@
 //! - `ops`: health, readiness, metrics, the OpenAPI document.
 //! - [`pages`]: the scoreboard, the scorekeeper console and the browser client.
 //! - [`extract`]: extractors that answer in our JSON error format.
+//! - [`limits`]: abuse limits: events per token, WebSocket connects per
+//!   address, the connection cap.
 //! - `/v1/ws` is the fans' WebSocket ([`crate::ws::ws_handler`]).
 //!
 //! Middleware, outermost first: a request id (`x-request-id`, generated when
@@ -16,6 +18,7 @@
 
 pub mod extract;
 mod games;
+pub mod limits;
 mod ops;
 pub mod pages;
 #[cfg(test)]

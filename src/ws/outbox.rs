@@ -7,12 +7,17 @@
 //! diffs for it are skipped until the game actor sends one fresh snapshot
 //! (requested by the writer once the queue has drained). Applying the frames
 //! in order therefore always yields the exact state.
+//!
+//! The outbox remembers when its current conflation episode began (the first
+//! game went stale while none was), so the session can disconnect a fan that
+//! stays behind for `ws.stuck_timeout`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::codec::FrameKind;
 use crate::domain::GameId;
@@ -47,6 +52,8 @@ struct Inner {
     queue: VecDeque<Item>,
     bytes: usize,
     stale: Vec<GameId>,
+    /// When `stale` last went from empty to non-empty; `None` while empty.
+    conflated_since: Option<Instant>,
     closed: bool,
     overflowed: bool,
 }
@@ -59,6 +66,8 @@ pub struct Outbox {
     max_bytes: usize,
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Woken when a conflation episode begins.
+    behind: Notify,
 }
 
 impl Outbox {
@@ -71,6 +80,7 @@ impl Outbox {
             max_bytes: max_bytes.max(1),
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
+            behind: Notify::new(),
         }
     }
 
@@ -113,11 +123,18 @@ impl Outbox {
             if inner.queue.len() >= self.max_frames {
                 inner.queue.retain(|it| it.game.as_ref() != Some(game));
                 inner.bytes = inner.queue.iter().map(|it| it.frame.len()).sum();
+                let episode_starts = inner.stale.is_empty();
+                if episode_starts {
+                    inner.conflated_since = Some(Instant::now());
+                }
                 inner.stale.push(game.clone());
                 // Wake the writer in case it is idle: it requests the snapshot
                 // once the queue has drained.
                 drop(inner);
                 self.notify.notify_one();
+                if episode_starts {
+                    self.behind.notify_one();
+                }
                 return Push::Conflated;
             }
             wake = self.enqueue(
@@ -150,6 +167,9 @@ impl Outbox {
                 return false;
             }
             inner.stale.retain(|g| g != game);
+            if inner.stale.is_empty() {
+                inner.conflated_since = None;
+            }
             // Anything still queued for this game is superseded by the snapshot.
             if inner.queue.iter().any(|it| it.game.as_ref() == Some(game)) {
                 inner.queue.retain(|it| it.game.as_ref() != Some(game));
@@ -209,6 +229,18 @@ impl Outbox {
     /// Whether `game` waits for a fresh snapshot (its diffs are being skipped).
     pub fn is_stale(&self, game: &GameId) -> bool {
         self.lock().stale.iter().any(|g| g == game)
+    }
+
+    /// Since when at least one game has been waiting for a fresh snapshot
+    /// without a break; `None` when no game is.
+    pub fn conflated_since(&self) -> Option<Instant> {
+        self.lock().conflated_since
+    }
+
+    /// Waits until a conflation episode may have begun (spurious wake-ups
+    /// possible: check [`Outbox::conflated_since`]). For one waiter.
+    pub async fn conflation_started(&self) {
+        self.behind.notified().await;
     }
 
     /// Whether the connection is closed.
@@ -279,6 +311,29 @@ mod tests {
         assert!(ob.push_snapshot(&a, Bytes::from_static(b"snap")));
         assert!(ob.stale_when_drained().is_empty());
         assert_eq!(ob.push_diff(&a, &f), Push::Queued);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remembers_when_conflation_began_until_every_game_resyncs() {
+        let ob = Outbox::new(1, 1, 1 << 20);
+        let (a, b) = (g("x:a"), g("x:b"));
+        let f = Bytes::from_static(b"diff");
+        assert_eq!(ob.conflated_since(), None);
+        assert_eq!(ob.push_diff(&a, &f), Push::Queued);
+        let began = Instant::now();
+        assert_eq!(ob.push_diff(&a, &f), Push::Conflated);
+        // The episode start wakes a waiter (its permit was stored).
+        tokio::time::timeout(std::time::Duration::from_secs(1), ob.conflation_started())
+            .await
+            .unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        assert_eq!(ob.push_diff(&b, &f), Push::Queued);
+        assert_eq!(ob.push_diff(&b, &f), Push::Conflated);
+        assert_eq!(ob.conflated_since(), Some(began), "one episode, two games");
+        assert!(ob.push_snapshot(&a, Bytes::from_static(b"snap")));
+        assert_eq!(ob.conflated_since(), Some(began), "b still waits");
+        assert!(ob.push_snapshot(&b, Bytes::from_static(b"snap")));
+        assert_eq!(ob.conflated_since(), None, "caught up");
     }
 
     #[test]

@@ -11,10 +11,16 @@
 //!   and asks game actors for one fresh snapshot once a conflated queue has
 //!   drained.
 //!
-//! Whichever half stops first says why the connection ends (`End`). The
-//! session then sends the matching close frame and tears down: the outbox is
-//! closed, every game subscription and league watch is removed. A guard keeps
-//! the connection gauge right even if the session panics.
+//! Whichever half stops first says why the connection ends (`End`); a third
+//! branch ends a fan that has stayed conflated for `ws.stuck_timeout` (it
+//! cannot keep up: its writer makes no real progress). The session then
+//! sends the matching close frame and tears down: the outbox is closed, every
+//! game subscription and league watch is removed. A guard keeps the
+//! connection gauge right even if the session panics.
+//!
+//! Before upgrading, [`ws_handler`] asks the hub's limits for a connection
+//! slot (per-address connect rate: 429; connection cap: 503); the slot is
+//! held until the session ends.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -51,7 +57,7 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// Bytes tungstenite reserves to read client frames. Fans send little (a few
 /// control messages), so a small buffer keeps idle connections cheap; larger
 /// messages (up to `ws.max_message_bytes`) still arrive, in several reads.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 512;
 
 /// Longest wait for the closing handshake (our close frame out, the client's
 /// reply in) once a session has decided to end.
@@ -93,7 +99,8 @@ fn split_list(list: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// `GET /v1/ws`: upgrades to a fan session (503 while the hub shuts down).
+/// `GET /v1/ws`: upgrades to a fan session (503 while the hub shuts down or
+/// every connection slot is taken, 429 when the address connects too fast).
 pub async fn ws_handler(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
@@ -103,6 +110,10 @@ pub async fn ws_handler(
     if state.shutdown.is_cancelled() {
         return shutting_down();
     }
+    let slot = match state.limits.admit_fan(addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal.into_response(),
+    };
     let limit = state.config.ws.max_message_bytes;
     let initial = query.initial_sub();
     // Counted by the tracker from now, so a shutdown starting before the
@@ -114,10 +125,12 @@ pub async fn ws_handler(
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             let conn_id = state.next_conn_id();
-            let span = tracing::info_span!("ws", conn_id, peer = %addr);
+            // Debug level: entered on every poll, so free when debug is off.
+            let span = tracing::debug_span!("ws", conn_id, peer = %addr);
             run_session(socket, Conn::new(conn_id, state), initial)
                 .instrument(span)
                 .await;
+            drop(slot);
             drop(tracked);
         })
 }
@@ -135,10 +148,16 @@ enum End {
     ClientGone,
     /// A message above `ws.max_message_bytes`.
     TooBig,
+    /// A text frame that is not valid UTF-8 (RFC 6455 requires failing the
+    /// connection; tungstenite refuses the frame).
+    BadUtf8,
     /// More messages than the token bucket allows.
     Flood,
     /// The outbox overflowed its byte cap: the client stopped reading.
     SlowConsumer,
+    /// The outbox stayed conflated for `ws.stuck_timeout`: the client cannot
+    /// keep up.
+    Stuck,
     /// A socket write took longer than `ws.write_timeout`.
     WriteStalled,
     /// A socket write failed.
@@ -158,8 +177,10 @@ impl End {
             End::ClientClosed => "client_closed",
             End::ClientGone => "client_gone",
             End::TooBig => "too_big",
+            End::BadUtf8 => "bad_utf8",
             End::Flood => "flood",
             End::SlowConsumer => "slow_consumer",
+            End::Stuck => "stuck",
             End::WriteStalled => "write_timeout",
             End::WriteFailed => "write_failed",
             End::Idle => "idle",
@@ -173,8 +194,10 @@ impl End {
         matches!(
             self,
             End::TooBig
+                | End::BadUtf8
                 | End::Flood
                 | End::SlowConsumer
+                | End::Stuck
                 | End::WriteStalled
                 | End::Idle
                 | End::Shutdown
@@ -186,7 +209,8 @@ impl End {
         match self {
             End::TooBig => Some((close_code::SIZE, "message too big")),
             End::Flood => Some((close_code::POLICY, "message rate exceeded")),
-            End::SlowConsumer => Some((close_code::POLICY, "slow consumer")),
+            End::BadUtf8 => Some((close_code::INVALID, "invalid UTF-8 in a text frame")),
+            End::SlowConsumer | End::Stuck => Some((close_code::POLICY, "slow consumer")),
             End::Idle => Some((close_code::AWAY, "idle timeout")),
             End::Shutdown => Some((close_code::AWAY, "server shutting down")),
             End::ClientClosed
@@ -350,6 +374,7 @@ async fn run_session(socket: WebSocket, conn: Conn, initial: Option<ClientMsg>) 
         tokio::select! {
             end = write_loop(&mut sink, &conn) => end,
             end = read_loop(&mut stream, &conn, &mut subs) => end,
+            end = watch_stuck(&conn) => end,
         }
     };
     conn.outbox.close();
@@ -398,12 +423,15 @@ async fn read_loop(
 }
 
 /// Classifies a read error. tungstenite reports a message over the size limit
-/// as a capacity error ("Space limit exceeded"); axum does not re-export its
-/// error type, so it is recognised by its text.
+/// as a capacity error ("Space limit exceeded") and a text frame that is not
+/// UTF-8 as "UTF-8 encoding error"; axum does not re-export its error type, so
+/// they are recognised by their text.
 fn read_error(e: &axum::Error) -> End {
     let text = e.to_string();
     if text.contains("Space limit exceeded") || text.contains("too long") {
         End::TooBig
+    } else if text.contains("UTF-8") {
+        End::BadUtf8
     } else {
         tracing::debug!(error = %e, "read failed");
         End::ClientGone
@@ -427,7 +455,10 @@ async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
 }
 
 /// `sub`: refused as a whole when it would exceed `ws.max_subscriptions`;
-/// invalid or unknown ids get an error frame each and are skipped.
+/// invalid or unknown ids get an error frame each and are skipped. A message
+/// naming more new games (or leagues) than the limit is refused before any
+/// id is looked up, so one message cannot cost thousands of lookups or
+/// thousands of error frames.
 async fn subscribe(
     conn: &Conn,
     subs: &mut Subscriptions,
@@ -435,6 +466,22 @@ async fn subscribe(
     leagues: &[String],
     since: &BTreeMap<String, u64>,
 ) {
+    let max = conn.cfg().max_subscriptions;
+    let new_games: HashSet<&str> = games
+        .iter()
+        .map(String::as_str)
+        .filter(|g| GameId::parse(g).map_or(true, |id| !subs.games.contains(&id)))
+        .collect();
+    let new_leagues: HashSet<&str> = leagues.iter().map(String::as_str).collect();
+    if subs.games.len() + new_games.len() > max || new_leagues.len() > max {
+        let msg = format!(
+            "this subscription names {} new games and {} leagues; a connection may hold at most {max} games (unsubscribe some first)",
+            new_games.len(),
+            new_leagues.len()
+        );
+        conn.send_error("too_many_subscriptions", &msg, None);
+        return;
+    }
     let mut handles: Vec<GameHandle> = Vec::with_capacity(games.len());
     for g in games {
         if let Some(h) = conn.resolve_game(g).await {
@@ -449,7 +496,6 @@ async fn subscribe(
         .collect();
     leagues.sort();
     leagues.dedup();
-    let max = conn.cfg().max_subscriptions;
     let total = subs.count_with(conn.registry(), &games, &leagues).await;
     if total > max {
         let msg = format!(
@@ -523,10 +569,14 @@ async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut batch = Vec::new();
     let mut resyncing = HashSet::new();
+    // Created once: a fresh `cancelled()` per wake would re-register with
+    // the token on every delivery.
+    let shutdown = conn.state.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            () = conn.state.shutdown.cancelled() => return End::Shutdown,
+            () = &mut shutdown => return End::Shutdown,
             () = conn.outbox.notified() => {
                 if let Err(end) = drain(sink, conn, &mut batch).await {
                     return end;
@@ -635,8 +685,22 @@ impl FrameCounts {
     fn record(&self) {
         for (kind, n) in Self::KINDS.iter().zip(self.0) {
             if n > 0 {
-                metrics::counter!(m::FRAMES_SENT, "kind" => kind.label()).increment(n);
+                m::frames_sent(*kind).increment(n);
             }
+        }
+    }
+}
+
+/// Ends the session once its outbox has stayed conflated for
+/// `ws.stuck_timeout`. Polled beside the writer, so it fires even while a
+/// socket write is blocked on a fan that does not read.
+async fn watch_stuck(conn: &Conn) -> End {
+    let limit = conn.cfg().stuck_timeout;
+    loop {
+        match conn.outbox.conflated_since() {
+            Some(since) if since.elapsed() >= limit => return End::Stuck,
+            Some(since) => tokio::time::sleep_until(since + limit).await,
+            None => conn.outbox.conflation_started().await,
         }
     }
 }
@@ -650,7 +714,7 @@ async fn say_goodbye(sink: &mut Sink, stream: &mut SplitStream<WebSocket>, conn:
     if end.by_server() {
         metrics::counter!(m::WS_CLOSED, "reason" => end.label()).increment(1);
     }
-    if matches!(end, End::SlowConsumer | End::WriteStalled) {
+    if matches!(end, End::SlowConsumer | End::Stuck | End::WriteStalled) {
         metrics::counter!(m::SLOW_CONSUMER, "action" => "disconnected").increment(1);
     }
     tracing::debug!(reason = end.label(), "fan disconnected");
@@ -881,6 +945,8 @@ mod tests {
     fn every_server_end_has_a_fitting_close_code() {
         assert_eq!(End::Flood.close_frame().map(|c| c.0), Some(1008));
         assert_eq!(End::SlowConsumer.close_frame().map(|c| c.0), Some(1008));
+        assert_eq!(End::Stuck.close_frame().map(|c| c.0), Some(1008));
+        assert_eq!(End::BadUtf8.close_frame().map(|c| c.0), Some(1007));
         assert_eq!(End::TooBig.close_frame().map(|c| c.0), Some(1009));
         assert_eq!(End::Shutdown.close_frame().map(|c| c.0), Some(1001));
         assert_eq!(End::WriteStalled.close_frame(), None);
@@ -1026,6 +1092,7 @@ mod tests {
         let ws = WsConfig {
             queue_frames: 4,
             write_timeout: Duration::from_secs(120),
+            stuck_timeout: Duration::from_secs(120),
             ..WsConfig::default()
         };
         let hub = start(ws).await;

@@ -343,6 +343,13 @@ impl Api {
 // ---------------------------------------------------------------------------
 // In-process hub
 
+/// Lifts the per-token event rate: the suite posts thousands of events from
+/// one token as fast as it can. The `limits` tests set their own limits.
+fn unlimited_events(config: &mut Config) {
+    config.limits.events_per_second = 1_000_000;
+    config.limits.events_burst = 1_000_000;
+}
+
 /// A hub served in this process on `127.0.0.1:0`, with its own storage dir.
 pub(crate) struct TestHub {
     api: Api,
@@ -372,6 +379,7 @@ impl TestHub {
         config.storage.dir = dir.path().to_path_buf();
         config.storage.fsync = false;
         config.auth.secret = Some(SECRET.to_owned());
+        unlimited_events(&mut config);
         tweak(&mut config);
         let hub = Hub::open(config, SECRET.as_bytes()).expect("the hub opens");
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -951,6 +959,7 @@ impl TestHub {
         config.storage.dir = dir.path().to_path_buf();
         config.storage.fsync = false;
         config.auth.secret = Some(SECRET.to_owned());
+        unlimited_events(&mut config);
         config.redis.url = Some(redis_url.to_owned());
         let hub = Hub::start(config, SECRET.as_bytes())
             .await

@@ -9,13 +9,19 @@
 //!   [`common::FanState`], which applies frames and checks their order.
 //! - `api`: the scorekeeper, read and operations routes.
 //! - `ws`: fans: subscribe, resume, leagues, conflation, flood limits.
+//! - `limits`: abuse limits: per-token event rates, per-address connect
+//!   rates, the connection cap, stuck fans, hostile control messages.
 //! - `cluster`: several nodes over one real `redis-server` (§5): one
 //!   sequence across nodes, idempotent retries anywhere, outages, restarts.
 //! - `process`: the binary: durability across `kill -9`, torn log tails,
 //!   SIGTERM, configuration errors, the `token` command.
+//! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
+//!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
 mod api;
 mod cluster;
 mod common;
+mod limits;
 mod process;
+mod prometheus;
 mod ws;

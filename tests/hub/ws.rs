@@ -372,6 +372,7 @@ async fn slow_fan_is_conflated_and_still_exact_while_others_get_every_diff() {
         c.ws.queue_frames = 64;
         // The slow fan does not read for a while: it must not be dropped for that.
         c.ws.write_timeout = Duration::from_secs(300);
+        c.ws.stuck_timeout = Duration::from_secs(300);
         c.ws.ping_interval = Duration::from_secs(150);
         c.ws.idle_timeout = Duration::from_secs(300);
     })
