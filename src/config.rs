@@ -72,6 +72,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// How long a graceful shutdown may take before in-flight work is dropped. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Browser origins (`scheme://host[:port]`) allowed to call the `/v1` API
+    /// from their pages (CORS), or `["*"]` for any. Default empty: same origin
+    /// only, no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +84,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -578,6 +583,7 @@ struct RawHttp {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_timeout: Option<RawDuration>,
+    cors_origins: Option<RawList>,
 }
 
 #[derive(Default, Deserialize)]
@@ -673,6 +679,46 @@ impl<'de> Deserialize<'de> for RawDuration {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// A list of strings as written: a TOML array, or (from the environment) one
+/// string of comma-separated items. Items are trimmed; empty ones dropped.
+#[derive(Debug)]
+struct RawList(Vec<String>);
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of strings (or one comma-separated string)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawList, E> {
+                Ok(RawList(
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    let item = item.trim();
+                    if !item.is_empty() {
+                        items.push(item.to_owned());
+                    }
+                }
+                Ok(RawList(items))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -809,6 +855,10 @@ impl RawConfig {
                 http.shutdown_timeout,
                 base.http.shutdown_timeout,
             )?,
+            cors_origins: match http.cors_origins {
+                Some(RawList(origins)) => check_cors_origins(origins)?,
+                None => base.http.cors_origins.clone(),
+            },
         };
 
         let auth = AuthConfig {
@@ -1000,6 +1050,46 @@ fn check_secret(secret: String) -> Result<String, ConfigError> {
     Ok(secret)
 }
 
+/// Each origin must be exactly what a browser sends in `Origin`:
+/// `http(s)://host[:port]`, lowercase, no path; or `*` alone for any origin.
+fn check_cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "http.cors_origins";
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            return Err(ConfigError::at(
+                KEY,
+                "\"*\" allows every origin and must be the only entry (remove the others, or remove \"*\")",
+            ));
+        }
+        return Ok(origins);
+    }
+    for origin in &origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let well_formed = rest.is_some_and(|host| {
+            !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        });
+        if !well_formed {
+            let shown: String = origin.chars().take(80).collect();
+            return Err(ConfigError::at(
+                KEY,
+                format!(
+                    "{shown:?} is not an origin; write it as browsers send it: scheme://host[:port] \
+                     in lowercase, without a path or trailing slash (e.g. \"https://scores.example.com\"), \
+                     or use [\"*\"] for any origin"
+                ),
+            ));
+        }
+    }
+    Ok(origins)
+}
+
 fn check_redis_url(url: String) -> Result<String, ConfigError> {
     let lower = url.trim().to_ascii_lowercase();
     let rest = lower
@@ -1073,6 +1163,7 @@ mod tests {
                 listen: "10.1.2.3:1".parse().unwrap(),
                 max_body_bytes: 1,
                 shutdown_timeout: Duration::from_secs(1),
+                cors_origins: vec!["https://elsewhere.example".into()],
             },
             auth: AuthConfig {
                 secret: Some("s".repeat(40)),
@@ -1184,6 +1275,57 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_from_file_list_or_env_string_and_checked() {
+        let c = load_toml(
+            "[http]\ncors_origins = [\"https://scores.example.com\", \"http://localhost:3000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://scores.example.com", "http://localhost:3000"]
+        );
+        let e = env(&[(
+            "SCOREHUB_HTTP__CORS_ORIGINS",
+            "https://a.example, https://b.example:8443,",
+        )]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://a.example", "https://b.example:8443"]
+        );
+        let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", "*")]);
+        assert_eq!(
+            Config::load_from(None, &e).unwrap().http.cors_origins,
+            vec!["*"]
+        );
+        let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", "")]);
+        assert!(
+            Config::load_from(None, &e)
+                .unwrap()
+                .http
+                .cors_origins
+                .is_empty()
+        );
+        for bad in [
+            "https://scores.example.com/",
+            "https://scores.example.com/app",
+            "scores.example.com",
+            "ftp://scores.example.com",
+            "https://Scores.example.com",
+            "*,https://a.example",
+        ] {
+            let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", bad)]);
+            let err = Config::load_from(None, &e).unwrap_err();
+            assert_eq!(err.key(), Some("http.cors_origins"), "{bad}");
+            let msg = err.to_string();
+            assert!(msg.contains("SCOREHUB_HTTP__CORS_ORIGINS"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        let err = load_toml("[http]\ncors_origins = 3\n").unwrap_err();
+        assert_eq!(err.key(), Some("http.cors_origins"), "{err}");
+    }
+
+    #[test]
     fn scorehub_config_env_names_the_file_and_flag_wins() {
         let f = write_toml("[games]\nhistory = 7\n");
         let g = write_toml("[games]\nhistory = 8\n");
@@ -1224,7 +1366,9 @@ mod tests {
         );
         assert!(msg.contains("did you mean listen?"), "{msg}");
         assert!(
-            msg.contains("known keys in http: listen, max_body_bytes, shutdown_timeout"),
+            msg.contains(
+                "known keys in http: listen, max_body_bytes, shutdown_timeout, cors_origins"
+            ),
             "{msg}"
         );
         assert!(msg.contains("(in "), "{msg}");

@@ -86,17 +86,28 @@ pub enum ApiError {
 
 /// The JSON error object, `{"code","message"}`, as it appears under `"error"`
 /// (also inside batch results).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "The error object, `{\"code\",\"message\"}`, under `error` (also inside batch results)."
+)]
 pub struct ErrorBody {
-    /// Stable snake_case code.
+    /// Stable snake_case code for programs.
+    #[schema(value_type = String, pattern = "^[a-z][a-z0-9_]*$", examples("bad_request"))]
     pub code: &'static str,
     /// One human sentence saying what was wrong and how to fix it.
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Envelope {
-    error: ErrorBody,
+/// Every error response body: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error, examples(json!({"error": {
+    "code": "bad_request",
+    "message": "points: invalid type: string \"3\", expected i64 at line 1 column 60"
+}})))]
+pub struct ErrorEnvelope {
+    /// What went wrong.
+    pub error: ErrorBody,
 }
 
 impl ApiError {
@@ -178,7 +189,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
         let status = self.status();
-        let mut response = (status, Json(Envelope { error: self.body() })).into_response();
+        let mut response = (status, Json(ErrorEnvelope { error: self.body() })).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized(_) => {

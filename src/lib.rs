@@ -28,6 +28,8 @@
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
 //! - `testing` (hidden): test fixtures, such as a real `redis-server`.
+//! - `fuzzing` (hidden): fuzzing harnesses over request bodies, control
+//!   messages and log replay, shared by `fuzz/` and the corpus tests.
 
 pub mod auth;
 pub mod cluster;
@@ -35,6 +37,8 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod game;
 pub mod http;
 pub mod metrics;

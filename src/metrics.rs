@@ -27,6 +27,8 @@ pub const REDIS_UP: &str = "scorehub_redis_up";
 pub const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
 /// Histogram `{route}`: request latency.
 pub const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
+/// Gauge: 1 while `/readyz` would answer 200 (events accepted), else 0.
+pub const READY: &str = "scorehub_ready";
 /// Counter `{reason}`: WebSocket connections closed by the server.
 pub const WS_CLOSED: &str = "scorehub_ws_closed_total";
 /// Counter `{kind}`: requests refused by an abuse limit: `events` (per-token
@@ -112,6 +114,10 @@ fn describe() {
         "Slow-consumer actions: conflated, disconnected."
     );
     describe_gauge!(REDIS_UP, "1 when connected to Redis.");
+    describe_gauge!(
+        READY,
+        "1 while the hub accepts events (/readyz is 200), else 0."
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route template and status.");
     describe_histogram!(
         HTTP_SECONDS,

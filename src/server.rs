@@ -244,6 +244,7 @@ impl Hub {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
+        tokio::spawn(report_readiness(state.clone()));
         let served = server.await;
         state.sessions.close();
         let drained = tokio::time::timeout(grace, state.sessions.wait()).await;
@@ -264,6 +265,21 @@ fn actor_config(config: &Config) -> ActorConfig {
         mailbox: config.games.mailbox,
         history: config.games.history,
     }
+}
+
+/// Publishes `/readyz` as the gauge `scorehub_ready` (1/0) every second, so
+/// alerts need not probe; stops at shutdown.
+async fn report_readiness(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => break,
+        }
+        let ready = state.readiness().is_ok();
+        metrics::gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!(crate::metrics::READY).set(0.0);
 }
 
 /// Builds the router from shared state, so tests use exactly what `serve` does.

@@ -111,7 +111,9 @@ impl Api {
         }
         let text = short_body(response).await;
         let hint = match status {
-            401 => ": the token is missing, malformed or expired (mint one with `scorehub token`)",
+            401 => {
+                ": the token is missing, malformed or expired (mint one with `scorehub token --scope admin`)"
+            }
             403 => ": the token may not write this game (mint one with `--games '<league>:*'`)",
             409 => ": the game exists with another initial body (try another --league)",
             _ => "",

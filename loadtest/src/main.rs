@@ -96,7 +96,7 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
                   Two hubs sharing a private Redis, events on one, fans on the other:\n    \
                   loadtest --hub-bin target/release/scorehub --scenario two-nodes --redis --nodes 2\n\n  \
                   A hub someone else started (pid for CPU and memory figures):\n    \
-                  TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --ttl 1h)\n    \
+                  TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --scope admin --ttl 1h)\n    \
                   loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --hub-pid \"$(pgrep -x scorehub)\"\n\n\
                   Exit codes: 0 correct, 1 a correctness counter is non-zero, 2 the run failed."
 )]
@@ -116,8 +116,10 @@ struct Cli {
     fan_urls: Vec<String>,
 
     /// Token allowed to write `<league>:*`, e.g. from
-    /// `scorehub token --sub loadtest --games 'lt:*' --ttl 1h`. Not needed
-    /// (and ignored) with `--hub-bin`, which mints its own.
+    /// `scorehub token --sub loadtest --games 'lt:*' --scope admin --ttl 1h`
+    /// (admin tokens skip the hub's per-token event limit; a scorekeeper token
+    /// gets 429 above it). Not needed (and ignored) with `--hub-bin`, which
+    /// mints its own.
     #[arg(long, env = "SCOREHUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
@@ -213,9 +215,10 @@ struct Cli {
     #[arg(long, default_value = "lt")]
     league: String,
 
-    /// Concurrent posters (each keeps one request in flight).
-    #[arg(long, default_value_t = 8)]
-    posters: usize,
+    /// Concurrent posters (each keeps one request in flight) [default: one
+    /// per 50 events/s of --rate, 8 to 64].
+    #[arg(long)]
+    posters: Option<usize>,
 
     /// WebSocket handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 200)]
@@ -233,6 +236,11 @@ struct Cli {
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Also write the report as JSON to this file (the table still goes to
+    /// stdout).
+    #[arg(long, value_name = "PATH")]
+    json_out: Option<PathBuf>,
 
     /// Small fixed run for the test suite: 3 games (1 for hot-game), 30 fans,
     /// 50 events/s, 3 s (churn: 10 fans/s).
@@ -395,10 +403,13 @@ impl Plan {
             "--settle must be at most 2m, got {:?}",
             cli.settle
         );
+        // Float to integer: `as` saturates; the rate is finite here.
+        let posters = cli
+            .posters
+            .unwrap_or_else(|| ((rate / 50.0).ceil() as usize).clamp(8, 64));
         ensure!(
-            (1..=256).contains(&cli.posters),
-            "--posters must be 1..=256, got {}",
-            cli.posters
+            (1..=256).contains(&posters),
+            "--posters must be 1..=256, got {posters}"
         );
         ensure!(
             (1..=2000).contains(&cli.connect_concurrency),
@@ -426,7 +437,7 @@ impl Plan {
             duration,
             warmup,
             settle: cli.settle,
-            posters: cli.posters,
+            posters,
             connect_concurrency: cli.connect_concurrency,
             max_connect_errors: cli.max_connect_errors,
             check_state: !cli.no_state_check,
@@ -475,7 +486,7 @@ fn target(cli: &Cli) -> Result<Target> {
         ensure!(
             !token.trim().is_empty(),
             "--token is missing: mint one with `scorehub token --sub loadtest --games '{}:*' \
-             --ttl 1h`, or let the load test start the hub with --hub-bin PATH",
+             --scope admin --ttl 1h`, or let the load test start the hub with --hub-bin PATH",
             cli.league
         );
         return Ok(Target::Given {
@@ -553,6 +564,7 @@ fn main() -> ExitCode {
     let fd_limit = system::raise_fd_limit();
     let cli = Cli::parse();
     let json = cli.json;
+    let json_out = cli.json_out.clone();
     let plan = match Plan::from_cli(cli) {
         Ok(plan) => plan,
         Err(e) => {
@@ -583,16 +595,23 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
         Ok(report) => {
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("loadtest: error: encoding the report: {e}");
-                        return ExitCode::from(2);
-                    }
+            let text = match serde_json::to_string_pretty(&report) {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("loadtest: error: encoding the report: {e}");
+                    return ExitCode::from(2);
                 }
+            };
+            if json {
+                println!("{text}");
             } else {
                 print!("{}", report.table());
+            }
+            if let Some(path) = json_out
+                && let Err(e) = std::fs::write(&path, text + "\n")
+            {
+                eprintln!("loadtest: error: writing {}: {e}", path.display());
+                return ExitCode::from(2);
             }
             if report.ok {
                 ExitCode::SUCCESS

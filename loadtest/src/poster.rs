@@ -261,7 +261,10 @@ async fn run_poster(
         }
         let failure = match &reply {
             Ok(PostReply::Accepted { .. }) => None,
-            Ok(PostReply::RateLimited) => Some(format!("POST to {game} answered 429")),
+            Ok(PostReply::RateLimited) => Some(format!(
+                "POST to {game} answered 429: the hub limits events per token \
+                 (limits.events_per_second); an admin-scope token is exempt"
+            )),
             Ok(PostReply::Refused(why)) => Some(why.clone()),
             Err(e) => Some(format!("{e:#}")),
         };

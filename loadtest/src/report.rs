@@ -683,6 +683,7 @@ fn mib(bytes: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::{Latency, NodeReport, Report};
+    use crate::system::{MachineReport, ProcessKind, ProcessReport};
     use crate::{poster::latency_histogram, scenario::Scenario};
 
     #[test]
@@ -764,5 +765,78 @@ mod tests {
         assert!(!report.table().contains("ws://"), "{}", report.table());
         let json = serde_json::to_value(&report).expect("encodes");
         assert!(json["nodes"]["ws://127.0.0.1:9000"].is_object());
+    }
+
+    fn process(kind: ProcessKind, cpu_s: f64, rss: [u64; 3]) -> ProcessReport {
+        ProcessReport {
+            role: format!("{kind:?}"),
+            kind,
+            pid: 1,
+            cpu_s: Some(cpu_s),
+            cores: Some(cpu_s / 10.0),
+            rss_before_bytes: Some(rss[0]),
+            rss_idle_bytes: Some(rss[1]),
+            rss_end_bytes: Some(rss[2]),
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn hub_costs_sum_over_hubs_and_leave_the_rest_apart() {
+        let mut report = Report {
+            measured_s: 10.0,
+            deliveries: 2_000_000,
+            fans_connected: 1000,
+            ..Report::default()
+        };
+        report.add_costs(
+            vec![
+                process(ProcessKind::Hub, 3.0, [1_000_000, 5_000_000, 6_000_000]),
+                process(ProcessKind::Hub, 1.0, [1_000_000, 2_000_000, 2_000_000]),
+                process(ProcessKind::Redis, 0.5, [9, 9, 9]),
+                process(ProcessKind::Loadtest, 2.5, [9, 9, 9]),
+            ],
+            MachineReport {
+                cores: 2,
+                busy_cores: Some(0.75),
+                other_cores: Some(0.05),
+                top_others: Vec::new(),
+            },
+        );
+        assert_eq!(report.hub_cpu_s, Some(4.0));
+        assert_eq!(report.hub_cores, Some(0.4));
+        assert_eq!(report.deliveries_per_hub_cpu_s, Some(500_000.0));
+        assert_eq!(report.redis_cpu_s, Some(0.5));
+        assert_eq!(report.loadtest_cpu_s, Some(2.5));
+        assert_eq!(report.hub_rss_before_bytes, Some(2_000_000));
+        assert_eq!(report.hub_rss_idle_bytes, Some(7_000_000));
+        // (7 MB - 2 MB) over 1000 fans.
+        assert_eq!(report.bytes_per_idle_connection, Some(5000.0));
+        let table = report.table();
+        assert!(
+            table.contains("500000 deliveries per hub CPU-second"),
+            "{table}"
+        );
+        assert!(table.contains("5000 bytes per idle connection"), "{table}");
+        assert!(!table.contains("WARNING"), "{table}");
+    }
+
+    #[test]
+    fn without_a_hub_pid_there_are_no_hub_figures() {
+        let mut report = Report {
+            measured_s: 10.0,
+            deliveries: 100,
+            ..Report::default()
+        };
+        report.add_costs(
+            vec![process(ProcessKind::Loadtest, 1.0, [1, 2, 3])],
+            MachineReport::default(),
+        );
+        assert_eq!(report.hub_cpu_s, None);
+        assert_eq!(report.deliveries_per_hub_cpu_s, None);
+        assert_eq!(report.bytes_per_idle_connection, None);
+        assert!(report.table().contains("unknown (no hub pid)"));
+        let json = serde_json::to_value(&report).expect("encodes");
+        assert!(json["deliveries_per_hub_cpu_s"].is_null());
     }
 }

@@ -65,7 +65,7 @@ pub(crate) async fn run(plan: &Plan, fd_limit: FdLimit) -> Result<Report> {
     let result = measure(plan, &hubs, fd_limit, &mut interrupted).await;
     let notes = match launched {
         Some(launched) => {
-            progress(format_args!("stopping the hub"));
+            progress(format_args!("stopping the processes it started"));
             launched.stop().await
         }
         None => Vec::new(),
@@ -84,11 +84,19 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
             token,
             hub_pids,
         } => {
-            let processes = hub_pids
-                .iter()
-                .enumerate()
-                .map(|(n, &pid)| (format!("hub {}", n + 1), ProcessKind::Hub, pid))
-                .collect();
+            let mut processes = Vec::with_capacity(hub_pids.len());
+            for (n, &pid) in hub_pids.iter().enumerate() {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .with_context(|| format!("--hub-pid {pid}: no such process on this machine"))?;
+                let comm = comm.trim();
+                if comm != "scorehub" {
+                    progress(format_args!(
+                        "warning: --hub-pid {pid} is `{comm}`, not scorehub; its CPU and memory \
+                         are reported as the hub's"
+                    ));
+                }
+                processes.push((format!("hub {} ({comm})", n + 1), ProcessKind::Hub, pid));
+            }
             Ok((
                 Hubs {
                     scorekeeper: scorekeeper.clone(),

@@ -29,7 +29,9 @@ pub(crate) enum Scenario {
     Churn,
     /// Steady traffic across a cluster: events go to `--url`, fans sit on the
     /// `--fan-url` nodes, at least one of which must be another node, so the
-    /// report shows ingest-to-fan latency through the shared Redis.
+    /// report shows ingest-to-fan latency through the shared Redis. With
+    /// `--hub-bin`, two hubs and a private redis-server are started: events
+    /// go to the first hub, fans to the second.
     TwoNodes,
 }
 

@@ -63,16 +63,24 @@ pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     parse_cpu_ticks(&text).with_context(|| format!("{path} has no utime/stime fields: {text}"))
 }
 
-/// `utime + stime` from the text of a `/proc/<pid>/stat` file. The command
-/// name (field 2) is in parentheses and may hold spaces, so fields are counted
-/// from the last `)`.
+/// `utime + stime` from the text of a `/proc/<pid>/stat` file.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // After the name come field 3 (state) onwards: utime is field 14, stime 15.
-    let mut fields = after_name.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
+    let [utime, stime, _, _] = parse_times(stat)?;
     Some(utime + stime)
+}
+
+/// `utime, stime, cutime, cstime` (fields 14 to 17) from the text of a
+/// `/proc/<pid>/stat` file. The command name (field 2) is in parentheses and
+/// may hold spaces, so fields are counted from the last `)`.
+fn parse_times(stat: &str) -> Option<[u64; 4]> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // After the name come field 3 (state) onwards.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut times = [0u64; 4];
+    for time in &mut times {
+        *time = fields.next()?.parse().ok()?;
+    }
+    Some(times)
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
@@ -126,7 +134,9 @@ pub(crate) fn machine_cores() -> usize {
         .max(1)
 }
 
-/// CPU ticks so far of every process on the machine, with its name
+/// CPU ticks so far of every process on the machine, its own and its
+/// waited-for children's (a build tool's compilers are gone by the time the
+/// window ends, but their time is in their parent's), with its name
 /// (`/proc/<pid>/comm`), to find who else ran during the window.
 fn all_processes() -> HashMap<u32, (String, u64)> {
     let mut all = HashMap::new();
@@ -142,13 +152,15 @@ fn all_processes() -> HashMap<u32, (String, u64)> {
             continue;
         };
         // Processes come and go; one that is gone is simply not counted.
-        let (Ok(ticks), Ok(comm)) = (
-            cpu_ticks(pid),
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
             std::fs::read_to_string(format!("/proc/{pid}/comm")),
         ) else {
             continue;
         };
-        all.insert(pid, (comm.trim().to_string(), ticks));
+        if let Some(times) = parse_times(&stat) {
+            all.insert(pid, (comm.trim().to_string(), times.iter().sum()));
+        }
     }
     all
 }

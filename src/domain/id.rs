@@ -128,6 +128,45 @@ impl<'de> Deserialize<'de> for League {
     }
 }
 
+// The API document's view of ids (see `crate::http::openapi`): strings with
+// the patterns `valid_league` and `valid_game` check.
+
+/// `League`'s pattern, as an anchored ECMA-262 regular expression.
+pub const LEAGUE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,31}$";
+
+/// `GameId`'s pattern, as an anchored ECMA-262 regular expression.
+pub const GAME_ID_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,31}:[A-Za-z0-9_.-]{1,64}$";
+
+impl utoipa::PartialSchema for League {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(LEAGUE_PATTERN))
+            .description(Some(
+                "A league: 1-32 lowercase letters, digits, `_` or `-`, starting with a letter or digit.",
+            ))
+            .examples(["nba"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for League {}
+
+impl utoipa::PartialSchema for GameId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(GAME_ID_PATTERN))
+            .description(Some(
+                "`league:game`: league `[a-z0-9][a-z0-9_-]{0,31}`, game `[A-Za-z0-9_.-]{1,64}`.",
+            ))
+            .examples(["nba:2026-11-22-lal-bos"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for GameId {}
+
 fn valid_league(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()

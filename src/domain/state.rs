@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, AnyOfBuilder, ObjectBuilder, Schema, Type};
 
 use super::GameId;
 
@@ -16,7 +18,7 @@ pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_SCORE: i64 = 1_000_000;
 
 /// Where a game stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Not started yet.
@@ -64,7 +66,7 @@ impl Status {
 
 /// The game clock. `ms` was true at server time `at` (Unix ms); when `running`,
 /// a client derives the current value from `ms - (now - at)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Clock {
     /// Milliseconds on the clock at `at`.
@@ -76,12 +78,14 @@ pub struct Clock {
 }
 
 /// One side of the game.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Team {
     /// Display name.
+    #[schema(min_length = 1, max_length = 256)]
     pub name: String,
     /// Points so far.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub score: i64,
 }
 
@@ -100,7 +104,17 @@ pub enum Scalar {
 }
 
 /// The full state of one game, as served to readers and fans.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({
+    "game": "nba:2026-11-22-lal-bos",
+    "seq": 17,
+    "status": "live",
+    "period": 3,
+    "clock": {"ms": 431000, "running": true, "at": 1763770000000_i64},
+    "home": {"name": "Lakers", "score": 78},
+    "away": {"name": "Celtics", "score": 81},
+    "extra": {"possession": "home"}
+})))]
 #[serde(deny_unknown_fields)]
 pub struct GameState {
     /// The game id.
@@ -118,11 +132,17 @@ pub struct GameState {
     /// Away side.
     pub away: Team,
     /// Sport-specific scalars, at most [`MAX_EXTRA_KEYS`].
+    #[schema(schema_with = extra_schema)]
     pub extra: BTreeMap<String, Scalar>,
 }
 
 /// The body of `PUT /v1/games/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({
+    "home": {"name": "Lakers"},
+    "away": {"name": "Celtics"},
+    "status": "scheduled"
+})))]
 #[serde(deny_unknown_fields)]
 pub struct NewGame {
     /// Home side; only `name` is read.
@@ -137,15 +157,62 @@ pub struct NewGame {
     pub period: Option<u32>,
     /// Initial sport-specific scalars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = extra_schema)]
     pub extra: Option<BTreeMap<String, Scalar>>,
 }
 
 /// A team in a [`NewGame`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTeam {
-    /// Display name, 1-256 bytes.
+    /// Display name, 1-256 bytes, not blank.
+    #[schema(min_length = 1, max_length = 256)]
     pub name: String,
+}
+
+// The API document's view of `Scalar` and `extra` (see `crate::http::openapi`):
+// written by hand because an untagged enum derives a `oneOf`, which a whole
+// number would fail (it is both an integer and a number), and because a map's
+// size and key limits have no derive attribute.
+
+impl utoipa::PartialSchema for Scalar {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_TEXT_LEN)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some(
+                "A sport-specific scalar: a string (at most 256 bytes), an integer, a finite number or a boolean.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scalar {}
+
+/// `extra`: at most [`MAX_EXTRA_KEYS`] keys of 1-[`MAX_EXTRA_KEY_LEN`] bytes.
+fn extra_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Sport-specific scalars, at most 32 keys of 1-64 bytes.",
+        ))
+        .max_properties(Some(MAX_EXTRA_KEYS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_EXTRA_KEY_LEN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::Ref(
+            utoipa::openapi::Ref::from_schema_name("Scalar"),
+        ))))
+        .into()
 }
 
 /// Why a state (or a game body) is not acceptable.

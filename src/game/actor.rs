@@ -17,7 +17,7 @@
 //!   diffs to the game's stream and publishes each frame once. When another
 //!   node got there first (`Stale`, or an `event_id` it already applied), the
 //!   actor catches up from the stream and plans again. Frames published by
-//!   other nodes arrive as [`Cmd::Remote`] and are applied in `seq` order; a
+//!   other nodes arrive as `Cmd::Remote` and are applied in `seq` order; a
 //!   gap is repaired from the stream.
 
 use std::collections::{HashMap, VecDeque};

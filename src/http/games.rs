@@ -17,8 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Body, GamePath, Query, Scorekeeper, Writer, check_write, field_error};
+use super::openapi as doc;
 use crate::auth::Claims;
 use crate::domain::{Event, GameId, GameState, League, NewGame, RawEvent, Status};
 use crate::error::{ApiError, ErrorBody};
@@ -48,10 +50,15 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// `{"game","seq","duplicate"}`: the answer for one applied event.
-#[derive(Debug, Serialize)]
-struct Ack {
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Ack {
+    /// The game.
     game: GameId,
+    /// The seq the event produced; for a duplicate, the original seq.
+    #[schema(minimum = 1)]
     seq: u64,
+    /// True when this `event_id` was applied before with the same body: nothing changed.
     duplicate: bool,
 }
 
@@ -90,7 +97,52 @@ fn count_rejected() {
 }
 
 /// `PUT /v1/games/{id}`: creates a game, idempotently.
-async fn put_game(
+#[utoipa::path(
+    put,
+    path = "/v1/games/{id}",
+    operation_id = "createGame",
+    tag = "scorekeeper",
+    summary = "Create a game (idempotent)",
+    description = "Creates the game with its initial state. The same body again is 200 with the current state; another body for an existing id is 409. The token must cover the game; creating a game costs one unit of the token's event rate.",
+    params(GamePath),
+    request_body(
+        description = "The initial state. Scores start at 0, the clock at 0 and stopped.",
+        content((NewGame = "application/json"), (NewGame = "application/msgpack")),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "Created; its state.", body = GameState,
+            headers(
+                ("ETag" = String, description = "The game's seq as a strong entity tag: `\"<seq>\"`."),
+                ("Cache-Control" = String, description = "`no-cache`."),
+            ),
+            links(
+                ("PostEvent" = (operation_id = "postEvent", parameters(("id" = "$request.path.id")), description = "Post an event to the new game.")),
+                ("GetGame" = (operation_id = "getGame", parameters(("id" = "$request.path.id")), description = "Read the game.")),
+                ("ListEvents" = (operation_id = "listEvents", parameters(("id" = "$request.path.id")), description = "Read its history.")),
+            )),
+        (status = 200, description = "It already exists, created with the same body; its current state.", body = GameState,
+            headers(
+                ("ETag" = String, description = "The game's seq as a strong entity tag: `\"<seq>\"`."),
+                ("Cache-Control" = String, description = "`no-cache`."),
+            ),
+            links(
+                ("PostEvent" = (operation_id = "postEvent", parameters(("id" = "$request.path.id")), description = "Post an event to the game.")),
+                ("GetGame" = (operation_id = "getGame", parameters(("id" = "$request.path.id")), description = "Read the game.")),
+            )),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 409, response = doc::GameExists),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 415, response = doc::UnsupportedMediaType),
+        (status = 422, response = doc::InvalidGame),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn put_game(
     State(state): State<AppState>,
     writer: Writer,
     Body(body): Body<NewGame>,
@@ -107,7 +159,41 @@ async fn put_game(
 }
 
 /// `POST /v1/games/{id}/events`: applies one event.
-async fn post_event(
+#[utoipa::path(
+    post,
+    path = "/v1/games/{id}/events",
+    operation_id = "postEvent",
+    tag = "scorekeeper",
+    summary = "Apply one event",
+    description = "Applies one event to the game, idempotently by `event_id`. Order of checks: token (401), game id (400), permission (403), the token's event rate (429), body (415, 413, 400), game exists (404), event (400, 422), then `expected_seq` (412) and `event_id` reuse (409). An event answered 200 is durable.",
+    params(GamePath),
+    request_body(
+        description = "One event.",
+        content((RawEvent = "application/json"), (RawEvent = "application/msgpack")),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Applied, or a duplicate of an event applied before (then nothing changed).", body = Ack,
+            links(
+                ("GetGame" = (operation_id = "getGame", parameters(("id" = "$request.path.id")), description = "Read the game's new state.")),
+                ("ListEvents" = (operation_id = "listEvents", parameters(("id" = "$request.path.id")), description = "Read its history.")),
+                ("PostEvent" = (operation_id = "postEvent", parameters(("id" = "$request.path.id")), description = "Post the next event.")),
+            )),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::GameNotFound),
+        (status = 409, response = doc::EventIdConflict),
+        (status = 412, response = doc::SeqMismatch),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 415, response = doc::UnsupportedMediaType),
+        (status = 422, response = doc::InvalidEvent),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn post_event(
     State(state): State<AppState>,
     writer: Writer,
     Body(raw): Body<RawEvent>,
@@ -135,17 +221,18 @@ async fn post_event(
 }
 
 /// The body of `POST /v1/events`. Items stay generic values so that one
-/// malformed item is an item error, not a failed request.
+/// malformed item is an item error, not a failed request. (Its schema in the
+/// API document is written in [`doc`], by kind.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+pub(super) struct Batch {
     events: Vec<Value>,
 }
 
 /// One entry of the batch answer, in the order of the request's items.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
-enum ItemResult {
+pub(super) enum ItemResult {
     /// Applied (or a duplicate).
     Done(Ack),
     /// Refused; nothing changed.
@@ -158,14 +245,40 @@ enum ItemResult {
     },
 }
 
-#[derive(Debug, Serialize)]
-struct BatchResults {
+/// The answer to `POST /v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchResults {
+    /// One entry per request item, in the same order.
     results: Vec<ItemResult>,
 }
 
 /// `POST /v1/events`: applies a batch in order. Items of one game keep their
 /// order through the game's mailbox; items of different games are independent.
-async fn post_batch(
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "postEvents",
+    tag = "scorekeeper",
+    summary = "Apply a batch of events, in order",
+    description = "Applies 1 to 500 events in order (also across games). Each item is checked and applied on its own, exactly like `POST /v1/games/{id}/events`, and is idempotent by itself: a scorekeeper catching up after being offline can resend the whole batch. A refused item does not fail the request; its entry in `results` carries the error. The batch costs one unit of the token's event rate per item, admitted or refused (429) as a whole.",
+    request_body(
+        description = "The events, each naming its game.",
+        content((Batch = "application/json"), (Batch = "application/msgpack")),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One result per item, in order.", body = BatchResults),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 415, response = doc::UnsupportedMediaType),
+        (status = 429, response = doc::RateLimited),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn post_batch(
     State(state): State<AppState>,
     Scorekeeper(claims): Scorekeeper,
     Body(batch): Body<Batch>,
@@ -272,7 +385,35 @@ fn not_modified(headers: &HeaderMap, seq: u64) -> bool {
 }
 
 /// `GET /v1/games/{id}`: one game's state, with `ETag: "<seq>"`.
-async fn get_game(
+#[utoipa::path(
+    get,
+    path = "/v1/games/{id}",
+    operation_id = "getGame",
+    tag = "read",
+    summary = "A game's current state",
+    description = "No token needed. Sends `ETag: \"<seq>\"`; with a matching `If-None-Match` the answer is 304.",
+    params(
+        GamePath,
+        doc::IfNoneMatch,
+    ),
+    responses(
+        (status = 200, description = "The state.", body = GameState,
+            headers(
+                ("ETag" = String, description = "The game's seq as a strong entity tag: `\"<seq>\"`."),
+                ("Cache-Control" = String, description = "`no-cache`."),
+            )),
+        (status = 304, description = "Unchanged since the given ETag.",
+            headers(
+                ("ETag" = String, description = "The game's seq as a strong entity tag: `\"<seq>\"`."),
+                ("Cache-Control" = String, description = "`no-cache`."),
+            )),
+        (status = 400, response = doc::BadRequest),
+        (status = 404, response = doc::GameNotFound),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn get_game(
     State(state): State<AppState>,
     GamePath(game): GamePath,
     headers: HeaderMap,
@@ -298,17 +439,32 @@ async fn get_game(
 
 /// Query of `GET /v1/games`. Values are parsed by hand for clear messages;
 /// empty values count as absent.
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Only this league's games.
+    #[param(value_type = Option<League>)]
     league: Option<String>,
+    /// Only games with this status.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Games per page: 1 to 500, default 50.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; absent for the first page.
+    #[param(value_type = Option<GameId>)]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct GamesPage<'a> {
+/// One page of `GET /v1/games`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GamesPage<'a> {
+    /// Ordered by game id.
+    #[schema(value_type = Vec<GameState>)]
     games: Vec<&'a GameState>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -343,7 +499,22 @@ where
 }
 
 /// `GET /v1/games`: a page of games, ordered by id, optionally filtered.
-async fn list_games(
+#[utoipa::path(
+    get,
+    path = "/v1/games",
+    operation_id = "listGames",
+    tag = "read",
+    summary = "List games, paginated",
+    description = "Games ordered by id, optionally filtered by league and status. No token needed. An empty parameter counts as absent.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page.", body = GamesPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn list_games(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -384,35 +555,62 @@ async fn list_games(
 }
 
 /// Query of `GET /v1/games/{id}/events`.
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct EventsQuery {
+    /// Only events with a seq greater than this (default 0: from the first).
+    #[param(value_type = Option<u64>, minimum = 0)]
     since: Option<String>,
+    /// Events per page: 1 to 1000, default 100.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct EventsPage {
-    events: Vec<Value>,
+/// One page of a game's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsPage {
+    /// Oldest first.
+    events: Vec<HistoryEntry>,
+    /// Pass as `since` for the next page: the last seq returned, or `since` when none were.
     next: u64,
 }
 
 /// One history entry: the event's flat wire fields plus `seq`, `by` and `at`.
-fn history_entry(seq: u64, event: &Event, by: &str, at: i64) -> Result<Value, ApiError> {
-    let mut value = serde_json::to_value(event)
-        .map_err(|e| ApiError::Internal(format!("event seq {seq} does not serialise: {e}")))?;
-    let Some(fields) = value.as_object_mut() else {
-        return Err(ApiError::Internal(format!(
-            "event seq {seq} does not serialise to an object"
-        )));
-    };
-    fields.insert("seq".into(), seq.into());
-    fields.insert("by".into(), by.into());
-    fields.insert("at".into(), at.into());
-    Ok(value)
+/// (Its schema in the API document is written in [`doc`].)
+#[derive(Debug, Serialize)]
+pub(super) struct HistoryEntry {
+    /// The seq this event produced.
+    seq: u64,
+    /// The event as posted.
+    #[serde(flatten)]
+    event: RawEvent,
+    /// The `sub` of the token that posted it.
+    by: String,
+    /// Server ingest time, Unix ms.
+    at: i64,
 }
 
 /// `GET /v1/games/{id}/events`: the audit trail, oldest first, paged by seq.
-async fn list_events(
+#[utoipa::path(
+    get,
+    path = "/v1/games/{id}/events",
+    operation_id = "listEvents",
+    tag = "read",
+    summary = "A game's event history (the audit trail)",
+    description = "Applied events, oldest first, with who posted them and when. Any valid token.",
+    params(GamePath, EventsQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One page of history.", body = EventsPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::GameNotFound),
+        (status = 500, response = doc::Internal),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
+pub(super) async fn list_events(
     State(state): State<AppState>,
     Scorekeeper(_claims): Scorekeeper,
     GamePath(game): GamePath,
@@ -431,7 +629,12 @@ async fn list_events(
             seq, event, by, at, ..
         } = record
         {
-            events.push(history_entry(seq, &event, &by, at)?);
+            events.push(HistoryEntry {
+                seq,
+                event: RawEvent::from(event),
+                by,
+                at,
+            });
             next = seq;
         }
     }

@@ -40,15 +40,17 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{InsufficientCapacity, Quota, RateLimiter};
-use serde::Serialize;
 
 use crate::auth::{Claims, Scope};
 use crate::config::LimitsConfig;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorEnvelope};
 use crate::metrics as m;
 
 /// How often, at most, keys whose bucket has refilled are forgotten.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The error code of the 503 answered when every connection slot is taken.
+pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 
 /// `Retry-After` of the 503 answered when every connection slot is taken.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -296,11 +298,6 @@ pub enum Refusal {
     },
 }
 
-#[derive(Serialize)]
-struct Envelope {
-    error: ErrorBody,
-}
-
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
@@ -314,7 +311,7 @@ impl IntoResponse for Refusal {
                     "WebSocket upgrade refused: every connection slot is taken"
                 );
                 let error = ErrorBody {
-                    code: "too_many_connections",
+                    code: TOO_MANY_CONNECTIONS,
                     message: format!(
                         "the hub already holds its maximum of {max} fan connections; retry in {secs} s"
                     ),
@@ -322,7 +319,7 @@ impl IntoResponse for Refusal {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, HeaderValue::from(secs))],
-                    Json(Envelope { error }),
+                    Json(ErrorEnvelope { error }),
                 )
                     .into_response()
             }

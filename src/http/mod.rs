@@ -2,14 +2,20 @@
 //!
 //! - `games`: the scorekeeper API and the read side.
 //! - `ops`: health, readiness, metrics, the OpenAPI document.
+//! - [`openapi`]: that document, generated from the handlers and types.
 //! - [`pages`]: the scoreboard, the scorekeeper console and the browser client.
 //! - [`extract`]: extractors that answer in our JSON error format.
 //! - [`limits`]: abuse limits: events per token, WebSocket connects per
 //!   address, the connection cap.
 //! - `/v1/ws` is the fans' WebSocket ([`crate::ws::ws_handler`]).
 //!
+//! The `/v1` routes answer cross-origin requests (CORS) from the origins in
+//! `http.cors_origins` only; by default there are none, so browsers keep them
+//! same-origin. (`/scorehub.js` is importable from anywhere on its own.)
+//!
 //! Middleware, outermost first: a request id (`x-request-id`, generated when
-//! absent and copied to the response), security headers, a trace span per
+//! absent and copied to the response), security headers (`nosniff`,
+//! `no-referrer`, `X-Frame-Options: DENY`, on every response), a trace span per
 //! request (method, matched route, request id; never the query string nor
 //! headers, which may hold tokens), metrics labelled by the matched route
 //! template (never the raw URI), and axum's body limit matching
@@ -19,43 +25,61 @@
 pub mod extract;
 mod games;
 pub mod limits;
+pub mod openapi;
 mod ops;
 pub mod pages;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::extract::rejection::ExtensionRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
+use self::extract::Query;
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::server::AppState;
+use crate::ws::session::WsQuery;
 
 pub use games::{
     DEFAULT_EVENTS_LIMIT, DEFAULT_GAMES_LIMIT, MAX_BATCH, MAX_EVENTS_LIMIT, MAX_GAMES_LIMIT,
 };
-pub use ops::OPENAPI_JSON;
 
 /// The request id header, set by the hub when the client sent none.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How long a browser may cache a preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// The complete router: API, WebSocket, operations, with all middleware.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
+    // The 405 fallback is set before the CORS layer so that it is wrapped too
+    // (a preflight `OPTIONS` reaches the layer through it).
+    let api = games::routes()
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/ws", get(fans))
+        .method_not_allowed_fallback(method_not_allowed);
+    let api = match cors(&state.config.http.cors_origins) {
+        Some(layer) => api.layer(layer),
+        None => api,
+    };
     Router::new()
-        .merge(games::routes())
+        .merge(api)
         .merge(ops::routes())
         .merge(pages::routes())
-        .route("/v1/ws", get(crate::ws::ws_handler))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -82,6 +106,70 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The CORS layer for `origins` (`http.cors_origins`, already checked by the
+/// config), or `None` when the list is empty: same origin only, no headers.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::PUT, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::ETAG, header::RETRY_AFTER, REQUEST_ID])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// `GET /v1/ws`: the fans' WebSocket ([`crate::ws::ws_handler`]), with a
+/// request that is no WebSocket upgrade answered in our JSON error format.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "websocket",
+    tag = "fans",
+    summary = "Fans' WebSocket (live state)",
+    description = "Upgrades to a WebSocket; no token needed. Client messages are JSON text or MessagePack binary frames: `{\"op\":\"sub\",\"games\":[...],\"leagues\":[...],\"since\":{id: seq}}`, `{\"op\":\"unsub\",...}`, `{\"op\":\"ping\"}`. Server frames are binary MessagePack maps: snapshot `{t:\"s\",g,q,d}`, diff `{t:\"d\",g,q,d,ts}` (d is a JSON Merge Patch from q-1 to q), error `{t:\"e\",code,msg,g?}`, pong `{t:\"p\"}`. See CONTRACT.md section 3.",
+    params(
+        ("games" = Option<String>, Query, description = "Comma-separated game ids to subscribe to at once."),
+        ("leagues" = Option<String>, Query, description = "Comma-separated leagues to subscribe to at once."),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol."),
+        (status = 400, response = openapi::BadRequest),
+        (status = 429, response = openapi::RateLimited),
+        (status = 503, response = openapi::FansUnavailable),
+    ),
+)]
+async fn fans(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    state: State<AppState>,
+    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    query: Query<WsQuery>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return ApiError::BadRequest(format!(
+                "GET /v1/ws only takes WebSocket upgrades ({}); connect with a WebSocket client",
+                rejection.body_text()
+            ))
+            .into_response();
+        }
+    };
+    match peer {
+        Ok(peer) => crate::ws::ws_handler(upgrade, state, peer, query).await,
+        // Only a router served without connect info (a bug) gets here.
+        Err(e) => ApiError::Internal(format!("no peer address: {}", e.body_text())).into_response(),
+    }
 }
 
 /// The matched route template (`/v1/games/{id}`), or `unmatched`.

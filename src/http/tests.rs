@@ -919,7 +919,7 @@ async fn ops_routes() {
 
 #[test]
 fn openapi_document_is_valid_json_and_lists_every_route() {
-    let doc: Value = serde_json::from_str(super::OPENAPI_JSON).unwrap();
+    let doc: Value = serde_json::from_str(&super::openapi::render()).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
@@ -959,5 +959,208 @@ fn openapi_document_is_valid_json_and_lists_every_route() {
     for r in all {
         let pointer = r.strip_prefix('#').unwrap();
         assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
+
+/// The document cannot name a route the router lacks: every documented
+/// operation reaches a handler (no route-level 404 or 405), and the routes it
+/// leaves out are exactly the browser pages.
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let app = app();
+    let doc: Value = serde_json::from_str(&super::openapi::render()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let uri = path.replace("{id}", "nba:probe");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = app.call(method.clone(), &uri, Some(&app.nba), None).await;
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(r.code(), "not_found", "{method} {path}: no such route");
+        }
+    }
+    let mut undocumented = Vec::new();
+    for page in [
+        "/",
+        "/console",
+        "/scorehub.js",
+        "/assets/app.js",
+        "/favicon.svg",
+    ] {
+        assert_eq!(app.get(page).await.status, StatusCode::OK, "{page}");
+        if !paths.contains_key(page) {
+            undocumented.push(page);
+        }
+    }
+    assert_eq!(undocumented.len(), 5, "pages stay out of the API document");
+}
+
+/// A plain GET of the WebSocket path is a 400 in the error format (axum's own
+/// rejection is plain text, which no API document can describe).
+#[tokio::test]
+async fn websocket_path_without_upgrade_is_a_json_400() {
+    let app = app();
+    let r = app.get("/v1/ws?games=nba:g1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(r.code(), "bad_request");
+    assert!(r.message().contains("WebSocket"), "{}", r.message());
+}
+
+// ---------------------------------------------------------------- CORS and security headers
+
+const ALLOWED: &str = "https://scores.example.com";
+
+async fn preflight(app: &App, origin: &str, path: &str) -> Reply {
+    let req = Request::builder()
+        .method(Method::OPTIONS)
+        .uri(path)
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "authorization,content-type",
+        )
+        .body(Body::empty())
+        .unwrap();
+    app.raw(req).await
+}
+
+async fn get_from(app: &App, origin: &str, path: &str) -> Reply {
+    let req = Request::get(path)
+        .header(header::ORIGIN, origin)
+        .body(Body::empty())
+        .unwrap();
+    app.raw(req).await
+}
+
+#[tokio::test]
+async fn cors_preflight_from_an_allowed_origin_gets_the_grant() {
+    let app = app_with(|c| c.http.cors_origins = vec![ALLOWED.into()]);
+    for path in ["/v1/events", "/v1/games/nba:g1/events", "/v1/games/nba:g1"] {
+        let r = preflight(&app, ALLOWED, path).await;
+        assert!(r.status.is_success(), "{path}: {}", r.status);
+        let h = &r.headers;
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], ALLOWED, "{path}");
+        let methods = h[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap();
+        for m in ["GET", "PUT", "POST"] {
+            assert!(methods.contains(m), "{path}: {methods}");
+        }
+        let headers = h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            headers.contains("authorization") && headers.contains("content-type"),
+            "{headers}"
+        );
+        assert!(h.contains_key(header::ACCESS_CONTROL_MAX_AGE));
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+    }
+    // A simple request gets the origin and the readable headers.
+    app.create("nba:g1").await;
+    let r = get_from(&app, ALLOWED, "/v1/games/nba:g1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], ALLOWED);
+    let exposed = r.headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("etag") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
+    // Errors of the API carry it too, so a page can read them.
+    let r = get_from(&app, ALLOWED, "/v1/games/nba:missing").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], ALLOWED);
+}
+
+#[tokio::test]
+async fn cors_grants_nothing_to_other_origins_nor_outside_v1() {
+    let app = app_with(|c| c.http.cors_origins = vec![ALLOWED.into()]);
+    for origin in [
+        "https://evil.example",
+        "https://scores.example.com.evil.example",
+    ] {
+        let r = preflight(&app, origin, "/v1/events").await;
+        assert!(
+            !r.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "{origin}: {:?}",
+            r.headers
+        );
+        let r = get_from(&app, origin, "/v1/games").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(!r.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+    // The operations routes and pages are not part of the API's CORS policy.
+    for path in ["/healthz", "/metrics", "/console"] {
+        let r = get_from(&app, ALLOWED, path).await;
+        assert!(
+            !r.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_same_origin_only() {
+    let app = app();
+    assert!(app.state.config.http.cors_origins.is_empty());
+    let r = preflight(&app, ALLOWED, "/v1/events").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.code(), "method_not_allowed");
+    for key in r.headers.keys() {
+        assert!(!key.as_str().starts_with("access-control-"), "{key}");
+    }
+    let r = get_from(&app, ALLOWED, "/v1/games").await;
+    for key in r.headers.keys() {
+        assert!(!key.as_str().starts_with("access-control-"), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn cors_any_origin_when_configured_with_a_star() {
+    let app = app_with(|c| c.http.cors_origins = vec!["*".into()]);
+    let r = get_from(&app, "https://anyone.example", "/v1/games").await;
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+}
+
+/// Every kind of response carries the security headers: API success, API
+/// error, unknown route, wrong method, operations, pages, preflight.
+#[tokio::test]
+async fn security_headers_on_every_kind_of_response() {
+    let app = app_with(|c| c.http.cors_origins = vec![ALLOWED.into()]);
+    app.create("nba:g1").await;
+    let mut replies = vec![
+        ("api 200", app.get("/v1/games/nba:g1").await),
+        ("api 201", app.create("nba:g2").await),
+        ("api 404", app.get("/v1/games/nba:none").await),
+        ("api 400", app.get("/v1/games/NOT-AN-ID").await),
+        (
+            "api 401",
+            app.call(Method::POST, "/v1/events", None, Some(json!({})))
+                .await,
+        ),
+        ("404", app.get("/no/such/page").await),
+        (
+            "405",
+            app.call(Method::DELETE, "/v1/games/nba:g1", None, None)
+                .await,
+        ),
+        ("ws 400", app.get("/v1/ws").await),
+        ("healthz", app.get("/healthz").await),
+        ("metrics", app.get("/metrics").await),
+        ("openapi", app.get("/v1/openapi.json").await),
+        ("preflight", preflight(&app, ALLOWED, "/v1/events").await),
+    ];
+    for page in ["/", "/console", "/scorehub.js", "/assets/style.css"] {
+        replies.push((page, app.get(page).await));
+    }
+    for (what, r) in replies {
+        assert_eq!(r.headers["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(r.headers["referrer-policy"], "no-referrer", "{what}");
+        assert_eq!(r.headers["x-frame-options"], "DENY", "{what}");
+        assert!(r.headers.contains_key("x-request-id"), "{what}");
     }
 }

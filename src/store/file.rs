@@ -29,6 +29,12 @@
 //! - **Failed writes leave no trace.** After a failed write or sync the file is
 //!   truncated back to its last good length, so a later retry (once the disk has
 //!   room again) continues a clean log.
+//! - **Readiness heals by itself.** After a failed write, [`FileLog::health`]
+//!   reports the reason and asks the writer to probe: write as many zero bytes
+//!   as the failed write needed past the last record, sync, cut them off. A node
+//!   taken out of rotation because its disk was full comes back once space
+//!   returns, without waiting for an event to get through. (A crash mid-probe
+//!   leaves a zeroed tail, which replay drops like any torn tail.)
 //! - **Bodies stay on disk.** An in-memory index keeps only the byte offsets of
 //!   each game's events; [`FileLog::events`] reads just those records with
 //!   positional reads.
@@ -101,6 +107,8 @@ struct Shared {
     index: RwLock<HashMap<GameId, Vec<IndexEntry>>>,
     /// The reason the last write failed, until one succeeds.
     health: Mutex<Option<String>>,
+    /// A probe is queued for the writer; set by `health`, cleared by the writer.
+    probe_queued: AtomicBool,
 }
 
 /// Where one event record lives in the file.
@@ -116,6 +124,8 @@ struct IndexEntry {
 /// A message to the writer thread.
 enum Cmd {
     Append(AppendReq),
+    /// Check whether writing works again after a failed write.
+    Probe,
     Close(oneshot::Sender<()>),
 }
 
@@ -215,12 +225,14 @@ impl FileLog {
             file: Arc::clone(&file),
             index: RwLock::new(index),
             health: Mutex::new(None),
+            probe_queued: AtomicBool::new(false),
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
             file,
             len: end.good_len,
             dirty_tail: false,
+            failed_bytes: None,
             fsync: opts.fsync,
             buf: Vec::new(),
         };
@@ -298,17 +310,30 @@ impl FileLog {
             .map_err(|e| StoreError::Unavailable(format!("reading the event log failed: {e}")))?
     }
 
-    /// Ok while the last write succeeded; Err(reason) after a failed write (until a later write succeeds).
+    /// Ok while the last write succeeded; Err(reason) after a failed write,
+    /// until a later write or probe succeeds.
+    ///
+    /// While unhealthy, each call queues (at most one at a time) a probe on the
+    /// writer thread: it clears the reason once a write of the failed size
+    /// works again, so readiness recovers without an event getting through.
     pub fn health(&self) -> Result<(), String> {
-        match &*self
+        let reason = self
             .shared
             .health
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        if !self.closed.load(Ordering::Acquire)
+            && !self.shared.probe_queued.swap(true, Ordering::AcqRel)
+            && self.tx.try_send(Cmd::Probe).is_err()
         {
-            Some(reason) => Err(reason.clone()),
-            None => Ok(()),
+            // The writer is busy or gone; a later call asks again.
+            self.shared.probe_queued.store(false, Ordering::Release);
         }
+        Err(reason)
     }
 
     /// Flushes, fsyncs and stops the writer thread (for graceful shutdown). Appends after close fail with Unavailable.
@@ -641,6 +666,8 @@ struct Writer {
     len: u64,
     /// A failed write could not be truncated away; retry before writing again.
     dirty_tail: bool,
+    /// Bytes of the last failed write, until a write or probe succeeds.
+    failed_bytes: Option<usize>,
     fsync: bool,
     /// Reused buffer holding one group's bytes.
     buf: Vec<u8>,
@@ -654,12 +681,14 @@ impl Writer {
             let mut next = Some(first);
             let mut bytes = 0;
             let mut close = None;
+            let mut probe = false;
             while let Some(cmd) = next.take() {
                 match cmd {
                     Cmd::Append(req) => {
                         bytes += req.bytes.len();
                         group.push(req);
                     }
+                    Cmd::Probe => probe = true,
                     Cmd::Close(done) => {
                         close = Some(done);
                         break;
@@ -673,6 +702,9 @@ impl Writer {
             if !group.is_empty() {
                 self.commit(&mut group);
             }
+            if probe {
+                self.probe();
+            }
             if let Some(done) = close {
                 rx.close();
                 while let Ok(cmd) = rx.try_recv() {
@@ -680,6 +712,7 @@ impl Writer {
                         Cmd::Append(req) => {
                             let _ = req.reply.send(Err(closed()));
                         }
+                        Cmd::Probe => {}
                         Cmd::Close(done) => {
                             let _ = done.send(());
                         }
@@ -720,6 +753,7 @@ impl Writer {
                     }
                 }
                 self.len += self.buf.len() as u64;
+                self.failed_bytes = None;
                 self.shared.set_health(None);
                 for req in group.drain(..) {
                     let _ = req.reply.send(Ok(()));
@@ -728,6 +762,7 @@ impl Writer {
             Err(reason) => {
                 metrics::counter!("scorehub_log_errors_total").increment(1);
                 tracing::error!(file = %self.shared.path.display(), records, %reason, "event log write failed; the group was refused");
+                self.failed_bytes = Some(group.iter().map(|r| r.bytes.len()).sum());
                 self.shared.set_health(Some(reason.clone()));
                 for req in group.drain(..) {
                     let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
@@ -773,6 +808,58 @@ impl Writer {
             return Err(format!("writing {path} failed: {e}"));
         }
         Ok(())
+    }
+
+    /// After a failed write, checks whether one of the same size (at most
+    /// [`MAX_GROUP_BYTES`]) would work now; clears the health reason if so.
+    fn probe(&mut self) {
+        self.shared.probe_queued.store(false, Ordering::Release);
+        let Some(bytes) = self.failed_bytes else {
+            return;
+        };
+        match self.try_probe(bytes.min(MAX_GROUP_BYTES)) {
+            Ok(()) => {
+                tracing::info!(file = %self.shared.path.display(), "the event log is writable again");
+                self.failed_bytes = None;
+                self.shared.set_health(None);
+            }
+            Err(reason) => self.shared.set_health(Some(reason)),
+        }
+    }
+
+    /// Writes `bytes` zero bytes after the last good record, syncs them, and
+    /// cuts them off again.
+    fn try_probe(&mut self, bytes: usize) -> Result<(), String> {
+        let path = self.shared.path.display();
+        if self.dirty_tail {
+            self.cut_back().map_err(|e| {
+                format!(
+                    "cannot cut {path} back to {} bytes after an earlier failed write: {e}",
+                    self.len
+                )
+            })?;
+            self.dirty_tail = false;
+        }
+        self.buf.clear();
+        self.buf.resize(bytes, 0);
+        let written = self.file.write_all_at(&self.buf, self.len).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let cut = self.cut_back();
+        if cut.is_err() {
+            self.dirty_tail = true;
+        }
+        written.map_err(|e| format!("writing {path} failed: {e}"))?;
+        cut.map_err(|e| {
+            format!(
+                "cannot cut {path} back to {} bytes after checking that it is writable: {e}",
+                self.len
+            )
+        })
     }
 
     /// Cuts the file back to the last acknowledged record, durably.
@@ -1254,6 +1341,44 @@ mod tests {
         assert_eq!(file_len(dir.path()), MAGIC_LEN);
     }
 
+    /// A writer whose file handle is read-only (as on a file system remounted
+    /// read-only), over a fresh log in `dir`.
+    fn failing_writer(dir: &Path) -> (Arc<Shared>, Writer) {
+        drop(open_collect(dir).unwrap());
+        let path = log_path(dir);
+        let read_only = Arc::new(File::open(&path).unwrap());
+        let shared = Arc::new(Shared {
+            path,
+            file: Arc::clone(&read_only),
+            index: RwLock::new(HashMap::new()),
+            health: Mutex::new(None),
+            probe_queued: AtomicBool::new(false),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            file: read_only,
+            len: MAGIC_LEN,
+            dirty_tail: false,
+            failed_bytes: None,
+            fsync: true,
+            buf: Vec::new(),
+        };
+        (shared, writer)
+    }
+
+    /// An append request for `records`, and where its answer arrives.
+    fn request(records: Vec<Record>) -> (AppendReq, oneshot::Receiver<Result<(), StoreError>>) {
+        let (bytes, events) = encode(&records).unwrap();
+        let (reply, answer) = oneshot::channel();
+        let req = AppendReq {
+            bytes,
+            records: records.len(),
+            events,
+            reply,
+        };
+        (req, answer)
+    }
+
     /// A write that fails (here: the handle is read-only, as on a file system
     /// remounted read-only) is refused, leaves nothing behind, shows in health,
     /// and the writer recovers once writing works again.
@@ -1261,34 +1386,8 @@ mod tests {
     fn failed_write_is_refused_reported_and_recovered() {
         let dir = tempfile::tempdir().unwrap();
         let g = gid("nba:a");
-        drop(open_collect(dir.path()).unwrap());
+        let (shared, mut writer) = failing_writer(dir.path());
         let path = log_path(dir.path());
-        let read_only = Arc::new(File::open(&path).unwrap());
-        let shared = Arc::new(Shared {
-            path: path.clone(),
-            file: Arc::clone(&read_only),
-            index: RwLock::new(HashMap::new()),
-            health: Mutex::new(None),
-        });
-        let mut writer = Writer {
-            shared: Arc::clone(&shared),
-            file: read_only,
-            len: MAGIC_LEN,
-            dirty_tail: false,
-            fsync: true,
-            buf: Vec::new(),
-        };
-        let request = |records: Vec<Record>| {
-            let (bytes, events) = encode(&records).unwrap();
-            let (reply, answer) = oneshot::channel();
-            let req = AppendReq {
-                bytes,
-                records: records.len(),
-                events,
-                reply,
-            };
-            (req, answer)
-        };
 
         let (req, mut answer) = request(vec![created(&g), event(&g, 1)]);
         writer.commit(&mut vec![req]);
@@ -1305,6 +1404,50 @@ mod tests {
         answer.try_recv().unwrap().unwrap();
         assert!(shared.health.lock().unwrap().is_none());
         assert_eq!(shared.index.read().unwrap()[&g].len(), 1);
+        drop(writer);
+        assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
+    }
+
+    /// After a failed write, a probe keeps the node unhealthy while writing
+    /// still fails, clears the reason once it works, and leaves the log as it
+    /// was either way.
+    #[test]
+    fn probe_clears_health_once_writing_works_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        let (shared, mut writer) = failing_writer(dir.path());
+        let path = log_path(dir.path());
+        let (req, _answer) = request(vec![created(&g), event(&g, 1)]);
+        writer.commit(&mut vec![req]);
+        assert!(shared.health.lock().unwrap().is_some());
+
+        shared.probe_queued.store(true, Ordering::Release);
+        writer.probe();
+        let reason = shared.health.lock().unwrap().clone();
+        assert!(
+            reason.as_deref().is_some_and(|r| r.contains(LOG_FILE_NAME)),
+            "still unhealthy, naming the log: {reason:?}"
+        );
+        assert!(!shared.probe_queued.load(Ordering::Acquire));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC_LEN);
+
+        writer.file = Arc::new(OpenOptions::new().write(true).open(&path).unwrap());
+        writer.probe();
+        assert!(shared.health.lock().unwrap().is_none());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            MAGIC_LEN,
+            "the probe's bytes are cut off"
+        );
+        // A probe while healthy writes nothing.
+        writer.file = Arc::new(File::open(&path).unwrap());
+        writer.probe();
+        assert!(shared.health.lock().unwrap().is_none());
+
+        writer.file = Arc::new(OpenOptions::new().write(true).open(&path).unwrap());
+        let (req, mut answer) = request(vec![created(&g), event(&g, 1)]);
+        writer.commit(&mut vec![req]);
+        answer.try_recv().unwrap().unwrap();
         drop(writer);
         assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
     }

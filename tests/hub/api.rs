@@ -675,7 +675,15 @@ async fn event_history_pages_and_names_the_poster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_3_1_and_lists_the_routes() {
     let hub = TestHub::start().await;
-    let doc = hub.get("/v1/openapi.json").await.ok_json();
+    let reply = hub.get("/v1/openapi.json").await;
+    assert_eq!(
+        reply.headers["content-type"], "application/json",
+        "{:?}",
+        reply.headers
+    );
+    // Served exactly as generated from the code (and as the snapshot in web/).
+    assert_eq!(reply.text, scorehub::http::openapi::render());
+    let doc = reply.ok_json();
     let version = doc["openapi"].as_str().expect("openapi is a string");
     assert!(version.starts_with("3.1"), "openapi version {version}");
     let paths = doc["paths"].as_object().expect("paths object");
@@ -700,6 +708,48 @@ async fn openapi_document_is_3_1_and_lists_the_routes() {
         game.get("put").is_some() && game.get("get").is_some(),
         "{game}"
     );
+    // Writes: bearer auth, JSON and MessagePack bodies, 429 with Retry-After, 503.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+        "bearer"
+    );
+    let rate_limited = &doc["components"]["responses"]["RateLimited"];
+    assert!(
+        rate_limited["headers"].get("Retry-After").is_some(),
+        "{rate_limited}"
+    );
+    for (path, method) in [
+        ("/v1/games/{id}", "put"),
+        ("/v1/games/{id}/events", "post"),
+        ("/v1/events", "post"),
+    ] {
+        let op = &paths[path][method];
+        assert!(
+            op["security"][0].get("bearerAuth").is_some(),
+            "{method} {path}"
+        );
+        let content = &op["requestBody"]["content"];
+        assert!(
+            content.get("application/json").is_some()
+                && content.get("application/msgpack").is_some(),
+            "{method} {path}: {content}"
+        );
+        for status in ["400", "401", "413", "415", "429", "503"] {
+            assert!(
+                op["responses"].get(status).is_some(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    for path in [
+        "/v1/ws",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+    ] {
+        assert!(paths[path].get("get").is_some(), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

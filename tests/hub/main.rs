@@ -15,12 +15,18 @@
 //!   sequence across nodes, idempotent retries anywhere, outages, restarts.
 //! - `process`: the binary: durability across `kill -9`, torn log tails,
 //!   SIGTERM, configuration errors, the `token` command.
+//! - `faults`: the binary under faults: `kill -9` mid-stream many times, a
+//!   full disk, a read-only file system (mounts tmpfs and ext4; needs root).
+//! - `fuzz_corpus`: every committed fuzz input through its harness
+//!   (`scorehub::fuzzing`), as `cargo fuzz` ran it.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
 mod api;
 mod cluster;
 mod common;
+mod faults;
+mod fuzz_corpus;
 mod limits;
 mod process;
 mod prometheus;

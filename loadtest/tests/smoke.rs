@@ -1,0 +1,113 @@
+//! `loadtest --hub-bin PATH --smoke`: the load test starts the hub itself (and
+//! for two nodes a private redis-server), runs its small fixed load, and
+//! reports the hub's CPU and memory with every correctness counter at 0.
+//!
+//! The hub binary is `HUB_BIN` when set, else the `scorehub` built next to
+//! this test's `loadtest` (as `cargo test --workspace` builds it). These tests
+//! fail, never skip, when it or redis-server is missing.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+/// The scorehub binary to start.
+fn hub_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("HUB_BIN") {
+        return PathBuf::from(path);
+    }
+    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
+    let hub = loadtest.with_file_name("scorehub");
+    assert!(
+        hub.is_file(),
+        "no scorehub binary at {}: build it first (`cargo build -p scorehub`, or run \
+         `cargo test --workspace`), or set HUB_BIN to its path",
+        hub.display()
+    );
+    hub
+}
+
+/// Runs the load test with `args` after `--hub-bin <hub> --smoke --json`,
+/// with no inherited hub settings in the way.
+fn smoke(args: &[&str]) -> (Output, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("--hub-bin")
+        .arg(hub_bin())
+        .args(["--smoke", "--json"])
+        .args(args)
+        .env_remove("SCOREHUB_TOKEN")
+        .output()
+        .expect("the loadtest binary runs");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); exit {}; stderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output, report)
+}
+
+/// Asserts a correct run that measured the hub it started.
+fn assert_measured(output: &Output, report: &Value, hubs: usize) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {}; report {report:#}; stderr:\n{stderr}",
+        output.status
+    );
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["correctness_failures"], 0, "{report:#}");
+    assert_eq!(report["hub"]["started"], true);
+    assert_eq!(report["hub"]["nodes"], hubs);
+    assert!(
+        report["deliveries"].as_u64().is_some_and(|d| d > 0),
+        "{report:#}"
+    );
+    let measured_hubs = report["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter(|p| p["kind"] == "hub" && p["cpu_s"].is_number())
+        .count();
+    assert_eq!(measured_hubs, hubs, "{report:#}");
+    for key in [
+        "hub_cpu_s",
+        "hub_rss_idle_bytes",
+        "bytes_per_idle_connection",
+        "loadtest_cpu_s",
+    ] {
+        assert!(report[key].is_number(), "{key} missing: {report:#}");
+    }
+    assert!(
+        report["send_latency_us"]["count"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report:#}"
+    );
+    assert!(
+        report["notes"].as_array().is_some_and(Vec::is_empty),
+        "the hubs did not stop cleanly: {report:#}"
+    );
+}
+
+#[test]
+fn smoke_against_a_hub_it_starts() {
+    let (output, report) = smoke(&[]);
+    assert_measured(&output, &report, 1);
+}
+
+#[test]
+fn smoke_across_two_hubs_sharing_a_redis_it_starts() {
+    let (output, report) = smoke(&["--scenario", "two-nodes"]);
+    assert_measured(&output, &report, 2);
+    assert_eq!(report["hub"]["redis"], true);
+    let redis = report["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .any(|p| p["kind"] == "redis");
+    assert!(redis, "{report:#}");
+}
