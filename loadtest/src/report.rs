@@ -623,7 +623,7 @@ impl Report {
                         format!(
                             " (WARNING: something else ran, figures are disturbed; top: {})",
                             if names.is_empty() {
-                                "none found: kernel work".to_string()
+                                "no single process above 0.02 cores".to_string()
                             } else {
                                 names.join(", ")
                             }
@@ -633,6 +633,14 @@ impl Report {
                     }
                 ),
             ));
+            if busy >= self.machine.cores as f64 - SATURATED_SLACK {
+                rows.push((
+                    "  saturated",
+                    "every core was busy: latency includes queueing in the load generator \
+                     as well as in the hub"
+                        .to_string(),
+                ));
+            }
         }
         for p in &self.processes {
             rows.push((
@@ -658,6 +666,9 @@ impl Report {
 
 /// Cores used by unwatched processes above which the table warns.
 const OTHER_CORES_WARNING: f64 = 0.1;
+
+/// Idle cores below which the machine counts as saturated.
+const SATURATED_SLACK: f64 = 0.05;
 
 /// The "fd limit" row.
 fn fd_line(limit: &FdLimit) -> String {
