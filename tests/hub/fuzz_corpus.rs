@@ -86,6 +86,11 @@ async fn write_fuzz_seeds() {
         br#"{"event_id":"e-1","kind":"sco"#.to_vec(),
     ));
     seeds.push(("event_body", "bad-not-a-body.bin".into(), vec![0xc1, 0x00]));
+    seeds.push((
+        "event_body",
+        "crash-deep-msgpack-patch.msgpack".into(),
+        deep_msgpack_patch(1000),
+    ));
 
     for (name, msg) in control_messages() {
         seeds.push(("control_message", format!("{name}.json"), json_bytes(&msg)));
@@ -119,6 +124,20 @@ fn json_bytes(v: &Value) -> Vec<u8> {
 
 fn msgpack(v: &Value) -> Vec<u8> {
     rmp_serde::to_vec_named(v).expect("a JSON value encodes as MessagePack")
+}
+
+/// A `set` event whose patch nests `depth` one-key maps: it once overflowed
+/// a debug build's 2 MiB stack (MessagePack bodies were decoded up to depth
+/// 1024); now refused past depth 128, as JSON is.
+fn deep_msgpack_patch(depth: usize) -> Vec<u8> {
+    let mut body = msgpack(&json!({"event_id": "e-1", "kind": "set", "patch": {}}));
+    // The patch's empty map is the last byte; nest it `depth` times in {"a": …}.
+    body.pop();
+    for _ in 0..depth {
+        body.extend_from_slice(&[0x81, 0xa1, b'a']);
+    }
+    body.push(0x80);
+    body
 }
 
 /// Request bodies: events of every kind, a new game, a batch, and refusals.
