@@ -26,11 +26,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use super::{Applied, ApplyError, Cmd, IdleUnload, Restored, Seen, Subscriber, unix_ms};
+use super::{Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, Subscriber, unix_ms};
 use crate::codec;
-use crate::domain::{self, Event, Fingerprint, GameState, patch};
+use crate::domain::{self, GameState, patch};
 use crate::metrics as m;
 use crate::store::redis::{Commit, CommitEvent, RedisStore};
 use crate::store::{Record, Store, StoreError};
@@ -76,14 +76,6 @@ pub(crate) struct GameActor {
     announced: bool,
     /// Agreed to be unloaded: refuses new subscribers.
     stopping: bool,
-}
-
-struct ApplyReq {
-    event: Event,
-    fingerprint: Fingerprint,
-    by: Arc<str>,
-    received: Instant,
-    reply: oneshot::Sender<Result<Applied, ApplyError>>,
 }
 
 /// The outcome of one request inside a plan, before the group is durable.
@@ -687,39 +679,15 @@ pub(crate) async fn run(mut actor: GameActor) {
                 },
             },
         };
-        if matches!(cmd, Cmd::Apply { .. } | Cmd::Subscribe { .. }) {
+        if matches!(cmd, Cmd::Apply(_) | Cmd::Subscribe { .. }) {
             actor.touch();
         }
         match cmd {
-            Cmd::Apply {
-                event,
-                fingerprint,
-                by,
-                received,
-                reply,
-            } => {
-                let mut group = vec![ApplyReq {
-                    event,
-                    fingerprint,
-                    by,
-                    received,
-                    reply,
-                }];
+            Cmd::Apply(req) => {
+                let mut group = vec![req];
                 while group.len() < MAX_GROUP {
                     match actor.rx.try_recv() {
-                        Ok(Cmd::Apply {
-                            event,
-                            fingerprint,
-                            by,
-                            received,
-                            reply,
-                        }) => group.push(ApplyReq {
-                            event,
-                            fingerprint,
-                            by,
-                            received,
-                            reply,
-                        }),
+                        Ok(Cmd::Apply(req)) => group.push(req),
                         Ok(other) => {
                             next = Some(other);
                             break;

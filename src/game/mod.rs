@@ -109,16 +109,20 @@ pub struct Subscriber {
     pub outbox: Arc<Outbox>,
 }
 
+/// One event waiting for its game actor, with where to send the outcome.
+#[derive(Debug)]
+pub(crate) struct ApplyReq {
+    pub(crate) event: Event,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) by: Arc<str>,
+    pub(crate) received: Instant,
+    pub(crate) reply: oneshot::Sender<Result<Applied, ApplyError>>,
+}
+
 /// Messages to a game actor.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    Apply {
-        event: Event,
-        fingerprint: Fingerprint,
-        by: Arc<str>,
-        received: Instant,
-        reply: oneshot::Sender<Result<Applied, ApplyError>>,
-    },
+    Apply(ApplyReq),
     Subscribe {
         sub: Subscriber,
         since: Option<u64>,
@@ -275,13 +279,13 @@ impl GameHandle {
         let (reply, rx) = oneshot::channel();
         let fingerprint = event.fingerprint();
         self.tx
-            .send(Cmd::Apply {
+            .send(Cmd::Apply(ApplyReq {
                 event,
                 fingerprint,
                 by,
                 received,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?;
         Ok(Pending(rx))
