@@ -14,7 +14,7 @@ use crate::cluster::Bus;
 use crate::codec;
 use crate::domain::event::fingerprint_of;
 use crate::domain::{GameId, GameState, InvalidState, League, NewGame, Status, patch};
-use crate::game::{ActorConfig, GameHandle, IdleUnload, Restored, Seen, unix_ms};
+use crate::game::{ActorConfig, GameHandle, IdleUnload, Restored, Seen, SeenIds, unix_ms};
 use crate::metrics as m;
 use crate::store::redis::CreateOutcome;
 use crate::store::{FileLog, Record, Store, StoreError};
@@ -75,7 +75,7 @@ struct Rebuild {
     state: Value,
     seq: u64,
     created_fingerprint: crate::domain::Fingerprint,
-    seen: HashMap<Box<str>, Seen>,
+    seen: SeenIds,
     tail: VecDeque<(u64, Value, i64)>,
 }
 
@@ -199,7 +199,7 @@ impl Registry {
             Restored {
                 state: loaded.state,
                 created_fingerprint: loaded.created_fingerprint,
-                seen: HashMap::new(),
+                seen: SeenIds::new(),
                 history,
             },
             self.store.clone(),
@@ -343,7 +343,7 @@ impl Registry {
                     Restored {
                         state,
                         created_fingerprint: fingerprint,
-                        seen: HashMap::new(),
+                        seen: SeenIds::new(),
                         history: VecDeque::new(),
                     },
                     self.store.clone(),
@@ -545,7 +545,7 @@ impl Replayer {
                         state,
                         seq: 0,
                         created_fingerprint: fingerprint,
-                        seen: HashMap::new(),
+                        seen: SeenIds::new(),
                         tail: VecDeque::new(),
                     },
                 );
@@ -571,8 +571,7 @@ impl Replayer {
                 }
                 patch::merge(&mut rb.state, &diff);
                 rb.seq = seq;
-                rb.seen
-                    .insert(event.event_id.into_boxed_str(), Seen { fingerprint, seq });
+                rb.seen.insert(&event.event_id, Seen { fingerprint, seq });
                 rb.tail.push_back((seq, diff, at));
                 while rb.tail.len() > self.history {
                     rb.tail.pop_front();

@@ -244,7 +244,7 @@ impl Hub {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
-        tokio::spawn(report_readiness(state.clone()));
+        tokio::spawn(housekeeping(state.clone()));
         let served = server.await;
         state.sessions.close();
         let drained = tokio::time::timeout(grace, state.sessions.wait()).await;
@@ -267,10 +267,17 @@ fn actor_config(config: &Config) -> ActorConfig {
     }
 }
 
-/// Publishes `/readyz` as the gauge `scorehub_ready` (1/0) every second, so
-/// alerts need not probe; stops at shutdown.
-async fn report_readiness(state: AppState) {
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Once a second publishes `/readyz` as the gauge `scorehub_ready` (1/0), so
+/// alerts need not probe; every [`METRICS_UPKEEP`] folds the histogram
+/// samples recorded since into their buckets. The recorder keeps every raw
+/// sample until then, so without upkeep a hub nobody scrapes would grow by a
+/// few dozen bytes per event, forever. Stops at shutdown.
+async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_upkeep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -278,6 +285,10 @@ async fn report_readiness(state: AppState) {
         }
         let ready = state.readiness().is_ok();
         metrics::gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
+        if last_upkeep.elapsed() >= METRICS_UPKEEP {
+            state.metrics.run_upkeep();
+            last_upkeep = tokio::time::Instant::now();
+        }
     }
     metrics::gauge!(crate::metrics::READY).set(0.0);
 }

@@ -28,7 +28,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::{Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, Subscriber, unix_ms};
+use super::{
+    Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber, unix_ms,
+};
 use crate::codec;
 use crate::domain::{self, GameState, patch};
 use crate::metrics as m;
@@ -56,7 +58,7 @@ pub struct ActorConfig {
 
 pub(crate) struct GameActor {
     state: GameState,
-    seen: HashMap<Box<str>, Seen>,
+    seen: SeenIds,
     history: VecDeque<(u64, Bytes)>,
     subs: Vec<Subscriber>,
     index: HashMap<u64, usize>,
@@ -94,7 +96,7 @@ struct Plan {
     /// The state after every applicable event.
     state: GameState,
     /// Event ids applied by this plan.
-    fresh: HashMap<Box<str>, Seen>,
+    fresh: SeenIds,
     /// Applied events: (request index, seq, record, encoded diff frame).
     applied: Vec<(usize, u64, Record, Bytes)>,
 }
@@ -269,7 +271,7 @@ impl GameActor {
     /// conflicts, who applies and what each applied event's diff frame is.
     fn plan(&self, reqs: &[&ApplyReq], now: i64) -> Plan {
         let mut state = self.state.clone();
-        let mut fresh: HashMap<Box<str>, Seen> = HashMap::new();
+        let mut fresh = SeenIds::new();
         let mut applied = Vec::new();
         let mut outcomes = Vec::with_capacity(reqs.len());
         for (i, req) in reqs.iter().enumerate() {
@@ -277,8 +279,8 @@ impl GameActor {
             let seen = self
                 .seen
                 .get(id)
-                .map(|s| (*s, false))
-                .or_else(|| fresh.get(id).map(|s| (*s, true)));
+                .map(|s| (s, false))
+                .or_else(|| fresh.get(id).map(|s| (s, true)));
             let outcome = match seen {
                 Some((s, in_plan)) if s.fingerprint == req.fingerprint => {
                     let dup = Applied {
@@ -317,7 +319,7 @@ impl GameActor {
                                 diff,
                             };
                             fresh.insert(
-                                id.into(),
+                                id,
                                 Seen {
                                     fingerprint: req.fingerprint,
                                     seq: next.seq,
@@ -349,7 +351,7 @@ impl GameActor {
             return;
         }
         self.state = plan.state.clone();
-        self.seen.extend(plan.fresh.drain());
+        self.seen.absorb(&mut plan.fresh);
         self.snapshot_cache = None;
         self.latest.send_replace(Arc::new(self.state.clone()));
         for (i, seq, _, frame) in std::mem::take(&mut plan.applied) {
@@ -495,8 +497,7 @@ impl GameActor {
                     if let Some((i, _, _, _)) = plan.applied.get(index) {
                         let req = reqs[*i];
                         let id = req.event.event_id.clone();
-                        self.seen
-                            .insert(id.clone().into_boxed_str(), Seen { fingerprint, seq });
+                        self.seen.insert(&id, Seen { fingerprint, seq });
                         results[open[*i]] = Some(if fingerprint == req.fingerprint {
                             Ok(Applied {
                                 seq,

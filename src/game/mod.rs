@@ -8,8 +8,11 @@
 //! without blocking.
 
 pub mod actor;
+mod seen;
 
-use std::collections::{HashMap, VecDeque};
+pub use seen::SeenIds;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -87,7 +90,7 @@ pub struct Restored {
     /// Digest of the body that created the game (for idempotent `PUT`).
     pub created_fingerprint: Fingerprint,
     /// Every applied `event_id`.
-    pub seen: HashMap<Box<str>, Seen>,
+    pub seen: SeenIds,
     /// Recent diffs, oldest first: `(seq, encoded diff frame)`.
     pub history: VecDeque<(u64, Bytes)>,
 }
