@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::rejection::ExtensionRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +51,7 @@ use crate::error::ApiError;
 use crate::metrics as m;
 use crate::server::AppState;
 use crate::ws::session::WsQuery;
+use crate::ws::upgrade::WsUpgrade;
 
 pub use games::{
     DEFAULT_EVENTS_LIMIT, DEFAULT_GAMES_LIMIT, MAX_BATCH, MAX_EVENTS_LIMIT, MAX_GAMES_LIMIT,
@@ -150,20 +150,14 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     ),
 )]
 async fn fans(
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WsUpgrade, ApiError>,
     state: State<AppState>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     query: Query<WsQuery>,
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return ApiError::BadRequest(format!(
-                "GET /v1/ws only takes WebSocket upgrades ({}); connect with a WebSocket client",
-                rejection.body_text()
-            ))
-            .into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     match peer {
         Ok(peer) => crate::ws::ws_handler(upgrade, state, peer, query).await,

@@ -1,12 +1,21 @@
-//! A fan connection's bounded outgoing queue, with conflation.
+//! A fan connection's bounded outgoing queue, with conflation, and the
+//! direct path to its socket.
 //!
-//! Game actors push frames here without ever waiting: a push takes a short
-//! mutex, appends a shared [`Bytes`], and wakes the socket writer only when the
-//! queue was empty. When a fan falls behind and its queue is full, the diffs
-//! queued for that game are dropped, the game is marked *stale*, and further
-//! diffs for it are skipped until the game actor sends one fresh snapshot
-//! (requested by the writer once the queue has drained). Applying the frames
-//! in order therefore always yields the exact state.
+//! Game actors push frames here without ever waiting. When nothing is queued
+//! and no writer task holds the socket, a push writes the frame straight to
+//! the socket with one non-blocking `writev` (see [`wire`](super::wire)):
+//! the common delivery costs no task wake-up at all. Otherwise, or when the
+//! socket cannot take the whole frame, the frame (or its unsent rest) is
+//! queued and the connection's writer task is woken; it takes the socket,
+//! drains the queue waiting for the socket as needed, and parks the socket
+//! here again once the queue is empty. Order is kept: a frame is written
+//! directly only when nothing is queued before it.
+//!
+//! When a fan falls behind and its queue is full, the diffs queued for that
+//! game are dropped, the game is marked *stale*, and further diffs for it
+//! are skipped until the game actor sends one fresh snapshot (requested by
+//! the writer once the queue has drained). Applying the frames in order
+//! therefore always yields the exact state.
 //!
 //! The outbox remembers when its current conflation episode began (the first
 //! game went stale while none was), so the session can disconnect a fan that
@@ -19,24 +28,57 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::wire::{Attempt, Socket, Wire};
 use crate::codec::FrameKind;
 use crate::domain::GameId;
+use crate::metrics as m;
 
 /// One queued frame.
 #[derive(Debug, Clone)]
 pub struct Item {
-    /// The game it belongs to (`None` for pongs and connection errors).
+    /// The game it belongs to (`None` for control frames and connection errors).
     pub game: Option<GameId>,
-    /// What it is.
-    pub kind: FrameKind,
-    /// The encoded MessagePack frame, shared with other fans.
-    pub frame: Bytes,
+    /// What it is (for the frames-sent metric).
+    pub kind: Option<FrameKind>,
+    /// Its bytes: an encoded MessagePack frame shared with other fans, or
+    /// bytes already framed.
+    pub wire: Wire,
+}
+
+impl AsRef<Wire> for Item {
+    fn as_ref(&self) -> &Wire {
+        &self.wire
+    }
+}
+
+impl Item {
+    /// Whether this is the unsent rest of a game frame a direct write cut
+    /// short: it must go out before anything else, whatever happens.
+    fn is_rest(&self) -> bool {
+        self.kind.is_some() && matches!(self.wire, Wire::Framed(_))
+    }
+}
+
+/// Drops the frames of `game` still queued, except the unsent rest of a frame
+/// already begun.
+fn drop_queued(inner: &mut Inner, game: &GameId) {
+    if !inner.queue.iter().any(|it| it.game.as_ref() == Some(game)) {
+        return;
+    }
+    let begun = inner.queue.front().is_some_and(Item::is_rest);
+    let mut i = 0;
+    inner.queue.retain(|it| {
+        let keep = (i == 0 && begun) || it.game.as_ref() != Some(game);
+        i += 1;
+        keep
+    });
+    inner.bytes = inner.queue.iter().map(|it| it.wire.wire_len()).sum();
 }
 
 /// What happened to a pushed diff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// Queued for the writer.
+    /// Written to the socket or queued for the writer.
     Queued,
     /// The queue was full: this game's queued diffs were dropped and a fresh
     /// snapshot will follow. Reported once per episode.
@@ -44,6 +86,17 @@ pub enum Push {
     /// Skipped: the game is already waiting for a fresh snapshot.
     Skipped,
     /// The connection is gone (or over its hard byte cap); drop the subscriber.
+    Closed,
+}
+
+/// What [`Outbox::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Frames were moved out; write them with the socket now held.
+    Frames,
+    /// Nothing queued: the socket (if held) was parked for direct writes.
+    Idle,
+    /// The connection is closed.
     Closed,
 }
 
@@ -56,9 +109,11 @@ struct Inner {
     conflated_since: Option<Instant>,
     closed: bool,
     overflowed: bool,
+    /// The socket, while no writer task holds it (then the queue is empty).
+    socket: Option<Socket>,
 }
 
-/// The bounded queue between game actors and one fan's socket writer.
+/// The bounded queue between game actors and one fan's socket.
 #[derive(Debug)]
 pub struct Outbox {
     conn_id: u64,
@@ -70,9 +125,17 @@ pub struct Outbox {
     behind: Notify,
 }
 
+/// Whether the writer task must be woken after a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    No,
+    Writer,
+}
+
 impl Outbox {
     /// A queue for connection `conn_id`, conflating above `max_frames` queued
     /// diffs and closing the connection above `max_bytes` queued in total.
+    /// Frames are only queued until a socket is [attached](Outbox::attach).
     pub fn new(conn_id: u64, max_frames: usize, max_bytes: usize) -> Outbox {
         Outbox {
             conn_id,
@@ -95,18 +158,72 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn enqueue(&self, inner: &mut Inner, item: Item) -> bool {
-        inner.bytes += item.frame.len();
+    /// Parks the connection's socket here: pushes to an empty queue write
+    /// straight to it from now on. Anything queued before wakes the writer.
+    pub fn attach(&self, socket: Socket) {
+        let queued = {
+            let mut inner = self.lock();
+            inner.socket = Some(socket);
+            !inner.queue.is_empty()
+        };
+        if queued {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Takes the socket back if it is parked here (to say goodbye).
+    pub fn detach(&self) -> Option<Socket> {
+        self.lock().socket.take()
+    }
+
+    /// Delivers `item`: straight to the parked socket when nothing is queued,
+    /// else to the end of the queue. Caller checked `closed`.
+    fn deliver(&self, inner: &mut Inner, item: Item) -> Wake {
+        if inner.queue.is_empty()
+            && let Some(socket) = inner.socket.as_mut()
+        {
+            match socket.try_write(&item.wire) {
+                Ok(Attempt::Done) => {
+                    if let Some(kind) = item.kind {
+                        m::frames_sent(kind).increment(1);
+                    }
+                    return Wake::No;
+                }
+                Ok(Attempt::Partial(rest)) => {
+                    // The writer takes over: it finishes this frame first.
+                    let item = Item { wire: rest, ..item };
+                    return self.enqueue(inner, item);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "direct write failed");
+                    inner.closed = true;
+                    inner.queue.clear();
+                    inner.bytes = 0;
+                    return Wake::Writer;
+                }
+            }
+        }
+        self.enqueue(inner, item)
+    }
+
+    fn enqueue(&self, inner: &mut Inner, item: Item) -> Wake {
+        inner.bytes += item.wire.wire_len();
         if inner.bytes > self.max_bytes {
             inner.overflowed = true;
             inner.closed = true;
             inner.queue.clear();
             inner.bytes = 0;
-            return false;
+            return Wake::Writer;
         }
         let was_empty = inner.queue.is_empty();
         inner.queue.push_back(item);
-        was_empty
+        if was_empty { Wake::Writer } else { Wake::No }
+    }
+
+    fn wake(&self, wake: Wake) {
+        if wake == Wake::Writer {
+            self.notify.notify_one();
+        }
     }
 
     /// Queues a diff of `game`, never waiting. See [`Push`].
@@ -121,8 +238,7 @@ impl Outbox {
                 return Push::Skipped;
             }
             if inner.queue.len() >= self.max_frames {
-                inner.queue.retain(|it| it.game.as_ref() != Some(game));
-                inner.bytes = inner.queue.iter().map(|it| it.frame.len()).sum();
+                drop_queued(&mut inner, game);
                 let episode_starts = inner.stale.is_empty();
                 if episode_starts {
                     inner.conflated_since = Some(Instant::now());
@@ -137,23 +253,19 @@ impl Outbox {
                 }
                 return Push::Conflated;
             }
-            wake = self.enqueue(
-                &mut inner,
-                Item {
-                    game: Some(game.clone()),
-                    kind: FrameKind::Diff,
-                    frame: frame.clone(),
-                },
-            );
+            let item = Item {
+                game: Some(game.clone()),
+                kind: Some(FrameKind::Diff),
+                wire: Wire::Binary(frame.clone()),
+            };
+            wake = self.deliver(&mut inner, item);
             if inner.closed {
                 drop(inner);
                 self.notify.notify_one();
                 return Push::Closed;
             }
         }
-        if wake {
-            self.notify.notify_one();
-        }
+        self.wake(wake);
         Push::Queued
     }
 
@@ -171,59 +283,79 @@ impl Outbox {
                 inner.conflated_since = None;
             }
             // Anything still queued for this game is superseded by the snapshot.
-            if inner.queue.iter().any(|it| it.game.as_ref() == Some(game)) {
-                inner.queue.retain(|it| it.game.as_ref() != Some(game));
-                inner.bytes = inner.queue.iter().map(|it| it.frame.len()).sum();
-            }
-            wake = self.enqueue(
-                &mut inner,
-                Item {
-                    game: Some(game.clone()),
-                    kind: FrameKind::Snapshot,
-                    frame,
-                },
-            );
+            drop_queued(&mut inner, game);
+            let item = Item {
+                game: Some(game.clone()),
+                kind: Some(FrameKind::Snapshot),
+                wire: Wire::Binary(frame),
+            };
+            wake = self.deliver(&mut inner, item);
             if inner.closed {
                 drop(inner);
                 self.notify.notify_one();
                 return false;
             }
         }
-        if wake {
-            self.notify.notify_one();
-        }
+        self.wake(wake);
         true
     }
 
     /// Queues a pong or error frame. `false` when closed.
     pub fn push_control(&self, kind: FrameKind, game: Option<GameId>, frame: Bytes) -> bool {
+        self.push(Item {
+            game,
+            kind: Some(kind),
+            wire: Wire::Binary(frame),
+        })
+    }
+
+    /// Queues bytes that are already a complete WebSocket frame (a ping, a
+    /// pong or close reply). `false` when closed.
+    pub fn push_framed(&self, bytes: Bytes) -> bool {
+        self.push(Item {
+            game: None,
+            kind: None,
+            wire: Wire::Framed(bytes),
+        })
+    }
+
+    fn push(&self, item: Item) -> bool {
         let wake;
         {
             let mut inner = self.lock();
             if inner.closed {
                 return false;
             }
-            wake = self.enqueue(&mut inner, Item { game, kind, frame });
+            wake = self.deliver(&mut inner, item);
             if inner.closed {
                 drop(inner);
                 self.notify.notify_one();
                 return false;
             }
         }
-        if wake {
-            self.notify.notify_one();
-        }
+        self.wake(wake);
         true
     }
 
     /// Marks the connection closed; later pushes report [`Push::Closed`].
-    pub fn close(&self) {
+    /// Returns what must still go out before a close frame can: the unsent
+    /// rest of a frame already begun, and queued control frames (a close
+    /// reply, say). The session sends them, then its goodbye, if it can.
+    pub fn close(&self) -> Vec<Wire> {
         let mut inner = self.lock();
         inner.closed = true;
-        inner.queue.clear();
+        let begun = inner.queue.front().is_some_and(Item::is_rest);
+        let finish = inner
+            .queue
+            .drain(..)
+            .enumerate()
+            .filter(|(i, it)| (*i == 0 && begun) || it.kind.is_none())
+            .map(|(_, it)| it.wire)
+            .collect();
         inner.bytes = 0;
         drop(inner);
         self.notify.notify_one();
+        finish
     }
 
     /// Whether `game` waits for a fresh snapshot (its diffs are being skipped).
@@ -254,16 +386,26 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Moves every queued frame into `out` (appending). Returns `false` when
-    /// the connection is closed.
-    pub fn take(&self, out: &mut Vec<Item>) -> bool {
+    /// The writer's step: moves every queued frame into `out` (appending)
+    /// and makes sure the writer holds the socket (`held`); or, with nothing
+    /// queued, parks the held socket here for direct writes. See [`Take`].
+    pub fn take(&self, out: &mut Vec<Item>, held: &mut Option<Socket>) -> Take {
         let mut inner = self.lock();
         if inner.closed {
-            return false;
+            return Take::Closed;
+        }
+        if inner.queue.is_empty() {
+            if let Some(socket) = held.take() {
+                inner.socket = Some(socket);
+            }
+            return Take::Idle;
+        }
+        if held.is_none() {
+            *held = inner.socket.take();
         }
         out.extend(inner.queue.drain(..));
         inner.bytes = 0;
-        true
+        Take::Frames
     }
 
     /// Games waiting for a fresh snapshot, when the queue is empty (the fan
@@ -304,7 +446,7 @@ mod tests {
         assert_eq!(ob.push_diff(&a, &f), Push::Skipped);
         assert!(ob.stale_when_drained().is_empty(), "queue not drained yet");
         let mut out = Vec::new();
-        assert!(ob.take(&mut out));
+        assert_eq!(ob.take(&mut out, &mut None), Take::Frames);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].game.as_ref(), Some(&b));
         assert_eq!(ob.stale_when_drained(), vec![a.clone()]);
@@ -353,6 +495,101 @@ mod tests {
         ob.close();
         assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"1")), Push::Closed);
         assert!(!ob.push_snapshot(&a, Bytes::from_static(b"1")));
-        assert!(!ob.take(&mut Vec::new()));
+        assert_eq!(ob.take(&mut Vec::new(), &mut None), Take::Closed);
+    }
+
+    /// A socket over an in-memory pipe of `capacity` bytes, and its reader.
+    fn pipe(capacity: usize) -> (Socket, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(capacity);
+        (Socket::new(server), client)
+    }
+
+    async fn read_available(client: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn an_idle_socket_is_written_directly_without_queueing() {
+        let ob = Outbox::new(1, 8, 1 << 20);
+        let (socket, mut client) = pipe(1 << 16);
+        ob.attach(socket);
+        let a = g("x:a");
+        assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"d1")), Push::Queued);
+        // Nothing queued: the writer has nothing to do and keeps no socket.
+        let mut held = None;
+        assert_eq!(ob.take(&mut Vec::new(), &mut held), Take::Idle);
+        assert!(held.is_none());
+        assert_eq!(read_available(&mut client).await, [0x82, 2, b'd', b'1']);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_hands_the_rest_to_the_writer_in_order() {
+        let ob = Outbox::new(1, 8, 1 << 20);
+        // Room for the first frame's header and 3 payload bytes only.
+        let (socket, mut client) = pipe(5);
+        ob.attach(socket);
+        let a = g("x:a");
+        assert_eq!(
+            ob.push_diff(&a, &Bytes::from_static(b"abcdef")),
+            Push::Queued
+        );
+        assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"gh")), Push::Queued);
+        // A snapshot supersedes the queued diff but not the begun frame.
+        assert!(ob.push_snapshot(&a, Bytes::from_static(b"S")));
+        let mut out = Vec::new();
+        let mut held = None;
+        assert_eq!(ob.take(&mut out, &mut held), Take::Frames);
+        let socket = held.as_mut().expect("the writer holds the socket");
+        assert_eq!(out.len(), 2, "rest of the first diff, then the snapshot");
+        let write = async {
+            socket.write_all(&out).await.unwrap();
+        };
+        let read = async {
+            let mut got = Vec::new();
+            while got.len() < 8 + 3 {
+                got.extend(read_available(&mut client).await);
+            }
+            got
+        };
+        let ((), got) = tokio::join!(write, read);
+        assert_eq!(
+            got,
+            [0x82, 6, b'a', b'b', b'c', b'd', b'e', b'f', 0x82, 1, b'S']
+        );
+        // Drained: the writer parks the socket for direct writes again.
+        assert_eq!(ob.take(&mut Vec::new(), &mut held), Take::Idle);
+        assert!(held.is_none());
+        assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"z")), Push::Queued);
+        assert_eq!(read_available(&mut client).await, [0x82, 1, b'z']);
+    }
+
+    #[tokio::test]
+    async fn close_keeps_a_begun_frame_and_control_frames_only() {
+        let ob = Outbox::new(1, 8, 1 << 20);
+        let (socket, _client) = pipe(3);
+        ob.attach(socket);
+        let a = g("x:a");
+        assert_eq!(
+            ob.push_diff(&a, &Bytes::from_static(b"abcdef")),
+            Push::Queued
+        );
+        assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"gh")), Push::Queued);
+        assert!(ob.push_framed(Bytes::from_static(&[0x8a, 0])));
+        let finish = ob.close();
+        assert_eq!(
+            finish,
+            vec![
+                Wire::Framed(Bytes::from_static(b"bcdef")),
+                Wire::Framed(Bytes::from_static(&[0x8a, 0]))
+            ]
+        );
+        assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"x")), Push::Closed);
     }
 }

@@ -1,15 +1,20 @@
 //! One fan connection on `GET /v1/ws`.
 //!
 //! [`ws_handler`] upgrades the request and runs the session on the hub's
-//! session tracker, so shutdown waits for it. A session polls two halves of
-//! the split socket concurrently, in one task:
+//! session tracker, so shutdown waits for it. The connection is split: its
+//! write half is parked in the connection's [`Outbox`], where game actors
+//! write frames straight to it while nothing is queued (see
+//! [`wire`](super::wire)); its read half goes to tungstenite. A session polls,
+//! concurrently in one task:
 //!
-//! - the **reader** decodes control messages (`sub`, `unsub`, `ping`), keeps
+//! - the **reader**: decodes control messages (`sub`, `unsub`, `ping`), keeps
 //!   the connection's subscriptions and enforces the flood limit;
-//! - the **writer** drains the connection's [`Outbox`] in batches (every
-//!   queued frame fed, then one flush), pings the client, drops dead peers,
-//!   and asks game actors for one fresh snapshot once a conflated queue has
-//!   drained.
+//!   tungstenite's own replies (pongs, the close reply) go out through the
+//!   outbox;
+//! - the **writer**: when frames queue up (the socket was full), takes the
+//!   socket and drains the queue in vectored batches, then parks the socket
+//!   again; it also pings the client, drops dead peers, and asks game actors
+//!   for one fresh snapshot once a conflated queue has drained.
 //!
 //! Whichever half stops first says why the connection ends (`End`); a third
 //! branch ends a fan that has stayed conflated for `ws.stuck_timeout` (it
@@ -23,23 +28,31 @@
 //! held until the session ends.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
 use super::limiter::TokenBucket;
-use super::outbox::{Item, Outbox};
+use super::outbox::{Item, Outbox, Take};
+use super::upgrade::{UpgradedIo, WsUpgrade};
+use super::wire::{self, Socket, Wire};
 use crate::codec::{self, ClientMsg, FrameKind};
 use crate::config::WsConfig;
 use crate::domain::{GameId, League};
@@ -49,10 +62,6 @@ use crate::http::extract::Query;
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::server::AppState;
-
-/// Bytes tungstenite buffers before writing to the socket; a flush always
-/// writes everything, so this only bounds memory between flushes.
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Bytes tungstenite reserves to read client frames. Fans send little (a few
 /// control messages), so a small buffer keeps idle connections cheap; larger
@@ -102,7 +111,7 @@ fn split_list(list: Option<&str>) -> Vec<String> {
 /// `GET /v1/ws`: upgrades to a fan session (503 while the hub shuts down or
 /// every connection slot is taken, 429 when the address connects too fast).
 pub async fn ws_handler(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(query): Query<WsQuery>,
@@ -119,20 +128,16 @@ pub async fn ws_handler(
     // Counted by the tracker from now, so a shutdown starting before the
     // upgrade completes still waits for this session.
     let tracked = state.sessions.token();
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| async move {
-            let conn_id = state.next_conn_id();
-            // Debug level: entered on every poll, so free when debug is off.
-            let span = tracing::debug_span!("ws", conn_id, peer = %addr);
-            run_session(socket, Conn::new(conn_id, state), initial)
-                .instrument(span)
-                .await;
-            drop(slot);
-            drop(tracked);
-        })
+    ws.accept(move |io| async move {
+        let conn_id = state.next_conn_id();
+        // Debug level: entered on every poll, so free when debug is off.
+        let span = tracing::debug_span!("ws", conn_id, peer = %addr);
+        run_session(io, Conn::new(conn_id, state), initial, limit)
+            .instrument(span)
+            .await;
+        drop(slot);
+        drop(tracked);
+    })
 }
 
 fn shutting_down() -> Response {
@@ -205,14 +210,14 @@ impl End {
     }
 
     /// The close frame the client gets, when the socket can still take one.
-    fn close_frame(self) -> Option<(u16, &'static str)> {
+    fn close_frame(self) -> Option<(CloseCode, &'static str)> {
         match self {
-            End::TooBig => Some((close_code::SIZE, "message too big")),
-            End::Flood => Some((close_code::POLICY, "message rate exceeded")),
-            End::BadUtf8 => Some((close_code::INVALID, "invalid UTF-8 in a text frame")),
-            End::SlowConsumer | End::Stuck => Some((close_code::POLICY, "slow consumer")),
-            End::Idle => Some((close_code::AWAY, "idle timeout")),
-            End::Shutdown => Some((close_code::AWAY, "server shutting down")),
+            End::TooBig => Some((CloseCode::Size, "message too big")),
+            End::Flood => Some((CloseCode::Policy, "message rate exceeded")),
+            End::BadUtf8 => Some((CloseCode::Invalid, "invalid UTF-8 in a text frame")),
+            End::SlowConsumer | End::Stuck => Some((CloseCode::Policy, "slow consumer")),
+            End::Idle => Some((CloseCode::Away, "idle timeout")),
+            End::Shutdown => Some((CloseCode::Away, "server shutting down")),
             End::ClientClosed
             | End::ClientGone
             | End::WriteStalled
@@ -359,11 +364,67 @@ impl Subscriptions {
     }
 }
 
+/// The stream tungstenite reads client frames from: the connection's read
+/// half. What tungstenite writes (pongs, its close reply) is already framed
+/// and goes out through the outbox, in order with everything else.
+struct ClientStream {
+    read: ReadHalf<UpgradedIo>,
+    outbox: Arc<Outbox>,
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(if self.outbox.push_framed(Bytes::copy_from_slice(buf)) {
+            Ok(buf.len())
+        } else {
+            Err(io::ErrorKind::BrokenPipe.into())
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Client frames, as tungstenite reads them.
+type Reader = WebSocketStream<ClientStream>;
+
 /// One connection from upgrade to teardown.
-async fn run_session(socket: WebSocket, conn: Conn, initial: Option<ClientMsg>) {
+async fn run_session(io: UpgradedIo, conn: Conn, initial: Option<ClientMsg>, max_message: usize) {
     let _guard = ConnGuard::new(conn.outbox.clone());
     tracing::debug!("fan connected");
-    let (mut sink, mut stream) = socket.split();
+    let (read, write) = tokio::io::split(io);
+    conn.outbox.attach(Socket::new(write));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let client = ClientStream {
+        read,
+        outbox: conn.outbox.clone(),
+    };
+    let mut reader = WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await;
+    // The socket while the writer holds it (frames queued up); else parked
+    // in the outbox.
+    let mut held: Option<Socket> = None;
     let mut subs = Subscriptions::default();
     if let Some(msg) = initial {
         handle_msg(&conn, &mut subs, msg).await;
@@ -372,24 +433,19 @@ async fn run_session(socket: WebSocket, conn: Conn, initial: Option<ClientMsg>) 
         End::Shutdown
     } else {
         tokio::select! {
-            end = write_loop(&mut sink, &conn) => end,
-            end = read_loop(&mut stream, &conn, &mut subs) => end,
+            end = write_loop(&conn, &mut held) => end,
+            end = read_loop(&mut reader, &conn, &mut subs) => end,
             end = watch_stuck(&conn) => end,
         }
     };
-    conn.outbox.close();
-    say_goodbye(&mut sink, &mut stream, &conn, end).await;
+    say_goodbye(held, &mut reader, &conn, end).await;
     teardown(&conn, &subs).await;
 }
 
 // ---------------------------------------------------------------- reader
 
 /// Reads client frames until the client leaves or misbehaves.
-async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
-    conn: &Conn,
-    subs: &mut Subscriptions,
-) -> End {
+async fn read_loop(stream: &mut Reader, conn: &Conn, subs: &mut Subscriptions) -> End {
     let mut bucket = TokenBucket::new(conn.cfg().messages_per_second, conn.cfg().message_burst);
     while let Some(frame) = stream.next().await {
         let msg = match frame {
@@ -404,6 +460,8 @@ async fn read_loop(
                 }
                 codec::decode_text(text.as_str())
             }
+            // A raw frame only comes out of tungstenite when writing.
+            Message::Frame(_) => continue,
             Message::Binary(bytes) => {
                 if !bucket.try_take() {
                     return End::Flood;
@@ -422,19 +480,16 @@ async fn read_loop(
     End::ClientGone
 }
 
-/// Classifies a read error. tungstenite reports a message over the size limit
-/// as a capacity error ("Space limit exceeded") and a text frame that is not
-/// UTF-8 as "UTF-8 encoding error"; axum does not re-export its error type, so
-/// they are recognised by their text.
-fn read_error(e: &axum::Error) -> End {
-    let text = e.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") {
-        End::TooBig
-    } else if text.contains("UTF-8") {
-        End::BadUtf8
-    } else {
-        tracing::debug!(error = %e, "read failed");
-        End::ClientGone
+/// Classifies a read error: a message or frame over the size limit is a
+/// capacity error, a text frame that is not UTF-8 a UTF-8 error.
+fn read_error(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(_) => End::TooBig,
+        WsError::Utf8(_) => End::BadUtf8,
+        _ => {
+            tracing::debug!(error = %e, "read failed");
+            End::ClientGone
+        }
     }
 }
 
@@ -559,10 +614,9 @@ async fn unsubscribe(conn: &Conn, subs: &mut Subscriptions, games: &[String], le
 
 // ---------------------------------------------------------------- writer
 
-type Sink = SplitSink<WebSocket, Message>;
-
-/// Writes queued frames, pings, and watches for shutdown and dead peers.
-async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
+/// Writes what queued up while the socket was full, pings, and watches for
+/// shutdown and dead peers.
+async fn write_loop(conn: &Conn, held: &mut Option<Socket>) -> End {
     let cfg = conn.cfg();
     let every = cfg.ping_interval.max(Duration::from_millis(1));
     let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
@@ -570,7 +624,7 @@ async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
     let mut batch = Vec::new();
     let mut resyncing = HashSet::new();
     // Created once: a fresh `cancelled()` per wake would re-register with
-    // the token on every delivery.
+    // the token on every wake.
     let shutdown = conn.state.shutdown.cancelled();
     tokio::pin!(shutdown);
     loop {
@@ -578,13 +632,13 @@ async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
             biased;
             () = &mut shutdown => return End::Shutdown,
             () = conn.outbox.notified() => {
-                if let Err(end) = drain(sink, conn, &mut batch).await {
+                if let Err(end) = drain(conn, held, &mut batch).await {
                     return end;
                 }
                 request_resyncs(conn, &mut resyncing).await;
             }
             _ = heartbeat.tick() => {
-                if let Err(end) = beat(sink, conn, &mut resyncing).await {
+                if let Err(end) = beat(conn, &mut resyncing).await {
                     return end;
                 }
             }
@@ -595,48 +649,55 @@ async fn write_loop(sink: &mut Sink, conn: &Conn) -> End {
 /// One heartbeat: drops a silent peer, pings a live one, and asks again for
 /// snapshots requested earlier (a request may have found the game between
 /// unsubscribe and subscribe).
-async fn beat(sink: &mut Sink, conn: &Conn, resyncing: &mut HashSet<GameId>) -> Result<(), End> {
-    let cfg = conn.cfg();
-    if conn.silent_for() >= cfg.idle_timeout {
+async fn beat(conn: &Conn, resyncing: &mut HashSet<GameId>) -> Result<(), End> {
+    if conn.silent_for() >= conn.cfg().idle_timeout {
         return Err(End::Idle);
     }
-    timed(cfg.write_timeout, sink.send(Message::Ping(Bytes::new()))).await?;
+    if !conn.outbox.push_framed(wire::ping()) {
+        return Err(closed_end(conn));
+    }
     resyncing.clear();
     request_resyncs(conn, resyncing).await;
     Ok(())
 }
 
-/// Writes everything queued: each frame fed, then one flush, all within
-/// `ws.write_timeout`.
-async fn drain(sink: &mut Sink, conn: &Conn, batch: &mut Vec<Item>) -> Result<(), End> {
-    batch.clear();
-    if !conn.outbox.take(batch) {
-        return Err(if conn.outbox.overflowed() {
-            End::SlowConsumer
-        } else {
-            End::OutboxClosed
-        });
+/// Why a closed outbox ends the session.
+fn closed_end(conn: &Conn) -> End {
+    if conn.outbox.overflowed() {
+        End::SlowConsumer
+    } else {
+        End::OutboxClosed
     }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let mut sent = FrameCounts::default();
-    let write = async {
-        for item in batch.drain(..) {
-            sink.feed(Message::Binary(item.frame)).await?;
+}
+
+/// Writes everything queued, batch after batch, each within
+/// `ws.write_timeout`, then parks the socket for direct writes again.
+async fn drain(conn: &Conn, held: &mut Option<Socket>, batch: &mut Vec<Item>) -> Result<(), End> {
+    loop {
+        batch.clear();
+        match conn.outbox.take(batch, held) {
+            Take::Idle => return Ok(()),
+            Take::Closed => return Err(closed_end(conn)),
+            Take::Frames => {}
+        }
+        let Some(socket) = held.as_mut() else {
+            // Frames queued before the socket was attached; it comes with
+            // the next wake-up.
+            return Ok(());
+        };
+        let mut sent = FrameCounts::default();
+        for item in batch.iter() {
             sent.add(item.kind);
         }
-        sink.flush().await
-    };
-    let result = timed(conn.cfg().write_timeout, write).await;
-    sent.record();
-    result
+        timed(conn.cfg().write_timeout, socket.write_all(batch)).await?;
+        sent.record();
+    }
 }
 
 /// Runs one socket write, bounded by `limit`.
-async fn timed(
+async fn timed<E: std::fmt::Display>(
     limit: Duration,
-    write: impl Future<Output = Result<(), axum::Error>>,
+    write: impl Future<Output = Result<(), E>>,
 ) -> Result<(), End> {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
@@ -676,8 +737,8 @@ impl FrameCounts {
         FrameKind::Pong,
     ];
 
-    fn add(&mut self, kind: FrameKind) {
-        if let Some(i) = Self::KINDS.iter().position(|k| *k == kind) {
+    fn add(&mut self, kind: Option<FrameKind>) {
+        if let Some(i) = Self::KINDS.iter().position(|k| Some(*k) == kind) {
             self.0[i] += 1;
         }
     }
@@ -710,7 +771,7 @@ async fn watch_stuck(conn: &Conn) -> End {
 /// Counts why the session ended, sends the close frame that says so, and
 /// waits briefly for the client's reply (closing a socket with unread input
 /// would reset it and could lose the close frame).
-async fn say_goodbye(sink: &mut Sink, stream: &mut SplitStream<WebSocket>, conn: &Conn, end: End) {
+async fn say_goodbye(held: Option<Socket>, reader: &mut Reader, conn: &Conn, end: End) {
     if end.by_server() {
         metrics::counter!(m::WS_CLOSED, "reason" => end.label()).increment(1);
     }
@@ -719,29 +780,31 @@ async fn say_goodbye(sink: &mut Sink, stream: &mut SplitStream<WebSocket>, conn:
     }
     tracing::debug!(reason = end.label(), "fan disconnected");
     let grace = CLOSE_GRACE.min(conn.cfg().write_timeout);
-    match end.close_frame() {
-        Some((code, reason)) => {
-            let frame = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            }));
-            if timed(grace, sink.send(frame)).await.is_ok() {
-                await_close_reply(stream, grace).await;
-            }
-        }
-        // The WebSocket layer queued its reply to the client's close frame.
-        None if end == End::ClientClosed => {
-            let _ = timed(grace, sink.close()).await;
-        }
-        None => {}
+    if end == End::ClientClosed {
+        // tungstenite answers a client's close frame; have it hand the reply
+        // to the outbox.
+        let _ = tokio::time::timeout(grace, reader.flush()).await;
+    }
+    let socket = held.or_else(|| conn.outbox.detach());
+    let mut last = conn.outbox.close();
+    let Some(mut socket) = socket else { return };
+    let close = end.close_frame();
+    if let Some((code, reason)) = close {
+        last.push(Wire::Framed(wire::close(code.into(), reason)));
+    }
+    if last.is_empty() || matches!(end, End::WriteStalled | End::WriteFailed) {
+        return;
+    }
+    if timed(grace, socket.write_all(&last)).await.is_ok() && close.is_some() {
+        await_close_reply(reader, grace).await;
     }
 }
 
 /// Reads (and ignores) client frames until its close frame, the end of the
 /// stream, or `limit`.
-async fn await_close_reply(stream: &mut SplitStream<WebSocket>, limit: Duration) {
+async fn await_close_reply(reader: &mut Reader, limit: Duration) {
     let reply = async {
-        while let Some(Ok(msg)) = stream.next().await {
+        while let Some(Ok(msg)) = reader.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
@@ -943,12 +1006,24 @@ mod tests {
 
     #[test]
     fn every_server_end_has_a_fitting_close_code() {
-        assert_eq!(End::Flood.close_frame().map(|c| c.0), Some(1008));
-        assert_eq!(End::SlowConsumer.close_frame().map(|c| c.0), Some(1008));
-        assert_eq!(End::Stuck.close_frame().map(|c| c.0), Some(1008));
-        assert_eq!(End::BadUtf8.close_frame().map(|c| c.0), Some(1007));
-        assert_eq!(End::TooBig.close_frame().map(|c| c.0), Some(1009));
-        assert_eq!(End::Shutdown.close_frame().map(|c| c.0), Some(1001));
+        assert_eq!(End::Flood.close_frame().map(|c| u16::from(c.0)), Some(1008));
+        assert_eq!(
+            End::SlowConsumer.close_frame().map(|c| u16::from(c.0)),
+            Some(1008)
+        );
+        assert_eq!(End::Stuck.close_frame().map(|c| u16::from(c.0)), Some(1008));
+        assert_eq!(
+            End::BadUtf8.close_frame().map(|c| u16::from(c.0)),
+            Some(1007)
+        );
+        assert_eq!(
+            End::TooBig.close_frame().map(|c| u16::from(c.0)),
+            Some(1009)
+        );
+        assert_eq!(
+            End::Shutdown.close_frame().map(|c| u16::from(c.0)),
+            Some(1001)
+        );
         assert_eq!(End::WriteStalled.close_frame(), None);
         assert!(!End::ClientClosed.by_server());
     }

@@ -1,0 +1,127 @@
+//! The WebSocket opening handshake (RFC 6455 §4.2) over hyper's upgrade.
+//!
+//! The hub takes the upgraded connection itself instead of through axum's
+//! `WebSocket`, because the session writes pre-encoded frames straight to
+//! the socket (see [`wire`](super::wire)) and reads client frames with
+//! tungstenite from the read half only.
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use axum::response::Response;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::error::ApiError;
+
+/// A valid WebSocket upgrade request, ready to be accepted.
+#[derive(Debug)]
+pub struct WsUpgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// The upgraded connection, as a tokio byte stream.
+pub type UpgradedIo = TokioIo<Upgraded>;
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let refuse = |why: &str| {
+            ApiError::BadRequest(format!(
+                "GET /v1/ws only takes WebSocket upgrades ({why}); connect with a WebSocket client"
+            ))
+        };
+        if parts.version != Version::HTTP_11 {
+            return Err(refuse("the upgrade needs HTTP/1.1"));
+        }
+        if parts.method != Method::GET {
+            return Err(refuse("the method must be GET"));
+        }
+        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err(refuse("the Connection header must include `upgrade`"));
+        }
+        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(refuse("the Upgrade header must be `websocket`"));
+        }
+        if !has_token(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return Err(refuse("the Sec-WebSocket-Version header must be 13"));
+        }
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .cloned()
+            .ok_or_else(|| refuse("the Sec-WebSocket-Key header is missing"))?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or_else(|| refuse("this connection cannot be upgraded"))?;
+        Ok(WsUpgrade { key, on_upgrade })
+    }
+}
+
+impl WsUpgrade {
+    /// Answers `101 Switching Protocols` and runs `session` on the upgraded
+    /// connection once hyper hands it over (in a task of its own).
+    pub fn accept<F, Fut>(self, session: F) -> Response
+    where
+        F: FnOnce(UpgradedIo) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => session(TokioIo::new(upgraded)).await,
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(self.key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// Whether the comma-separated header `name` holds `token` (any case).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn header_tokens_are_matched_in_lists_and_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(has_token(&h, header::CONNECTION, "upgrade"));
+        assert!(!has_token(&h, header::CONNECTION, "close"));
+        assert!(!has_token(&h, header::UPGRADE, "websocket"));
+    }
+}

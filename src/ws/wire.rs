@@ -1,0 +1,358 @@
+//! The server side of the WebSocket wire: writing frames to a fan's socket.
+//!
+//! Server frames are never masked (RFC 6455 §5.1), so a frame's bytes are the
+//! same for every fan: its MessagePack payload, encoded once per event and
+//! shared as [`Bytes`], goes out behind a 2–10 byte header formatted on the
+//! stack, with one vectored write per batch of frames. Nothing is copied per
+//! fan and no per-connection write buffer is kept.
+//!
+//! Two ways to write:
+//!
+//! - [`Socket::try_write`] never waits: it makes one non-blocking attempt and
+//!   reports how far it got. The fan's [`Outbox`](super::outbox::Outbox) uses
+//!   it to write a frame straight from the game actor's fan-out when nothing
+//!   is queued before it, so the common delivery costs one `writev` and no
+//!   task wake-up.
+//! - [`Socket::write_all`] is the writer task's: it waits for the socket, and
+//!   finishes a batch the non-blocking path could not.
+//!
+//! Client frames are read by tungstenite (see `session`), which also formats
+//! its control replies (pongs, the close reply); those arrive here as
+//! complete frames ([`Wire::Framed`]).
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+/// Longest WebSocket frame header: 2 bytes + a 64-bit length (no mask).
+const MAX_HEADER: usize = 10;
+
+/// Frames written with one vectored write at most (two slices each).
+const SLICES_PER_WRITE: usize = 64;
+
+/// How the bytes of one outgoing item are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    /// A MessagePack payload, sent as one binary frame.
+    Binary(Bytes),
+    /// Bytes already framed (control frames, or the unsent rest of a frame
+    /// a non-blocking write cut short).
+    Framed(Bytes),
+}
+
+impl AsRef<Wire> for Wire {
+    fn as_ref(&self) -> &Wire {
+        self
+    }
+}
+
+impl Wire {
+    /// Bytes this item puts on the wire, header included.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Wire::Binary(payload) => Header::binary(payload.len()).len + payload.len(),
+            Wire::Framed(bytes) => bytes.len(),
+        }
+    }
+
+    /// The payload (for a binary frame) or the framed bytes.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Wire::Binary(b) | Wire::Framed(b) => b,
+        }
+    }
+
+    /// What is left to send after the first `written` bytes went out.
+    fn rest(&self, written: usize) -> Wire {
+        match self {
+            Wire::Framed(bytes) => Wire::Framed(bytes.slice(written..)),
+            Wire::Binary(payload) => {
+                let header = Header::binary(payload.len());
+                if written >= header.len {
+                    Wire::Framed(payload.slice(written - header.len..))
+                } else {
+                    let mut rest = Vec::with_capacity(header.len - written + payload.len());
+                    rest.extend_from_slice(&header.bytes[written..header.len]);
+                    rest.extend_from_slice(payload);
+                    Wire::Framed(Bytes::from(rest))
+                }
+            }
+        }
+    }
+}
+
+/// A binary frame's header, formatted on the stack.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    bytes: [u8; MAX_HEADER],
+    len: usize,
+}
+
+impl Header {
+    fn binary(payload_len: usize) -> Header {
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Binary),
+            ..FrameHeader::default()
+        };
+        let mut bytes = [0u8; MAX_HEADER];
+        let len = header.len(payload_len as u64);
+        // A header never exceeds MAX_HEADER bytes, so formatting into the
+        // array cannot run out of room.
+        let _ = header.format(payload_len as u64, &mut &mut bytes[..]);
+        Header { bytes, len }
+    }
+
+    fn none() -> Header {
+        Header {
+            bytes: [0; MAX_HEADER],
+            len: 0,
+        }
+    }
+
+    fn of(wire: &Wire) -> Header {
+        match wire {
+            Wire::Binary(payload) => Header::binary(payload.len()),
+            Wire::Framed(_) => Header::none(),
+        }
+    }
+}
+
+/// A server ping with an empty payload.
+pub fn ping() -> Bytes {
+    frame_bytes(Frame::ping(Bytes::new()))
+}
+
+/// A close frame with `code` and `reason`.
+pub fn close(code: u16, reason: &'static str) -> Bytes {
+    frame_bytes(Frame::close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    })))
+}
+
+fn frame_bytes(frame: Frame) -> Bytes {
+    let mut out = Vec::with_capacity(frame.len());
+    // Writing into a Vec cannot fail.
+    let _ = frame.format(&mut out);
+    Bytes::from(out)
+}
+
+/// The outcome of a non-blocking write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Everything went out.
+    Done,
+    /// The socket took part (or none) of it; this is the rest.
+    Partial(Wire),
+}
+
+/// The write half of a fan's connection.
+pub struct Socket {
+    io: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Whether `io` writes several slices at once (a TCP socket does); if
+    /// not, slices are joined first so a header never goes out alone.
+    vectored: bool,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Socket")
+    }
+}
+
+impl Socket {
+    /// Wraps the write half of a connection.
+    pub fn new(io: impl AsyncWrite + Send + 'static) -> Socket {
+        let vectored = io.is_write_vectored();
+        Socket {
+            io: Box::pin(io),
+            vectored,
+        }
+    }
+
+    /// Whether frames go out with vectored writes (else joined first).
+    pub fn is_vectored(&self) -> bool {
+        self.vectored
+    }
+
+    /// One write attempt of `slices` (joined first when not vectored).
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.vectored || slices.len() < 2 {
+            return self.io.as_mut().poll_write_vectored(cx, slices);
+        }
+        let mut joined = Vec::with_capacity(slices.iter().map(|s| s.len()).sum());
+        for slice in slices {
+            joined.extend_from_slice(slice);
+        }
+        self.io.as_mut().poll_write(cx, &joined)
+    }
+
+    /// One non-blocking attempt to write `wire`.
+    ///
+    /// A socket that would block registers no waker of interest here: the
+    /// writer task's next [`Socket::write_all`] registers its own.
+    pub fn try_write(&mut self, wire: &Wire) -> io::Result<Attempt> {
+        let header = Header::of(wire);
+        let slices = [
+            IoSlice::new(&header.bytes[..header.len]),
+            IoSlice::new(wire.bytes()),
+        ];
+        let total = header.len + wire.bytes().len();
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_write_slices(&mut cx, &slices) {
+            Poll::Ready(Ok(n)) if n >= total => Ok(Attempt::Done),
+            Poll::Ready(Ok(0)) if total > 0 => Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => Ok(Attempt::Partial(wire.rest(n))),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(Attempt::Partial(wire.clone()))
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(Attempt::Partial(wire.clone())),
+        }
+    }
+
+    /// Writes every item of `batch`, in order, waiting for the socket as
+    /// needed; up to [`SLICES_PER_WRITE`] frames per vectored write.
+    pub async fn write_all<T: AsRef<Wire>>(&mut self, batch: &[T]) -> io::Result<()> {
+        for chunk in batch.chunks(SLICES_PER_WRITE / 2) {
+            let headers: Vec<Header> = chunk.iter().map(|w| Header::of(w.as_ref())).collect();
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+            for (header, wire) in headers.iter().zip(chunk) {
+                if header.len > 0 {
+                    slices.push(IoSlice::new(&header.bytes[..header.len]));
+                }
+                slices.push(IoSlice::new(wire.as_ref().bytes()));
+            }
+            self.write_slices(&mut slices).await?;
+        }
+        poll_fn(|cx| self.io.as_mut().poll_flush(cx)).await
+    }
+
+    /// Writes every byte of `slices`.
+    async fn write_slices(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !slices.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_slices(cx, slices)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+        Ok(())
+    }
+
+    /// Shuts the write direction down (TCP FIN after the close frame).
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.io.as_mut().poll_shutdown(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn binary_frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::message(payload.to_vec(), OpCode::Data(Data::Binary), true)
+            .format(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn headers_match_tungstenite_for_every_length_class() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let payload = vec![7u8; len];
+            let expected = binary_frame(&payload);
+            let header = Header::binary(len);
+            assert_eq!(
+                &expected[..header.len],
+                &header.bytes[..header.len],
+                "len {len}"
+            );
+            assert_eq!(
+                Wire::Binary(Bytes::from(payload)).wire_len(),
+                expected.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_rest_after_any_cut_completes_the_frame() {
+        let payload = Bytes::from(vec![1u8; 300]);
+        let whole = binary_frame(&payload);
+        let wire = Wire::Binary(payload);
+        for cut in [0, 1, 3, 4, 5, 200, 303] {
+            let rest = wire.rest(cut);
+            let mut joined = whole[..cut].to_vec();
+            joined.extend_from_slice(rest.bytes());
+            assert_eq!(joined, whole, "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_a_batch_that_decodes_back() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut socket = Socket::new(server);
+        let batch = vec![
+            Wire::Binary(Bytes::from_static(b"one")),
+            Wire::Framed(ping()),
+            Wire::Binary(Bytes::from(vec![9u8; 1000])),
+        ];
+        socket.write_all(&batch).await.unwrap();
+        assert_eq!(socket.try_write(&batch[0]).unwrap(), Attempt::Done);
+        drop(socket);
+        let mut got = Vec::new();
+        let mut client = client;
+        client.read_to_end(&mut got).await.unwrap();
+        let mut expected = binary_frame(b"one");
+        expected.extend_from_slice(&ping());
+        expected.extend_from_slice(&binary_frame(&[9u8; 1000]));
+        expected.extend_from_slice(&binary_frame(b"one"));
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_hands_back_the_unsent_rest() {
+        // A pipe holding 16 bytes takes the header and part of the payload.
+        let (mut client, server) = tokio::io::duplex(16);
+        let mut socket = Socket::new(server);
+        let wire = Wire::Binary(Bytes::from(vec![5u8; 40]));
+        let Attempt::Partial(rest) = socket.try_write(&wire).unwrap() else {
+            panic!("a 16-byte pipe cannot take a 42-byte frame");
+        };
+        assert_eq!(
+            socket.try_write(&rest).unwrap(),
+            Attempt::Partial(rest.clone())
+        );
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 42];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        socket.write_all(&[rest]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), binary_frame(&[5u8; 40]));
+    }
+
+    #[test]
+    fn control_frames_are_well_formed() {
+        assert_eq!(&ping()[..], &[0x89, 0x00]);
+        let close = close(1008, "slow consumer");
+        assert_eq!(close[0], 0x88);
+        assert_eq!(usize::from(close[1]), 2 + "slow consumer".len());
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1008);
+    }
+}
