@@ -38,17 +38,43 @@ pub(crate) async fn connect(
     target: SocketAddr,
     source: Option<SocketAddr>,
 ) -> std::io::Result<TcpStream> {
-    let stream = match source {
-        Some(source) => {
-            let socket = if source.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.bind(source)?;
-            socket.connect(target).await?
+    open(target, source, None).await
+}
+
+/// Connects to `target`, from `source` when given, with a receive buffer of
+/// about `recv_buffer` bytes (Linux doubles it for bookkeeping). Set before
+/// connecting, so that the window offered to the peer is small from the
+/// start: a client that then stops reading makes the peer's writes back up
+/// after a few KiB instead of the usual hundreds.
+pub(crate) async fn connect_small_window(
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    recv_buffer: u32,
+) -> std::io::Result<TcpStream> {
+    open(target, source, Some(recv_buffer)).await
+}
+
+/// Opens the connection of [`connect`] and [`connect_small_window`].
+async fn open(
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let stream = if source.is_none() && recv_buffer.is_none() {
+        TcpStream::connect(target).await?
+    } else {
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
         }
-        None => TcpStream::connect(target).await?,
+        if let Some(source) = source {
+            socket.bind(source)?;
+        }
+        socket.connect(target).await?
     };
     // Fans send little (a subscription, pongs); do not delay it.
     stream.set_nodelay(true)?;
@@ -80,7 +106,7 @@ pub(crate) async fn resolve(ws_base: &str) -> Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect, resolve, source_for};
+    use super::{connect, connect_small_window, resolve, source_for};
     use std::net::SocketAddr;
 
     fn addr(text: &str) -> SocketAddr {
@@ -109,6 +135,23 @@ mod tests {
         let (_accepted, peer) = listener.accept().await.expect("accepts");
         assert_eq!(peer.ip(), addr("127.0.0.42:0").ip());
         assert_eq!(stream.local_addr().expect("local").ip(), peer.ip());
+    }
+
+    #[tokio::test]
+    async fn a_small_window_connection_keeps_its_small_receive_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("local address");
+        let stream = connect_small_window(target, source_for(target, 3), 4096)
+            .await
+            .expect("connects");
+        let (_accepted, peer) = listener.accept().await.expect("accepts");
+        assert_eq!(peer.ip(), addr("127.0.0.4:0").ip());
+        let socket = tokio::net::TcpSocket::from_std_stream(stream.into_std().expect("std"));
+        let size = socket.recv_buffer_size().expect("SO_RCVBUF");
+        // Linux doubles the size asked for; the default is 128 KiB or more.
+        assert!((4096..=8192).contains(&size), "SO_RCVBUF {size}");
     }
 
     #[tokio::test]

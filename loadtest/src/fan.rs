@@ -42,7 +42,7 @@ use crate::{
 };
 
 /// How long one WebSocket handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many latency samples a fan buffers before adding them to the shared
 /// histogram (one lock per batch instead of one per frame).
@@ -55,7 +55,7 @@ const MAX_UNMATCHED: usize = 64;
 /// Read buffer per fan connection. Frames are small; tungstenite's default
 /// (128 KiB) is zero-filled on every read, which costs more than the rest of
 /// a fan's work together.
-const READ_BUFFER: usize = 4096;
+pub(crate) const READ_BUFFER: usize = 4096;
 
 /// A hub fans connect to, and what its fans measured.
 #[derive(Debug)]

@@ -16,11 +16,12 @@
 //! A run: raise the open-file limit → start or check the hubs → create games →
 //! sample hub memory → connect fans (bounded concurrency, source addresses
 //! spread over 127.0.0.0/8) → wait for their snapshots → sample memory with
-//! every fan idle → post events (and churn fans) during warm-up and the
-//! measured window, sampling CPU at the window's edges → wait for fans to catch
-//! up → compare states → report → stop the hubs. The whole run is bounded in
-//! time; exit code 0 when correct, 1 when a correctness counter is non-zero,
-//! 2 when the run could not be carried out.
+//! every fan idle → connect the stalled clients, if any → post events (and
+//! churn fans) during warm-up and the measured window, sampling CPU at the
+//! window's edges and hub memory through it → read and close the stalled
+//! clients → wait for fans to catch up → compare states → report → stop the
+//! hubs. The whole run is bounded in time; exit code 0 when correct, 1 when a
+//! correctness counter is non-zero, 2 when the run could not be carried out.
 //!
 //! ## Layout
 //!
@@ -33,6 +34,7 @@
 //! - `api`: the HTTP calls of the contract.
 //! - `dial`: fans' TCP connections, from spread source addresses.
 //! - `fan`: one WebSocket fan and its per-game bookkeeping.
+//! - `stalled`: clients that never read (`--stalled`), and what became of them.
 //! - `poster`: events at a steady rate from a few concurrent posters.
 //! - `sent`: when each event was sent, for send → receive latency.
 //! - `churn`: fans leaving and joining, and the check of their lifetimes.
@@ -54,11 +56,12 @@ mod report;
 mod run;
 mod scenario;
 mod sent;
+mod stalled;
 mod system;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 
 use crate::{
@@ -70,6 +73,9 @@ use crate::{
 /// Most connections one run may open (fans plus reference fans): the machine
 /// allows 20k open files per process, and the run needs a few for itself.
 const MAX_FANS: usize = 19_000;
+
+/// Most clients `--stalled` may open.
+const MAX_STALLED: usize = 1000;
 
 /// Most hub processes `--nodes` may start.
 const MAX_NODES: usize = 4;
@@ -91,6 +97,10 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
                   10k fans over 500 games, 20 games each, 2000 events/s:\n    \
                   loadtest --hub-bin target/release/scorehub --scenario many-games --games 500 \
                   --fans 10000 --subs-per-fan 20 --rate 2000\n\n  \
+                  What one fan that never reads costs the others (compare p99 with the run \
+                  without --stalled) and the hub's memory:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario hot-game --fans 2000 \
+                  --rate 20 --duration 30s --stalled 1\n\n  \
                   Memory per idle connection:\n    \
                   loadtest --hub-bin target/release/scorehub --idle --fans 10000 --duration 5s\n\n  \
                   Two hubs sharing a private Redis, events on one, fans on the other:\n    \
@@ -188,6 +198,15 @@ struct Cli {
     /// Events per second to post, over all games.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
+
+    /// Extra clients that connect and subscribe like the fans (the same games;
+    /// hot-game: the one game), get their snapshots, then never read their
+    /// socket again (4 KiB receive buffer). They show what a stalled fan
+    /// costs the other fans' latency (compare with the same run without
+    /// them) and the hub's memory. Not counted in the fans' figures; the
+    /// report says how many the hub had disconnected by the end of the window.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    stalled: usize,
 
     /// Churn: fans leaving (and new fans joining) per second.
     #[arg(long, default_value_t = 20.0)]
@@ -287,6 +306,8 @@ struct Plan {
     fans: usize,
     /// Reference fans (churn: one per game).
     reference_fans: usize,
+    /// Clients that never read (`--stalled`), besides the fans.
+    stalled: usize,
     /// Games per fan.
     subs_per_fan: usize,
     /// Events per second (0 when idle).
@@ -379,6 +400,17 @@ impl Plan {
              reference fans is more than {MAX_FANS}; lower --fans or --games"
         );
         ensure!(
+            cli.stalled <= MAX_STALLED,
+            "--stalled must be 0..={MAX_STALLED}, got {}",
+            cli.stalled
+        );
+        ensure!(
+            fans + reference_fans + cli.stalled <= MAX_FANS,
+            "{fans} fans + {reference_fans} reference fans + {} stalled clients is more than \
+             {MAX_FANS} connections (one open file each); lower --fans or --stalled",
+            cli.stalled
+        );
+        ensure!(
             (1..=games).contains(&subs_per_fan),
             "--subs-per-fan must be 1..=--games ({games}), got {subs_per_fan}"
         );
@@ -420,7 +452,7 @@ impl Plan {
             fans >= fan_node_count,
             "--fans {fans} is fewer than the {fan_node_count} fan nodes: every node needs a fan"
         );
-        check_open_files(fans + reference_fans)?;
+        check_open_files(fans + reference_fans + cli.stalled)?;
         let game_ids = (1..=games)
             .map(|n| format!("{}:g{n}", cli.league))
             .collect();
@@ -430,6 +462,7 @@ impl Plan {
             game_ids,
             fans,
             reference_fans,
+            stalled: cli.stalled,
             subs_per_fan,
             rate,
             churn_rate,
@@ -447,7 +480,7 @@ impl Plan {
     /// The longest a run may take before it is abandoned: every phase's own
     /// bound, plus slack.
     fn hard_bound(&self) -> Duration {
-        let connections = self.fans + self.reference_fans;
+        let connections = self.fans + self.reference_fans + self.stalled;
         let waves = connections.div_ceil(self.connect_concurrency);
         let connect = Duration::from_secs(10) * u32::try_from(waves).unwrap_or(u32::MAX);
         let launch = match &self.target {
@@ -465,6 +498,8 @@ impl Plan {
             + self.warmup
             + self.duration
             + self.settle
+            + stalled::DRAIN_LIMIT
+            + stalled::CLOSE_WAIT
     }
 }
 
@@ -509,10 +544,24 @@ fn target(cli: &Cli) -> Result<Target> {
     if nodes > 1 && !redis {
         bail!("--nodes {nodes} needs --redis: several hubs share their state through Redis");
     }
+    // The hubs run in a temporary directory, where a relative path would be
+    // looked up; a bare name (`redis-server`) is still looked up in PATH.
+    let absolute = |path: &PathBuf, flag: &str| -> Result<PathBuf> {
+        if path.components().count() > 1 {
+            std::path::absolute(path)
+                .with_context(|| format!("{flag} {}: cannot make it absolute", path.display()))
+        } else {
+            Ok(path.clone())
+        }
+    };
     Ok(Target::Launch(LaunchPlan {
-        hub_bin: hub_bin.clone(),
+        hub_bin: absolute(hub_bin, "--hub-bin")?,
         nodes,
-        redis_bin: redis.then(|| cli.redis_bin.clone()),
+        redis_bin: if redis {
+            Some(absolute(&cli.redis_bin, "--redis-bin")?)
+        } else {
+            None
+        },
         log_format: cli.hub_log_format,
         hub_env: cli.hub_env.clone(),
         keep_dir: cli.keep_hub_dir,
@@ -817,6 +866,39 @@ mod tests {
     }
 
     #[test]
+    fn stalled_clients_are_counted_apart_from_the_fans() {
+        let none = plan(&["--scenario", "hot-game"]).expect("valid");
+        assert_eq!(none.stalled, 0, "none unless asked for");
+        let one = plan(&["--scenario", "hot-game", "--stalled", "1"]).expect("valid");
+        assert_eq!((one.fans, one.stalled), (10, 1));
+        let smoke = plan(&["--smoke", "--stalled", "2"]).expect("valid");
+        assert_eq!((smoke.fans, smoke.stalled), (30, 2));
+        let err = plan(&["--stalled", "1001"]).expect_err("too many");
+        assert!(
+            err.to_string().contains("--stalled must be 0..=1000"),
+            "{err}"
+        );
+        let err = plan(&["--fans", "18500", "--stalled", "600"]).expect_err("too many in all");
+        assert!(
+            err.to_string().contains("lower --fans or --stalled"),
+            "{err}"
+        );
+        assert!(plan(&["--stalled", "-1"]).is_err());
+        // Each stalled client is a connection the run must be able to make.
+        let wide = plan(&["--fans", "200", "--connect-concurrency", "200"]).expect("valid");
+        let stalled = plan(&[
+            "--fans",
+            "200",
+            "--connect-concurrency",
+            "200",
+            "--stalled",
+            "1",
+        ])
+        .expect("valid");
+        assert!(stalled.hard_bound() > wide.hard_bound());
+    }
+
+    #[test]
     fn idle_posts_nothing() {
         let idle = plan(&["--idle", "--duration", "5s"]).expect("valid");
         assert!(idle.idle);
@@ -837,6 +919,28 @@ mod tests {
         };
         let one = launch(&[]).expect("valid");
         assert_eq!((one.nodes, one.redis_bin.is_some()), (1, false));
+        // Hubs run in a temporary directory: relative paths are made absolute
+        // here, bare names are left for PATH.
+        let relative = launch(&["--redis", "--redis-bin", "bin/redis-server"]).expect("valid");
+        let redis_bin = relative.redis_bin.expect("redis");
+        assert!(redis_bin.is_absolute() && redis_bin.ends_with("bin/redis-server"));
+        let hub = Plan::from_cli(
+            Cli::try_parse_from(["loadtest", "--fans", "10", "--hub-bin", "target/scorehub"])
+                .expect("parses"),
+        )
+        .expect("valid");
+        match hub.target {
+            Target::Launch(launch) => assert!(
+                launch.hub_bin.is_absolute() && launch.hub_bin.ends_with("target/scorehub"),
+                "{launch:?}"
+            ),
+            Target::Given { .. } => panic!("expected a launch"),
+        }
+        let bare = launch(&["--redis"]).expect("valid");
+        assert_eq!(
+            bare.redis_bin.as_deref(),
+            Some(std::path::Path::new("redis-server"))
+        );
         let two = launch(&["--scenario", "two-nodes"]).expect("valid");
         assert_eq!((two.nodes, two.redis_bin.is_some()), (2, true));
         let err = launch(&["--nodes", "2"]).expect_err("no redis");

@@ -1,14 +1,15 @@
 //! The run's result: one flat record, printed as a human table or as one JSON
 //! object with the same fields (`--json`), and the exit-code decision.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::{
     scenario::Scenario,
-    system::{FdLimit, MachineReport, ProcessKind, ProcessReport},
+    stalled,
+    system::{FdLimit, MachineReport, ProcessKind, ProcessReport, RssSeries},
 };
 
 /// Percentiles of a latency histogram recorded in microseconds, in
@@ -152,6 +153,72 @@ pub(crate) struct HubInfo {
     pub(crate) dir: Option<String>,
 }
 
+/// What became of the `--stalled` clients, which never read after their
+/// snapshots. Not part of the fans' figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct StalledReport {
+    /// Clients asked for (`--stalled`).
+    pub(crate) asked: usize,
+    /// Of those, connected and got their snapshots.
+    pub(crate) connected: u64,
+    /// Of those, failed to.
+    pub(crate) connect_errors: u64,
+    /// Connected clients the hub had disconnected by the end of the window
+    /// (its close frame, or the connection's end, found behind the data they
+    /// had not read).
+    pub(crate) disconnected: u64,
+    /// Connected clients still open at the end of the window.
+    pub(crate) open: u64,
+    /// Why the hub ended them, with counts, e.g. `close 1008 slow consumer`
+    /// or `connection ended without a close frame` (a write timeout).
+    pub(crate) disconnect_reasons: BTreeMap<String, u64>,
+    /// Data frames read from them at the end: what the hub had sent that
+    /// waited unread in the kernel's buffers.
+    pub(crate) frames_read_at_end: u64,
+    /// Their payload bytes.
+    pub(crate) bytes_read_at_end: u64,
+    /// The first failure to connect, if any.
+    pub(crate) first_connect_error: Option<String>,
+}
+
+impl StalledReport {
+    /// The "stalled" row.
+    fn line(&self) -> String {
+        let mut line = format!(
+            "{} clients never reading: {} disconnected by the hub, {} still open at the end",
+            self.asked, self.disconnected, self.open
+        );
+        if self.connect_errors > 0 {
+            let _ = write!(line, ", {} could not connect", self.connect_errors);
+        }
+        line
+    }
+
+    /// The "stalled" row and its details, when there were stalled clients.
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        if self.asked == 0 {
+            return Vec::new();
+        }
+        let mut rows = vec![("stalled", self.line())];
+        if !self.disconnect_reasons.is_empty() {
+            rows.push(("  why", stalled::reasons_line(&self.disconnect_reasons)));
+        }
+        if self.connected > 0 {
+            rows.push((
+                "  unread",
+                format!(
+                    "{} frames, {} bytes read from them at the end",
+                    self.frames_read_at_end, self.bytes_read_at_end
+                ),
+            ));
+        }
+        if let Some(error) = &self.first_connect_error {
+            rows.push(("  connect error", error.clone()));
+        }
+        rows
+    }
+}
+
 /// Everything a run measured. Rates are per second of the measured window.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Report {
@@ -198,6 +265,16 @@ pub(crate) struct Report {
     pub(crate) hub_rss_idle_bytes: Option<u64>,
     /// Hub RSS after the measured window, bytes.
     pub(crate) hub_rss_end_bytes: Option<u64>,
+    /// Hub RSS (all hubs) through the measured window, bytes: one sample at
+    /// its start, one every `hub_rss_every_s`, one at its end (empty when no
+    /// hub pid is known).
+    pub(crate) hub_rss_samples: Vec<u64>,
+    /// Seconds between two of `hub_rss_samples`.
+    pub(crate) hub_rss_every_s: f64,
+    /// The largest of `hub_rss_samples`.
+    pub(crate) hub_rss_max_bytes: Option<u64>,
+    /// The last of `hub_rss_samples`, at the window's end.
+    pub(crate) hub_rss_last_bytes: Option<u64>,
     /// `(hub_rss_idle - hub_rss_before) / fans connected`.
     pub(crate) bytes_per_idle_connection: Option<f64>,
     /// CPU-seconds of the redis-server started for the run, during the window.
@@ -251,6 +328,8 @@ pub(crate) struct Report {
     pub(crate) send_unmatched: u64,
     /// Diffs stamped in the future by the local clock (hub on another clock).
     pub(crate) clock_skew: u64,
+    /// The `--stalled` clients (never reading), apart from the fans above.
+    pub(crate) stalled: StalledReport,
     /// Fans, deliveries and latency per node fans connect to, keyed by the
     /// node's `ws://` base (just `--url`'s without `--fan-url`).
     #[serde(serialize_with = "nodes_by_url")]
@@ -394,6 +473,7 @@ impl Report {
             ("latency ms", self.latency_ms.line()),
             ("send→recv µs", self.send_latency_us.line_with(0)),
         ];
+        rows.extend(self.stalled.rows());
         if self.send_unmatched > 0 {
             rows.push((
                 "  unmatched",
@@ -541,6 +621,18 @@ impl Report {
         self.processes = processes;
     }
 
+    /// Fills in the hub's RSS through the window from `series`.
+    pub(crate) fn add_rss_series(&mut self, series: RssSeries) {
+        self.hub_rss_every_s = series.every.as_secs_f64();
+        self.hub_rss_max_bytes = series.samples.iter().copied().max();
+        self.hub_rss_last_bytes = series.samples.last().copied();
+        self.hub_rss_samples = series.samples;
+        if let Some(problem) = series.problem {
+            self.notes
+                .push(format!("hub memory through the window: {problem}"));
+        }
+    }
+
     /// The "hub" row: how the hub was run.
     fn hub_line(&self) -> String {
         let hub = &self.hub;
@@ -604,6 +696,18 @@ impl Report {
                     mib(self.hub_rss_end_bytes),
                     self.bytes_per_idle_connection
                         .map_or_else(|| "?".to_string(), |b| format!("{b:.0}"))
+                ),
+            ));
+        }
+        if let (Some(max), Some(last)) = (self.hub_rss_max_bytes, self.hub_rss_last_bytes) {
+            rows.push((
+                "  in window",
+                format!(
+                    "RSS max {}, last {} ({} samples, every {:.1} s)",
+                    mib(Some(max)),
+                    mib(Some(last)),
+                    self.hub_rss_samples.len(),
+                    self.hub_rss_every_s
                 ),
             ));
         }
@@ -693,8 +797,8 @@ fn mib(bytes: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Latency, NodeReport, Report};
-    use crate::system::{MachineReport, ProcessKind, ProcessReport};
+    use super::{Latency, NodeReport, Report, StalledReport};
+    use crate::system::{MachineReport, ProcessKind, ProcessReport, RssSeries};
     use crate::{poster::latency_histogram, scenario::Scenario};
 
     #[test]
@@ -849,5 +953,86 @@ mod tests {
         assert!(report.table().contains("unknown (no hub pid)"));
         let json = serde_json::to_value(&report).expect("encodes");
         assert!(json["deliveries_per_hub_cpu_s"].is_null());
+    }
+
+    #[test]
+    fn stalled_clients_get_their_own_row_and_json_object() {
+        let report = Report {
+            stalled: StalledReport {
+                asked: 3,
+                connected: 2,
+                connect_errors: 1,
+                disconnected: 1,
+                open: 1,
+                disconnect_reasons: [("close 1008 slow consumer".to_string(), 1)].into(),
+                frames_read_at_end: 40,
+                bytes_read_at_end: 4000,
+                first_connect_error: Some("refused".into()),
+            },
+            ..Report::default()
+        };
+        let table = report.table();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("stalled "))
+            .expect("a stalled row");
+        assert!(
+            row.ends_with(
+                "  3 clients never reading: 1 disconnected by the hub, 1 still open at the end, \
+                 1 could not connect"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("1 × close 1008 slow consumer"), "{table}");
+        assert!(table.contains("40 frames, 4000 bytes"), "{table}");
+        let json = serde_json::to_value(&report).expect("encodes");
+        let stalled = &json["stalled"];
+        assert_eq!(stalled["asked"], 3);
+        assert_eq!(stalled["disconnected"], 1);
+        assert_eq!(stalled["open"], 1);
+        assert_eq!(stalled["disconnect_reasons"]["close 1008 slow consumer"], 1);
+
+        let none = Report::default();
+        assert!(!none.table().contains("stalled"), "{}", none.table());
+        let json = serde_json::to_value(&none).expect("encodes");
+        assert_eq!(json["stalled"]["asked"], 0);
+    }
+
+    #[test]
+    fn hub_memory_through_the_window_reports_its_max_and_last_sample() {
+        let mut report = Report::default();
+        report.add_rss_series(RssSeries {
+            every: std::time::Duration::from_secs(1),
+            samples: vec![10 << 20, 30 << 20, 20 << 20],
+            problem: None,
+        });
+        assert_eq!(report.hub_rss_max_bytes, Some(30 << 20));
+        assert_eq!(report.hub_rss_last_bytes, Some(20 << 20));
+        assert!(report.notes.is_empty());
+        let table = report.table();
+        assert!(
+            table.contains("RSS max 30.0 MiB, last 20.0 MiB (3 samples, every 1.0 s)"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&report).expect("encodes");
+        assert_eq!(json["hub_rss_max_bytes"], 30 << 20);
+        assert_eq!(json["hub_rss_last_bytes"], 20 << 20);
+        assert_eq!(json["hub_rss_every_s"], 1.0);
+        assert_eq!(
+            json["hub_rss_samples"],
+            serde_json::json!([10 << 20, 30 << 20, 20 << 20])
+        );
+
+        let mut unknown = Report::default();
+        unknown.add_rss_series(RssSeries {
+            problem: Some("reading /proc/7/status: gone".into()),
+            ..RssSeries::default()
+        });
+        assert_eq!(unknown.hub_rss_max_bytes, None);
+        assert!(!unknown.table().contains("RSS max"));
+        assert_eq!(unknown.notes.len(), 1, "{:?}", unknown.notes);
+        let json = serde_json::to_value(&unknown).expect("encodes");
+        assert!(json["hub_rss_max_bytes"].is_null());
+        assert_eq!(json["hub_rss_samples"], serde_json::json!([]));
     }
 }

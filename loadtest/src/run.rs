@@ -1,6 +1,7 @@
 //! The phases of one run, in order: hubs → games → memory before → fans →
-//! snapshots → memory idle → events (and churn) with CPU sampled at the
-//! window's edges → memory at the end → catch-up → comparison → report → hubs
+//! snapshots → memory idle → stalled clients → events (and churn) with CPU
+//! sampled at the window's edges and memory through it → memory at the end →
+//! stalled clients read and closed → catch-up → comparison → report → hubs
 //! stopped.
 
 use std::{
@@ -26,9 +27,10 @@ use crate::{
     launch::{self, Launched},
     nodes::HubUrls,
     poster::{self, PosterPlan, latency_histogram},
-    report::{HubInfo, Latency, NodeReport, Report},
+    report::{HubInfo, Latency, NodeReport, Report, StalledReport},
     sent::SentTimes,
-    system::{FdLimit, Meter, Phase, ProcessKind},
+    stalled::Stalled,
+    system::{self, FdLimit, Meter, Phase, ProcessKind, RssSampler},
 };
 
 /// How many `PUT /v1/games/{id}` run at once.
@@ -271,6 +273,30 @@ async fn measure(
     tokio::time::sleep(IDLE_SETTLE).await;
     meter.sample_rss(Phase::Idle);
 
+    // After the idle sample, so that memory per idle connection is the fans'.
+    let stalled = if plan.stalled > 0 {
+        progress(format_args!(
+            "connecting {} stalled clients (they stop reading after their snapshots)",
+            plan.stalled
+        ));
+        let stalled = Stalled::connect(&shared, &stalled_specs(plan, shared.nodes.len())).await;
+        if stalled.connect_errors > u64::try_from(plan.max_connect_errors).unwrap_or(u64::MAX) {
+            let first = stalled.first_error.clone().unwrap_or_default();
+            let failed = stalled.connect_errors;
+            let total = stalled.asked();
+            stalled.finish().await;
+            fans.finish().await?;
+            bail!(
+                "{failed} of {total} stalled clients could not connect (allowed: \
+                 --max-connect-errors {}); first error: {first}",
+                plan.max_connect_errors
+            );
+        }
+        Some(stalled)
+    } else {
+        None
+    };
+
     let mut churner = None;
     let posting = if plan.idle {
         progress(format_args!(
@@ -322,9 +348,17 @@ async fn measure(
     };
     meter.sample_cpu(false);
     measuring.store(true, Ordering::Relaxed);
+    let hub_pids = hubs
+        .processes
+        .iter()
+        .filter(|(_, kind, _)| *kind == ProcessKind::Hub)
+        .map(|&(_, _, pid)| pid)
+        .collect();
+    let rss_sampler = RssSampler::start(hub_pids, system::RSS_EVERY);
     let measured = sleep_unless_interrupted(plan.duration, interrupted).await;
     measuring.store(false, Ordering::Relaxed);
     meter.sample_cpu(true);
+    let rss_series = rss_sampler.stop().await;
     let churned = match churner {
         Some(churner) => Some(churner.stop().await?),
         None => None,
@@ -334,6 +368,15 @@ async fn measure(
         None => None,
     };
     meter.sample_rss(Phase::End);
+    let stalled = match stalled {
+        Some(stalled) => {
+            progress(format_args!(
+                "reading what the hub sent the stalled clients, then closing them"
+            ));
+            stalled.finish().await
+        }
+        None => StalledReport::default(),
+    };
 
     let (churn_left, churn_joined) = match churned {
         Some(totals) => {
@@ -438,6 +481,7 @@ async fn measure(
         latency_ms: latency,
         send_latency_us: send_latency,
         send_unmatched: counters.send_unmatched,
+        stalled,
         clock_skew: counters.clock_skew,
         nodes,
         gaps: counters.gaps,
@@ -470,6 +514,7 @@ async fn measure(
     let processes = meter.reports(secs);
     let machine = meter.machine(secs, &processes);
     report.add_costs(processes, machine);
+    report.add_rss_series(rss_series);
     if plan.scenario.churns() && !plan.check_state {
         report
             .notes
@@ -599,6 +644,24 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
     }
     fans.took = started.elapsed();
     Ok(fans)
+}
+
+/// Where each stalled client connects and what it follows: placed as the fan
+/// of the same number is, so they follow the fans' games (hot-game: the one).
+fn stalled_specs(plan: &Plan, nodes: usize) -> Vec<FanSpec> {
+    (0..plan.stalled)
+        .map(|index| {
+            let placed =
+                plan.scenario
+                    .place_fan(index, nodes, plan.game_ids.len(), plan.subs_per_fan);
+            FanSpec {
+                index,
+                node: placed.node,
+                games: placed.games,
+                kind: FanKind::Steady,
+            }
+        })
+        .collect()
 }
 
 /// Waits for the first Ctrl-C (turning `interrupted` on); a second one kills

@@ -5,12 +5,14 @@
 //! The hub's CPU-seconds and RSS are read from outside the hub, the way an
 //! operator would read them, so the figures do not depend on the hub reporting
 //! itself honestly. A [`Meter`] takes the samples at the run's phases and turns
-//! them into [`ProcessReport`]s.
+//! them into [`ProcessReport`]s; an [`RssSampler`] follows the hub's memory
+//! through the measured window.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use tokio::{sync::oneshot, task::JoinHandle, time::MissedTickBehavior};
 
 /// The open-file limit before and after [`raise_fd_limit`].
 #[derive(Clone, Debug, Default, Serialize)]
@@ -377,9 +379,93 @@ impl Meter {
     }
 }
 
+/// How often [`RssSampler`] samples during the measured window.
+pub(crate) const RSS_EVERY: Duration = Duration::from_secs(1);
+
+/// The summed RSS of a few processes, sampled at a steady interval.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RssSeries {
+    /// The interval.
+    pub(crate) every: Duration,
+    /// One sum per sample, bytes, oldest first. A sample for which some
+    /// process could not be read is left out.
+    pub(crate) samples: Vec<u64>,
+    /// The first sample that could not be read.
+    pub(crate) problem: Option<String>,
+}
+
+impl RssSeries {
+    /// Adds the sum of the RSS of `pids`, unless one cannot be read.
+    fn sample(&mut self, pids: &[u32]) {
+        let sum: Result<u64> = pids.iter().map(|&pid| rss_bytes(pid)).sum();
+        match sum {
+            Ok(bytes) => self.samples.push(bytes),
+            Err(e) => {
+                self.problem.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// Samples the summed RSS of some processes (the hubs) in a task of its own:
+/// at once, every `every`, and once more when stopped, so that the samples
+/// span the window from edge to edge. The task ends with [`RssSampler::stop`].
+#[derive(Debug)]
+pub(crate) struct RssSampler {
+    /// Tells the task to take its last sample and end.
+    stop: oneshot::Sender<()>,
+    /// The task, returning its samples.
+    task: JoinHandle<RssSeries>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pids` (nothing is sampled when there are none).
+    pub(crate) fn start(pids: Vec<u32>, every: Duration) -> Self {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut series = RssSeries {
+                every,
+                ..RssSeries::default()
+            };
+            if pids.is_empty() {
+                // Either a stop or a dropped sampler ends the wait.
+                let _ = stopped.await;
+                return series;
+            }
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    _ = ticks.tick() => series.sample(&pids),
+                }
+            }
+            series.sample(&pids);
+            series
+        });
+        Self { stop, task }
+    }
+
+    /// Takes the last sample and returns them all.
+    pub(crate) async fn stop(self) -> RssSeries {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(series) => series,
+            Err(e) => RssSeries {
+                problem: Some(format!("the sampling task failed: {e}")),
+                ..RssSeries::default()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Meter, Phase, ProcessKind, parse_cpu_ticks, parse_machine_ticks, parse_rss};
+    use super::{
+        Meter, Phase, ProcessKind, RssSampler, parse_cpu_ticks, parse_machine_ticks, parse_rss,
+    };
+    use std::time::Duration;
 
     #[test]
     fn cpu_ticks_are_counted_after_the_command_name() {
@@ -424,5 +510,41 @@ mod tests {
         assert!(report.rss_before_bytes.is_some_and(|b| b > 0), "{report:?}");
         assert!(report.cpu_s.is_some(), "{report:?}");
         assert!(report.problem.is_none(), "{report:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rss_is_sampled_from_edge_to_edge_of_the_window() {
+        let sampler = RssSampler::start(vec![std::process::id()], Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let series = sampler.stop().await;
+        // At 0, 1, 2 and 3 s, and at the stop.
+        assert_eq!(series.samples.len(), 5, "{series:?}");
+        assert!(series.samples.iter().all(|&b| b > 0), "{series:?}");
+        assert_eq!(series.every, Duration::from_secs(1));
+        assert!(series.problem.is_none(), "{series:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_cannot_be_read_gives_no_samples_and_says_why() {
+        // Above the kernel's pid limit (4194304), so never a process.
+        let sampler =
+            RssSampler::start(vec![std::process::id(), 4_194_305], Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let series = sampler.stop().await;
+        assert!(series.samples.is_empty(), "{series:?}");
+        assert!(
+            series
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("/proc/4194305/status")),
+            "{series:?}"
+        );
+        let none = RssSampler::start(Vec::new(), Duration::from_secs(1))
+            .stop()
+            .await;
+        assert!(
+            none.samples.is_empty() && none.problem.is_none(),
+            "{none:?}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `loadtest --hub-bin PATH --smoke`: the load test starts the hub itself (and
 //! for two nodes a private redis-server), runs its small fixed load, and
-//! reports the hub's CPU and memory with every correctness counter at 0.
+//! reports the hub's CPU and memory with every correctness counter at 0 (the
+//! one-hub run with two clients that never read, `--stalled 2`).
 //!
 //! The hub binary is `HUB_BIN` when set, else the `scorehub` built next to
 //! this test's `loadtest` (as `cargo test --workspace` builds it). These tests
@@ -95,8 +96,22 @@ fn assert_measured(output: &Output, report: &Value, hubs: usize) {
 
 #[test]
 fn smoke_against_a_hub_it_starts() {
-    let (output, report) = smoke(&[]);
+    // Two clients that never read ride along: the fans' counters must stay 0.
+    let (output, report) = smoke(&["--stalled", "2"]);
     assert_measured(&output, &report, 1);
+    let stalled = &report["stalled"];
+    assert_eq!(stalled["asked"], 2, "{report:#}");
+    assert_eq!(stalled["connected"], 2, "{report:#}");
+    let (disconnected, open) = (stalled["disconnected"].as_u64(), stalled["open"].as_u64());
+    assert_eq!(
+        disconnected.zip(open).map(|(d, o)| d + o),
+        Some(2),
+        "each stalled client is either disconnected or open: {report:#}"
+    );
+    assert_eq!(report["fans_connected"], 30, "stalled clients are not fans");
+    let samples = report["hub_rss_samples"].as_array().expect("samples");
+    assert!(samples.len() >= 2, "{report:#}");
+    assert!(report["hub_rss_max_bytes"].is_number(), "{report:#}");
 }
 
 #[test]
