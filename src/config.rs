@@ -254,8 +254,12 @@ pub struct GamesConfig {
     pub history: usize,
     /// Commands queued per game actor before callers wait. Default 1024.
     pub mailbox: usize,
-    /// Cluster mode: a game with no local fan and no local request for this
-    /// long is unloaded and its Redis channel unsubscribed. Default 60 s.
+    /// A game with no local fan and no local request for this long is
+    /// unloaded: its actor, idempotency record and history leave memory.
+    /// Single node: its last state stays for listing and reading, and its
+    /// next event or subscription loads it again from the event log.
+    /// Cluster: its Redis channel is unsubscribed too; it loads again from
+    /// Redis. Default 60 s.
     pub idle_unload: Duration,
 }
 

@@ -465,7 +465,7 @@ fn check_error_frame(code: &str, msg: &str, game: Option<&str>) {
 
 /// Opens an event log made of `data` three ways: `data` after a valid header;
 /// `data` as the whole file; and `data` cut into records that are framed with
-/// their true length and checksum (see [`framed_log`]), so that random bytes
+/// their true length and checksum (see `framed_log`), so that random bytes
 /// reach record decoding and replay instead of stopping at a checksum. Each
 /// is replayed through the registry's
 /// [`crate::registry::Replayer`] in a fresh directory under the system's

@@ -166,7 +166,10 @@ impl Hub {
     }
 
     /// Opens a single-node hub: the event log under `storage.dir` is
-    /// replayed and every game's actor started. Blocking (disk IO).
+    /// replayed to check it and learn every game's state; each game's actor
+    /// starts on its first use and stops after `games.idle_unload` without
+    /// use. Blocking (disk IO); call it inside a Tokio runtime (as
+    /// [`Hub::start`] does), which runs the actors.
     pub fn open(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
         if config.redis.url.is_some() {
             return Err(StartError::Unsupported(
@@ -175,7 +178,7 @@ impl Hub {
         }
         let metrics = crate::metrics::install();
         let cfg = actor_config(&config);
-        let mut replayer = Registry::replayer(cfg.history);
+        let mut replayer = Registry::state_replayer();
         let started = std::time::Instant::now();
         let log = FileLog::open(
             &config.storage.dir,
@@ -184,8 +187,21 @@ impl Hub {
             },
             |record| replayer.record(record),
         )?;
-        let registry = Registry::new(Arc::new(log), cfg);
+        let (idle_tx, idle_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
+        let registry = Registry::new(
+            Arc::new(log),
+            cfg,
+            Some(IdleUnload {
+                after: config.games.idle_unload,
+                announce: idle_tx,
+            }),
+        );
         let games = registry.restore(replayer).map_err(StartError::Restore)?;
+        // Games without fans or requests leave memory (they stay in the log).
+        tokio::spawn(crate::registry::unload_idle_games(
+            Arc::downgrade(&registry),
+            idle_rx,
+        ));
         tracing::info!(
             games,
             dir = %config.storage.dir.display(),
@@ -193,13 +209,7 @@ impl Hub {
             "event log replayed"
         );
         Ok(Hub {
-            state: AppState::new(
-                Arc::new(registry),
-                config,
-                secret,
-                metrics,
-                CancellationToken::new(),
-            ),
+            state: AppState::new(registry, config, secret, metrics, CancellationToken::new()),
         })
     }
 

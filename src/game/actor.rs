@@ -19,14 +19,21 @@
 //!   actor catches up from the stream and plans again. Frames published by
 //!   other nodes arrive as `Cmd::Remote` and are applied in `seq` order; a
 //!   gap is repaired from the stream.
+//!
+//! Unloading: after `games.idle_unload` without subscribers or requests the
+//! actor announces itself idle; the registry then sends `Stop`, which the
+//! actor accepts only if it is still idle. With the file store the actor is
+//! its game's only writer, so it then closes its mailbox, applies whatever
+//! was already queued, answers, and ends: only after that may the registry
+//! rebuild the game from the log for a new actor.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber, unix_ms,
@@ -46,6 +53,10 @@ const MAX_ATTEMPTS: usize = 8;
 
 /// Frames read from the Redis stream per catch-up request.
 const CATCH_UP_PAGE: usize = 512;
+
+/// How long an idle actor waits before announcing itself again when the
+/// registry's queue of idle games is full.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
 
 /// Tunables of a game actor.
 #[derive(Debug, Clone, Copy)]
@@ -70,12 +81,14 @@ pub(crate) struct GameActor {
     /// The replica may be behind Redis (a failed or lost commit, a gap, a
     /// reconnect): catch up before the next plan.
     needs_repair: bool,
-    /// Cluster mode: when to announce this game as idle.
+    /// When to announce this game as idle (so it can be unloaded).
     idle: Option<IdleUnload>,
     /// Last local request or subscription.
     last_local: tokio::time::Instant,
     /// Idleness announced since the last local activity.
     announced: bool,
+    /// The announcement did not fit the registry's queue: try again then.
+    announce_retry: Option<tokio::time::Instant>,
     /// Agreed to be unloaded: refuses new subscribers.
     stopping: bool,
 }
@@ -125,6 +138,7 @@ impl GameActor {
             idle,
             last_local: tokio::time::Instant::now(),
             announced: false,
+            announce_retry: None,
             stopping: false,
         }
     }
@@ -132,13 +146,15 @@ impl GameActor {
     /// When to check for idleness next, if this game can be unloaded.
     fn idle_deadline(&self) -> Option<tokio::time::Instant> {
         let idle = self.idle.as_ref()?;
+        let due = self.last_local + idle.after;
         (self.subs.is_empty() && !self.announced && !self.stopping)
-            .then(|| self.last_local + idle.after)
+            .then(|| self.announce_retry.map_or(due, |retry| retry.max(due)))
     }
 
     fn touch(&mut self) {
         self.last_local = tokio::time::Instant::now();
         self.announced = false;
+        self.announce_retry = None;
     }
 
     fn announce_idle(&mut self) {
@@ -147,6 +163,8 @@ impl GameActor {
             && self.last_local.elapsed() >= idle.after
         {
             self.announced = idle.announce.try_send(self.state.game.clone()).is_ok();
+            self.announce_retry =
+                (!self.announced).then(|| tokio::time::Instant::now() + ANNOUNCE_RETRY);
         }
     }
 
@@ -657,9 +675,12 @@ fn fill(
         .collect()
 }
 
-/// The actor loop: runs until every handle is dropped.
+/// The actor loop: runs until every handle is dropped, or (single node)
+/// until it agreed to be unloaded and drained its mailbox.
 pub(crate) async fn run(mut actor: GameActor) {
     let mut next: Option<Cmd> = None;
+    // Single node: the agreed unload, answered once the queue is drained.
+    let mut unloading: Option<oneshot::Sender<bool>> = None;
     loop {
         let cmd = match next.take() {
             Some(cmd) => cmd,
@@ -711,7 +732,17 @@ pub(crate) async fn run(mut actor: GameActor) {
                 }
             }
             Cmd::Stop { reply } => {
-                let _ = reply.send(actor.stop_if_idle());
+                let agreed = actor.stop_if_idle();
+                if agreed && matches!(actor.store, Store::File(_)) {
+                    // Take nothing new (senders get their command back and
+                    // follow the game to its next actor); finish what is queued.
+                    actor.rx.close();
+                    if let Some(earlier) = unloading.replace(reply) {
+                        let _ = earlier.send(true);
+                    }
+                } else {
+                    let _ = reply.send(agreed);
+                }
             }
             Cmd::Unsubscribe { conn_id } => actor.unsubscribe(conn_id),
             Cmd::Resync { conn_id } => actor.resync(conn_id),
@@ -720,4 +751,7 @@ pub(crate) async fn run(mut actor: GameActor) {
         }
     }
     metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(actor.subs.len() as f64);
+    if let Some(reply) = unloading {
+        let _ = reply.send(true);
+    }
 }

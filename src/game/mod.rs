@@ -6,6 +6,12 @@
 //! through a cloneable [`GameHandle`] over a bounded mailbox. The actor never
 //! awaits a fan: frames go into each fan's [`Outbox`]
 //! without blocking.
+//!
+//! A game without fans or requests for `games.idle_unload` is unloaded: its
+//! actor stops and its memory (idempotency record, history) is freed. A handle
+//! whose actor is gone, or a *dormant* handle made for an unloaded game (it
+//! only carries the last state), asks its [`Loader`] (the registry) for a
+//! live actor on the next event or subscription, so callers never notice.
 
 pub mod actor;
 mod seen;
@@ -13,14 +19,16 @@ mod seen;
 pub use seen::SeenIds;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::ws::outbox::Outbox;
 
 pub use actor::ActorConfig;
@@ -95,8 +103,8 @@ pub struct Restored {
     pub history: VecDeque<(u64, Bytes)>,
 }
 
-/// Cluster mode: after `after` without local fans or requests, the actor
-/// announces its game on `announce` so the registry can unload it.
+/// After `after` without local fans or requests, the actor announces its
+/// game on `announce` so the registry can unload it (both modes).
 #[derive(Debug, Clone)]
 pub struct IdleUnload {
     /// How long a game may sit idle.
@@ -131,8 +139,10 @@ pub(crate) enum Cmd {
         since: Option<u64>,
         accepted: oneshot::Sender<bool>,
     },
-    /// Cluster mode: the registry wants to unload this idle game. The actor
-    /// agrees (and refuses new subscribers from then on) only if still idle.
+    /// The registry wants to unload this idle game. The actor agrees (and
+    /// refuses new subscribers from then on) only if still idle. Single node:
+    /// it then closes its mailbox, applies what was already queued and
+    /// answers last, so the log has one writer per game at any time.
     Stop {
         reply: oneshot::Sender<bool>,
     },
@@ -189,13 +199,39 @@ impl Pending {
     }
 }
 
+/// What a [`Loader`] returns: the game's live handle, `None` if it does not exist.
+pub type Loading<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<GameHandle>, StoreError>> + Send + 'a>>;
+
+/// Where a handle whose actor has stopped (its game was unloaded) gets a live
+/// one: the registry, which loads the game again if needed.
+pub trait Loader: Send + Sync {
+    /// The live handle of `id`, loading the game if it is not loaded.
+    fn load<'a>(&'a self, id: &'a GameId) -> Loading<'a>;
+}
+
+/// How many times a request follows a game to a freshly loaded actor before
+/// giving up (each unload needs a full idle period, so one is nearly always enough).
+const RELOADS: usize = 3;
+
 /// A cloneable handle to one game's actor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GameHandle {
     id: GameId,
     created_fingerprint: Fingerprint,
     tx: mpsc::Sender<Cmd>,
     latest: watch::Receiver<Arc<GameState>>,
+    /// Loads the game again once this actor has stopped (single node).
+    loader: Option<Weak<dyn Loader>>,
+}
+
+impl std::fmt::Debug for GameHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GameHandle")
+            .field("id", &self.id)
+            .field("closed", &self.tx.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GameHandle {
@@ -242,6 +278,51 @@ impl GameHandle {
             created_fingerprint,
             tx,
             latest,
+            loader: None,
+        }
+    }
+
+    /// A handle of an unloaded game: it answers [`GameHandle::state`] and
+    /// [`GameHandle::created_fingerprint`] from what it is given, and its
+    /// first event or subscription asks `loader` for a live actor. Starts no
+    /// task.
+    pub fn dormant(
+        state: Arc<GameState>,
+        created_fingerprint: Fingerprint,
+        loader: Weak<dyn Loader>,
+    ) -> GameHandle {
+        let id = state.game.clone();
+        // Both channels are closed from the start: nothing runs behind them.
+        let (tx, _) = mpsc::channel(1);
+        let (_, latest) = watch::channel(state);
+        GameHandle {
+            id,
+            created_fingerprint,
+            tx,
+            latest,
+            loader: Some(loader),
+        }
+    }
+
+    /// This handle, following its game to a new actor through `loader` once
+    /// this one has stopped.
+    pub fn with_loader(mut self, loader: Weak<dyn Loader>) -> GameHandle {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// The game's live actor after this one stopped, from the loader.
+    async fn reload(&self) -> Result<GameHandle, String> {
+        let gone = || "the game is shutting down".to_string();
+        let loader = self
+            .loader
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .ok_or_else(gone)?;
+        match loader.load(&self.id).await {
+            Ok(Some(fresh)) => Ok(fresh),
+            Ok(None) => Err(format!("game {} is no longer in the event log", self.id)),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -273,6 +354,8 @@ impl GameHandle {
     /// Queues one event in the game's mailbox and returns without waiting
     /// for the outcome, so a batch can keep several events in flight (they
     /// are applied in mailbox order and committed as one group).
+    ///
+    /// If the game was unloaded, the event goes to a freshly loaded actor.
     pub async fn submit(
         &self,
         event: Event,
@@ -281,23 +364,60 @@ impl GameHandle {
     ) -> Result<Pending, ApplyError> {
         let (reply, rx) = oneshot::channel();
         let fingerprint = event.fingerprint();
-        self.tx
-            .send(Cmd::Apply(ApplyReq {
-                event,
-                fingerprint,
-                by,
-                received,
-                reply,
-            }))
-            .await
-            .map_err(|_| ApplyError::Unavailable("the game is shutting down".into()))?;
-        Ok(Pending(rx))
+        let mut cmd = Cmd::Apply(ApplyReq {
+            event,
+            fingerprint,
+            by,
+            received,
+            reply,
+        });
+        let mut tx = self.tx.clone();
+        for attempt in 0..=RELOADS {
+            // A closed mailbox hands the command back untouched.
+            match tx.send(cmd).await {
+                Ok(()) => return Ok(Pending(rx)),
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+            if attempt == RELOADS {
+                break;
+            }
+            tx = self.reload().await.map_err(ApplyError::Unavailable)?.tx;
+        }
+        Err(ApplyError::Unavailable(format!(
+            "game {} was unloaded repeatedly while this event waited; retry",
+            self.id
+        )))
     }
 
     /// Subscribes a fan; it receives a snapshot, or the diffs after `since`
-    /// when they are still in the history window. `false` when this actor is
-    /// being unloaded: look the game up again and retry.
+    /// when they are still in the history window. If the game was unloaded,
+    /// subscribes to a freshly loaded actor. `false` when that fails too
+    /// (without a loader: look the game up again and retry).
     pub async fn subscribe(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
+        if self.subscribe_here(outbox.clone(), since).await {
+            return true;
+        }
+        if self.loader.is_none() {
+            return false;
+        }
+        for _ in 0..RELOADS {
+            match self.reload().await {
+                Ok(fresh) => {
+                    if fresh.subscribe_here(outbox.clone(), since).await {
+                        return true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(game = %self.id, "cannot load game for a subscriber: {e}");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Subscribes a fan to this very actor; `false` if it has stopped.
+    async fn subscribe_here(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
         let (accepted, rx) = oneshot::channel();
         let sent = self
             .tx
@@ -310,8 +430,9 @@ impl GameHandle {
         sent.is_ok() && rx.await.unwrap_or(false)
     }
 
-    /// Asks an idle actor to stop accepting subscribers (cluster mode
-    /// unloading). `true` when it agreed.
+    /// Asks an idle actor to stop accepting subscribers (unloading). `true`
+    /// when it agreed; single node: once it has also applied every event
+    /// already queued and stopped taking new ones.
     pub async fn stop_if_idle(&self) -> bool {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Cmd::Stop { reply }).await.is_err() {

@@ -36,8 +36,9 @@
 //!   returns, without waiting for an event to get through. (A crash mid-probe
 //!   leaves a zeroed tail, which replay drops like any torn tail.)
 //! - **Bodies stay on disk.** An in-memory index keeps only the byte offsets of
-//!   each game's events; [`FileLog::events`] reads just those records with
-//!   positional reads.
+//!   each game's creation and events; [`FileLog::events`] and
+//!   [`FileLog::game_records`] read just those records with positional reads,
+//!   so an idle game unloaded from memory is rebuilt without scanning the log.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -103,17 +104,27 @@ struct Shared {
     path: PathBuf,
     /// The log file, for positional reads.
     file: Arc<File>,
-    /// Per game, its event records in seq order.
-    index: RwLock<HashMap<GameId, Vec<IndexEntry>>>,
+    /// Per game, where its records are.
+    index: RwLock<HashMap<GameId, GameIndex>>,
     /// The reason the last write failed, until one succeeds.
     health: Mutex<Option<String>>,
     /// A probe is queued for the writer; set by `health`, cleared by the writer.
     probe_queued: AtomicBool,
 }
 
-/// Where one event record lives in the file.
+/// Where one game's records live in the file.
+#[derive(Debug, Default)]
+struct GameIndex {
+    /// Its `Record::Created` (seq 0).
+    created: Option<IndexEntry>,
+    /// Its event records in seq order.
+    events: Vec<IndexEntry>,
+}
+
+/// Where one record lives in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct IndexEntry {
+    /// The event's seq; 0 for the creation record.
     seq: u64,
     /// Offset of the record header.
     offset: u64,
@@ -133,14 +144,14 @@ enum Cmd {
 struct AppendReq {
     bytes: Vec<u8>,
     records: usize,
-    events: Vec<PendingEvent>,
+    placed: Vec<PendingRecord>,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// An event record inside an [`AppendReq`], to index once it is durable.
-struct PendingEvent {
+/// A record inside an [`AppendReq`], to index once it is durable.
+struct PendingRecord {
     game: GameId,
-    seq: u64,
+    kind: Kind,
     /// Offset of its header within the request's bytes.
     rel: u64,
     len: u32,
@@ -262,12 +273,12 @@ impl FileLog {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
-        let (bytes, events) = encode(&records)?;
+        let (bytes, placed) = encode(&records)?;
         let (reply, answer) = oneshot::channel();
         let req = AppendReq {
             bytes,
             records: records.len(),
-            events,
+            placed,
             reply,
         };
         self.tx
@@ -294,10 +305,38 @@ impl FileLog {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             match index.get(game) {
-                Some(entries) => {
-                    let start = entries.partition_point(|e| e.seq <= since);
-                    entries[start..].iter().take(limit).copied().collect()
+                Some(g) => {
+                    let start = g.events.partition_point(|e| e.seq <= since);
+                    g.events[start..].iter().take(limit).copied().collect()
                 }
+                None => Vec::new(),
+            }
+        };
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.read_records(&wanted))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the event log failed: {e}")))?
+    }
+
+    /// Every record of `game`, oldest first: its creation, then its events in
+    /// seq order. Empty when the log holds no such game.
+    ///
+    /// Only acknowledged appends are visible. Reads just those records, with
+    /// positional reads off the async workers (the whole log is never
+    /// scanned); a record that no longer matches its checksum gives
+    /// [`StoreError::Corrupt`].
+    pub async fn game_records(&self, game: &GameId) -> Result<Vec<Record>, StoreError> {
+        let wanted: Vec<IndexEntry> = {
+            let index = self
+                .shared
+                .index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match index.get(game) {
+                Some(g) => g.created.iter().chain(&g.events).copied().collect(),
                 None => Vec::new(),
             }
         };
@@ -397,10 +436,10 @@ fn wrong_header(path: &Path, found: &[u8]) -> StoreError {
     }
 }
 
-/// Encodes records as consecutive frames, noting where each event record sits.
-fn encode(records: &[Record]) -> Result<(Vec<u8>, Vec<PendingEvent>), StoreError> {
+/// Encodes records as consecutive frames, noting where each record sits.
+fn encode(records: &[Record]) -> Result<(Vec<u8>, Vec<PendingRecord>), StoreError> {
     let mut bytes = Vec::with_capacity(records.len() * 256);
-    let mut events = Vec::new();
+    let mut placed = Vec::new();
     for record in records {
         let start = bytes.len();
         bytes.extend_from_slice(&[0u8; HEADER_LEN]);
@@ -422,24 +461,57 @@ fn encode(records: &[Record]) -> Result<(Vec<u8>, Vec<PendingEvent>), StoreError
         let crc = crc32fast::hash(&bytes[start + HEADER_LEN..]);
         bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
         bytes[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
-        if let Record::Event { game, seq, .. } = record {
-            events.push(PendingEvent {
-                game: game.clone(),
-                seq: *seq,
-                rel: start as u64,
-                len,
-            });
-        }
+        placed.push(PendingRecord {
+            game: record.game().clone(),
+            kind: Kind::of(record),
+            rel: start as u64,
+            len,
+        });
     }
-    Ok((bytes, events))
+    Ok((bytes, placed))
 }
 
-/// Adds an event to a game's index, keeping it sorted by seq.
-fn index_insert(index: &mut HashMap<GameId, Vec<IndexEntry>>, game: &GameId, entry: IndexEntry) {
-    let entries = match index.get_mut(game) {
-        Some(entries) => entries,
+/// Which of a game's records an index entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Created,
+    Event(u64),
+}
+
+impl Kind {
+    fn of(record: &Record) -> Kind {
+        match record {
+            Record::Created { .. } => Kind::Created,
+            Record::Event { seq, .. } => Kind::Event(*seq),
+        }
+    }
+}
+
+/// Adds a record to its game's index, keeping events sorted by seq.
+fn index_insert(
+    index: &mut HashMap<GameId, GameIndex>,
+    game: &GameId,
+    kind: Kind,
+    offset: u64,
+    len: u32,
+) {
+    let g = match index.get_mut(game) {
+        Some(g) => g,
         None => index.entry(game.clone()).or_default(),
     };
+    let seq = match kind {
+        Kind::Created => {
+            g.created = Some(IndexEntry {
+                seq: 0,
+                offset,
+                len,
+            });
+            return;
+        }
+        Kind::Event(seq) => seq,
+    };
+    let entry = IndexEntry { seq, offset, len };
+    let entries = &mut g.events;
     if entries.last().is_none_or(|last| last.seq < entry.seq) {
         entries.push(entry);
     } else {
@@ -526,12 +598,12 @@ struct ReplayEnd {
     torn: Option<String>,
 }
 
-/// Reads every record after the header, indexing events and feeding `on_record`.
+/// Reads every record after the header, indexing them and feeding `on_record`.
 fn replay(
     file: &File,
     path: &Path,
     file_len: u64,
-    index: &mut HashMap<GameId, Vec<IndexEntry>>,
+    index: &mut HashMap<GameId, GameIndex>,
     on_record: &mut impl FnMut(Record) -> Result<(), String>,
 ) -> Result<ReplayEnd, StoreError> {
     let corrupt = |offset: u64, reason: String| StoreError::Corrupt {
@@ -604,17 +676,7 @@ fn replay(
         }
         let record: Record = rmp_serde::from_slice(&payload)
             .map_err(|e| corrupt(pos, format!("cannot decode the record: {e}")))?;
-        if let Record::Event { game, seq, .. } = &record {
-            index_insert(
-                index,
-                game,
-                IndexEntry {
-                    seq: *seq,
-                    offset: pos,
-                    len,
-                },
-            );
-        }
+        index_insert(index, record.game(), Kind::of(&record), pos, len);
         on_record(record).map_err(|e| corrupt(pos, format!("replaying the record failed: {e}")))?;
         pos = end;
     }
@@ -741,13 +803,9 @@ impl Writer {
                         .unwrap_or_else(PoisonError::into_inner);
                     let mut rel = 0;
                     for req in group.iter() {
-                        for ev in &req.events {
-                            let entry = IndexEntry {
-                                seq: ev.seq,
-                                offset: base + rel + ev.rel,
-                                len: ev.len,
-                            };
-                            index_insert(&mut index, &ev.game, entry);
+                        for r in &req.placed {
+                            let offset = base + rel + r.rel;
+                            index_insert(&mut index, &r.game, r.kind, offset, r.len);
                         }
                         rel += req.bytes.len() as u64;
                     }
@@ -1294,6 +1352,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn game_records_are_one_games_creation_then_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (gid("nba:a"), gid("nba:b"));
+        let (log, _) = open_collect(dir.path()).unwrap();
+        assert!(log.game_records(&a).await.unwrap().is_empty());
+        log.append(vec![created(&a), event(&a, 1), created(&b)])
+            .await
+            .unwrap();
+        for s in 1..=5 {
+            log.append(vec![event(&b, s), event(&a, s + 1)])
+                .await
+                .unwrap();
+        }
+        let want_a: Vec<Record> = std::iter::once(created(&a))
+            .chain((1..=6).map(|s| event(&a, s)))
+            .collect();
+        let want_b: Vec<Record> = std::iter::once(created(&b))
+            .chain((1..=5).map(|s| event(&b, s)))
+            .collect();
+        assert_eq!(log.game_records(&a).await.unwrap(), want_a);
+        assert_eq!(log.game_records(&b).await.unwrap(), want_b);
+        assert!(log.game_records(&gid("nba:none")).await.unwrap().is_empty());
+        log.close().await;
+        drop(log);
+
+        // The index (creation included) is rebuilt by replay.
+        let (log, _) = open_collect(dir.path()).unwrap();
+        assert_eq!(log.game_records(&a).await.unwrap(), want_a);
+        log.append(vec![event(&b, 6)]).await.unwrap();
+        let mut want_b = want_b;
+        want_b.push(event(&b, 6));
+        assert_eq!(log.game_records(&b).await.unwrap(), want_b);
+    }
+
+    #[tokio::test]
+    async fn game_records_detect_a_record_changed_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = write_game(dir.path(), 2).await;
+        let (log, _) = open_collect(dir.path()).unwrap();
+        let second = MAGIC_LEN + frame_len(&records[0]);
+        flip_byte(&log_path(dir.path()), second + HEADER_LEN as u64 + 3);
+        let err = log.game_records(&gid("nba:lal-bos")).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { offset, .. } if offset == second),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn append_after_close_is_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let g = gid("nba:a");
@@ -1368,12 +1475,12 @@ mod tests {
 
     /// An append request for `records`, and where its answer arrives.
     fn request(records: Vec<Record>) -> (AppendReq, oneshot::Receiver<Result<(), StoreError>>) {
-        let (bytes, events) = encode(&records).unwrap();
+        let (bytes, placed) = encode(&records).unwrap();
         let (reply, answer) = oneshot::channel();
         let req = AppendReq {
             bytes,
             records: records.len(),
-            events,
+            placed,
             reply,
         };
         (req, answer)
@@ -1403,7 +1510,10 @@ mod tests {
         writer.commit(&mut vec![req]);
         answer.try_recv().unwrap().unwrap();
         assert!(shared.health.lock().unwrap().is_none());
-        assert_eq!(shared.index.read().unwrap()[&g].len(), 1);
+        let index = shared.index.read().unwrap();
+        assert!(index[&g].created.is_some());
+        assert_eq!(index[&g].events.len(), 1);
+        drop(index);
         drop(writer);
         assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
     }

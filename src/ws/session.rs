@@ -4,7 +4,7 @@
 //! session tracker, so shutdown waits for it. The connection is split: its
 //! write half is parked in the connection's [`Outbox`], where game actors
 //! write frames straight to it while nothing is queued (see
-//! [`wire`](super::wire)); its read half goes to tungstenite. A session polls,
+//! [`wire`]); its read half goes to tungstenite. A session polls,
 //! concurrently in one task:
 //!
 //! - the **reader**: decodes control messages (`sub`, `unsub`, `ping`), keeps
@@ -41,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -51,7 +51,7 @@ use tracing::Instrument;
 
 use super::limiter::TokenBucket;
 use super::outbox::{Item, Outbox, Take};
-use super::upgrade::{UpgradedIo, WsUpgrade};
+use super::upgrade::{Upgrade, WsUpgrade};
 use super::wire::{self, Socket, Wire};
 use crate::codec::{self, ClientMsg, FrameKind};
 use crate::config::WsConfig;
@@ -368,7 +368,7 @@ impl Subscriptions {
 /// half. What tungstenite writes (pongs, its close reply) is already framed
 /// and goes out through the outbox, in order with everything else.
 struct ClientStream {
-    read: ReadHalf<UpgradedIo>,
+    read: Box<dyn AsyncRead + Send + Unpin>,
     outbox: Arc<Outbox>,
 }
 
@@ -408,11 +408,15 @@ impl AsyncWrite for ClientStream {
 type Reader = WebSocketStream<ClientStream>;
 
 /// One connection from upgrade to teardown.
-async fn run_session(io: UpgradedIo, conn: Conn, initial: Option<ClientMsg>, max_message: usize) {
+async fn run_session(io: Upgrade, conn: Conn, initial: Option<ClientMsg>, max_message: usize) {
     let _guard = ConnGuard::new(conn.outbox.clone());
-    tracing::debug!("fan connected");
-    let (read, write) = tokio::io::split(io);
-    conn.outbox.attach(Socket::new(write));
+    tracing::debug!(vectored = io.write.is_vectored(), "fan connected");
+    let Upgrade {
+        read,
+        pre_read,
+        write,
+    } = io;
+    conn.outbox.attach(write);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(max_message))
@@ -421,7 +425,17 @@ async fn run_session(io: UpgradedIo, conn: Conn, initial: Option<ClientMsg>, max
         read,
         outbox: conn.outbox.clone(),
     };
-    let mut reader = WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await;
+    // `pre_read` may share the HTTP server's whole read buffer (kilobytes,
+    // even when empty): copy what it holds and let it go now.
+    let pre_read: Vec<u8> = {
+        let shared = pre_read;
+        shared.to_vec()
+    };
+    let mut reader = if pre_read.is_empty() {
+        WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await
+    } else {
+        WebSocketStream::from_partially_read(client, pre_read, Role::Server, Some(config)).await
+    };
     // The socket while the writer holds it (frames queued up); else parked
     // in the outbox.
     let mut held: Option<Socket> = None;

@@ -3,17 +3,27 @@
 //! The hub takes the upgraded connection itself instead of through axum's
 //! `WebSocket`, because the session writes pre-encoded frames straight to
 //! the socket (see [`wire`](super::wire)) and reads client frames with
-//! tungstenite from the read half only.
+//! tungstenite from the read half only. Whenever the connection is a plain
+//! TCP stream (as `axum::serve` gives it) it is unwrapped from hyper and
+//! split into owned halves, so a game actor writes to it with
+//! `try_write_vectored`: no lock shared with the reader, no waker, and no
+//! share of the actor's cooperative-scheduling budget (which would make all
+//! but the first 128 writes of a fan-out wait for a later poll).
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::Response;
+use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade::downcast;
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::wire::Socket;
 use crate::error::ApiError;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
@@ -23,8 +33,40 @@ pub struct WsUpgrade {
     on_upgrade: OnUpgrade,
 }
 
-/// The upgraded connection, as a tokio byte stream.
-pub type UpgradedIo = TokioIo<Upgraded>;
+/// An upgraded connection, split.
+pub struct Upgrade {
+    /// Where client frames come from.
+    pub read: Box<dyn AsyncRead + Send + Unpin>,
+    /// Bytes the client sent right behind its upgrade request (already read
+    /// by the HTTP server); they come before anything from `read`.
+    pub pre_read: Bytes,
+    /// Where server frames go.
+    pub write: Socket,
+}
+
+impl Upgrade {
+    fn new(upgraded: Upgraded) -> Upgrade {
+        match downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_split();
+                Upgrade {
+                    read: Box::new(read),
+                    pre_read: parts.read_buf,
+                    write: Socket::tcp(write),
+                }
+            }
+            Err(upgraded) => {
+                // Not a plain TCP stream: go through hyper's object.
+                let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                Upgrade {
+                    read: Box::new(read),
+                    pre_read: Bytes::new(),
+                    write: Socket::new(write),
+                }
+            }
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     type Rejection = ApiError;
@@ -68,13 +110,13 @@ impl WsUpgrade {
     /// connection once hyper hands it over (in a task of its own).
     pub fn accept<F, Fut>(self, session: F) -> Response
     where
-        F: FnOnce(UpgradedIo) -> Fut + Send + 'static,
+        F: FnOnce(Upgrade) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => session(TokioIo::new(upgraded)).await,
+                Ok(upgraded) => session(Upgrade::new(upgraded)).await,
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });

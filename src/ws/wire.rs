@@ -28,6 +28,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -156,7 +157,7 @@ pub enum Attempt {
 
 /// The write half of a fan's connection.
 pub struct Socket {
-    io: Pin<Box<dyn AsyncWrite + Send>>,
+    io: Io,
     /// Whether `io` writes several slices at once (a TCP socket does); if
     /// not, slices are joined first so a header never goes out alone.
     vectored: bool,
@@ -164,7 +165,30 @@ pub struct Socket {
 
 impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Socket")
+        let kind = match self.io {
+            Io::Tcp(_) => "tcp",
+            Io::Other(_) => "other",
+        };
+        f.debug_struct("Socket").field("io", &kind).finish()
+    }
+}
+
+enum Io {
+    /// A TCP stream's write half: non-blocking writes need no waker.
+    Tcp(OwnedWriteHalf),
+    /// Anything else (tests, or a connection hyper could not unwrap).
+    Other(Pin<Box<dyn AsyncWrite + Send>>),
+}
+
+impl Io {
+    fn pin(&mut self) -> Pin<&mut (dyn AsyncWrite + Send)> {
+        match self {
+            Io::Tcp(half) => {
+                let half: Pin<&mut OwnedWriteHalf> = Pin::new(half);
+                half
+            }
+            Io::Other(io) => io.as_mut(),
+        }
     }
 }
 
@@ -173,8 +197,16 @@ impl Socket {
     pub fn new(io: impl AsyncWrite + Send + 'static) -> Socket {
         let vectored = io.is_write_vectored();
         Socket {
-            io: Box::pin(io),
+            io: Io::Other(Box::pin(io)),
             vectored,
+        }
+    }
+
+    /// Wraps a TCP stream's write half.
+    pub fn tcp(half: OwnedWriteHalf) -> Socket {
+        Socket {
+            io: Io::Tcp(half),
+            vectored: true,
         }
     }
 
@@ -190,19 +222,20 @@ impl Socket {
         slices: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if self.vectored || slices.len() < 2 {
-            return self.io.as_mut().poll_write_vectored(cx, slices);
+            return self.io.pin().poll_write_vectored(cx, slices);
         }
         let mut joined = Vec::with_capacity(slices.iter().map(|s| s.len()).sum());
         for slice in slices {
             joined.extend_from_slice(slice);
         }
-        self.io.as_mut().poll_write(cx, &joined)
+        self.io.pin().poll_write(cx, &joined)
     }
 
     /// One non-blocking attempt to write `wire`.
     ///
     /// A socket that would block registers no waker of interest here: the
-    /// writer task's next [`Socket::write_all`] registers its own.
+    /// writer task's next [`Socket::write_all`] registers its own. On a TCP
+    /// stream this is a plain `writev`, outside tokio's cooperative budget.
     pub fn try_write(&mut self, wire: &Wire) -> io::Result<Attempt> {
         let header = Header::of(wire);
         let slices = [
@@ -210,8 +243,16 @@ impl Socket {
             IoSlice::new(wire.bytes()),
         ];
         let total = header.len + wire.bytes().len();
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.poll_write_slices(&mut cx, &slices) {
+        let attempt = match &self.io {
+            Io::Tcp(half) => match half.try_write_vectored(&slices) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            },
+            Io::Other(_) => {
+                self.poll_write_slices(&mut Context::from_waker(Waker::noop()), &slices)
+            }
+        };
+        match attempt {
             Poll::Ready(Ok(n)) if n >= total => Ok(Attempt::Done),
             Poll::Ready(Ok(0)) if total > 0 => Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => Ok(Attempt::Partial(wire.rest(n))),
@@ -224,7 +265,7 @@ impl Socket {
     }
 
     /// Writes every item of `batch`, in order, waiting for the socket as
-    /// needed; up to [`SLICES_PER_WRITE`] frames per vectored write.
+    /// needed; up to 32 frames per vectored write.
     pub async fn write_all<T: AsRef<Wire>>(&mut self, batch: &[T]) -> io::Result<()> {
         for chunk in batch.chunks(SLICES_PER_WRITE / 2) {
             let headers: Vec<Header> = chunk.iter().map(|w| Header::of(w.as_ref())).collect();
@@ -237,7 +278,7 @@ impl Socket {
             }
             self.write_slices(&mut slices).await?;
         }
-        poll_fn(|cx| self.io.as_mut().poll_flush(cx)).await
+        poll_fn(|cx| self.io.pin().poll_flush(cx)).await
     }
 
     /// Writes every byte of `slices`.
@@ -254,7 +295,7 @@ impl Socket {
 
     /// Shuts the write direction down (TCP FIN after the close frame).
     pub async fn shutdown(&mut self) -> io::Result<()> {
-        poll_fn(|cx| self.io.as_mut().poll_shutdown(cx)).await
+        poll_fn(|cx| self.io.pin().poll_shutdown(cx)).await
     }
 }
 
@@ -354,5 +395,40 @@ mod tests {
         assert_eq!(close[0], 0x88);
         assert_eq!(usize::from(close[1]), 2 + "slow consumer".len());
         assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1008);
+    }
+
+    #[tokio::test]
+    async fn a_tcp_socket_writes_without_blocking_until_full_then_finishes_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+        let mut socket = Socket::tcp(write);
+        assert!(socket.is_vectored());
+        let frame = Wire::Binary(Bytes::from(vec![3u8; 60_000]));
+        // The client does not read: the kernel buffers fill, and a write
+        // is finally cut short instead of waiting.
+        let mut done = 0usize;
+        let rest = loop {
+            match socket.try_write(&frame).unwrap() {
+                Attempt::Done => done += 1,
+                Attempt::Partial(rest) => break rest,
+            }
+            assert!(done < 10_000, "a socket nobody reads never filled up");
+        };
+        let expected = (done + 1) * frame.wire_len();
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut got = vec![0u8; expected];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        socket.write_all(&[rest]).await.unwrap();
+        let got = reader.await.unwrap();
+        let one = binary_frame(&[3u8; 60_000]);
+        for (i, chunk) in got.chunks(one.len()).enumerate() {
+            assert!(chunk == one.as_slice(), "frame {i} arrived intact");
+        }
     }
 }

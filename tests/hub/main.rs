@@ -19,6 +19,8 @@
 //!   full disk, a read-only file system (mounts tmpfs and ext4; needs root).
 //! - `fuzz_corpus`: every committed fuzz input through its harness
 //!   (`scorehub::fuzzing`), as `cargo fuzz` ran it.
+//! - `unload`: single node: idle games leave memory and load again from the
+//!   event log on use, idempotency, history and subscriptions intact.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -30,4 +32,5 @@ mod fuzz_corpus;
 mod limits;
 mod process;
 mod prometheus;
+mod unload;
 mod ws;
