@@ -33,6 +33,11 @@ FIGURES=(
     "churn-2k|--scenario churn --games 10 --fans 2000 --subs-per-fan 2 --rate 200 --churn-rate 100 --duration 10s"
     "two-nodes-2k|--scenario two-nodes --fans 2000 --rate 200 --duration 10s"
     "two-nodes-10k|--scenario two-nodes --games 500 --fans 10000 --subs-per-fan 20 --rate 2000 --duration 10s"
+    # One fan that never reads, against the same run without it. A 16 KiB
+    # kernel send buffer (both runs) makes it reach conflation and the
+    # 1008 within the window instead of after minutes of kernel buffering.
+    "unstalled-1k|--scenario hot-game --fans 1000 --rate 100 --duration 60s --hub-env SCOREHUB_WS__SEND_BUFFER_BYTES=16384"
+    "stalled-1k|--scenario hot-game --fans 1000 --rate 100 --duration 60s --stalled 1 --hub-env SCOREHUB_WS__SEND_BUFFER_BYTES=16384"
 )
 
 if [[ ${1:-} == --list ]]; then

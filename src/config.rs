@@ -228,6 +228,12 @@ pub struct WsConfig {
     /// A fan whose queue stays conflated (it cannot keep up) this long is
     /// disconnected with close code 1008. Default 30 s.
     pub stuck_timeout: Duration,
+    /// Kernel send buffer asked for each fan's socket (`SO_SNDBUF`; Linux
+    /// doubles it), which bounds the kernel memory a fan that stops reading
+    /// can pin before its queue conflates. 0 leaves the kernel's
+    /// auto-tuning, which may grow it to `net.ipv4.tcp_wmem`'s maximum
+    /// (4 MiB by default). Default 256 KiB.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for WsConfig {
@@ -243,6 +249,7 @@ impl Default for WsConfig {
             message_burst: 60,
             write_timeout: Duration::from_secs(10),
             stuck_timeout: Duration::from_secs(30),
+            send_buffer_bytes: 256 * 1024,
         }
     }
 }
@@ -643,6 +650,7 @@ struct RawWs {
     message_burst: Option<u32>,
     write_timeout: Option<RawDuration>,
     stuck_timeout: Option<RawDuration>,
+    send_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -928,6 +936,7 @@ impl RawConfig {
             message_burst: positive("ws.message_burst", ws.message_burst, b.message_burst)?,
             write_timeout: duration("ws.write_timeout", ws.write_timeout, b.write_timeout)?,
             stuck_timeout: duration("ws.stuck_timeout", ws.stuck_timeout, b.stuck_timeout)?,
+            send_buffer_bytes: ws.send_buffer_bytes.unwrap_or(b.send_buffer_bytes),
         };
         if ws.idle_timeout <= ws.ping_interval {
             return Err(ConfigError::at(
@@ -1194,6 +1203,7 @@ mod tests {
                 message_burst: 1,
                 write_timeout: Duration::from_secs(1),
                 stuck_timeout: Duration::from_secs(1),
+                send_buffer_bytes: 0,
             },
             games: GamesConfig {
                 history: 1,

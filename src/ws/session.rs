@@ -128,7 +128,8 @@ pub async fn ws_handler(
     // Counted by the tracker from now, so a shutdown starting before the
     // upgrade completes still waits for this session.
     let tracked = state.sessions.token();
-    ws.accept(move |io| async move {
+    let send_buffer = state.config.ws.send_buffer_bytes;
+    ws.accept(send_buffer, move |io| async move {
         let conn_id = state.next_conn_id();
         // Debug level: entered on every poll, so free when debug is off.
         let span = tracing::debug_span!("ws", conn_id, peer = %addr);

@@ -45,10 +45,12 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    fn new(upgraded: Upgraded) -> Upgrade {
+    fn new(upgraded: Upgraded, send_buffer_bytes: usize) -> Upgrade {
         match downcast::<TokioIo<TcpStream>>(upgraded) {
             Ok(parts) => {
-                let (read, write) = parts.io.into_inner().into_split();
+                let tcp = parts.io.into_inner();
+                limit_send_buffer(&tcp, send_buffer_bytes);
+                let (read, write) = tcp.into_split();
                 Upgrade {
                     read: Box::new(read),
                     pre_read: parts.read_buf,
@@ -107,8 +109,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
 
 impl WsUpgrade {
     /// Answers `101 Switching Protocols` and runs `session` on the upgraded
-    /// connection once hyper hands it over (in a task of its own).
-    pub fn accept<F, Fut>(self, session: F) -> Response
+    /// connection once hyper hands it over (in a task of its own), its
+    /// kernel send buffer set to `send_buffer_bytes` (0: left to the kernel).
+    pub fn accept<F, Fut>(self, send_buffer_bytes: usize, session: F) -> Response
     where
         F: FnOnce(Upgrade) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -116,7 +119,7 @@ impl WsUpgrade {
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => session(Upgrade::new(upgraded)).await,
+                Ok(upgraded) => session(Upgrade::new(upgraded, send_buffer_bytes)).await,
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });
@@ -129,6 +132,18 @@ impl WsUpgrade {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+}
+
+/// Asks the kernel for a send buffer of `bytes` (`SO_SNDBUF`; 0: leave
+/// auto-tuning on). A fan that stops reading can then pin at most that much
+/// kernel memory (twice it, as Linux counts) before its queue conflates.
+fn limit_send_buffer(tcp: &TcpStream, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, bytes, "cannot set the fan socket's send buffer");
     }
 }
 
@@ -153,6 +168,21 @@ mod tests {
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[tokio::test]
+    async fn the_send_buffer_is_limited_unless_zero() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let before = socket2::SockRef::from(&server).send_buffer_size().unwrap();
+        limit_send_buffer(&server, 0);
+        assert_eq!(socket2::SockRef::from(&server).send_buffer_size().unwrap(), before);
+        limit_send_buffer(&server, 8 * 1024);
+        let after = socket2::SockRef::from(&server).send_buffer_size().unwrap();
+        // Linux doubles the value asked for, and keeps a minimum.
+        assert!(after <= 2 * 8 * 1024 + 4096 && after != before, "{before} -> {after}");
     }
 
     #[test]
