@@ -255,6 +255,7 @@ impl Hub {
         )
         .with_graceful_shutdown(signal);
         tokio::spawn(housekeeping(state.clone()));
+        tokio::spawn(crate::ws::pressure::probe(token.clone()));
         let served = server.await;
         state.sessions.close();
         let drained = tokio::time::timeout(grace, state.sessions.wait()).await;

@@ -43,7 +43,8 @@ use crate::domain::{self, GameState, patch};
 use crate::metrics as m;
 use crate::store::redis::{Commit, CommitEvent, RedisStore};
 use crate::store::{Record, Store, StoreError};
-use crate::ws::outbox::Push;
+use crate::ws::outbox::{Push, Route};
+use crate::ws::wire::Wire;
 
 /// Most events applied in one group (one durable step).
 pub const MAX_GROUP: usize = 128;
@@ -249,12 +250,16 @@ impl GameActor {
         }
     }
 
-    /// Hands one encoded diff to every subscriber's queue without waiting.
-    fn fan_out(&mut self, frame: &Bytes) {
+    /// Hands consecutive encoded diffs to every subscriber without waiting:
+    /// each fan gets all of them in one write when its socket is idle.
+    fn fan_out(&mut self, frames: &[Wire]) {
+        if frames.is_empty() {
+            return;
+        }
         let game = self.state.game.clone();
         let mut closed = Vec::new();
         for sub in &self.subs {
-            match sub.outbox.push_diff(&game, frame) {
+            match sub.outbox.push_diffs(&game, frames, Route::Direct) {
                 Push::Queued | Push::Skipped => {}
                 Push::Conflated => {
                     metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated").increment(1);
@@ -372,8 +377,13 @@ impl GameActor {
         self.seen.absorb(&mut plan.fresh);
         self.snapshot_cache = None;
         self.latest.send_replace(Arc::new(self.state.clone()));
-        for (i, seq, _, frame) in std::mem::take(&mut plan.applied) {
-            self.fan_out(&frame);
+        let applied = std::mem::take(&mut plan.applied);
+        let frames: Vec<Wire> = applied
+            .iter()
+            .map(|(_, _, _, frame)| Wire::Binary(frame.clone()))
+            .collect();
+        self.fan_out(&frames);
+        for (i, seq, _, frame) in applied {
             if let Some(at) = received.get(i) {
                 metrics::histogram!(m::FANOUT_SECONDS).record(at.elapsed().as_secs_f64());
             }
@@ -591,7 +601,7 @@ impl GameActor {
         self.state = next;
         self.snapshot_cache = None;
         self.latest.send_replace(Arc::new(self.state.clone()));
-        self.fan_out(&frame);
+        self.fan_out(&[Wire::Binary(frame.clone())]);
         if let Some(ts) = ts {
             let lag_ms = (unix_ms() - ts).max(0) as f64;
             metrics::histogram!(m::FANOUT_SECONDS).record(lag_ms / 1000.0);

@@ -5,6 +5,7 @@
 
 pub mod limiter;
 pub mod outbox;
+pub mod pressure;
 pub mod session;
 pub mod upgrade;
 pub mod wire;

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::wire::{Attempt, Socket, Wire};
+use super::wire::{Attempt, Socket, Wire, Written};
 use crate::codec::FrameKind;
 use crate::domain::GameId;
 use crate::metrics as m;
@@ -89,6 +89,22 @@ pub enum Push {
     Closed,
 }
 
+/// While the hub is saturated, a fan that got a diff this recently gets the
+/// next ones through its writer task, batched.
+const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How a diff may reach the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Written by the pusher when nothing is queued before it: the fastest
+    /// way for a fan that gets a frame now and then.
+    Direct,
+    /// Always queued for the writer task, which runs a little later and
+    /// writes everything queued by then at once: fewer, larger writes for a
+    /// fan many busy games write to.
+    Deferred,
+}
+
 /// What [`Outbox::take`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -111,6 +127,8 @@ struct Inner {
     overflowed: bool,
     /// The socket, while no writer task holds it (then the queue is empty).
     socket: Option<Socket>,
+    /// When a diff last went out straight from a push.
+    last_direct: Option<Instant>,
 }
 
 /// The bounded queue between game actors and one fan's socket.
@@ -228,6 +246,13 @@ impl Outbox {
 
     /// Queues a diff of `game`, never waiting. See [`Push`].
     pub fn push_diff(&self, game: &GameId, frame: &Bytes) -> Push {
+        self.push_diffs(game, &[Wire::Binary(frame.clone())], Route::Direct)
+    }
+
+    /// Queues consecutive diffs of `game` (MessagePack payloads, as
+    /// [`Wire::Binary`]), never waiting: with [`Route::Direct`] and nothing
+    /// queued they go out in one non-blocking `writev`. See [`Push`].
+    pub fn push_diffs(&self, game: &GameId, frames: &[Wire], route: Route) -> Push {
         let wake;
         {
             let mut inner = self.lock();
@@ -237,7 +262,7 @@ impl Outbox {
             if inner.stale.iter().any(|g| g == game) {
                 return Push::Skipped;
             }
-            if inner.queue.len() >= self.max_frames {
+            if inner.queue.len() + frames.len() > self.max_frames {
                 drop_queued(&mut inner, game);
                 let episode_starts = inner.stale.is_empty();
                 if episode_starts {
@@ -253,12 +278,27 @@ impl Outbox {
                 }
                 return Push::Conflated;
             }
-            let item = Item {
-                game: Some(game.clone()),
-                kind: Some(FrameKind::Diff),
-                wire: Wire::Binary(frame.clone()),
-            };
-            wake = self.deliver(&mut inner, item);
+            let mut sent = 0;
+            let mut rest = None;
+            if self.route(&mut inner, route) == Route::Direct {
+                match self.write_direct(&mut inner, frames) {
+                    Ok(written) => {
+                        sent = written.done;
+                        rest = written.rest;
+                    }
+                    Err(()) => {
+                        drop(inner);
+                        self.notify.notify_one();
+                        return Push::Closed;
+                    }
+                }
+            }
+            if sent > 0 {
+                m::frames_sent(FrameKind::Diff).increment(sent as u64);
+            }
+            // The frame cut short is queued as its rest, not again whole.
+            let unsent = &frames[(sent + usize::from(rest.is_some())).min(frames.len())..];
+            wake = self.enqueue_diffs(&mut inner, game, rest, unsent);
             if inner.closed {
                 drop(inner);
                 self.notify.notify_one();
@@ -267,6 +307,79 @@ impl Outbox {
         }
         self.wake(wake);
         Push::Queued
+    }
+
+    /// How this push travels: [`Route::Direct`] becomes deferred while the
+    /// hub is saturated and this fan got a diff within [`COALESCE_WINDOW`],
+    /// so its frames from busy games gather into shared writes.
+    fn route(&self, inner: &mut Inner, asked: Route) -> Route {
+        if asked == Route::Deferred {
+            return Route::Deferred;
+        }
+        if !super::pressure::busy() {
+            inner.last_direct = None;
+            return Route::Direct;
+        }
+        let now = Instant::now();
+        if inner
+            .last_direct
+            .is_some_and(|t| now.saturating_duration_since(t) < COALESCE_WINDOW)
+        {
+            return Route::Deferred;
+        }
+        inner.last_direct = Some(now);
+        Route::Direct
+    }
+
+    /// Writes `frames` straight to the parked socket when nothing is queued
+    /// before them; how far it got. `Err` when the socket failed (the
+    /// connection is closed then).
+    fn write_direct(&self, inner: &mut Inner, frames: &[Wire]) -> Result<Written, ()> {
+        let none = Written {
+            done: 0,
+            rest: None,
+        };
+        if !inner.queue.is_empty() {
+            return Ok(none);
+        }
+        let Some(socket) = inner.socket.as_mut() else {
+            return Ok(none);
+        };
+        match socket.try_write_batch(frames) {
+            Ok(written) => Ok(written),
+            Err(e) => {
+                tracing::debug!(error = %e, "direct write failed");
+                inner.closed = true;
+                inner.queue.clear();
+                inner.bytes = 0;
+                Err(())
+            }
+        }
+    }
+
+    /// Queues the rest of a frame cut short (it goes first) and `frames`.
+    fn enqueue_diffs(
+        &self,
+        inner: &mut Inner,
+        game: &GameId,
+        rest: Option<Wire>,
+        frames: &[Wire],
+    ) -> Wake {
+        let mut wake = Wake::No;
+        for wire in rest.into_iter().chain(frames.iter().cloned()) {
+            let item = Item {
+                game: Some(game.clone()),
+                kind: Some(FrameKind::Diff),
+                wire,
+            };
+            if self.enqueue(inner, item) == Wake::Writer {
+                wake = Wake::Writer;
+            }
+            if inner.closed {
+                break;
+            }
+        }
+        wake
     }
 
     /// Queues a snapshot of `game` (not subject to the frame limit) and clears
@@ -591,5 +704,51 @@ mod tests {
             ]
         );
         assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_short_goes_out_once_and_in_order() {
+        let ob = Outbox::new(1, 8, 1 << 20);
+        // Room for the first frame (2 + 3 bytes) and 2 bytes of the second.
+        let (socket, mut client) = pipe(7);
+        ob.attach(socket);
+        let a = g("x:a");
+        let frames = [
+            Wire::Binary(Bytes::from_static(b"one")),
+            Wire::Binary(Bytes::from_static(b"two")),
+            Wire::Binary(Bytes::from_static(b"three")),
+        ];
+        assert_eq!(ob.push_diffs(&a, &frames, Route::Direct), Push::Queued);
+        let mut out = Vec::new();
+        let mut held = None;
+        assert_eq!(ob.take(&mut out, &mut held), Take::Frames);
+        assert_eq!(out.len(), 2, "the rest of `two`, then `three`");
+        let socket = held.as_mut().expect("the writer holds the socket");
+        let expected: &[u8] = b"\x82\x03one\x82\x03two\x82\x05three";
+        let read = async {
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
+                got.extend(read_available(&mut client).await);
+            }
+            got
+        };
+        let (written, got) = tokio::join!(socket.write_all(&out), read);
+        written.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn deferred_diffs_wait_for_the_writer_even_on_an_idle_socket() {
+        let ob = Outbox::new(1, 8, 1 << 20);
+        let (socket, _client) = pipe(1 << 16);
+        ob.attach(socket);
+        let a = g("x:a");
+        let frames = [Wire::Binary(Bytes::from_static(b"d"))];
+        assert_eq!(ob.push_diffs(&a, &frames, Route::Deferred), Push::Queued);
+        let mut out = Vec::new();
+        let mut held = None;
+        assert_eq!(ob.take(&mut out, &mut held), Take::Frames);
+        assert_eq!(out.len(), 1);
+        assert!(held.is_some(), "the writer took the socket");
     }
 }

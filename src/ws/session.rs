@@ -647,6 +647,11 @@ async fn write_loop(conn: &Conn, held: &mut Option<Socket>) -> End {
             biased;
             () = &mut shutdown => return End::Shutdown,
             () = conn.outbox.notified() => {
+                if super::pressure::busy() {
+                    // Saturated: let other games add their frames first, so
+                    // they share this write.
+                    tokio::task::yield_now().await;
+                }
                 if let Err(end) = drain(conn, held, &mut batch).await {
                     return end;
                 }

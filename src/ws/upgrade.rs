@@ -178,11 +178,17 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let before = socket2::SockRef::from(&server).send_buffer_size().unwrap();
         limit_send_buffer(&server, 0);
-        assert_eq!(socket2::SockRef::from(&server).send_buffer_size().unwrap(), before);
+        assert_eq!(
+            socket2::SockRef::from(&server).send_buffer_size().unwrap(),
+            before
+        );
         limit_send_buffer(&server, 8 * 1024);
         let after = socket2::SockRef::from(&server).send_buffer_size().unwrap();
         // Linux doubles the value asked for, and keeps a minimum.
-        assert!(after <= 2 * 8 * 1024 + 4096 && after != before, "{before} -> {after}");
+        assert!(
+            after <= 2 * 8 * 1024 + 4096 && after != before,
+            "{before} -> {after}"
+        );
     }
 
     #[test]

@@ -155,6 +155,15 @@ pub enum Attempt {
     Partial(Wire),
 }
 
+/// How far a non-blocking batch write got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Frames written whole, from the start of the batch.
+    pub done: usize,
+    /// The unsent rest of frame `done`, when the write stopped inside it.
+    pub rest: Option<Wire>,
+}
+
 /// The write half of a fan's connection.
 pub struct Socket {
     io: Io,
@@ -231,37 +240,69 @@ impl Socket {
         self.io.pin().poll_write(cx, &joined)
     }
 
-    /// One non-blocking attempt to write `wire`.
+    /// One non-blocking attempt to write `wire`. See [`Socket::try_write_batch`].
+    pub fn try_write(&mut self, wire: &Wire) -> io::Result<Attempt> {
+        let written = self.try_write_batch(std::slice::from_ref(wire))?;
+        Ok(match written.rest {
+            None if written.done == 1 => Attempt::Done,
+            Some(rest) => Attempt::Partial(rest),
+            None => Attempt::Partial(wire.clone()),
+        })
+    }
+
+    /// One non-blocking vectored write of the first frames of `batch` (up
+    /// to 32): reports how many went out whole and the rest of the one cut
+    /// short, if any. The caller queues what is left.
     ///
     /// A socket that would block registers no waker of interest here: the
     /// writer task's next [`Socket::write_all`] registers its own. On a TCP
     /// stream this is a plain `writev`, outside tokio's cooperative budget.
-    pub fn try_write(&mut self, wire: &Wire) -> io::Result<Attempt> {
-        let header = Header::of(wire);
-        let slices = [
-            IoSlice::new(&header.bytes[..header.len]),
-            IoSlice::new(wire.bytes()),
-        ];
-        let total = header.len + wire.bytes().len();
-        let attempt = match &self.io {
-            Io::Tcp(half) => match half.try_write_vectored(&slices) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-                other => Poll::Ready(other),
-            },
-            Io::Other(_) => {
-                self.poll_write_slices(&mut Context::from_waker(Waker::noop()), &slices)
-            }
-        };
-        match attempt {
-            Poll::Ready(Ok(n)) if n >= total => Ok(Attempt::Done),
-            Poll::Ready(Ok(0)) if total > 0 => Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => Ok(Attempt::Partial(wire.rest(n))),
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                Ok(Attempt::Partial(wire.clone()))
-            }
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Ok(Attempt::Partial(wire.clone())),
+    pub fn try_write_batch<T: AsRef<Wire>>(&mut self, batch: &[T]) -> io::Result<Written> {
+        const MAX: usize = SLICES_PER_WRITE / 2;
+        let batch = &batch[..batch.len().min(MAX)];
+        let mut headers = [Header::none(); MAX];
+        for (header, wire) in headers.iter_mut().zip(batch) {
+            *header = Header::of(wire.as_ref());
         }
+        let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+        let mut used = 0;
+        let mut total = 0;
+        for (header, wire) in headers.iter().zip(batch) {
+            let bytes = wire.as_ref().bytes();
+            if header.len > 0 {
+                slices[used] = IoSlice::new(&header.bytes[..header.len]);
+                used += 1;
+            }
+            slices[used] = IoSlice::new(bytes);
+            used += 1;
+            total += header.len + bytes.len();
+        }
+        let slices = &slices[..used];
+        let attempt = match &self.io {
+            Io::Tcp(half) => Poll::Ready(half.try_write_vectored(slices)),
+            Io::Other(_) => self.poll_write_slices(&mut Context::from_waker(Waker::noop()), slices),
+        };
+        let n = match attempt {
+            Poll::Ready(Ok(0)) if total > 0 => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => 0,
+        };
+        // Walk the frames to find where the write stopped.
+        let mut left = n;
+        for (i, wire) in batch.iter().enumerate() {
+            let len = wire.as_ref().wire_len();
+            if left < len {
+                let rest = (left > 0).then(|| wire.as_ref().rest(left));
+                return Ok(Written { done: i, rest });
+            }
+            left -= len;
+        }
+        Ok(Written {
+            done: batch.len(),
+            rest: None,
+        })
     }
 
     /// Writes every item of `batch`, in order, waiting for the socket as
