@@ -10,8 +10,9 @@
 //! The data path reads top to bottom:
 //! `http` (ingest) → `auth` → `domain` (validation, apply, diff) → `game`
 //! (actor: sequence, dedupe, durable append via `store`) → `codec` (encode
-//! once) → `ws::outbox` (each fan's bounded queue) → `ws::session` (socket
-//! writer).
+//! once) → `ws::outbox` (each fan: one non-blocking `writev` of the shared
+//! frame via `ws::wire`, or its bounded queue when the socket is full) →
+//! `ws::session` (the writer task draining that queue; the reader).
 //!
 //! - `config`: raw file + env → validated [`config::Config`].
 //! - `auth`: HS256 tokens, scopes, game patterns.
@@ -21,7 +22,8 @@
 //! - `store`: durability: the embedded file log (single node) or Redis (cluster).
 //! - `cluster`: the Redis pub/sub link between nodes (interest-based channels).
 //! - `codec`: frames ↔ MessagePack bytes.
-//! - `ws`: fan sessions, outboxes with conflation.
+//! - `ws`: the upgrade, fan sessions, outboxes with conflation, the wire
+//!   (frame headers, vectored writes), and the saturation probe.
 //! - `http`: scorekeeper, read and operations routes.
 //! - `error`: API errors → status + JSON body.
 //! - `metrics`: metric names, Prometheus recorder.

@@ -1253,6 +1253,59 @@ mod tests {
         );
     }
 
+    /// A client frame sent in the same packet as the upgrade request is read
+    /// by the HTTP server along with it; the session must still see it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_right_behind_the_upgrade_request_is_not_lost() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let hub = start(WsConfig::default()).await;
+        let mut tcp = TcpStream::connect(hub.addr).await.unwrap();
+        let mut bytes = b"GET /v1/ws HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n"
+            .to_vec();
+        // A masked text frame {"op":"ping"}.
+        let payload = br#"{"op":"ping"}"#;
+        let mask = [1u8, 2, 3, 4];
+        bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tcp.write_all(&bytes).await.unwrap();
+
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let head_end = loop {
+            let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the hub closed the connection");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        // RFC 6455 §1.3's example key and accept value.
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        let mut rest = got[head_end..].to_vec();
+        while rest.len() < 2 || rest.len() < 2 + usize::from(rest[1]) {
+            let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "the hub closed the connection");
+            rest.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(rest[0], 0x82, "a binary frame");
+        let frame = codec::decode_frame(&rest[2..2 + usize::from(rest[1])]).unwrap();
+        assert_eq!(frame.t, "p", "the pong answering the early ping");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flood_closes_with_1008() {
         let ws = WsConfig {
