@@ -75,7 +75,9 @@ def load(directory: str):
         if not isinstance(r, dict) or r.get("idle") or not r.get("deliveries"):
             continue
         r["_file"] = os.path.basename(path)
-        if r.get("scenario") == "hot-game":
+        stalled = (r.get("stalled") or {}).get("asked", 0)
+        # The curve is the issue's: 20 events/s on one game, every fan reading.
+        if r.get("scenario") == "hot-game" and r.get("target_rate") == 20 and not stalled:
             fans = int(r["fans"])
             if fans in hot:
                 print(

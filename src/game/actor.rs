@@ -75,6 +75,8 @@ pub(crate) struct GameActor {
     subs: Vec<Subscriber>,
     index: HashMap<u64, usize>,
     snapshot_cache: Option<Bytes>,
+    /// Remote frames applied but not yet fanned out (cluster).
+    outgoing: Vec<Wire>,
     rx: mpsc::Receiver<Cmd>,
     latest: watch::Sender<Arc<GameState>>,
     store: Store,
@@ -131,6 +133,7 @@ impl GameActor {
             subs: Vec::new(),
             index: HashMap::new(),
             snapshot_cache: None,
+            outgoing: Vec::new(),
             rx,
             latest,
             store,
@@ -555,36 +558,49 @@ impl GameActor {
     // ----- replication (cluster mode) ---------------------------------------
 
     /// A frame published by some node (maybe this one).
-    async fn on_remote(&mut self, frame: Bytes) {
+    /// Applies frames other nodes published, in order, and fans them out
+    /// together (one write per fan for the lot); a gap or a bad frame is
+    /// repaired from the stream.
+    async fn on_remote(&mut self, frames: Vec<Bytes>) {
         let Store::Redis(redis) = self.store.clone() else {
             return;
         };
-        let decoded = match codec::decode_frame(&frame) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(game = %self.state.game, "undecodable frame from Redis: {e}");
-                return;
+        for frame in frames {
+            let decoded = match codec::decode_frame(&frame) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(game = %self.state.game, "undecodable frame from Redis: {e}");
+                    continue;
+                }
+            };
+            let (Some(q), Some(d)) = (decoded.q, decoded.d.as_ref()) else {
+                continue;
+            };
+            if q <= self.state.seq {
+                continue; // our own echo, or already caught up
             }
-        };
-        let (Some(q), Some(d)) = (decoded.q, decoded.d.as_ref()) else {
-            return;
-        };
-        if q <= self.state.seq {
-            return; // our own echo, or already caught up
+            if q == self.state.seq + 1
+                && !self.needs_repair
+                && self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok()
+            {
+                continue;
+            }
+            self.needs_repair = true;
+            if let Err(e) = self.catch_up(&redis).await {
+                tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
+            }
         }
-        if q == self.state.seq + 1
-            && !self.needs_repair
-            && self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok()
-        {
-            return;
-        }
-        self.needs_repair = true;
-        if let Err(e) = self.catch_up(&redis).await {
-            tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
-        }
+        self.flush_remote();
     }
 
-    /// Applies the diff `d` making `seq` = `q`, and fans the frame out.
+    /// Fans out the remote frames applied since the last flush.
+    fn flush_remote(&mut self) {
+        let frames = std::mem::take(&mut self.outgoing);
+        self.fan_out(&frames);
+    }
+
+    /// Applies the diff `d` making `seq` = `q`; its frame waits in
+    /// `outgoing` for [`GameActor::flush_remote`].
     fn apply_remote(
         &mut self,
         q: u64,
@@ -601,7 +617,7 @@ impl GameActor {
         self.state = next;
         self.snapshot_cache = None;
         self.latest.send_replace(Arc::new(self.state.clone()));
-        self.fan_out(&[Wire::Binary(frame.clone())]);
+        self.outgoing.push(Wire::Binary(frame.clone()));
         if let Some(ts) = ts {
             let lag_ms = (unix_ms() - ts).max(0) as f64;
             metrics::histogram!(m::FANOUT_SECONDS).record(lag_ms / 1000.0);
@@ -613,6 +629,13 @@ impl GameActor {
     /// Brings the replica up to date from the game's Redis stream, diff by
     /// diff; if that fails, reloads the state and sends every fan a snapshot.
     async fn catch_up(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
+        let caught_up = self.catch_up_pages(redis).await;
+        // Whatever was applied goes out before anything after it.
+        self.flush_remote();
+        caught_up
+    }
+
+    async fn catch_up_pages(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
         let game = self.state.game.clone();
         loop {
             let frames = redis
@@ -631,6 +654,7 @@ impl GameActor {
                     _ => false,
                 };
                 if !ok {
+                    self.flush_remote();
                     return self.reload(redis).await;
                 }
             }
@@ -756,7 +780,22 @@ pub(crate) async fn run(mut actor: GameActor) {
             }
             Cmd::Unsubscribe { conn_id } => actor.unsubscribe(conn_id),
             Cmd::Resync { conn_id } => actor.resync(conn_id),
-            Cmd::Remote { frame } => actor.on_remote(frame).await,
+            Cmd::Remote { frame } => {
+                // Take every remote frame already waiting: they go to each
+                // fan in one write.
+                let mut frames = vec![frame];
+                while frames.len() < MAX_GROUP {
+                    match actor.rx.try_recv() {
+                        Ok(Cmd::Remote { frame }) => frames.push(frame),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                actor.on_remote(frames).await;
+            }
             Cmd::Repair => actor.repair().await,
         }
     }
