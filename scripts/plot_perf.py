@@ -33,6 +33,7 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -269,7 +270,17 @@ def legend(svg: Svg, x, y, rows, width):
 # ---------------------------------------------------------------- plot
 
 
-def plot(hot: dict[int, dict], many: dict | None, source: str) -> str:
+def load_floor(directory: str) -> float | None:
+    """µs per loopback write measured by `write-floor`, from write-floor.txt."""
+    try:
+        with open(os.path.join(directory, "write-floor.txt"), encoding="utf-8") as f:
+            m = re.search(r"([0-9.]+) µs per write", f.read())
+    except OSError:
+        return None
+    return float(m.group(1)) if m else None
+
+
+def plot(hot: dict[int, dict], many: dict | None, source: str, floor_us: float | None) -> str:
     fans = list(hot)
     svg = Svg(1160, 565)
     top, height, pw = 92, 370, 430
@@ -346,6 +357,11 @@ def plot(hot: dict[int, dict], many: dict | None, source: str) -> str:
                    (GOAL_US_SHARED, "goal shared writes: 1 µs (1M/CPU-s)")):
         svg.line(b.x, b.py(g), b.x + b.w, b.py(g), "#444", width=1.2, dash="2 4")
         svg.text(b.x + 6, b.py(g) - 4, lab, size=9.5, color="#444")
+    if floor_us is not None:
+        svg.line(b.x, b.py(floor_us), b.x + b.w, b.py(floor_us), "#8c510a", width=1.4, dash="6 3")
+        svg.text(b.x + b.w * 0.30, b.py(floor_us) + 14,
+                 f"floor: one loopback writev alone, {floor_us:.2f} µs (write-floor)",
+                 size=9.5, color="#8c510a")
     svg.polyline([(b.px(f), b.py(v)) for f, v in pts], CPU_COLOR, width=2.2)
     for f, v in pts:
         x, y = b.px(f), b.py(v)
@@ -405,7 +421,7 @@ def main() -> int:
     if source.startswith(".."):
         source = args.indir
     with open(out, "w", encoding="utf-8") as f:
-        f.write(plot(hot, many, source.rstrip("/") + "/*.json"))
+        f.write(plot(hot, many, source.rstrip("/") + "/*.json", load_floor(args.indir)))
     print(table(hot, many))
     print(f"wrote {out}")
 
