@@ -89,10 +89,6 @@ pub enum Push {
     Closed,
 }
 
-/// While the hub is saturated, a fan that got a diff this recently gets the
-/// next ones through its writer task, batched.
-const COALESCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// How a diff may reach the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -101,8 +97,19 @@ pub enum Route {
     Direct,
     /// Always queued for the writer task, which runs a little later and
     /// writes everything queued by then at once: fewer, larger writes for a
-    /// fan many busy games write to.
+    /// fan many busy games write to. Direct pushes to a fan of several games
+    /// take this route while the hub is saturated.
     Deferred,
+}
+
+/// The route of a push: deferred when asked, or when the hub is `busy` and
+/// the fan follows `many_games`.
+fn route_for(asked: Route, many_games: bool, busy: bool) -> Route {
+    if asked == Route::Deferred || (many_games && busy) {
+        Route::Deferred
+    } else {
+        Route::Direct
+    }
 }
 
 /// What [`Outbox::take`] found.
@@ -127,8 +134,9 @@ struct Inner {
     overflowed: bool,
     /// The socket, while no writer task holds it (then the queue is empty).
     socket: Option<Socket>,
-    /// When a diff last went out straight from a push.
-    last_direct: Option<Instant>,
+    /// The fan follows more than one game (or a league): its frames from
+    /// different games can share a write.
+    many_games: bool,
 }
 
 /// The bounded queue between game actors and one fan's socket.
@@ -280,7 +288,7 @@ impl Outbox {
             }
             let mut sent = 0;
             let mut rest = None;
-            if self.route(&mut inner, route) == Route::Direct {
+            if self.route(&inner, route) == Route::Direct {
                 match self.write_direct(&mut inner, frames) {
                     Ok(written) => {
                         sent = written.done;
@@ -310,25 +318,18 @@ impl Outbox {
     }
 
     /// How this push travels: [`Route::Direct`] becomes deferred while the
-    /// hub is saturated and this fan got a diff within [`COALESCE_WINDOW`],
-    /// so its frames from busy games gather into shared writes.
-    fn route(&self, inner: &mut Inner, asked: Route) -> Route {
-        if asked == Route::Deferred {
-            return Route::Deferred;
-        }
-        if !super::pressure::busy() {
-            inner.last_direct = None;
-            return Route::Direct;
-        }
-        let now = Instant::now();
-        if inner
-            .last_direct
-            .is_some_and(|t| now.saturating_duration_since(t) < COALESCE_WINDOW)
-        {
-            return Route::Deferred;
-        }
-        inner.last_direct = Some(now);
-        Route::Direct
+    /// hub is saturated and the fan follows several games, so its frames
+    /// from different games gather into shared writes. A fan of one game
+    /// gains nothing from waiting: its frames of one commit already share a
+    /// write.
+    fn route(&self, inner: &Inner, asked: Route) -> Route {
+        route_for(asked, inner.many_games, super::pressure::busy())
+    }
+
+    /// Tells the outbox whether its fan follows more than one game (or any
+    /// league); see [`Route`].
+    pub fn set_many_games(&self, many: bool) {
+        self.lock().many_games = many;
     }
 
     /// Writes `frames` straight to the parked socket when nothing is queued
@@ -750,5 +751,15 @@ mod tests {
         assert_eq!(ob.take(&mut out, &mut held), Take::Frames);
         assert_eq!(out.len(), 1);
         assert!(held.is_some(), "the writer took the socket");
+    }
+
+    #[test]
+    fn only_a_fan_of_several_games_waits_and_only_while_the_hub_is_busy() {
+        use Route::{Deferred, Direct};
+        assert_eq!(route_for(Direct, false, false), Direct);
+        assert_eq!(route_for(Direct, false, true), Direct, "one game: nothing to share");
+        assert_eq!(route_for(Direct, true, false), Direct, "not busy: latency first");
+        assert_eq!(route_for(Direct, true, true), Deferred);
+        assert_eq!(route_for(Deferred, false, false), Deferred);
     }
 }

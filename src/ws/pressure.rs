@@ -3,7 +3,7 @@
 //!
 //! A fan's frame is cheapest to deliver *now*, straight from the game actor
 //! (one `writev`, no task wake-up), as long as the hub keeps up. When every
-//! worker is busy, a fan that many games write to is better served by
+//! worker is busy, a fan that several games write to is better served by
 //! letting its frames gather for a moment and go out in one write: on
 //! loopback a small write costs about 4 µs whatever its size, so sharing it
 //! is the only way to deliver more frames per CPU-second.

@@ -510,6 +510,13 @@ fn read_error(e: &WsError) -> End {
 
 /// Handles one decoded control message.
 async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
+    handle(conn, subs, msg).await;
+    conn.outbox
+        .set_many_games(subs.games.len() > 1 || !subs.leagues.is_empty());
+}
+
+/// Acts on one decoded control message.
+async fn handle(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
     match msg {
         ClientMsg::Sub {
             games,
