@@ -757,8 +757,16 @@ mod tests {
     fn only_a_fan_of_several_games_waits_and_only_while_the_hub_is_busy() {
         use Route::{Deferred, Direct};
         assert_eq!(route_for(Direct, false, false), Direct);
-        assert_eq!(route_for(Direct, false, true), Direct, "one game: nothing to share");
-        assert_eq!(route_for(Direct, true, false), Direct, "not busy: latency first");
+        assert_eq!(
+            route_for(Direct, false, true),
+            Direct,
+            "one game: nothing to share"
+        );
+        assert_eq!(
+            route_for(Direct, true, false),
+            Direct,
+            "not busy: latency first"
+        );
         assert_eq!(route_for(Direct, true, true), Deferred);
         assert_eq!(route_for(Deferred, false, false), Deferred);
     }
