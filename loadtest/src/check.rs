@@ -15,6 +15,7 @@ use crate::{
     api::Api,
     fan::{FanOutcome, FanSpec, Progress, Track},
     nodes::HubUrls,
+    rotation::Rotation,
 };
 
 /// How many `GET /v1/games/{id}` run at once.
@@ -23,12 +24,23 @@ pub(crate) const READ_CONCURRENCY: usize = 16;
 /// How many mismatches are described in the report.
 const MAX_SAMPLES: usize = 5;
 
-/// The hub's state of every game, in the order of `ids`.
-pub(crate) async fn hub_states(api: &Api, ids: &[String]) -> Result<Vec<Value>> {
-    stream::iter(ids.iter().map(|id| api.game(id)))
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await
+/// The hub's state of every game, in the order of `ids`: `Value::Null` for
+/// a game that was never created (`--game-events`: a later generation).
+pub(crate) async fn hub_states(
+    api: &Api,
+    ids: &[String],
+    rotation: &Rotation,
+) -> Result<Vec<Value>> {
+    stream::iter(ids.iter().enumerate().map(|(index, id)| async move {
+        if rotation.is_created(index) {
+            api.game(id).await
+        } else {
+            Ok(Value::Null)
+        }
+    }))
+    .buffered(READ_CONCURRENCY)
+    .try_collect()
+    .await
 }
 
 /// What one fan node says about every game, for the final comparison.
@@ -48,13 +60,14 @@ pub(crate) async fn node_views(
     apis: &[Api],
     scorekeeper: &HubUrls,
     ids: &[String],
+    rotation: &Rotation,
 ) -> Result<Vec<NodeView>> {
     let mut views = Vec::with_capacity(nodes.len());
     for (node, api) in nodes.iter().zip(apis) {
         let states = if node == scorekeeper {
             None
         } else {
-            Some(hub_states(api, ids).await?)
+            Some(hub_states(api, ids, rotation).await?)
         };
         views.push(NodeView {
             name: node.ws.clone(),
@@ -64,12 +77,15 @@ pub(crate) async fn node_views(
     Ok(views)
 }
 
-/// The `seq` of each state.
+/// The `seq` of each state (0 for a game never created).
 pub(crate) fn seqs(states: &[Value], ids: &[String]) -> Result<Vec<u64>> {
     states
         .iter()
         .zip(ids)
         .map(|(state, id)| {
+            if state.is_null() {
+                return Ok(0);
+            }
             state
                 .get("seq")
                 .and_then(Value::as_u64)
@@ -88,9 +104,7 @@ pub(crate) async fn wait_caught_up(
 ) -> (bool, Duration) {
     let start = Instant::now();
     loop {
-        let all = fans
-            .iter()
-            .all(|(spec, progress)| progress.caught_up(spec, targets));
+        let all = fans.iter().all(|(_, progress)| progress.caught_up(targets));
         if all {
             return (true, start.elapsed());
         }

@@ -7,7 +7,9 @@
 //! last state — and one reference fan per game, connected before the first
 //! event and never churned, keeps the hash of every state of its game
 //! ([`History`]). A checkpoint must equal the reference's state at the same
-//! `seq`. The reference fans themselves are compared with `GET` at the end like
+//! `seq` (with `--game-events`, the reference fan of a slot follows the
+//! slot's games in turn: see [`crate::rotation`]; checkpoints are matched by
+//! game). The reference fans themselves are compared with `GET` at the end like
 //! every fan still connected, so the chain of trust ends at the hub's own word.
 //! Sequence checks (gaps, duplicates, order) count for every fan as usual.
 
@@ -203,7 +205,7 @@ pub(crate) struct ChurnPlan {
     pub(crate) scenario: Scenario,
     /// Fan nodes.
     pub(crate) nodes: usize,
-    /// Games.
+    /// Games posted to at once: the slots (`--games`).
     pub(crate) games: usize,
     /// Games per fan.
     pub(crate) subs_per_fan: usize,
@@ -297,10 +299,15 @@ async fn run_churner(
             let spec = FanSpec {
                 index,
                 node: placed.node,
-                games: placed.games,
+                // Placement picks slots; a new fan follows their current games.
+                games: placed
+                    .games
+                    .iter()
+                    .map(|&slot| shared.rotation.current_game(slot))
+                    .collect(),
                 kind: FanKind::Churning { by_message: true },
             };
-            let progress = Arc::new(Progress::new(spec.games.len()));
+            let progress = Arc::new(Progress::new(&spec.games, spec.games.len()));
             let (leave_tx, leave_rx) = oneshot::channel();
             let task = tokio::spawn(fan::run_fan(
                 spec.clone(),

@@ -22,7 +22,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -38,6 +38,7 @@ use crate::{
     churn::{Checkpoint, History, state_hash},
     dial,
     merge::merge_patch,
+    rotation::Rotation,
     sent::SentTimes,
 };
 
@@ -86,6 +87,8 @@ pub(crate) struct FanShared {
     pub(crate) connect_limit: Semaphore,
     /// When each event was posted.
     pub(crate) sent: Arc<SentTimes>,
+    /// Which game of each slot is current (`--game-events`).
+    pub(crate) rotation: Arc<Rotation>,
 }
 
 /// What a fan is for, beyond counting.
@@ -132,30 +135,62 @@ pub(crate) struct FanSpec {
 pub(crate) struct Progress {
     /// False once the fan's connection ended (failed, closed, left or stopped).
     alive: AtomicBool,
-    /// Per followed game (same order as [`FanSpec::games`]): last seq + 1, or 0
-    /// before the first snapshot.
+    /// Per followed game, in the order it was followed (the fan's track
+    /// order): its index. Room for every game the fan may follow.
+    games: Box<[AtomicUsize]>,
+    /// Per followed game: last seq + 1, or 0 before the first snapshot.
     seqs: Box<[AtomicU64]>,
+    /// How many of `games` are followed.
+    following: AtomicUsize,
 }
 
 impl Progress {
-    /// Progress for a fan following `games` games.
-    pub(crate) fn new(games: usize) -> Self {
+    /// Progress for a fan following `games`, with room for `room` games in
+    /// all (a reference fan of a rotating run follows its slot's games in
+    /// turn).
+    pub(crate) fn new(games: &[usize], room: usize) -> Self {
+        let room = room.max(games.len());
         Self {
             alive: AtomicBool::new(true),
-            seqs: (0..games).map(|_| AtomicU64::new(0)).collect(),
+            games: (0..room)
+                .map(|n| AtomicUsize::new(games.get(n).copied().unwrap_or(0)))
+                .collect(),
+            seqs: (0..room).map(|_| AtomicU64::new(0)).collect(),
+            following: AtomicUsize::new(games.len()),
         }
+    }
+
+    /// Adds `game` to the followed games; false when there is no room.
+    fn follow(&self, game: usize) -> bool {
+        let n = self.following.load(Ordering::Relaxed);
+        let Some(slot) = self.games.get(n) else {
+            return false;
+        };
+        slot.store(game, Ordering::Relaxed);
+        // Release: a reader that sees the new count sees the game too.
+        self.following.store(n + 1, Ordering::Release);
+        true
     }
 
     /// True when the fan is gone or has seen at least `targets[g]` for each game
     /// `g` it follows.
-    pub(crate) fn caught_up(&self, spec: &FanSpec, targets: &[u64]) -> bool {
+    pub(crate) fn caught_up(&self, targets: &[u64]) -> bool {
         if !self.alive.load(Ordering::Relaxed) {
             return true;
         }
-        spec.games.iter().zip(self.seqs.iter()).all(|(&g, seen)| {
-            // `seen` is seq + 1, so "seq >= target" reads "seen > target".
-            seen.load(Ordering::Relaxed) > targets.get(g).copied().unwrap_or(0)
-        })
+        let following = self.following.load(Ordering::Acquire);
+        self.games
+            .iter()
+            .zip(self.seqs.iter())
+            .take(following)
+            .all(|(game, seen)| {
+                let target = targets
+                    .get(game.load(Ordering::Relaxed))
+                    .copied()
+                    .unwrap_or(0);
+                // `seen` is seq + 1, so "seq >= target" reads "seen > target".
+                seen.load(Ordering::Relaxed) > target
+            })
     }
 }
 
@@ -334,6 +369,24 @@ impl Book {
             history,
             first_problem: None,
         }
+    }
+
+    /// Adds game `game` (an index into `game_ids`) to the followed games;
+    /// returns its track.
+    pub(crate) fn follow(&mut self, game: usize, game_ids: &[String]) -> usize {
+        let slot = self.tracks.len();
+        self.tracks.push(Track {
+            game,
+            seq: None,
+            state: None,
+        });
+        if let Some(id) = game_ids.get(game) {
+            self.by_id.insert(id.as_str().into(), slot);
+        }
+        if self.record == Record::History {
+            self.history.push(History::new(game));
+        }
+        slot
     }
 
     /// Handles one binary frame received at `at`. Returns the slot and new
@@ -622,10 +675,141 @@ pub(crate) fn sub_message(game_ids: &[String], spec: &FanSpec) -> String {
     serde_json::json!({"op": "sub", "games": game_list(game_ids, spec)}).to_string()
 }
 
+/// A reference fan's turns through its slot's games (`--game-events`): it
+/// subscribes to each new game of its slot as soon as it exists, and
+/// unsubscribes from an older one once that has had all its events, so that
+/// a retired game without fans can be unloaded by the hub.
+#[derive(Debug)]
+struct Turns {
+    /// The slot.
+    slot: usize,
+    /// The slot's current generation.
+    current: watch::Receiver<usize>,
+    /// The newest generation followed.
+    newest: usize,
+    /// Per track: unsubscribed.
+    unsubscribed: Vec<bool>,
+}
+
+impl Turns {
+    /// Turns for a reference fan of a rotating run; `None` for any other.
+    fn of(spec: &FanSpec, rotation: &Rotation) -> Option<Self> {
+        let &game = spec.games.first()?;
+        if spec.kind != FanKind::Reference || !rotation.rotates() {
+            return None;
+        }
+        let (slot, newest) = rotation.slot_generation(game);
+        let mut current = rotation.watch(slot)?;
+        // The slot may have moved on before this fan started.
+        current.mark_changed();
+        Some(Self {
+            slot,
+            current,
+            newest,
+            unsubscribed: vec![false; spec.games.len()],
+        })
+    }
+
+    /// Follows every generation after the newest followed up to `newest`;
+    /// returns the `sub` messages to send.
+    fn follow(
+        &mut self,
+        newest: usize,
+        book: &mut Book,
+        progress: &Progress,
+        shared: &FanShared,
+    ) -> Vec<String> {
+        let mut games = Vec::new();
+        while self.newest < newest {
+            let game = shared.rotation.index(self.slot, self.newest + 1);
+            let Some(id) = shared.game_ids.get(game) else {
+                break;
+            };
+            if !progress.follow(game) {
+                break;
+            }
+            book.follow(game, &shared.game_ids);
+            self.unsubscribed.push(false);
+            games.push(id.as_str());
+            self.newest += 1;
+        }
+        if games.is_empty() {
+            return Vec::new();
+        }
+        vec![serde_json::json!({"op": "sub", "games": games}).to_string()]
+    }
+
+    /// After track `slot` moved to `q`: tells the rotation the reference has
+    /// its game, and returns an `unsub` message when an older game is done.
+    fn on_seq(&mut self, slot: usize, q: u64, book: &Book, shared: &FanShared) -> Vec<String> {
+        let Some(track) = book.tracks.get(slot) else {
+            return Vec::new();
+        };
+        shared.rotation.reference_saw(track.game);
+        if shared.rotation.events_per_game().is_some_and(|n| q >= n) {
+            self.unsubscribe_complete(book, shared)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The `unsub` message for every game older than the newest followed
+    /// that has had all its events (no more frames can come for it).
+    fn unsubscribe_complete(&mut self, book: &Book, shared: &FanShared) -> Vec<String> {
+        let Some(per_game) = shared.rotation.events_per_game() else {
+            return Vec::new();
+        };
+        let mut games = Vec::new();
+        for (track, done) in book.tracks.iter().zip(self.unsubscribed.iter_mut()) {
+            let (_, generation) = shared.rotation.slot_generation(track.game);
+            if *done || generation >= self.newest || track.seq.is_none_or(|q| q < per_game) {
+                continue;
+            }
+            *done = true;
+            if let Some(id) = shared.game_ids.get(track.game) {
+                games.push(id.as_str());
+            }
+        }
+        if games.is_empty() {
+            return Vec::new();
+        }
+        vec![serde_json::json!({"op": "unsub", "games": games}).to_string()]
+    }
+}
+
+/// The next generation of a reference fan's slot (`None` when the rotation
+/// is gone); never ready without turns.
+async fn next_generation(turns: &mut Option<Turns>) -> Option<usize> {
+    match turns {
+        Some(turns) => match turns.current.changed().await {
+            Ok(()) => Some(*turns.current.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends each text message.
+async fn send_all<S>(ws: &mut S, messages: Vec<String>) -> Result<(), String>
+where
+    S: SinkExt<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    for text in messages {
+        ws.send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// What woke a fan up.
 enum Step {
     /// The run is over (`None`), or the fan was told to leave.
     End(Option<Leave>),
+    /// The fan's slot has a new current generation (reference fans of a
+    /// rotating run; `None`: no more will come).
+    Generation(Option<usize>),
     /// Something from the socket.
     Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
 }
@@ -738,24 +922,45 @@ pub(crate) async fn run_fan(
         }
     };
     tokio::pin!(ended);
+    let mut turns = Turns::of(&spec, &shared.rotation);
     let how_left = loop {
         let step = tokio::select! {
             biased;
             how = &mut ended => Step::End(how),
+            newest = next_generation(&mut turns), if turns.is_some() => Step::Generation(newest),
             message = ws.next() => Step::Message(message),
         };
         match step {
             Step::End(how) => break how,
+            Step::Generation(None) => turns = None,
+            Step::Generation(Some(newest)) => {
+                let Some(turns) = turns.as_mut() else {
+                    continue;
+                };
+                let mut messages = turns.follow(newest, &mut book, &progress, &shared);
+                messages.extend(turns.unsubscribe_complete(&book, &shared));
+                if let Err(e) = send_all(&mut ws, messages).await {
+                    outcome.dropped = Some(format!("(un)subscribing on {url}: {e}"));
+                    break None;
+                }
+            }
             Step::Message(Some(Ok(Message::Binary(bytes)))) => {
                 let at = Receipt {
                     wall_us: now_us(),
                     mono_ns: shared.sent.now_ns(),
                     measuring: shared.measuring.load(Ordering::Relaxed),
                 };
-                if let Some((slot, q)) = book.on_frame(&bytes, &at, &shared.sent)
-                    && let Some(seen) = progress.seqs.get(slot)
-                {
-                    seen.store(q.saturating_add(1), Ordering::Relaxed);
+                if let Some((slot, q)) = book.on_frame(&bytes, &at, &shared.sent) {
+                    if let Some(seen) = progress.seqs.get(slot) {
+                        seen.store(q.saturating_add(1), Ordering::Relaxed);
+                    }
+                    if let Some(turns) = turns.as_mut() {
+                        let messages = turns.on_seq(slot, q, &book, &shared);
+                        if let Err(e) = send_all(&mut ws, messages).await {
+                            outcome.dropped = Some(format!("unsubscribing on {url}: {e}"));
+                            break None;
+                        }
+                    }
                 }
                 if book.latency_batch_full() {
                     book.flush_latency(node);

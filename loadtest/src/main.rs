@@ -36,6 +36,8 @@
 //! - `fan`: one WebSocket fan and its per-game bookkeeping.
 //! - `stalled`: clients that never read (`--stalled`), and what became of them.
 //! - `poster`: events at a steady rate from a few concurrent posters.
+//! - `rotation`: games with a bounded life (`--game-events`): which game of a
+//!   slot is current, creating the next.
 //! - `sent`: when each event was sent, for send → receive latency.
 //! - `churn`: fans leaving and joining, and the check of their lifetimes.
 //! - `merge`: JSON Merge Patch (RFC 7386), independent of the hub's.
@@ -53,6 +55,7 @@ mod merge;
 mod nodes;
 mod poster;
 mod report;
+mod rotation;
 mod run;
 mod scenario;
 mod sent;
@@ -79,6 +82,12 @@ const MAX_STALLED: usize = 1000;
 
 /// Most hub processes `--nodes` may start.
 const MAX_NODES: usize = 4;
+
+/// Most games (over all generations) a `--game-events` run may name.
+const MAX_GAME_IDS: u64 = 20_000;
+
+/// How long posting may go on past warm-up and window, for naming games.
+const POSTING_SLACK: Duration = Duration::from_secs(30);
 
 /// The scorekeeper node when neither `--url` nor `--hub-bin` is given.
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -212,6 +221,14 @@ struct Cli {
     #[arg(long, default_value_t = 20.0)]
     churn_rate: f64,
 
+    /// Steady and churn: games have a bounded life. Each of the `--games`
+    /// slots gets at most N events per game (the last a `status` `final`),
+    /// then a new game `<league>:g<slot>-<generation>`, created before its
+    /// first event. Fans joining later follow the slots' current games; fans
+    /// of a retired game keep it. [default: unlimited]
+    #[arg(long, value_name = "N", conflicts_with = "idle")]
+    game_events: Option<u64>,
+
     /// Connect the fans, post nothing, and measure the idle window: memory per
     /// idle connection, CPU of keeping them.
     #[arg(long, conflicts_with_all = ["rate", "warmup"])]
@@ -300,8 +317,13 @@ struct Plan {
     scenario: Scenario,
     /// The hubs.
     target: Target,
-    /// Game ids, `<league>:g1` ….
+    /// Games posted to at once (`--games`): the slots.
+    games: usize,
+    /// Every game id the run may use, `<league>:g1` … (with `--game-events`,
+    /// `<league>:g1-0` …, generation after generation: see `rotation`).
     game_ids: std::sync::Arc<[String]>,
+    /// `--game-events`.
+    game_events: Option<u64>,
     /// Fans to open (besides reference fans).
     fans: usize,
     /// Reference fans (churn: one per game).
@@ -453,13 +475,38 @@ impl Plan {
             "--fans {fans} is fewer than the {fan_node_count} fan nodes: every node needs a fan"
         );
         check_open_files(fans + reference_fans + cli.stalled)?;
-        let game_ids = (1..=games)
-            .map(|n| format!("{}:g{n}", cli.league))
-            .collect();
+        if let Some(n) = cli.game_events {
+            ensure!(
+                matches!(cli.scenario, Scenario::Steady | Scenario::Churn),
+                "--game-events is for --scenario steady and churn, not {}",
+                cli.scenario.name()
+            );
+            ensure!(n >= 1, "--game-events must be at least 1, got {n}");
+        }
+        // Every event the posters could send (they run a little past the
+        // window while the run stops them), so that every game is named.
+        // Float to integer: `as` saturates; the rate is finite here.
+        let most_events =
+            (rate * (warmup + duration + POSTING_SLACK).as_secs_f64()).ceil() as u64 + 1;
+        let generations = rotation::generations(cli.game_events, most_events, games);
+        ensure!(
+            generations.saturating_mul(games as u64) <= MAX_GAME_IDS,
+            "--game-events {} at {rate} events/s for {duration:?} needs {generations} games per              slot, more than {MAX_GAME_IDS} games in all; raise --game-events or lower --rate              or --duration",
+            cli.game_events.unwrap_or(0)
+        );
+        let game_ids = rotation::game_ids(
+            &cli.league,
+            games,
+            usize::try_from(generations).unwrap_or(usize::MAX),
+            cli.game_events.is_some(),
+        )
+        .into();
         Ok(Self {
             scenario: cli.scenario,
             target,
+            games,
             game_ids,
+            game_events: cli.game_events,
             fans,
             reference_fans,
             stalled: cli.stalled,
@@ -863,6 +910,42 @@ mod tests {
         )
         .expect_err("too many with references");
         assert!(err.to_string().contains("reference fan"), "{err}");
+    }
+
+    #[test]
+    fn game_events_names_every_generation_of_every_slot() {
+        let rotating = plan(&[
+            "--scenario",
+            "churn",
+            "--games",
+            "4",
+            "--game-events",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "10s",
+            "--warmup",
+            "0s",
+        ])
+        .expect("valid");
+        // At most 20/s × (10 s + 30 s slack) + 1 = 801 events: 201 per slot,
+        // 21 games of 10 events each.
+        assert_eq!((rotating.games, rotating.game_ids.len()), (4, 4 * 21));
+        assert_eq!(rotating.game_events, Some(10));
+        assert_eq!(rotating.game_ids[0], "lt:g1-0");
+        assert_eq!(rotating.game_ids[5], "lt:g2-1");
+        let fixed = plan(&["--games", "4"]).expect("valid");
+        assert_eq!((fixed.games, fixed.game_ids.len()), (4, 4));
+        assert_eq!(fixed.game_ids[3], "lt:g4");
+        let err =
+            plan(&["--scenario", "hot-game", "--game-events", "5"]).expect_err("steady/churn");
+        assert!(err.to_string().contains("steady and churn"), "{err}");
+        assert!(plan(&["--game-events", "0"]).is_err());
+        let err = plan(&["--game-events", "1", "--rate", "1000", "--duration", "1h"])
+            .expect_err("too many games");
+        assert!(err.to_string().contains("raise --game-events"), "{err}");
+        assert!(plan(&["--idle", "--game-events", "5"]).is_err());
     }
 
     #[test]

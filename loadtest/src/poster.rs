@@ -27,6 +27,7 @@ use tokio::{
 
 use crate::{
     api::{Api, PostReply},
+    rotation::{self, Rotation},
     scenario::Scenario,
     sent::SentTimes,
 };
@@ -48,8 +49,10 @@ pub(crate) struct PosterPlan {
     pub(crate) run_id: String,
     /// All game ids of the run.
     pub(crate) game_ids: Arc<[String]>,
-    /// Which game each event goes to.
+    /// Which slot each event goes to.
     pub(crate) scenario: Scenario,
+    /// Which game of its slot (`--game-events`), created when first needed.
+    pub(crate) rotation: Arc<Rotation>,
     /// Where send times are noted.
     pub(crate) sent: Arc<SentTimes>,
 }
@@ -236,22 +239,53 @@ async fn run_poster(
         };
         permit.forget();
         let n = next_event.fetch_add(1, Ordering::Relaxed);
-        let game_index = plan.scenario.event_game(n, plan.game_ids.len());
+        let slots = plan.rotation.slots();
+        let slot = plan.scenario.event_game(n, slots);
+        // Every scenario spreads events round-robin over the slots, so this
+        // is the slot's turn.
+        let turn = n / u64::try_from(slots).unwrap_or(u64::MAX);
+        let (generation, last) = rotation::event_place(turn, plan.rotation.events_per_game());
+        let Some(generation) = usize::try_from(generation)
+            .ok()
+            .filter(|&g| g < plan.rotation.generations())
+        else {
+            // Past the games named for the run (it ran long): not sent.
+            if measuring.load(Ordering::Relaxed) {
+                totals.skipped += 1;
+            }
+            continue;
+        };
+        let game_index = match plan.rotation.ensure(&api, slot, generation).await {
+            Ok(game_index) => game_index,
+            Err(e) => {
+                totals
+                    .first_failure
+                    .get_or_insert_with(|| format!("creating the slot's next game: {e:#}"));
+                if measuring.load(Ordering::Relaxed) {
+                    totals.posted += 1;
+                    totals.failed += 1;
+                }
+                continue;
+            }
+        };
         let Some(game) = plan.game_ids.get(game_index) else {
             continue;
         };
-        let team = if n.is_multiple_of(2) { "home" } else { "away" };
-        let event = json!({
-            "event_id": format!("{}-{n}", plan.run_id),
-            "kind": "score",
-            "team": team,
-            "points": 1,
-        });
+        let event_id = format!("{}-{n}", plan.run_id);
+        let event = if last {
+            json!({"event_id": event_id, "kind": "status", "status": "final"})
+        } else {
+            let team = if n.is_multiple_of(2) { "home" } else { "away" };
+            json!({"event_id": event_id, "kind": "score", "team": team, "points": 1})
+        };
         let counted = measuring.load(Ordering::Relaxed);
         let sent_ns = plan.sent.now_ns();
         let sent = Instant::now();
         let reply = api.post_event(game, &event).await;
         let took_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if last {
+            plan.rotation.retired();
+        }
         if let Ok(PostReply::Accepted {
             duplicate: false,
             seq: Some(seq),

@@ -226,8 +226,16 @@ pub(crate) struct Report {
     pub(crate) scenario: Scenario,
     /// The base URL of the hub games are created on and events posted to.
     pub(crate) url: String,
-    /// Games created.
+    /// Games posted to at once (`--games`): with `--game-events`, slots each
+    /// going through games.
     pub(crate) games: usize,
+    /// `--game-events`: events per game before it is retired (`None`: a
+    /// game lives for the whole run).
+    pub(crate) game_events: Option<u64>,
+    /// Games created over the run (the first `games` included).
+    pub(crate) games_created: u64,
+    /// Games that got their last event (`--game-events`).
+    pub(crate) games_retired: u64,
     /// Fans asked for.
     pub(crate) fans: usize,
     /// Games each fan follows.
@@ -437,6 +445,16 @@ impl Report {
                 },
             ),
             ("hub", self.hub_line()),
+            (
+                "games",
+                match self.game_events {
+                    Some(n) => format!(
+                        "{} created, {} retired after {n} events each",
+                        self.games_created, self.games_retired
+                    ),
+                    None => format!("{} created, each for the whole run", self.games_created),
+                },
+            ),
             ("fd limit", fd_line(&self.fd_limit)),
             (
                 "connections",

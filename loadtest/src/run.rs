@@ -28,6 +28,7 @@ use crate::{
     nodes::HubUrls,
     poster::{self, PosterPlan, latency_histogram},
     report::{HubInfo, Latency, NodeReport, Report, StalledReport},
+    rotation::Rotation,
     sent::SentTimes,
     stalled::Stalled,
     system::{self, FdLimit, Meter, Phase, ProcessKind, RssSampler},
@@ -200,13 +201,23 @@ async fn measure(
     }
 
     progress(format_args!(
-        "creating {} games at {}",
-        plan.game_ids.len(),
-        api.base()
+        "creating {} games at {}{}",
+        plan.games,
+        api.base(),
+        match plan.game_events {
+            Some(n) => format!(" (each retired after {n} events for a new one)"),
+            None => String::new(),
+        }
     ));
-    stream::iter(plan.game_ids.iter().map(|id| api.create_game(id)))
+    let rotation = Arc::new(Rotation::new(
+        Arc::clone(&plan.game_ids),
+        plan.games,
+        plan.game_events,
+        plan.scenario.churns(),
+    ));
+    stream::iter((0..plan.games).map(|slot| rotation.ensure(&api, slot, 0)))
         .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<usize>>()
         .await?;
 
     let mut meter = Meter::new(hubs.processes.iter().cloned().chain([(
@@ -246,6 +257,7 @@ async fn measure(
         check_state: plan.check_state,
         connect_limit: Semaphore::new(plan.connect_concurrency),
         sent: Arc::clone(&sent),
+        rotation: Arc::clone(&rotation),
     });
     let mut fans = connect_fans(plan, &shared).await?;
     if fans.failed > u64::try_from(plan.max_connect_errors).unwrap_or(u64::MAX) {
@@ -324,6 +336,7 @@ async fn measure(
                 run_id: run_id(),
                 game_ids: Arc::clone(&plan.game_ids),
                 scenario: plan.scenario,
+                rotation: Arc::clone(&rotation),
                 sent: Arc::clone(&sent),
             },
             Arc::clone(&measuring),
@@ -334,7 +347,7 @@ async fn measure(
                     rate: plan.churn_rate,
                     scenario: plan.scenario,
                     nodes: hubs.fan_nodes.len(),
-                    games: plan.game_ids.len(),
+                    games: plan.games,
                     subs_per_fan: plan.subs_per_fan,
                     first_index: fans.tasks.len(),
                 },
@@ -398,7 +411,7 @@ async fn measure(
             "posting stopped"
         }
     ));
-    let hub = check::hub_states(&api, &plan.game_ids).await?;
+    let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
     let targets = check::seqs(&hub, &plan.game_ids)?;
     let (caught_up, catch_up) = check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
 
@@ -412,6 +425,7 @@ async fn measure(
         &node_apis,
         &hubs.scorekeeper,
         &plan.game_ids,
+        &rotation,
     )
     .await?;
     let states = check::compare(&outcomes, &hub, &views, &plan.game_ids);
@@ -452,7 +466,10 @@ async fn measure(
     let mut report = Report {
         scenario: plan.scenario,
         url: hubs.scorekeeper.http.clone(),
-        games: plan.game_ids.len(),
+        games: plan.games,
+        game_events: plan.game_events,
+        games_created: rotation.games_created(),
+        games_retired: rotation.games_retired(),
         fans: plan.fans,
         subs_per_fan: plan.subs_per_fan,
         target_rate: plan.rate,
@@ -589,7 +606,7 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
         took: Duration::ZERO,
     };
     let node_count = shared.nodes.len();
-    let games = plan.game_ids.len();
+    let games = plan.games;
     for index in 0..total {
         let spec = if index < plan.fans {
             let placed = plan
@@ -598,7 +615,11 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
             FanSpec {
                 index,
                 node: placed.node,
-                games: placed.games,
+                games: placed
+                    .games
+                    .iter()
+                    .map(|&slot| shared.rotation.current_game(slot))
+                    .collect(),
                 kind: if plan.scenario.churns() {
                     FanKind::Churning { by_message: false }
                 } else {
@@ -606,11 +627,11 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
                 },
             }
         } else {
-            let game = index - plan.fans;
+            let slot = index - plan.fans;
             FanSpec {
                 index,
-                node: game % node_count.max(1),
-                games: vec![game],
+                node: slot % node_count.max(1),
+                games: vec![shared.rotation.current_game(slot)],
                 kind: FanKind::Reference,
             }
         };
@@ -621,7 +642,13 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
         } else {
             None
         };
-        let progress = Arc::new(Progress::new(spec.games.len()));
+        // A reference fan of a rotating run follows its slot's games in turn.
+        let room = if spec.kind == FanKind::Reference {
+            shared.rotation.generations()
+        } else {
+            spec.games.len()
+        };
+        let progress = Arc::new(Progress::new(&spec.games, room));
         fans.tasks.push(tokio::spawn(fan::run_fan(
             spec.clone(),
             Arc::clone(shared),
@@ -651,9 +678,9 @@ async fn connect_fans(plan: &Plan, shared: &Arc<FanShared>) -> Result<Fans> {
 fn stalled_specs(plan: &Plan, nodes: usize) -> Vec<FanSpec> {
     (0..plan.stalled)
         .map(|index| {
-            let placed =
-                plan.scenario
-                    .place_fan(index, nodes, plan.game_ids.len(), plan.subs_per_fan);
+            let placed = plan
+                .scenario
+                .place_fan(index, nodes, plan.games, plan.subs_per_fan);
             FanSpec {
                 index,
                 node: placed.node,

@@ -508,6 +508,12 @@ mod tests {
             check_state: true,
             connect_limit: Semaphore::new(4),
             sent: Arc::new(SentTimes::new(1)),
+            rotation: Arc::new(crate::rotation::Rotation::new(
+                vec!["lt:g1".to_string()].into(),
+                1,
+                None,
+                false,
+            )),
         };
         let spec = FanSpec {
             index: 0,

@@ -1,7 +1,8 @@
 //! `loadtest --hub-bin PATH --smoke`: the load test starts the hub itself (and
 //! for two nodes a private redis-server), runs its small fixed load, and
 //! reports the hub's CPU and memory with every correctness counter at 0 (the
-//! one-hub run with two clients that never read, `--stalled 2`).
+//! one-hub run with two clients that never read, `--stalled 2`; a churn run
+//! whose games end after 20 events, `--game-events 20`).
 //!
 //! The hub binary is `HUB_BIN` when set, else the `scorehub` built next to
 //! this test's `loadtest` (as `cargo test --workspace` builds it). These tests
@@ -112,6 +113,23 @@ fn smoke_against_a_hub_it_starts() {
     let samples = report["hub_rss_samples"].as_array().expect("samples");
     assert!(samples.len() >= 2, "{report:#}");
     assert!(report["hub_rss_max_bytes"].is_number(), "{report:#}");
+}
+
+#[test]
+fn smoke_with_games_that_end() {
+    // 50 events/s over 3 slots, 20 events per game: each slot goes through
+    // a few games while fans churn, and every check stays exact.
+    let (output, report) = smoke(&["--scenario", "churn", "--game-events", "20"]);
+    assert_measured(&output, &report, 1);
+    assert_eq!(report["game_events"], 20, "{report:#}");
+    let created = report["games_created"].as_u64().expect("games_created");
+    let retired = report["games_retired"].as_u64().expect("games_retired");
+    assert!(created > 3 && retired > 0, "{report:#}");
+    assert!(retired <= created, "{report:#}");
+    assert!(
+        report["churn_checks"].as_u64().is_some_and(|n| n > 0),
+        "{report:#}"
+    );
 }
 
 #[test]
