@@ -316,6 +316,14 @@ impl Registry {
                 restored.state.seq, last.seq
             )));
         }
+        let handle = self.start_local(restored);
+        tracing::debug!(game = %id, seq = last.seq, "game loaded from the event log");
+        Ok(Some(handle))
+    }
+
+    /// Starts a single-node game's actor (its handles load the game again
+    /// after an unload) and registers it.
+    fn start_local(&self, restored: Restored) -> GameHandle {
         let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
         let handle = GameHandle::spawn_on(
             restored,
@@ -327,8 +335,7 @@ impl Registry {
         )
         .with_loader(self.loader());
         self.insert(handle.clone());
-        tracing::debug!(game = %id, seq = last.seq, "game loaded from the event log");
-        Ok(Some(handle))
+        handle
     }
 
     /// Folds one game's log records into a game ready to become an actor,
@@ -555,23 +562,12 @@ impl Registry {
         let handle = match &self.store {
             Store::File(log) => {
                 log.append(vec![record]).await.map_err(unavailable)?;
-                let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
-                let handle = GameHandle::spawn_on(
-                    Restored {
-                        state,
-                        created_fingerprint: fingerprint,
-                        seen: SeenIds::new(),
-                        history: VecDeque::new(),
-                    },
-                    self.store.clone(),
-                    self.cfg,
-                    mailbox,
-                    rx,
-                    self.idle.clone(),
-                )
-                .with_loader(self.loader());
-                self.insert(handle.clone());
-                handle
+                self.start_local(Restored {
+                    state,
+                    created_fingerprint: fingerprint,
+                    seen: SeenIds::new(),
+                    history: VecDeque::new(),
+                })
             }
             Store::Redis(redis) => {
                 match redis

@@ -832,19 +832,26 @@ impl Writer {
         }
     }
 
-    /// Writes the group at the end of the log with one call and syncs it once.
-    /// On failure the file is cut back to its previous length.
-    fn write_group(&mut self, group: &[AppendReq]) -> Result<(), String> {
-        let path = self.shared.path.display();
+    /// Cuts off what an earlier failed write left after the last good record.
+    fn clean_tail(&mut self) -> Result<(), String> {
         if self.dirty_tail {
             self.cut_back().map_err(|e| {
                 format!(
-                    "cannot cut {path} back to {} bytes after an earlier failed write: {e}",
+                    "cannot cut {} back to {} bytes after an earlier failed write: {e}",
+                    self.shared.path.display(),
                     self.len
                 )
             })?;
             self.dirty_tail = false;
         }
+        Ok(())
+    }
+
+    /// Writes the group at the end of the log with one call and syncs it once.
+    /// On failure the file is cut back to its previous length.
+    fn write_group(&mut self, group: &[AppendReq]) -> Result<(), String> {
+        self.clean_tail()?;
+        let path = self.shared.path.display();
         self.buf.clear();
         for req in group {
             self.buf.extend_from_slice(&req.bytes);
@@ -888,16 +895,8 @@ impl Writer {
     /// Writes `bytes` zero bytes after the last good record, syncs them, and
     /// cuts them off again.
     fn try_probe(&mut self, bytes: usize) -> Result<(), String> {
+        self.clean_tail()?;
         let path = self.shared.path.display();
-        if self.dirty_tail {
-            self.cut_back().map_err(|e| {
-                format!(
-                    "cannot cut {path} back to {} bytes after an earlier failed write: {e}",
-                    self.len
-                )
-            })?;
-            self.dirty_tail = false;
-        }
         self.buf.clear();
         self.buf.resize(bytes, 0);
         let written = self.file.write_all_at(&self.buf, self.len).and_then(|()| {

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::wire::{Attempt, Socket, Wire, Written};
+use super::wire::{Socket, Wire, Written};
 use crate::codec::FrameKind;
 use crate::domain::GameId;
 use crate::metrics as m;
@@ -205,31 +205,21 @@ impl Outbox {
     /// Delivers `item`: straight to the parked socket when nothing is queued,
     /// else to the end of the queue. Caller checked `closed`.
     fn deliver(&self, inner: &mut Inner, item: Item) -> Wake {
-        if inner.queue.is_empty()
-            && let Some(socket) = inner.socket.as_mut()
-        {
-            match socket.try_write(&item.wire) {
-                Ok(Attempt::Done) => {
-                    if let Some(kind) = item.kind {
-                        m::frames_sent(kind).increment(1);
-                    }
-                    return Wake::No;
+        match self.write_direct(inner, std::slice::from_ref(&item.wire)) {
+            Err(()) => Wake::Writer,
+            Ok(Written { done: 1, .. }) => {
+                if let Some(kind) = item.kind {
+                    m::frames_sent(kind).increment(1);
                 }
-                Ok(Attempt::Partial(rest)) => {
-                    // The writer takes over: it finishes this frame first.
-                    let item = Item { wire: rest, ..item };
-                    return self.enqueue(inner, item);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "direct write failed");
-                    inner.closed = true;
-                    inner.queue.clear();
-                    inner.bytes = 0;
-                    return Wake::Writer;
-                }
+                Wake::No
+            }
+            // Not written, or cut short: the writer finishes it first.
+            Ok(Written { rest, .. }) => {
+                let Item { game, kind, wire } = item;
+                let wire = rest.unwrap_or(wire);
+                self.enqueue(inner, Item { game, kind, wire })
             }
         }
-        self.enqueue(inner, item)
     }
 
     fn enqueue(&self, inner: &mut Inner, item: Item) -> Wake {

@@ -8,7 +8,7 @@
 //!
 //! Two ways to write:
 //!
-//! - [`Socket::try_write`] never waits: it makes one non-blocking attempt and
+//! - [`Socket::try_write_batch`] never waits: it makes one non-blocking attempt and
 //!   reports how far it got. The fan's [`Outbox`](super::outbox::Outbox) uses
 //!   it to write a frame straight from the game actor's fan-out when nothing
 //!   is queued before it, so the common delivery costs one `writev` and no
@@ -146,15 +146,6 @@ fn frame_bytes(frame: Frame) -> Bytes {
     Bytes::from(out)
 }
 
-/// The outcome of a non-blocking write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
-    /// Everything went out.
-    Done,
-    /// The socket took part (or none) of it; this is the rest.
-    Partial(Wire),
-}
-
 /// How far a non-blocking batch write got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -238,16 +229,6 @@ impl Socket {
             joined.extend_from_slice(slice);
         }
         self.io.pin().poll_write(cx, &joined)
-    }
-
-    /// One non-blocking attempt to write `wire`. See [`Socket::try_write_batch`].
-    pub fn try_write(&mut self, wire: &Wire) -> io::Result<Attempt> {
-        let written = self.try_write_batch(std::slice::from_ref(wire))?;
-        Ok(match written.rest {
-            None if written.done == 1 => Attempt::Done,
-            Some(rest) => Attempt::Partial(rest),
-            None => Attempt::Partial(wire.clone()),
-        })
     }
 
     /// One non-blocking vectored write of the first frames of `batch` (up
@@ -395,7 +376,13 @@ mod tests {
             Wire::Binary(Bytes::from(vec![9u8; 1000])),
         ];
         socket.write_all(&batch).await.unwrap();
-        assert_eq!(socket.try_write(&batch[0]).unwrap(), Attempt::Done);
+        assert_eq!(
+            socket.try_write_batch(&batch[..1]).unwrap(),
+            Written {
+                done: 1,
+                rest: None
+            }
+        );
         drop(socket);
         let mut got = Vec::new();
         let mut client = client;
@@ -413,12 +400,20 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(16);
         let mut socket = Socket::new(server);
         let wire = Wire::Binary(Bytes::from(vec![5u8; 40]));
-        let Attempt::Partial(rest) = socket.try_write(&wire).unwrap() else {
+        let Written {
+            done: 0,
+            rest: Some(rest),
+        } = socket.try_write_batch(&[wire]).unwrap()
+        else {
             panic!("a 16-byte pipe cannot take a 42-byte frame");
         };
         assert_eq!(
-            socket.try_write(&rest).unwrap(),
-            Attempt::Partial(rest.clone())
+            socket.try_write_batch(std::slice::from_ref(&rest)).unwrap(),
+            Written {
+                done: 0,
+                rest: None
+            },
+            "a full pipe takes nothing more"
         );
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 42];
@@ -452,9 +447,12 @@ mod tests {
         // is finally cut short instead of waiting.
         let mut done = 0usize;
         let rest = loop {
-            match socket.try_write(&frame).unwrap() {
-                Attempt::Done => done += 1,
-                Attempt::Partial(rest) => break rest,
+            match socket
+                .try_write_batch(std::slice::from_ref(&frame))
+                .unwrap()
+            {
+                Written { done: 1, .. } => done += 1,
+                Written { rest, .. } => break rest.unwrap_or_else(|| frame.clone()),
             }
             assert!(done < 10_000, "a socket nobody reads never filled up");
         };
