@@ -35,12 +35,16 @@
 //!   taken out of rotation because its disk was full comes back once space
 //!   returns, without waiting for an event to get through. (A crash mid-probe
 //!   leaves a zeroed tail, which replay drops like any torn tail.)
-//! - **Bodies stay on disk.** An in-memory index keeps only the byte offsets of
-//!   each game's creation and events; [`FileLog::events`] and
-//!   [`FileLog::game_records`] read just those records with positional reads,
-//!   so an idle game unloaded from memory is rebuilt without scanning the log.
+//! - **Bodies and offsets stay on disk.** A per-game index beside the log
+//!   (see [`index`]) says where each of a game's records is; memory keeps only
+//!   each game's last seq. [`FileLog::events`] and [`FileLog::game_records`]
+//!   read just the records asked for with positional reads, so an idle game
+//!   unloaded from memory is rebuilt without scanning the log, and memory
+//!   grows with games, not with events.
 
-use std::collections::HashMap;
+mod index;
+
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -53,8 +57,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use self::index::{Entry, IndexDir, IndexWriter};
 use super::{Record, StoreError};
 use crate::domain::GameId;
+
+pub use self::index::INDEX_DIR_NAME;
 
 /// Name of the log file inside the storage directory.
 pub const LOG_FILE_NAME: &str = "events.log";
@@ -104,32 +111,29 @@ struct Shared {
     path: PathBuf,
     /// The log file, for positional reads.
     file: Arc<File>,
-    /// Per game, where its records are.
-    index: RwLock<HashMap<GameId, GameIndex>>,
+    /// Where each game's records are.
+    index: IndexDir,
+    /// Per game, what the log holds of it.
+    games: RwLock<HashMap<GameId, Tail>>,
     /// The reason the last write failed, until one succeeds.
     health: Mutex<Option<String>>,
     /// A probe is queued for the writer; set by `health`, cleared by the writer.
     probe_queued: AtomicBool,
 }
 
-/// Where one game's records live in the file.
-#[derive(Debug, Default)]
-struct GameIndex {
-    /// Its `Record::Created` (seq 0).
-    created: Option<IndexEntry>,
-    /// Its event records in seq order.
-    events: Vec<IndexEntry>,
+/// What the log holds of one game: its records are seqs `0..=last_seq`
+/// (0 being the creation, when `created`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    created: bool,
+    last_seq: u64,
 }
 
-/// Where one record lives in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    /// The event's seq; 0 for the creation record.
-    seq: u64,
-    /// Offset of the record header.
-    offset: u64,
-    /// Payload length.
-    len: u32,
+/// What replay found of one game: enough to check its index file.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplayTail {
+    created: Option<Entry>,
+    last: Option<(u64, Entry)>,
 }
 
 /// A message to the writer thread.
@@ -137,6 +141,8 @@ enum Cmd {
     Append(AppendReq),
     /// Check whether writing works again after a failed write.
     Probe,
+    /// Rebuild a game's index from the log: a read found it wrong.
+    Reindex(GameId, oneshot::Sender<Result<(), String>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -148,13 +154,15 @@ struct AppendReq {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// A record inside an [`AppendReq`], to index once it is durable.
+/// A record inside an [`AppendReq`], to index as it is written.
 struct PendingRecord {
     game: GameId,
-    kind: Kind,
+    /// Its seq; 0 for the creation.
+    seq: u64,
     /// Offset of its header within the request's bytes.
     rel: u64,
     len: u32,
+    crc: u32,
 }
 
 impl FileLog {
@@ -215,8 +223,8 @@ impl FileLog {
         }
         let file_len = file_len.max(MAGIC_LEN);
 
-        let mut index = HashMap::new();
-        let end = replay(&file, &path, file_len, &mut index, &mut on_record)?;
+        let mut tails = HashMap::new();
+        let end = replay(&file, &path, file_len, &mut tails, &mut on_record)?;
         if let Some(torn) = end.torn {
             tracing::warn!(
                 file = %path.display(),
@@ -230,11 +238,29 @@ impl FileLog {
                 .map_err(|e| io_err("cannot truncate the torn tail of", e))?;
         }
 
+        let index = IndexDir::create(dir).map_err(|e| {
+            open_err(format!(
+                "cannot create its index directory {INDEX_DIR_NAME}: {e}"
+            ))
+        })?;
+        reconcile_index(&file, end.good_len, &index, &tails).map_err(open_err)?;
+        let games = tails
+            .into_iter()
+            .map(|(game, t)| {
+                let tail = Tail {
+                    created: t.created.is_some(),
+                    last_seq: t.last.map_or(0, |(seq, _)| seq),
+                };
+                (game, tail)
+            })
+            .collect();
+
         let file = Arc::new(file);
         let shared = Arc::new(Shared {
             path: path.clone(),
             file: Arc::clone(&file),
-            index: RwLock::new(index),
+            index: index.clone(),
+            games: RwLock::new(games),
             health: Mutex::new(None),
             probe_queued: AtomicBool::new(false),
         });
@@ -246,6 +272,7 @@ impl FileLog {
             failed_bytes: None,
             fsync: opts.fsync,
             buf: Vec::new(),
+            index: IndexWriter::new(index),
         };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let thread = std::thread::Builder::new()
@@ -298,27 +325,15 @@ impl FileLog {
         since: u64,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let wanted: Vec<IndexEntry> = {
-            let index = self
-                .shared
-                .index
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match index.get(game) {
-                Some(g) => {
-                    let start = g.events.partition_point(|e| e.seq <= since);
-                    g.events[start..].iter().take(limit).copied().collect()
-                }
-                None => Vec::new(),
-            }
+        let Some(tail) = self.shared.tail(game) else {
+            return Ok(Vec::new());
         };
-        if wanted.is_empty() {
+        if limit == 0 || since >= tail.last_seq {
             return Ok(Vec::new());
         }
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.read_records(&wanted))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("reading the event log failed: {e}")))?
+        let from = since + 1;
+        let to = tail.last_seq.min(since.saturating_add(limit as u64));
+        self.read_seqs(game, from, to).await
     }
 
     /// Every record of `game`, oldest first: its creation, then its events in
@@ -329,24 +344,63 @@ impl FileLog {
     /// scanned); a record that no longer matches its checksum gives
     /// [`StoreError::Corrupt`].
     pub async fn game_records(&self, game: &GameId) -> Result<Vec<Record>, StoreError> {
-        let wanted: Vec<IndexEntry> = {
-            let index = self
-                .shared
-                .index
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match index.get(game) {
-                Some(g) => g.created.iter().chain(&g.events).copied().collect(),
-                None => Vec::new(),
-            }
-        };
-        if wanted.is_empty() {
+        let Some(tail) = self.shared.tail(game) else {
             return Ok(Vec::new());
+        };
+        let from = if tail.created { 0 } else { 1 };
+        self.read_seqs(game, from, tail.last_seq).await
+    }
+
+    /// The records of `game` for seqs `from..=to`, all of which the log holds.
+    /// An index found wrong is rebuilt by the writer, then read again.
+    async fn read_seqs(
+        &self,
+        game: &GameId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut rebuilt = false;
+        loop {
+            let shared = Arc::clone(&self.shared);
+            let id = game.clone();
+            let read = tokio::task::spawn_blocking(move || shared.read_seqs(&id, from, to))
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("reading the event log failed: {e}"))
+                })?;
+            match read {
+                Ok(records) => return Ok(records),
+                Err(ReadError::Store(e)) => return Err(e),
+                Err(ReadError::Stale(why)) if rebuilt => {
+                    return Err(StoreError::Corrupt {
+                        file: self.shared.path.display().to_string(),
+                        offset: 0,
+                        reason: format!("{why}, even after rebuilding the index from the log"),
+                    });
+                }
+                Err(ReadError::Stale(why)) => {
+                    tracing::warn!(game = %game, reason = %why, "the event log's index of a game is wrong; rebuilding it from the log");
+                    self.reindex(game).await?;
+                    rebuilt = true;
+                }
+            }
         }
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.read_records(&wanted))
+    }
+
+    /// Has the writer rebuild `game`'s index from the log.
+    async fn reindex(&self, game: &GameId) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = |why: String| {
+            StoreError::Unavailable(format!("cannot rebuild the index of game {game}: {why}"))
+        };
+        self.tx
+            .send(Cmd::Reindex(game.clone(), reply))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("reading the event log failed: {e}")))?
+            .map_err(|_| unavailable("the event log writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the event log writer has stopped".into()))?
+            .map_err(unavailable)
     }
 
     /// Ok while the last write succeeded; Err(reason) after a failed write,
@@ -463,92 +517,106 @@ fn encode(records: &[Record]) -> Result<(Vec<u8>, Vec<PendingRecord>), StoreErro
         bytes[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         placed.push(PendingRecord {
             game: record.game().clone(),
-            kind: Kind::of(record),
+            seq: seq_of(record),
             rel: start as u64,
             len,
+            crc,
         });
     }
     Ok((bytes, placed))
 }
 
-/// Which of a game's records an index entry points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Created,
-    Event(u64),
-}
-
-impl Kind {
-    fn of(record: &Record) -> Kind {
-        match record {
-            Record::Created { .. } => Kind::Created,
-            Record::Event { seq, .. } => Kind::Event(*seq),
-        }
+/// A record's seq; 0 for the creation.
+fn seq_of(record: &Record) -> u64 {
+    match record {
+        Record::Created { .. } => 0,
+        Record::Event { seq, .. } => *seq,
     }
 }
 
-/// Adds a record to its game's index, keeping events sorted by seq.
-fn index_insert(
-    index: &mut HashMap<GameId, GameIndex>,
-    game: &GameId,
-    kind: Kind,
-    offset: u64,
-    len: u32,
-) {
-    let g = match index.get_mut(game) {
-        Some(g) => g,
-        None => index.entry(game.clone()).or_default(),
-    };
-    let seq = match kind {
-        Kind::Created => {
-            g.created = Some(IndexEntry {
-                seq: 0,
-                offset,
-                len,
-            });
-            return;
-        }
-        Kind::Event(seq) => seq,
-    };
-    let entry = IndexEntry { seq, offset, len };
-    let entries = &mut g.events;
-    if entries.last().is_none_or(|last| last.seq < entry.seq) {
-        entries.push(entry);
-    } else {
-        let at = entries.partition_point(|e| e.seq <= entry.seq);
-        entries.insert(at, entry);
-    }
+/// Why a read of a game's records failed.
+enum ReadError {
+    /// The log could not be read, or a record in it is damaged.
+    Store(StoreError),
+    /// The index does not match the log (why): rebuild it and read again.
+    Stale(String),
 }
 
 impl Shared {
-    /// Reads and checks the records at `entries` (blocking).
-    fn read_records(&self, entries: &[IndexEntry]) -> Result<Vec<Record>, StoreError> {
+    /// What the log holds of `game`, if anything.
+    fn tail(&self, game: &GameId) -> Option<Tail> {
+        self.games
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(game)
+            .copied()
+    }
+
+    /// Reads the records of `game` for seqs `from..=to` through its index,
+    /// checking each entry against the record it points at (blocking).
+    fn read_seqs(&self, game: &GameId, from: u64, to: u64) -> Result<Vec<Record>, ReadError> {
+        let index_path = || self.index.path_of(game).display().to_string();
+        let entries = self
+            .index
+            .read(game, from, to)
+            .map_err(|e| {
+                ReadError::Store(StoreError::Unavailable(format!(
+                    "cannot read the event log's index {}: {e}",
+                    index_path()
+                )))
+            })?
+            .ok_or_else(|| {
+                ReadError::Stale(format!(
+                    "the index {} of game {game} lacks seqs {from}..={to}",
+                    index_path()
+                ))
+            })?;
         let mut out = Vec::with_capacity(entries.len());
         let mut buf = Vec::new();
-        for entry in entries {
-            let corrupt = |reason: String| StoreError::Corrupt {
-                file: self.path.display().to_string(),
-                offset: entry.offset,
-                reason,
+        for (seq, entry) in (from..).zip(entries) {
+            let stale = || {
+                ReadError::Stale(format!(
+                    "the index {} has no record of game {game} seq {seq} at byte {}",
+                    index_path(),
+                    entry.offset
+                ))
             };
+            if entry.offset < MAGIC_LEN || entry.len == 0 || entry.len as usize > MAX_RECORD_BYTES {
+                return Err(stale());
+            }
             buf.resize(HEADER_LEN + entry.len as usize, 0);
-            self.file
-                .read_exact_at(&mut buf, entry.offset)
-                .map_err(|e| {
-                    StoreError::Unavailable(format!(
+            match self.file.read_exact_at(&mut buf, entry.offset) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(stale()),
+                Err(e) => {
+                    return Err(ReadError::Store(StoreError::Unavailable(format!(
                         "cannot read {} at byte {}: {e}",
                         self.path.display(),
                         entry.offset
-                    ))
-                })?;
+                    ))));
+                }
+            }
             let (len, crc) = parse_header(&buf);
-            if len != entry.len || crc32fast::hash(&buf[HEADER_LEN..]) != crc {
+            if len != entry.len || crc != entry.crc {
+                return Err(stale());
+            }
+            let corrupt = |reason: String| {
+                ReadError::Store(StoreError::Corrupt {
+                    file: self.path.display().to_string(),
+                    offset: entry.offset,
+                    reason,
+                })
+            };
+            if crc32fast::hash(&buf[HEADER_LEN..]) != crc {
                 return Err(corrupt(
                     "the record changed on disk since it was written (checksum mismatch)".into(),
                 ));
             }
-            let record = rmp_serde::from_slice(&buf[HEADER_LEN..])
+            let record: Record = rmp_serde::from_slice(&buf[HEADER_LEN..])
                 .map_err(|e| corrupt(format!("cannot decode the record: {e}")))?;
+            if record.game() != game || seq_of(&record) != seq {
+                return Err(stale());
+            }
             out.push(record);
         }
         Ok(out)
@@ -598,12 +666,13 @@ struct ReplayEnd {
     torn: Option<String>,
 }
 
-/// Reads every record after the header, indexing them and feeding `on_record`.
+/// Reads every record after the header, noting each game's first and last
+/// records in `tails` and feeding `on_record`.
 fn replay(
     file: &File,
     path: &Path,
     file_len: u64,
-    index: &mut HashMap<GameId, GameIndex>,
+    tails: &mut HashMap<GameId, ReplayTail>,
     on_record: &mut impl FnMut(Record) -> Result<(), String>,
 ) -> Result<ReplayEnd, StoreError> {
     let corrupt = |offset: u64, reason: String| StoreError::Corrupt {
@@ -676,7 +745,19 @@ fn replay(
         }
         let record: Record = rmp_serde::from_slice(&payload)
             .map_err(|e| corrupt(pos, format!("cannot decode the record: {e}")))?;
-        index_insert(index, record.game(), Kind::of(&record), pos, len);
+        let entry = Entry {
+            offset: pos,
+            len,
+            crc,
+        };
+        let tail = match tails.get_mut(record.game()) {
+            Some(t) => t,
+            None => tails.entry(record.game().clone()).or_default(),
+        };
+        match seq_of(&record) {
+            0 => tail.created = Some(entry),
+            seq => tail.last = Some((seq, entry)),
+        }
         on_record(record).map_err(|e| corrupt(pos, format!("replaying the record failed: {e}")))?;
         pos = end;
     }
@@ -684,6 +765,100 @@ fn replay(
         good_len: pos,
         torn: None,
     })
+}
+
+/// Checks every game's index file against what replay found, rebuilding from
+/// the log (the first `len` bytes of `file`) those that do not match.
+fn reconcile_index(
+    file: &File,
+    len: u64,
+    index: &IndexDir,
+    tails: &HashMap<GameId, ReplayTail>,
+) -> Result<(), String> {
+    let mut stale = HashSet::new();
+    for (game, tail) in tails {
+        let fits = index.check(game, tail.created, tail.last).map_err(|e| {
+            format!(
+                "cannot check the index {} of game {game}: {e}",
+                index.path_of(game).display()
+            )
+        })?;
+        if !fits {
+            stale.insert(game.clone());
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    rebuild_index(file, len, index, &stale)?;
+    tracing::info!(
+        games = stale.len(),
+        of = tails.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rebuilt the event log's index of games whose index was missing or out of date"
+    );
+    Ok(())
+}
+
+/// The fields of a record that place it in its game's index.
+#[derive(serde::Deserialize)]
+struct RecordKey {
+    game: GameId,
+    /// Absent from the creation, which is seq 0.
+    #[serde(default)]
+    seq: u64,
+}
+
+/// Rewrites the index files of `games` from the records in the first `len`
+/// bytes of the log (blocking; reads the whole log).
+fn rebuild_index(
+    file: &File,
+    len: u64,
+    index: &IndexDir,
+    games: &HashSet<GameId>,
+) -> Result<(), String> {
+    let mut found: HashMap<&GameId, Vec<(u64, Entry)>> =
+        games.iter().map(|g| (g, Vec::new())).collect();
+    let read_err = |pos: u64, e: &dyn fmt::Display| {
+        format!("cannot rebuild the index: reading the event log at byte {pos} failed: {e}")
+    };
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    reader
+        .seek(SeekFrom::Start(MAGIC_LEN))
+        .map_err(|e| read_err(MAGIC_LEN, &e))?;
+    let mut pos = MAGIC_LEN;
+    let mut header = [0u8; HEADER_LEN];
+    let mut payload = Vec::new();
+    while pos < len {
+        reader
+            .read_exact(&mut header)
+            .map_err(|e| read_err(pos, &e))?;
+        let (rec_len, crc) = parse_header(&header);
+        payload.resize(rec_len as usize, 0);
+        reader
+            .read_exact(&mut payload)
+            .map_err(|e| read_err(pos, &e))?;
+        let key: RecordKey = rmp_serde::from_slice(&payload).map_err(|e| read_err(pos, &e))?;
+        if let Some(entries) = found.get_mut(&key.game) {
+            let entry = Entry {
+                offset: pos,
+                len: rec_len,
+                crc,
+            };
+            entries.push((key.seq, entry));
+        }
+        pos += (HEADER_LEN + payload.len()) as u64;
+    }
+    for (game, entries) in found {
+        index.rewrite(game, &entries).map_err(|e| {
+            format!(
+                "cannot write the index {} of game {game}: {e}",
+                index.path_of(game).display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The offset of the first intact record (plausible length, within the file,
@@ -733,6 +908,8 @@ struct Writer {
     fsync: bool,
     /// Reused buffer holding one group's bytes.
     buf: Vec<u8>,
+    /// Writes the index entries of each group.
+    index: IndexWriter,
 }
 
 impl Writer {
@@ -744,6 +921,7 @@ impl Writer {
             let mut bytes = 0;
             let mut close = None;
             let mut probe = false;
+            let mut reindex = Vec::new();
             while let Some(cmd) = next.take() {
                 match cmd {
                     Cmd::Append(req) => {
@@ -751,6 +929,7 @@ impl Writer {
                         group.push(req);
                     }
                     Cmd::Probe => probe = true,
+                    Cmd::Reindex(game, reply) => reindex.push((game, reply)),
                     Cmd::Close(done) => {
                         close = Some(done);
                         break;
@@ -767,6 +946,9 @@ impl Writer {
             if probe {
                 self.probe();
             }
+            for (game, reply) in reindex {
+                let _ = reply.send(self.reindex(game));
+            }
             if let Some(done) = close {
                 rx.close();
                 while let Ok(cmd) = rx.try_recv() {
@@ -775,6 +957,9 @@ impl Writer {
                             let _ = req.reply.send(Err(closed()));
                         }
                         Cmd::Probe => {}
+                        Cmd::Reindex(_, reply) => {
+                            let _ = reply.send(Err("the event log is closed".into()));
+                        }
                         Cmd::Close(done) => {
                             let _ = done.send(());
                         }
@@ -794,20 +979,21 @@ impl Writer {
         metrics::histogram!("scorehub_log_group_records").record(records as f64);
         match self.write_group(group) {
             Ok(()) => {
-                let base = self.len;
                 {
-                    let mut index = self
+                    let mut games = self
                         .shared
-                        .index
+                        .games
                         .write()
                         .unwrap_or_else(PoisonError::into_inner);
-                    let mut rel = 0;
-                    for req in group.iter() {
-                        for r in &req.placed {
-                            let offset = base + rel + r.rel;
-                            index_insert(&mut index, &r.game, r.kind, offset, r.len);
+                    for r in group.iter().flat_map(|req| &req.placed) {
+                        let tail = match games.get_mut(&r.game) {
+                            Some(t) => t,
+                            None => games.entry(r.game.clone()).or_default(),
+                        };
+                        if r.seq == 0 {
+                            tail.created = true;
                         }
-                        rel += req.bytes.len() as u64;
+                        tail.last_seq = tail.last_seq.max(r.seq);
                     }
                 }
                 self.len += self.buf.len() as u64;
@@ -847,10 +1033,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the group at the end of the log with one call and syncs it once.
-    /// On failure the file is cut back to its previous length.
+    /// Writes the group at the end of the log with one call and syncs it once,
+    /// after its index entries. On failure the file is cut back to its
+    /// previous length (entries past a game's last seq are never read).
     fn write_group(&mut self, group: &[AppendReq]) -> Result<(), String> {
         self.clean_tail()?;
+        self.write_index(group)?;
         let path = self.shared.path.display();
         self.buf.clear();
         for req in group {
@@ -873,6 +1061,53 @@ impl Writer {
             return Err(format!("writing {path} failed: {e}"));
         }
         Ok(())
+    }
+
+    /// Writes the index entries of a group about to be written at `self.len`:
+    /// one positional write per run of consecutive seqs of a game.
+    fn write_index(&mut self, group: &[AppendReq]) -> Result<(), String> {
+        let mut placed = Vec::with_capacity(group.iter().map(|r| r.placed.len()).sum());
+        let mut rel = self.len;
+        for req in group {
+            for r in &req.placed {
+                let entry = Entry {
+                    offset: rel + r.rel,
+                    len: r.len,
+                    crc: r.crc,
+                };
+                placed.push((&r.game, r.seq, entry));
+            }
+            rel += req.bytes.len() as u64;
+        }
+        // Stable: a seq written twice in a group keeps its later entry.
+        placed.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        let mut run = Vec::new();
+        let mut rest = placed.as_slice();
+        while let Some(&(game, first, _)) = rest.first() {
+            let n = rest
+                .iter()
+                .zip(first..)
+                .take_while(|((g, seq, _), want)| *g == game && *seq == *want)
+                .count();
+            run.clear();
+            run.extend(rest[..n].iter().map(|&(_, _, entry)| entry));
+            self.index.write(game, first, &run).map_err(|e| {
+                format!(
+                    "writing the index of {} ({}) failed: {e}",
+                    self.shared.path.display(),
+                    self.index.dir().path_of(game).display()
+                )
+            })?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Rebuilds `game`'s index from the log as written so far.
+    fn reindex(&mut self, game: GameId) -> Result<(), String> {
+        self.index.forget(&game);
+        let games = HashSet::from([game]);
+        rebuild_index(&self.shared.file, self.len, self.index.dir(), &games)
     }
 
     /// After a failed write, checks whether one of the same size (at most
@@ -1385,6 +1620,115 @@ mod tests {
         assert_eq!(log.game_records(&b).await.unwrap(), want_b);
     }
 
+    /// Two games with interleaved records in the log; returns what each holds.
+    async fn write_two_games(dir: &Path) -> (Vec<Record>, Vec<Record>) {
+        let (a, b) = (gid("nba:a"), gid("nba:b"));
+        let mut want_a = vec![created(&a)];
+        let mut want_b = vec![created(&b)];
+        let (log, _) = open_collect(dir).unwrap();
+        log.append(vec![created(&a), created(&b)]).await.unwrap();
+        for s in 1..=20 {
+            log.append(vec![event(&a, s), event(&b, s)]).await.unwrap();
+            want_a.push(event(&a, s));
+            want_b.push(event(&b, s));
+        }
+        log.close().await;
+        (want_a, want_b)
+    }
+
+    fn index_file(dir: &Path, game: &str) -> PathBuf {
+        IndexDir::create(dir).unwrap().path_of(&gid(game))
+    }
+
+    #[tokio::test]
+    async fn a_missing_index_is_rebuilt_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (want_a, want_b) = write_two_games(dir.path()).await;
+        let files = std::fs::read_dir(dir.path().join(INDEX_DIR_NAME))
+            .unwrap()
+            .count();
+        assert_eq!(files, 2, "one index file per game");
+        let before = std::fs::read(index_file(dir.path(), "nba:a")).unwrap();
+        assert_eq!(before.len(), 16 * 22, "header and seqs 0..=20");
+
+        // As after an upgrade from a version without it, or an operator's rm.
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR_NAME)).unwrap();
+        let (log, seen) = open_collect(dir.path()).unwrap();
+        assert_eq!(seen.len(), 42);
+        assert_eq!(
+            std::fs::read(index_file(dir.path(), "nba:a")).unwrap(),
+            before
+        );
+        assert_eq!(log.game_records(&gid("nba:a")).await.unwrap(), want_a);
+        assert_eq!(log.game_records(&gid("nba:b")).await.unwrap(), want_b);
+        assert_eq!(
+            log.events(&gid("nba:b"), 17, 2).await.unwrap(),
+            want_b[18..20]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_index_that_does_not_match_the_log_is_repaired_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (want_a, want_b) = write_two_games(dir.path()).await;
+        let (path_a, path_b) = (
+            index_file(dir.path(), "nba:a"),
+            index_file(dir.path(), "nba:b"),
+        );
+        let good_a = std::fs::read(&path_a).unwrap();
+        let good_b = std::fs::read(&path_b).unwrap();
+        // a: its last entries lost (as with the page cache on power failure).
+        std::fs::write(&path_a, &good_a[..good_a.len() - 48]).unwrap();
+        // b: entries past its last seq, left by a group that failed.
+        let mut longer = good_b.clone();
+        longer.extend_from_slice(&[7u8; 32]);
+        std::fs::write(&path_b, &longer).unwrap();
+
+        let (log, _) = open_collect(dir.path()).unwrap();
+        assert_eq!(std::fs::read(&path_a).unwrap(), good_a, "rebuilt");
+        assert_eq!(std::fs::read(&path_b).unwrap(), good_b, "cut back");
+        assert_eq!(log.game_records(&gid("nba:a")).await.unwrap(), want_a);
+        assert_eq!(log.game_records(&gid("nba:b")).await.unwrap(), want_b);
+        // The next event of b lands after its last one.
+        log.append(vec![event(&gid("nba:b"), 21)]).await.unwrap();
+        let mut want_b = want_b;
+        want_b.push(event(&gid("nba:b"), 21));
+        assert_eq!(log.game_records(&gid("nba:b")).await.unwrap(), want_b);
+    }
+
+    #[tokio::test]
+    async fn a_read_through_a_wrong_entry_has_the_index_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (want_a, want_b) = write_two_games(dir.path()).await;
+        let (log, _) = open_collect(dir.path()).unwrap();
+        let (path_a, path_b) = (
+            index_file(dir.path(), "nba:a"),
+            index_file(dir.path(), "nba:b"),
+        );
+        let good_a = std::fs::read(&path_a).unwrap();
+        // The entry of seq 5 zeroed; replay only checks first and last.
+        let f = OpenOptions::new().write(true).open(&path_a).unwrap();
+        f.write_all_at(&[0u8; 16], 16 * 6).unwrap();
+        assert_eq!(log.events(&gid("nba:a"), 3, 4).await.unwrap(), want_a[4..8]);
+        assert_eq!(std::fs::read(&path_a).unwrap(), good_a, "rebuilt");
+        // Entries that point at the other game's records.
+        std::fs::copy(&path_a, &path_b).unwrap();
+        assert_eq!(log.game_records(&gid("nba:b")).await.unwrap(), want_b);
+        // Writes go on into the rebuilt files.
+        log.append(vec![event(&gid("nba:b"), 21)]).await.unwrap();
+        assert_eq!(
+            log.events(&gid("nba:b"), 20, 5).await.unwrap(),
+            vec![event(&gid("nba:b"), 21)]
+        );
+
+        // Once the log is closed nothing rebuilds it: a clear error.
+        log.close().await;
+        std::fs::write(&path_a, b"").unwrap();
+        let err = log.game_records(&gid("nba:a")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("index of game nba:a"), "{err}");
+    }
+
     #[tokio::test]
     async fn game_records_detect_a_record_changed_on_disk() {
         let dir = tempfile::tempdir().unwrap();
@@ -1456,7 +1800,8 @@ mod tests {
         let shared = Arc::new(Shared {
             path,
             file: Arc::clone(&read_only),
-            index: RwLock::new(HashMap::new()),
+            index: IndexDir::create(dir).unwrap(),
+            games: RwLock::new(HashMap::new()),
             health: Mutex::new(None),
             probe_queued: AtomicBool::new(false),
         });
@@ -1468,6 +1813,7 @@ mod tests {
             failed_bytes: None,
             fsync: true,
             buf: Vec::new(),
+            index: IndexWriter::new(IndexDir::create(dir).unwrap()),
         };
         (shared, writer)
     }
@@ -1501,7 +1847,7 @@ mod tests {
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert!(shared.health.lock().unwrap().is_some());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC_LEN);
-        assert!(shared.index.read().unwrap().is_empty());
+        assert!(shared.games.read().unwrap().is_empty());
 
         // "Space returns": writing works again.
         writer.file = Arc::new(OpenOptions::new().write(true).open(&path).unwrap());
@@ -1509,10 +1855,11 @@ mod tests {
         writer.commit(&mut vec![req]);
         answer.try_recv().unwrap().unwrap();
         assert!(shared.health.lock().unwrap().is_none());
-        let index = shared.index.read().unwrap();
-        assert!(index[&g].created.is_some());
-        assert_eq!(index[&g].events.len(), 1);
-        drop(index);
+        let tail = Tail {
+            created: true,
+            last_seq: 1,
+        };
+        assert_eq!(shared.tail(&g), Some(tail));
         drop(writer);
         assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
     }
