@@ -95,6 +95,15 @@ impl Entry {
     }
 }
 
+/// What [`IndexDir::check`] found of an index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// It matches the log.
+    Fits,
+    /// It does not (why): rebuild it.
+    Stale(&'static str),
+}
+
 /// Byte position of the entry of `seq` in an index file.
 fn position(seq: u64) -> u64 {
     ENTRY_LEN * (seq + 1)
@@ -150,31 +159,34 @@ impl IndexDir {
         ))
     }
 
-    /// Whether `game`'s index file holds exactly seqs `0..=last_seq` with
-    /// `created` at 0 (when given) and `last` at `last_seq`, cutting off
-    /// entries past `last_seq` (left by a group that failed). `Ok(false)`: it
-    /// must be rebuilt.
+    /// Whether `game`'s index file holds seqs `0..=last_seq` with `created`
+    /// at 0 (when given) and `last` at `last_seq`; entries past `last_seq`
+    /// (left by a group that failed) are cut off. A [`Verdict::Stale`] file
+    /// must be rebuilt; it is left as it is.
     pub(super) fn check(
         &self,
         game: &GameId,
         created: Option<Entry>,
         last: Option<(u64, Entry)>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Verdict> {
         let path = self.path_of(game);
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Verdict::Stale("missing"));
+            }
             Err(e) => return Err(e),
         };
         let last_seq = last.map_or(0, |(seq, _)| seq);
         let want_len = position(last_seq + 1);
-        if file.metadata()?.len() < want_len {
-            return Ok(false);
+        let len = file.metadata()?.len();
+        if len < want_len {
+            return Ok(Verdict::Stale("shorter than the log's records of the game"));
         }
         let mut magic = [0u8; ENTRY_LEN as usize];
         file.read_exact_at(&mut magic, 0)?;
         if &magic != INDEX_MAGIC {
-            return Ok(false);
+            return Ok(Verdict::Stale("without its header"));
         }
         let entry_at = |seq: u64| -> io::Result<Entry> {
             let mut b = [0u8; ENTRY_LEN as usize];
@@ -184,15 +196,17 @@ impl IndexDir {
         if let Some(created) = created
             && entry_at(0)? != created
         {
-            return Ok(false);
+            return Ok(Verdict::Stale("pointing at another creation record"));
         }
         if let Some((seq, last)) = last
             && entry_at(seq)? != last
         {
-            return Ok(false);
+            return Ok(Verdict::Stale("pointing at another last record"));
         }
-        file.set_len(want_len)?;
-        Ok(true)
+        if len > want_len {
+            file.set_len(want_len)?;
+        }
+        Ok(Verdict::Fits)
     }
 
     /// Replaces `game`'s index file with `entries` (seq, entry); seqs with no
@@ -336,11 +350,14 @@ mod tests {
         let g = gid("nba:a");
         w.write(&g, 0, &(0..=5).map(entry).collect::<Vec<_>>())
             .unwrap();
-        assert!(dir.check(&g, Some(entry(0)), Some((3, entry(3)))).unwrap());
+        assert_eq!(
+            dir.check(&g, Some(entry(0)), Some((3, entry(3)))).unwrap(),
+            Verdict::Fits
+        );
         assert_eq!(dir.read(&g, 4, 4).unwrap(), None, "cut after seq 3");
         assert_eq!(dir.read(&g, 0, 3).unwrap().unwrap().len(), 4);
         // A creation without events.
-        assert!(dir.check(&g, Some(entry(0)), None).unwrap());
+        assert_eq!(dir.check(&g, Some(entry(0)), None).unwrap(), Verdict::Fits);
         assert_eq!(dir.read(&g, 1, 1).unwrap(), None);
     }
 
@@ -352,28 +369,17 @@ mod tests {
         let g = gid("nba:a");
         w.write(&g, 0, &(0..=3).map(entry).collect::<Vec<_>>())
             .unwrap();
-        assert!(
-            !dir.check(&g, Some(entry(0)), Some((4, entry(4)))).unwrap(),
-            "too short"
-        );
-        assert!(
-            !dir.check(&g, Some(entry(9)), Some((3, entry(3)))).unwrap(),
-            "other creation"
-        );
-        assert!(
-            !dir.check(&g, Some(entry(0)), Some((3, entry(2)))).unwrap(),
-            "other last"
-        );
-        assert!(
-            !dir.check(&gid("nba:none"), None, Some((1, entry(1))))
-                .unwrap(),
-            "missing"
-        );
+        let stale = |created, last| match dir.check(&g, created, last).unwrap() {
+            Verdict::Stale(why) => why,
+            Verdict::Fits => panic!("{created:?} {last:?} fits"),
+        };
+        assert!(stale(Some(entry(0)), Some((4, entry(4)))).contains("shorter"));
+        assert!(stale(Some(entry(9)), Some((3, entry(3)))).contains("creation"));
+        assert!(stale(Some(entry(0)), Some((3, entry(2)))).contains("last"));
+        let missing = dir.check(&gid("nba:none"), None, Some((1, entry(1))));
+        assert_eq!(missing.unwrap(), Verdict::Stale("missing"));
         std::fs::write(dir.path_of(&g), [0u8; 64]).unwrap();
-        assert!(
-            !dir.check(&g, None, Some((2, entry(0)))).unwrap(),
-            "no header"
-        );
+        assert!(stale(None, Some((2, entry(0)))).contains("header"));
         // Nothing it refused was changed or removed.
         assert_eq!(std::fs::read(dir.path_of(&g)).unwrap(), vec![0u8; 64]);
     }
@@ -392,6 +398,9 @@ mod tests {
         let got = dir.read(&g, 0, 3).unwrap().unwrap();
         assert_eq!(got, vec![entry(0), entry(1), Entry::default(), entry(3)]);
         assert_eq!(dir.read(&g, 4, 4).unwrap(), None);
-        assert!(dir.check(&g, Some(entry(0)), Some((3, entry(3)))).unwrap());
+        assert_eq!(
+            dir.check(&g, Some(entry(0)), Some((3, entry(3)))).unwrap(),
+            Verdict::Fits
+        );
     }
 }

@@ -57,7 +57,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use self::index::{Entry, IndexDir, IndexWriter};
+use self::index::{Entry, IndexDir, IndexWriter, Verdict};
 use super::{Record, StoreError};
 use crate::domain::GameId;
 
@@ -152,6 +152,23 @@ struct AppendReq {
     records: usize,
     placed: Vec<PendingRecord>,
     reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl AppendReq {
+    /// Encodes `records` into one request, and where its answer arrives.
+    fn new(
+        records: &[Record],
+    ) -> Result<(AppendReq, oneshot::Receiver<Result<(), StoreError>>), StoreError> {
+        let (bytes, placed) = encode(records)?;
+        let (reply, answer) = oneshot::channel();
+        let req = AppendReq {
+            bytes,
+            records: records.len(),
+            placed,
+            reply,
+        };
+        Ok((req, answer))
+    }
 }
 
 /// A record inside an [`AppendReq`], to index as it is written.
@@ -300,14 +317,7 @@ impl FileLog {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
-        let (bytes, placed) = encode(&records)?;
-        let (reply, answer) = oneshot::channel();
-        let req = AppendReq {
-            bytes,
-            records: records.len(),
-            placed,
-            reply,
-        };
+        let (req, answer) = AppendReq::new(&records)?;
         self.tx
             .send(Cmd::Append(req))
             .await
@@ -776,25 +786,29 @@ fn reconcile_index(
     tails: &HashMap<GameId, ReplayTail>,
 ) -> Result<(), String> {
     let mut stale = HashSet::new();
+    let mut first_reason = None;
     for (game, tail) in tails {
-        let fits = index.check(game, tail.created, tail.last).map_err(|e| {
+        let verdict = index.check(game, tail.created, tail.last).map_err(|e| {
             format!(
                 "cannot check the index {} of game {game}: {e}",
                 index.path_of(game).display()
             )
         })?;
-        if !fits {
+        if let Verdict::Stale(why) = verdict {
+            tracing::debug!(game = %game, why, "the index of a game does not match the event log");
+            first_reason.get_or_insert(why);
             stale.insert(game.clone());
         }
     }
-    if stale.is_empty() {
+    let Some(first_reason) = first_reason else {
         return Ok(());
-    }
+    };
     let started = Instant::now();
     rebuild_index(file, len, index, &stale)?;
     tracing::info!(
         games = stale.len(),
         of = tails.len(),
+        first_reason,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "rebuilt the event log's index of games whose index was missing or out of date"
     );
@@ -1820,15 +1834,7 @@ mod tests {
 
     /// An append request for `records`, and where its answer arrives.
     fn request(records: Vec<Record>) -> (AppendReq, oneshot::Receiver<Result<(), StoreError>>) {
-        let (bytes, placed) = encode(&records).unwrap();
-        let (reply, answer) = oneshot::channel();
-        let req = AppendReq {
-            bytes,
-            records: records.len(),
-            placed,
-            reply,
-        };
-        (req, answer)
+        AppendReq::new(&records).unwrap()
     }
 
     /// A write that fails (here: the handle is read-only, as on a file system
