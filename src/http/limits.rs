@@ -19,7 +19,11 @@
 //! - **Connection cap.** At most `limits.max_connections` fan connections are
 //!   open; a [`Slot`] is taken before the upgrade and released when the
 //!   session ends (or the upgrade never happens). When none is free, 503 with
-//!   `Retry-After`.
+//!   `Retry-After`. The cap never exceeds what the process's open-file limit
+//!   leaves after [`FD_RESERVE`]: a hub whose descriptors all went to fans
+//!   could not open the event log's index files, accept API requests or
+//!   reconnect to Redis, so scorekeepers would get errors for the sake of one
+//!   more fan.
 //!
 //! Every refusal counts in `scorehub_rate_limited_total{kind}` (`events`,
 //! `ws_connect`, `ws_capacity`). The keyed buckets grow with distinct keys;
@@ -55,6 +59,27 @@ pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
 /// `Retry-After` of the 503 answered when every connection slot is taken.
 pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// File descriptors never given to fan connections: the event log and its
+/// index files, Redis, scorekeepers' and probes' HTTP connections, and the
+/// listener's headroom.
+pub const FD_RESERVE: u64 = 512;
+
+/// The connection cap: `configured`, lowered so that fan connections leave
+/// [`FD_RESERVE`] descriptors of the open-file limit `fd_limit` (unknown or
+/// unlimited: `configured`). At least 1.
+pub fn connection_cap(configured: usize, fd_limit: Option<u64>) -> usize {
+    let Some(limit) = fd_limit else {
+        return configured;
+    };
+    let allowed = usize::try_from(limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    configured.min(allowed).max(1)
+}
+
+/// The process's soft limit of open files; `None` when unlimited.
+fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 /// A rate limiter keyed by `K` on clock `C`.
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
@@ -86,9 +111,25 @@ impl<C: Clock> std::fmt::Debug for Limits<C> {
 }
 
 impl Limits {
-    /// The limits `config` asks for, on the monotonic clock.
+    /// The limits `config` asks for, on the monotonic clock, with the
+    /// connection cap fitted to the open-file limit (see [`connection_cap`]).
     pub fn new(config: &LimitsConfig) -> Limits {
-        Limits::with_clock(config, DefaultClock::default())
+        let fd_limit = open_file_limit();
+        let cap = connection_cap(config.max_connections, fd_limit);
+        if cap < config.max_connections {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                open_file_limit = fd_limit,
+                cap,
+                "limits.max_connections is above what the open-file limit allows; fan connections are capped at the open-file limit minus {FD_RESERVE}. Raise the limit (ulimit -n, LimitNOFILE= in systemd, nofile in Docker) to allow more"
+            );
+        }
+        let mut limits = Limits::with_clock(config, DefaultClock::default());
+        limits.slots = Arc::new(Slots {
+            open: AtomicUsize::new(0),
+            max: cap,
+        });
+        limits
     }
 }
 
@@ -459,6 +500,26 @@ mod tests {
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         drop(l.admit_fan(local).unwrap());
         assert!(matches!(l.admit_fan(local), Err(Refusal::TooFast { .. })));
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_for_everything_else() {
+        assert_eq!(connection_cap(50_000, Some(20_000)), 20_000 - 512);
+        assert_eq!(
+            connection_cap(1_000, Some(20_000)),
+            1_000,
+            "below the limit"
+        );
+        assert_eq!(connection_cap(50_000, None), 50_000, "unlimited");
+        assert_eq!(
+            connection_cap(50_000, Some(100)),
+            1,
+            "a tiny limit still serves one fan"
+        );
+        // This process's own limit is applied by `Limits::new`.
+        let limits = Limits::new(&LimitsConfig::default());
+        let want = connection_cap(LimitsConfig::default().max_connections, open_file_limit());
+        assert_eq!(limits.slots.max, want);
     }
 
     #[test]

@@ -425,7 +425,11 @@ impl Drop for TestHub {
 
 /// A `scorehub` command with a clean environment (no inherited `SCOREHUB_*`).
 fn command(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scorehub"));
+    scrubbed(Command::new(env!("CARGO_BIN_EXE_scorehub")), cwd)
+}
+
+/// `cmd` without the caller's `SCOREHUB_*` and `RUST_LOG`, in `cwd`.
+fn scrubbed(mut cmd: Command, cwd: &Path) -> Command {
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.to_ascii_uppercase().starts_with("SCOREHUB_") || k == "RUST_LOG" {
@@ -495,7 +499,22 @@ impl BinaryHub {
     /// the default). A variable given in `env` with an empty value is removed
     /// instead (e.g. `("SCOREHUB_AUTH__SECRET", "")` runs without a secret).
     pub(crate) fn spawn_args(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> BinaryHub {
-        let mut cmd = command(dir);
+        BinaryHub::spawn_cmd(command(dir), dir, args, env)
+    }
+
+    /// Like [`BinaryHub::spawn`], with at most `nofile` open files (set by
+    /// util-linux's `prlimit` before the hub starts).
+    pub(crate) fn spawn_with_nofile(dir: &Path, nofile: u64, env: &[(&str, &str)]) -> BinaryHub {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_scorehub"));
+        BinaryHub::spawn_cmd(scrubbed(cmd, dir), dir, &["serve"], env)
+    }
+
+    /// Runs `cmd` (the hub, or a wrapper of it) with `args` and the test
+    /// environment; waits for `listening addr=`.
+    fn spawn_cmd(mut cmd: Command, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> BinaryHub {
         cmd.args(args)
             .env("SCOREHUB_HTTP__LISTEN", "127.0.0.1:0")
             .env("SCOREHUB_STORAGE__DIR", dir)

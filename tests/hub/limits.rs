@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{Body, Fan, FanState, Reply, TestHub, WAIT, eventually, score};
+use crate::common::{BinaryHub, Body, Fan, FanState, Reply, TestHub, WAIT, eventually, score};
 
 const G: &str = "nba:limits";
 
@@ -223,6 +223,48 @@ async fn the_connection_cap_answers_503_until_a_slot_frees() {
         }
     };
     assert_refused(try_connect(&url).await, 503, "too_many_connections");
+}
+
+/// With few file descriptors, fans get only what the open-file limit leaves
+/// after the reserve: the next one gets 503, and the event log (a new index
+/// file per game) and scorekeepers' requests still have descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fans_never_take_the_descriptors_the_event_log_needs() {
+    const NOFILE: u64 = 530;
+    let cap = usize::try_from(NOFILE - scorehub::http::limits::FD_RESERVE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = BinaryHub::spawn_with_nofile(dir.path(), NOFILE, &[]);
+    assert!(
+        hub.stderr()
+            .contains("limits.max_connections is above what the open-file limit allows"),
+        "the hub should say why it holds fewer fans than configured:\n{}",
+        hub.stderr()
+    );
+    hub.put_game(G).await;
+    let url = hub.ws_url(&format!("games={G}"));
+    let mut fans = Vec::new();
+    for _ in 0..cap {
+        fans.push(Fan::connect(&url).await);
+    }
+    assert_refused(try_connect(&url).await, 503, "too_many_connections");
+
+    // Scorekeepers still post, to games old and new.
+    for i in 0..40 {
+        let game = format!("nba:fd-{i}");
+        hub.put_game(&game).await;
+        assert_eq!(
+            hub.post_ok(&game, score(&format!("e{i}"), "home", 2)).await,
+            1
+        );
+    }
+    for i in 1..=5 {
+        assert_eq!(hub.post_ok(G, score(&format!("g{i}"), "home", 1)).await, i);
+    }
+    let mut last = FanState::default();
+    let fan = fans.last_mut().unwrap();
+    last.apply(&fan.next_frame(WAIT).await);
+    last.follow(fan, G, 5, WAIT).await;
+    assert_eq!(last.state(G).map(|s| s["seq"].clone()), Some(json!(5)));
 }
 
 /// Connects with a tiny receive buffer, so the hub's writes block soon once

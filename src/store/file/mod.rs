@@ -36,7 +36,7 @@
 //!   returns, without waiting for an event to get through. (A crash mid-probe
 //!   leaves a zeroed tail, which replay drops like any torn tail.)
 //! - **Bodies and offsets stay on disk.** A per-game index beside the log
-//!   (see [`index`]) says where each of a game's records is; memory keeps only
+//!   (module `index`) says where each of a game's records is; memory keeps only
 //!   each game's last seq. [`FileLog::events`] and [`FileLog::game_records`]
 //!   read just the records asked for with positional reads, so an idle game
 //!   unloaded from memory is rebuilt without scanning the log, and memory
