@@ -471,6 +471,27 @@ impl FileLog {
     }
 }
 
+impl Drop for FileLog {
+    /// Without [`FileLog::close`]: lets the writer finish what it was given
+    /// and waits for it, so the file's lock is released once the log is
+    /// dropped (a new `open` of the same directory then succeeds).
+    fn drop(&mut self) {
+        let thread = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // The writer stops once no sender is left.
+            let (gone, _) = mpsc::channel(1);
+            drop(std::mem::replace(&mut self.tx, gone));
+            if thread.join().is_err() {
+                tracing::error!(file = %self.shared.path.display(), "the event log writer thread panicked");
+            }
+        }
+    }
+}
+
 impl fmt::Debug for FileLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileLog")
@@ -764,9 +785,27 @@ fn replay(
             Some(t) => t,
             None => tails.entry(record.game().clone()).or_default(),
         };
+        // The index places a record by its seq, so seqs must be what the
+        // game's actor hands out: one creation first, then 1, 2, 3...
+        let last_seq = tail.last.map_or(0, |(seq, _)| seq);
         match seq_of(&record) {
-            0 => tail.created = Some(entry),
-            seq => tail.last = Some((seq, entry)),
+            0 if tail.created.is_none() && tail.last.is_none() => tail.created = Some(entry),
+            0 => {
+                return Err(corrupt(
+                    pos,
+                    format!("game {} is created a second time", record.game()),
+                ));
+            }
+            seq if seq == last_seq + 1 => tail.last = Some((seq, entry)),
+            seq => {
+                return Err(corrupt(
+                    pos,
+                    format!(
+                        "game {}: event seq {seq} follows seq {last_seq} (gap or repeat)",
+                        record.game()
+                    ),
+                ));
+            }
         }
         on_record(record).map_err(|e| corrupt(pos, format!("replaying the record failed: {e}")))?;
         pos = end;
@@ -987,8 +1026,70 @@ impl Writer {
         self.shutdown();
     }
 
+    /// Answers and removes each request whose records would break their
+    /// game's sequence (one creation, then seqs 1, 2, 3...): the index places
+    /// records by seq, and replay would refuse such a log. The game actors
+    /// never ask for that; this keeps a bug from writing a log that cannot
+    /// be opened again.
+    fn refuse_out_of_sequence(&self, group: &mut Vec<AppendReq>) {
+        let tails = self
+            .shared
+            .games
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut pending: HashMap<GameId, Tail> = HashMap::new();
+        group.retain_mut(|req| {
+            let mut staged: Vec<(&GameId, Tail)> = Vec::new();
+            for r in &req.placed {
+                let now = staged
+                    .iter()
+                    .rev()
+                    .find(|(g, _)| **g == r.game)
+                    .map(|&(_, t)| t)
+                    .or_else(|| pending.get(&r.game).copied())
+                    .or_else(|| tails.get(&r.game).copied())
+                    .unwrap_or_default();
+                let next = match r.seq {
+                    0 if !now.created && now.last_seq == 0 => Tail {
+                        created: true,
+                        last_seq: 0,
+                    },
+                    seq if seq > 0 && seq == now.last_seq + 1 => Tail {
+                        created: now.created,
+                        last_seq: seq,
+                    },
+                    seq => {
+                        let why = if seq == 0 {
+                            format!("game {} is already created", r.game)
+                        } else {
+                            format!(
+                                "game {}: seq {seq} does not follow seq {}",
+                                r.game, now.last_seq
+                            )
+                        };
+                        tracing::error!(reason = %why, "refusing an append that would break a game's sequence in the event log");
+                        let reply = std::mem::replace(&mut req.reply, oneshot::channel().0);
+                        let _ = reply.send(Err(StoreError::Unavailable(format!(
+                            "refusing records out of sequence: {why}"
+                        ))));
+                        return false;
+                    }
+                };
+                staged.push((&r.game, next));
+            }
+            for (game, tail) in staged {
+                pending.insert(game.clone(), tail);
+            }
+            true
+        });
+    }
+
     /// Writes and syncs one group, then answers every caller in it.
     fn commit(&mut self, group: &mut Vec<AppendReq>) {
+        self.refuse_out_of_sequence(group);
+        if group.is_empty() {
+            return;
+        }
         let records: usize = group.iter().map(|r| r.records).sum();
         metrics::histogram!("scorehub_log_group_records").record(records as f64);
         match self.write_group(group) {
@@ -1654,6 +1755,90 @@ mod tests {
         IndexDir::create(dir).unwrap().path_of(&gid(game))
     }
 
+    /// An append that would break a game's sequence is refused whole and
+    /// leaves nothing behind; the others in its group are written.
+    #[tokio::test]
+    async fn appends_out_of_sequence_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (gid("nba:a"), gid("nba:b"));
+        let (log, _) = open_collect(dir.path()).unwrap();
+        log.append(vec![created(&a), event(&a, 1)]).await.unwrap();
+        let refused = [
+            (vec![event(&a, 3)], "seq 3 does not follow seq 1"),
+            (vec![event(&a, 1)], "seq 1 does not follow seq 1"),
+            (
+                vec![event(&a, 2), event(&a, 2)],
+                "seq 2 does not follow seq 2",
+            ),
+            (vec![created(&b), created(&b)], "already created"),
+            (vec![created(&a)], "already created"),
+            (vec![event(&b, 1 << 62)], "does not follow seq 0"),
+        ];
+        for (records, why) in refused {
+            let err = log.append(records).await.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Unavailable(m) if m.contains(why)),
+                "{why}: {err:?}"
+            );
+        }
+        // Concurrent appends, refused and accepted side by side.
+        let (ok, bad) = tokio::join!(
+            log.append(vec![event(&a, 2), created(&b)]),
+            log.append(vec![event(&a, 9)]),
+        );
+        ok.unwrap();
+        bad.unwrap_err();
+        log.append(vec![event(&b, 1), event(&a, 3)]).await.unwrap();
+        log.close().await;
+        drop(log);
+        let want = vec![
+            created(&a),
+            event(&a, 1),
+            event(&a, 2),
+            created(&b),
+            event(&b, 1),
+            event(&a, 3),
+        ];
+        assert_eq!(replayed(dir.path()), want);
+    }
+
+    /// The index places records by seq, so the log itself refuses seqs the
+    /// game's actor would never hand out, whatever `on_record` accepts.
+    #[test]
+    fn a_gap_a_repeat_or_a_second_creation_is_corruption() {
+        let g = gid("nba:a");
+        let cases = [
+            (
+                vec![created(&g), event(&g, 1), event(&g, 3)],
+                "gap or repeat",
+            ),
+            (
+                vec![created(&g), event(&g, 1), event(&g, 1)],
+                "gap or repeat",
+            ),
+            (
+                vec![event(&g, 1), event(&g, 2), event(&g, 1 << 62)],
+                "gap or repeat",
+            ),
+            (
+                vec![created(&g), event(&g, 1), created(&g)],
+                "created a second time",
+            ),
+        ];
+        for (records, why) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend(encode(&records).unwrap().0);
+            std::fs::write(log_path(dir.path()), bytes).unwrap();
+            let bad_at = MAGIC_LEN + records[..2].iter().map(frame_len).sum::<u64>();
+            let err = open_collect(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt { offset, reason, .. } if *offset == bad_at && reason.contains(why)),
+                "{err:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_missing_index_is_rebuilt_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -1808,8 +1993,10 @@ mod tests {
     /// A writer whose file handle is read-only (as on a file system remounted
     /// read-only), over a fresh log in `dir`.
     fn failing_writer(dir: &Path) -> (Arc<Shared>, Writer) {
-        drop(open_collect(dir).unwrap());
+        // Not through `FileLog::open`: its writer thread, once dropped, would
+        // hold the file's lock a moment longer than the test waits.
         let path = log_path(dir);
+        std::fs::write(&path, MAGIC).unwrap();
         let read_only = Arc::new(File::open(&path).unwrap());
         let shared = Arc::new(Shared {
             path,
@@ -1868,6 +2055,38 @@ mod tests {
         assert_eq!(shared.tail(&g), Some(tail));
         drop(writer);
         assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
+    }
+
+    /// Within one group, only the requests out of sequence are refused; the
+    /// ones after them that fit are written.
+    #[test]
+    fn a_group_refuses_only_its_requests_out_of_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        let (shared, mut writer) = failing_writer(dir.path());
+        let path = log_path(dir.path());
+        writer.file = Arc::new(OpenOptions::new().write(true).open(&path).unwrap());
+        let (first, mut first_answer) = request(vec![created(&g), event(&g, 1)]);
+        let (gap, mut gap_answer) = request(vec![event(&g, 3)]);
+        let (next, mut next_answer) = request(vec![event(&g, 2)]);
+        writer.commit(&mut vec![first, gap, next]);
+        first_answer.try_recv().unwrap().unwrap();
+        let err = gap_answer.try_recv().unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("seq 3 does not follow seq 1"),
+            "{err}"
+        );
+        next_answer.try_recv().unwrap().unwrap();
+        let tail = Tail {
+            created: true,
+            last_seq: 2,
+        };
+        assert_eq!(shared.tail(&g), Some(tail));
+        drop(writer);
+        assert_eq!(
+            replayed(dir.path()),
+            vec![created(&g), event(&g, 1), event(&g, 2)]
+        );
     }
 
     /// After a failed write, a probe keeps the node unhealthy while writing
