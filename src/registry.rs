@@ -526,7 +526,26 @@ impl Registry {
     }
 
     /// Creates a game, idempotently: the same body again is [`Created::Existing`].
+    ///
+    /// Runs on a task of its own: a client that hangs up must not cancel it
+    /// between the durable append and the start of the game's actor, which
+    /// would leave a game in the log that this hub does not serve (and
+    /// refuse every retry, the log holding its creation already).
     pub async fn create(
+        self: &Arc<Self>,
+        id: GameId,
+        body: NewGame,
+        by: &str,
+    ) -> Result<(GameHandle, Created), CreateError> {
+        let registry = Arc::clone(self);
+        let by = by.to_string();
+        tokio::spawn(async move { registry.create_now(id, body, &by).await })
+            .await
+            .map_err(|e| CreateError::Unavailable(format!("creating the game failed: {e}")))?
+    }
+
+    /// The body of [`Registry::create`], cancelled if its caller is.
+    async fn create_now(
         &self,
         id: GameId,
         body: NewGame,

@@ -99,10 +99,25 @@ pub(crate) struct GameActor {
 /// The outcome of one request inside a plan, before the group is durable.
 #[derive(Debug, Clone)]
 enum Pending {
-    /// Final whatever storage does (a duplicate of a committed event, or an error).
+    /// Final whatever storage does: a duplicate of a committed event, or an
+    /// error found against the committed state.
     Final(Result<Applied, ApplyError>),
-    /// Valid only if the group commits.
-    Tentative(Applied),
+    /// Holds only if the group commits: the event applies, duplicates or
+    /// contradicts one applied earlier in the group, or was judged against
+    /// the state those earlier events would make. If the group cannot be
+    /// written, none of that happened, and the answer is 503.
+    Tentative(Result<Applied, ApplyError>),
+}
+
+/// An error found while planning: final if found against the committed
+/// state, tentative once earlier events of the group (`applied`) moved the
+/// state it was judged against.
+fn judged<T>(applied: &[T], error: ApplyError) -> Pending {
+    if applied.is_empty() {
+        Pending::Final(Err(error))
+    } else {
+        Pending::Tentative(Err(error))
+    }
 }
 
 /// A group of requests planned against the current state.
@@ -314,24 +329,32 @@ impl GameActor {
                         duplicate: true,
                     };
                     if in_plan {
-                        Pending::Tentative(dup)
+                        Pending::Tentative(Ok(dup))
                     } else {
                         Pending::Final(Ok(dup))
                     }
                 }
-                Some((s, _)) => Pending::Final(Err(ApplyError::Conflict {
-                    event_id: id.to_string(),
-                    seq: s.seq,
-                })),
+                Some((s, in_plan)) => {
+                    let conflict = Err(ApplyError::Conflict {
+                        event_id: id.to_string(),
+                        seq: s.seq,
+                    });
+                    if in_plan {
+                        Pending::Tentative(conflict)
+                    } else {
+                        Pending::Final(conflict)
+                    }
+                }
                 None => match req.event.expected_seq {
-                    Some(expected) if expected != state.seq => {
-                        Pending::Final(Err(ApplyError::SeqMismatch {
+                    Some(expected) if expected != state.seq => judged(
+                        &applied,
+                        ApplyError::SeqMismatch {
                             expected,
                             current: state.seq,
-                        }))
-                    }
+                        },
+                    ),
                     _ => match domain::apply(&state, &req.event.action, now) {
-                        Err(e) => Pending::Final(Err(ApplyError::Invalid(e))),
+                        Err(e) => judged(&applied, ApplyError::Invalid(e)),
                         Ok(next) => {
                             let diff = patch::diff(&state, &next);
                             let frame = codec::diff(&state.game, next.seq, &diff, now);
@@ -353,10 +376,10 @@ impl GameActor {
                             );
                             applied.push((i, next.seq, record, frame));
                             state = next;
-                            Pending::Tentative(Applied {
+                            Pending::Tentative(Ok(Applied {
                                 seq: state.seq,
                                 duplicate: false,
-                            })
+                            }))
                         }
                     },
                 },
@@ -451,7 +474,7 @@ impl GameActor {
             .into_iter()
             .map(|o| match (o, &durable) {
                 (Pending::Final(r), _) => r,
-                (Pending::Tentative(a), Ok(())) => Ok(a),
+                (Pending::Tentative(r), Ok(())) => r,
                 (Pending::Tentative(_), Err(e)) => Err(ApplyError::Unavailable(e.clone())),
             })
             .collect()
@@ -482,8 +505,7 @@ impl GameActor {
                 // duplicates need an applied event, so there are none).
                 for (k, o) in plan.outcomes.into_iter().enumerate() {
                     results[open[k]] = Some(match o {
-                        Pending::Final(r) => r,
-                        Pending::Tentative(a) => Ok(a),
+                        Pending::Final(r) | Pending::Tentative(r) => r,
                     });
                 }
                 break;
@@ -512,8 +534,7 @@ impl GameActor {
                     self.commit(&mut plan, &received);
                     for (k, o) in plan.outcomes.into_iter().enumerate() {
                         results[open[k]] = Some(match o {
-                            Pending::Final(r) => r,
-                            Pending::Tentative(a) => Ok(a),
+                            Pending::Final(r) | Pending::Tentative(r) => r,
                         });
                     }
                     break;

@@ -39,6 +39,12 @@ pub const MAX_GAMES_LIMIT: usize = 500;
 pub const DEFAULT_EVENTS_LIMIT: usize = 100;
 /// Largest page size of `GET /v1/games/{id}/events`.
 pub const MAX_EVENTS_LIMIT: usize = 1000;
+/// JSON bytes of events past which a page of `GET /v1/games/{id}/events`
+/// stops early (it always holds at least one event), so that a page of
+/// large events never costs more than a few MiB.
+pub(super) const MAX_EVENTS_PAGE_BYTES: usize = 4 << 20;
+/// Records read from storage at a time while a page fills.
+const EVENTS_CHUNK: usize = 100;
 
 /// The game routes, to be merged into the main router.
 pub(super) fn routes() -> Router<AppState> {
@@ -591,6 +597,26 @@ pub(super) struct HistoryEntry {
     at: i64,
 }
 
+/// How many bytes `value` takes as JSON (0 if it cannot be written).
+fn json_len(value: &impl Serialize) -> usize {
+    /// Counts what is written to it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
+    }
+}
+
 /// `GET /v1/games/{id}/events`: the audit trail, oldest first, paged by seq.
 #[utoipa::path(
     get,
@@ -598,7 +624,7 @@ pub(super) struct HistoryEntry {
     operation_id = "listEvents",
     tag = "read",
     summary = "A game's event history (the audit trail)",
-    description = "Applied events, oldest first, with who posted them and when. Any valid token.",
+    description = "Applied events, oldest first, with who posted them and when. Any valid token. A page holds at most `limit` events and about 4 MiB of them: a page of large events can hold fewer. Go on with `since` = `next` until a page comes back empty.",
     params(GamePath, EventsQuery),
     security(("bearerAuth" = [])),
     responses(
@@ -621,21 +647,36 @@ pub(super) async fn list_events(
     if state.registry.find(&game).await?.is_none() {
         return Err(ApiError::GameNotFound(game));
     }
-    let records = state.registry.events(&game, since, limit).await?;
-    let mut events = Vec::with_capacity(records.len());
+    let mut events = Vec::new();
     let mut next = since;
-    for record in records {
-        if let Record::Event {
-            seq, event, by, at, ..
-        } = record
-        {
-            events.push(HistoryEntry {
+    let mut bytes = 0;
+    'page: while events.len() < limit {
+        let want = (limit - events.len()).min(EVENTS_CHUNK);
+        let records = state.registry.events(&game, next, want).await?;
+        let got = records.len();
+        for record in records {
+            let Record::Event {
+                seq, event, by, at, ..
+            } = record
+            else {
+                continue;
+            };
+            let entry = HistoryEntry {
                 seq,
                 event: RawEvent::from(event),
                 by,
                 at,
-            });
+            };
+            let size = json_len(&entry);
+            if !events.is_empty() && bytes + size > MAX_EVENTS_PAGE_BYTES {
+                break 'page;
+            }
+            bytes += size;
             next = seq;
+            events.push(entry);
+        }
+        if got < want {
+            break;
         }
     }
     Ok(Json(EventsPage { events, next }))

@@ -748,6 +748,65 @@ async fn event_history() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+/// A page of large events stops at about 4 MiB, before `limit`; going on
+/// from `next` gives the rest, with nothing skipped or repeated.
+#[tokio::test]
+async fn event_history_pages_of_large_events_stop_early() {
+    let app = app_with(|c| {
+        c.limits.events_per_second = 1_000_000;
+        c.limits.events_burst = 1_000_000;
+    });
+    app.create("nba:g1").await;
+    const N: u64 = 600;
+    for n in 1..=N {
+        let extra: serde_json::Map<String, Value> = (0..32)
+            .map(|k| {
+                (
+                    format!("k{k:02}"),
+                    json!(format!("{n:06}{k:02}{:x<248}", "")),
+                )
+            })
+            .collect();
+        let event = json!({"event_id": format!("e{n}"), "kind": "set", "patch": {"extra": extra}});
+        let r = app.post_event("nba:g1", event).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let uri = "/v1/games/nba:g1/events";
+    let mut since = 0;
+    let mut seqs = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("{uri}?since={since}&limit=1000"),
+                Some(&app.nba),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let events = r.body["events"].as_array().unwrap();
+        if events.is_empty() {
+            assert_eq!(r.body["next"], since);
+            break;
+        }
+        let bytes = serde_json::to_vec(events).unwrap().len();
+        assert!(
+            bytes <= super::games::MAX_EVENTS_PAGE_BYTES,
+            "{bytes} bytes"
+        );
+        pages.push(events.len());
+        seqs.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+        since = r.body["next"].as_u64().unwrap();
+        assert_eq!(Some(&since), seqs.last());
+    }
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    assert!(
+        pages.len() >= 2 && pages[0] < 1000,
+        "pages of {pages:?} events"
+    );
+}
+
 #[tokio::test]
 async fn batch() {
     let app = app();

@@ -51,6 +51,55 @@ async fn put_game_creates_then_is_idempotent_then_conflicts() {
     assert!(state["clock"]["at"].is_i64(), "{state}");
 }
 
+/// Sends `method path` with a JSON `body` and a league token over a raw
+/// connection, then hangs up without reading the answer: what a
+/// scorekeeper's client does when its connection drops or it times out.
+async fn send_and_hang_up(hub: &TestHub, method: &str, path: &str, game: &str, body: &Value) {
+    use tokio::io::AsyncWriteExt;
+    let host = hub.url("").trim_start_matches("http://").to_string();
+    let body = body.to_string();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        hub.writer(game),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connecting to the hub");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("writing the request");
+    drop(stream);
+}
+
+/// A client that hangs up while its game is being created must not leave
+/// the game durable but unserved: the retry gets 200 or 201, and the game
+/// is there. (Before the fix, the handler could be dropped between the
+/// durable append and the start of the game's actor; the retry then got 503
+/// and the game 404 until a restart. It showed within a few attempts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_client_hangs_up_is_served_and_retries_succeed() {
+    let hub = TestHub::start().await;
+    let body = new_game("Home", "Away");
+    for attempt in 0..40 {
+        let id = format!("nba:hangup-{attempt}");
+        send_and_hang_up(&hub, "PUT", &format!("/v1/games/{id}"), &id, &body).await;
+        let retry = hub.put_game_with(&id, body.clone()).await;
+        assert!(
+            matches!(retry.status, 200 | 201),
+            "attempt {attempt}: the retried PUT of {id} got {} {}",
+            retry.status,
+            retry.text
+        );
+        let read = hub.get(&format!("/v1/games/{id}")).await;
+        assert_eq!(read.status, 200, "attempt {attempt}: {}", read.text);
+        let seq = hub.post_ok(&id, score("e1", "home", 1)).await;
+        assert_eq!(seq, 1, "attempt {attempt}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_apply_and_retries_are_idempotent() {
     let hub = TestHub::start().await;

@@ -713,6 +713,67 @@ async fn a_full_disk_gets_503_and_recovers() {
     );
 }
 
+/// A group whose write fails changed nothing, so every answer that depended
+/// on it is 503: also an event that reuses the `event_id` of an earlier
+/// event of the group (it would be 409 against a seq never written) and one
+/// whose `expected_seq` is the game's real seq (it would be 412 against the
+/// group's tentative seq). Once the disk has room, both apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_fails_to_write_answers_503_for_all_it_planned() {
+    let mount = Mount::tmpfs("1m");
+    let hub = BinaryHub::spawn(mount.path(), HUB_ENV);
+    hub.put_game(G).await;
+    let token = hub.writer(G);
+    let mut at = 0;
+    for n in 1..=500 {
+        let r = hub
+            .post_event_as(G, &token, big_set(&format!("fill{n}"), n))
+            .await;
+        if r.status == 503 {
+            break;
+        }
+        assert_eq!(r.ok_json()["seq"], n, "{}", r.text);
+        at = n;
+    }
+    assert!(at >= 10, "the disk was full after only {at} events");
+
+    // One batch: its items reach the game's actor together and are planned
+    // as one group, whose write fails on the full disk.
+    let reused_id = big_set("x", 2);
+    let mut matching = score("y", "home", 1);
+    matching["expected_seq"] = json!(at);
+    let mut items = vec![big_set("x", 1), reused_id.clone(), matching.clone()];
+    for item in &mut items {
+        item["game"] = json!(G);
+    }
+    let r = hub
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(&token),
+            Body::Json(json!({"events": items})),
+            &[],
+        )
+        .await;
+    let results = r.ok_json();
+    let codes: Vec<Value> = results["results"]
+        .as_array()
+        .expect("one result per item")
+        .iter()
+        .map(|r| r["error"]["code"].clone())
+        .collect();
+    assert_eq!(codes, vec![json!("not_ready"); 3], "{results}");
+    assert_eq!(hub.get_game(G).await["seq"], at, "nothing applied");
+
+    mount.remount("size=16m");
+    eventually("the hub is ready once the disk has room", WAIT, || async {
+        readiness(&hub).await.0 == 200
+    })
+    .await;
+    assert_eq!(hub.post_ok(G, matching).await, at + 1);
+    assert_eq!(hub.post_ok(G, reused_id).await, at + 2);
+}
+
 // ---------------------------------------------------------------------------
 // A read-only file system
 

@@ -1278,8 +1278,13 @@ impl Writer {
         Ok(())
     }
 
-    /// Final sync before the thread ends.
+    /// Before the thread ends: cuts off what a failed write left (those
+    /// records were refused, so the next start must not replay them), then
+    /// syncs.
     fn shutdown(&mut self) {
+        if let Err(reason) = self.clean_tail() {
+            tracing::error!(file = %self.shared.path.display(), %reason, "stopping with a failed write still at the end of the event log; its records were refused but the next start will replay them");
+        }
         if let Err(e) = self.file.sync_all() {
             tracing::error!(file = %self.shared.path.display(), error = %e, "final sync of the event log failed");
         }
@@ -2055,6 +2060,28 @@ mod tests {
         assert_eq!(shared.tail(&g), Some(tail));
         drop(writer);
         assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
+    }
+
+    /// A failed write whose bytes could not be cut off is cut off at
+    /// shutdown at the latest: its records were refused, and the next start
+    /// must not replay them.
+    #[test]
+    fn shutdown_cuts_off_a_failed_write_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gid("nba:a");
+        let (_shared, mut writer) = failing_writer(dir.path());
+        let path = log_path(dir.path());
+        // Whole records past the last good one, as a write that failed at
+        // its sync and could not be cut back leaves them.
+        let (bytes, _) = encode(&[created(&g), event(&g, 1)]).unwrap();
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &bytes).unwrap();
+        writer.dirty_tail = true;
+        writer.file = Arc::new(file);
+        writer.shutdown();
+        drop(writer);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC_LEN);
+        assert!(replayed(dir.path()).is_empty());
     }
 
     /// Within one group, only the requests out of sequence are refused; the
