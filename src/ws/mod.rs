@@ -11,3 +11,5 @@ pub mod upgrade;
 pub mod wire;
 
 pub use session::ws_handler;
+#[cfg(test)]
+mod goodbye_tests;

@@ -51,21 +51,13 @@ impl AsRef<Wire> for Item {
     }
 }
 
-impl Item {
-    /// Whether this is the unsent rest of a game frame a direct write cut
-    /// short: it must go out before anything else, whatever happens.
-    fn is_rest(&self) -> bool {
-        self.kind.is_some() && matches!(self.wire, Wire::Framed(_))
-    }
-}
-
 /// Drops the frames of `game` still queued, except the unsent rest of a frame
 /// already begun.
 fn drop_queued(inner: &mut Inner, game: &GameId) {
     if !inner.queue.iter().any(|it| it.game.as_ref() == Some(game)) {
         return;
     }
-    let begun = inner.queue.front().is_some_and(Item::is_rest);
+    let begun = inner.begun;
     let mut i = 0;
     inner.queue.retain(|it| {
         let keep = (i == 0 && begun) || it.game.as_ref() != Some(game);
@@ -73,6 +65,18 @@ fn drop_queued(inner: &mut Inner, game: &GameId) {
         keep
     });
     inner.bytes = inner.queue.iter().map(|it| it.wire.wire_len()).sum();
+}
+
+/// What [`Outbox::close`] leaves to send before a close frame.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// In order: the rest of a frame already begun, if any, then queued
+    /// control frames.
+    pub frames: Vec<Wire>,
+    /// `frames` starts with what the socket was in the middle of (the rest
+    /// of a cut-short frame), so a socket [mid-frame](Socket::is_mid_frame)
+    /// can still be finished cleanly.
+    pub begun: bool,
 }
 
 /// What happened to a pushed diff.
@@ -132,6 +136,9 @@ struct Inner {
     conflated_since: Option<Instant>,
     closed: bool,
     overflowed: bool,
+    /// The queue's first item is the unsent rest of a frame a direct write
+    /// cut short: it must go out before anything else, whatever happens.
+    begun: bool,
     /// The socket, while no writer task holds it (then the queue is empty).
     socket: Option<Socket>,
     /// The fan follows more than one game (or a league): its frames from
@@ -216,8 +223,11 @@ impl Outbox {
             // Not written, or cut short: the writer finishes it first.
             Ok(Written { rest, .. }) => {
                 let Item { game, kind, wire } = item;
+                let begun = rest.is_some();
                 let wire = rest.unwrap_or(wire);
-                self.enqueue(inner, Item { game, kind, wire })
+                let wake = self.enqueue(inner, Item { game, kind, wire });
+                inner.begun |= begun && !inner.closed;
+                wake
             }
         }
     }
@@ -227,8 +237,16 @@ impl Outbox {
         if inner.bytes > self.max_bytes {
             inner.overflowed = true;
             inner.closed = true;
+            // The rest of a frame already begun stays: the goodbye finishes
+            // it before its close frame.
+            let begun = if inner.begun {
+                inner.queue.pop_front()
+            } else {
+                None
+            };
             inner.queue.clear();
-            inner.bytes = 0;
+            inner.bytes = begun.as_ref().map_or(0, |it| it.wire.wire_len());
+            inner.queue.extend(begun);
             return Wake::Writer;
         }
         let was_empty = inner.queue.is_empty();
@@ -343,6 +361,7 @@ impl Outbox {
                 inner.closed = true;
                 inner.queue.clear();
                 inner.bytes = 0;
+                inner.begun = false;
                 Err(())
             }
         }
@@ -357,7 +376,8 @@ impl Outbox {
         frames: &[Wire],
     ) -> Wake {
         let mut wake = Wake::No;
-        for wire in rest.into_iter().chain(frames.iter().cloned()) {
+        let begun = rest.is_some();
+        for (i, wire) in rest.into_iter().chain(frames.iter().cloned()).enumerate() {
             let item = Item {
                 game: Some(game.clone()),
                 kind: Some(FrameKind::Diff),
@@ -368,6 +388,9 @@ impl Outbox {
             }
             if inner.closed {
                 break;
+            }
+            if i == 0 && begun {
+                inner.begun = true;
             }
         }
         wake
@@ -445,11 +468,11 @@ impl Outbox {
     /// Returns what must still go out before a close frame can: the unsent
     /// rest of a frame already begun, and queued control frames (a close
     /// reply, say). The session sends them, then its goodbye, if it can.
-    pub fn close(&self) -> Vec<Wire> {
+    pub fn close(&self) -> Leftovers {
         let mut inner = self.lock();
         inner.closed = true;
-        let begun = inner.queue.front().is_some_and(Item::is_rest);
-        let finish = inner
+        let begun = std::mem::take(&mut inner.begun);
+        let frames = inner
             .queue
             .drain(..)
             .enumerate()
@@ -459,7 +482,19 @@ impl Outbox {
         inner.bytes = 0;
         drop(inner);
         self.notify.notify_one();
-        finish
+        Leftovers { frames, begun }
+    }
+
+    /// Forgets `game` (the fan unsubscribed): its queued frames go (except
+    /// the rest of a frame already begun), and it no longer waits for a
+    /// fresh snapshot, so a fan that has caught up is not taken for stuck.
+    pub fn forget(&self, game: &GameId) {
+        let mut inner = self.lock();
+        drop_queued(&mut inner, game);
+        inner.stale.retain(|g| g != game);
+        if inner.stale.is_empty() {
+            inner.conflated_since = None;
+        }
     }
 
     /// Whether `game` waits for a fresh snapshot (its diffs are being skipped).
@@ -509,6 +544,8 @@ impl Outbox {
         }
         out.extend(inner.queue.drain(..));
         inner.bytes = 0;
+        // The writer finishes a begun frame first; its socket knows.
+        inner.begun = false;
         Take::Frames
     }
 
@@ -687,8 +724,9 @@ mod tests {
         assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"gh")), Push::Queued);
         assert!(ob.push_framed(Bytes::from_static(&[0x8a, 0])));
         let finish = ob.close();
+        assert!(finish.begun);
         assert_eq!(
-            finish,
+            finish.frames,
             vec![
                 Wire::Framed(Bytes::from_static(b"bcdef")),
                 Wire::Framed(Bytes::from_static(&[0x8a, 0]))

@@ -50,7 +50,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
 use super::limiter::TokenBucket;
-use super::outbox::{Item, Outbox, Take};
+use super::outbox::{Item, Leftovers, Outbox, Take};
 use super::upgrade::{Upgrade, WsUpgrade};
 use super::wire::{self, Socket, Wire};
 use crate::codec::{self, ClientMsg, FrameKind};
@@ -620,6 +620,7 @@ async fn unsubscribe(conn: &Conn, subs: &mut Subscriptions, games: &[String], le
         if let Some(handle) = conn.registry().get(&id) {
             handle.unsubscribe(conn.id).await;
         }
+        conn.outbox.forget(&id);
     }
     for league in leagues.iter().filter_map(|l| conn.parse_league(l)) {
         if !subs.leagues.remove(&league) {
@@ -629,6 +630,7 @@ async fn unsubscribe(conn: &Conn, subs: &mut Subscriptions, games: &[String], le
         for handle in conn.registry().loaded_league_games(&league) {
             if !subs.games.contains(handle.id()) {
                 handle.unsubscribe(conn.id).await;
+                conn.outbox.forget(handle.id());
             }
         }
     }
@@ -807,14 +809,29 @@ async fn say_goodbye(held: Option<Socket>, reader: &mut Reader, conn: &Conn, end
     }
     tracing::debug!(reason = end.label(), "fan disconnected");
     let grace = CLOSE_GRACE.min(conn.cfg().write_timeout);
+    // The socket leaves the outbox first: no game actor writes to it from
+    // here on, so no diff can follow the close frame (or the close reply).
+    let socket = held.or_else(|| conn.outbox.detach());
     if end == End::ClientClosed {
         // tungstenite answers a client's close frame; have it hand the reply
-        // to the outbox.
+        // to the outbox, where it queues.
         let _ = tokio::time::timeout(grace, reader.flush()).await;
     }
-    let socket = held.or_else(|| conn.outbox.detach());
-    let mut last = conn.outbox.close();
+    let Leftovers {
+        frames: mut last,
+        begun,
+    } = conn.outbox.close();
     let Some(mut socket) = socket else { return };
+    if socket.is_mid_frame() && !begun {
+        // The socket stopped inside a frame whose rest went with a write
+        // the session's end cancelled: anything written now would land
+        // inside that frame. Drop the connection without a close frame.
+        tracing::debug!(
+            reason = end.label(),
+            "closing without a close frame: the socket is inside a frame"
+        );
+        return;
+    }
     let close = end.close_frame();
     if let Some((code, reason)) = close {
         last.push(Wire::Framed(wire::close(code.into(), reason)));

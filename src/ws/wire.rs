@@ -161,6 +161,9 @@ pub struct Socket {
     /// Whether `io` writes several slices at once (a TCP socket does); if
     /// not, slices are joined first so a header never goes out alone.
     vectored: bool,
+    /// The last write stopped inside a frame: until its rest goes out,
+    /// nothing else may (a close frame would land inside the frame).
+    mid_frame: bool,
 }
 
 impl fmt::Debug for Socket {
@@ -199,6 +202,7 @@ impl Socket {
         Socket {
             io: Io::Other(Box::pin(io)),
             vectored,
+            mid_frame: false,
         }
     }
 
@@ -207,12 +211,20 @@ impl Socket {
         Socket {
             io: Io::Tcp(half),
             vectored: true,
+            mid_frame: false,
         }
     }
 
     /// Whether frames go out with vectored writes (else joined first).
     pub fn is_vectored(&self) -> bool {
         self.vectored
+    }
+
+    /// Whether the bytes written so far stop inside a frame: a write was cut
+    /// short (its rest is queued somewhere, or was lost with a cancelled
+    /// write). Only that rest may follow; anything else corrupts the stream.
+    pub fn is_mid_frame(&self) -> bool {
+        self.mid_frame
     }
 
     /// One write attempt of `slices` (joined first when not vectored).
@@ -276,9 +288,15 @@ impl Socket {
             let len = wire.as_ref().wire_len();
             if left < len {
                 let rest = (left > 0).then(|| wire.as_ref().rest(left));
+                if n > 0 {
+                    self.mid_frame = rest.is_some();
+                }
                 return Ok(Written { done: i, rest });
             }
             left -= len;
+        }
+        if n > 0 {
+            self.mid_frame = false;
         }
         Ok(Written {
             done: batch.len(),
@@ -292,24 +310,37 @@ impl Socket {
         for chunk in batch.chunks(SLICES_PER_WRITE / 2) {
             let headers: Vec<Header> = chunk.iter().map(|w| Header::of(w.as_ref())).collect();
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+            let mut ends = Vec::with_capacity(chunk.len());
+            let mut end = 0;
             for (header, wire) in headers.iter().zip(chunk) {
                 if header.len > 0 {
                     slices.push(IoSlice::new(&header.bytes[..header.len]));
                 }
                 slices.push(IoSlice::new(wire.as_ref().bytes()));
+                end += header.len + wire.as_ref().bytes().len();
+                ends.push(end);
             }
-            self.write_slices(&mut slices).await?;
+            self.write_slices(&mut slices, &ends).await?;
         }
         poll_fn(|cx| self.io.pin().poll_flush(cx)).await
     }
 
-    /// Writes every byte of `slices`.
-    async fn write_slices(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    /// Writes every byte of `slices`, whose frames end at byte offsets
+    /// `ends`; keeps [`Socket::is_mid_frame`] true to the bytes written, also
+    /// if this future is dropped half-way.
+    async fn write_slices(
+        &mut self,
+        mut slices: &mut [IoSlice<'_>],
+        ends: &[usize],
+    ) -> io::Result<()> {
+        let mut written = 0;
         while !slices.is_empty() {
             let n = poll_fn(|cx| self.poll_write_slices(cx, slices)).await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            written += n;
+            self.mid_frame = ends.binary_search(&written).is_err();
             IoSlice::advance_slices(&mut slices, n);
         }
         Ok(())
