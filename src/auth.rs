@@ -42,7 +42,9 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, Unix seconds.
     pub exp: u64,
-    /// Issue time, Unix seconds.
+    /// Issue time, Unix seconds; optional (the contract does not require
+    /// it, and nothing checks it), 0 when absent.
+    #[serde(default)]
     pub iat: u64,
     /// Not valid before, Unix seconds (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -513,7 +515,7 @@ mod tests {
     fn missing_claims_are_refused() {
         let auth = Auth::new(SECRET);
         let base = serde_json::to_value(claims(Scope::Scorekeeper, &["nba:*"])).unwrap();
-        for field in ["games", "scope", "exp", "sub", "iat"] {
+        for field in ["games", "scope", "exp", "sub"] {
             let mut v = base.clone();
             v.as_object_mut().unwrap().remove(field);
             let err = auth
@@ -522,6 +524,10 @@ mod tests {
             assert!(matches!(err, AuthError::BadClaims(_)), "{field}: {err:?}");
             assert_eq!(err.code(), "unauthorized");
         }
+        // `iat` is optional: the contract does not ask for it.
+        let mut v = base.clone();
+        v.as_object_mut().unwrap().remove("iat");
+        assert!(auth.verify(&sign(Algorithm::HS256, SECRET, &v)).is_ok());
         let mut v = base.clone();
         v["scope"] = "root".into();
         assert!(matches!(

@@ -146,7 +146,115 @@ pub fn decode_text(text: &str) -> Result<ClientMsg, String> {
 
 /// Decodes a binary (MessagePack) control message.
 pub fn decode_binary(bytes: &[u8]) -> Result<ClientMsg, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| format!("bad message: {e}"))
+    // Nesting is capped as for request bodies: serde buffers an unknown
+    // field of a tagged enum recursively, and rmp-serde's own cap (1024)
+    // leaves a worker's stack only a thin margin.
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    de.set_max_depth(MAX_MSGPACK_DEPTH);
+    ClientMsg::deserialize(&mut de).map_err(|e| format!("bad message: {e}"))
+}
+
+/// Deepest nesting of arrays and maps accepted in a MessagePack body: the
+/// same as serde_json's limit for JSON bodies. rmp-serde's own default (1024)
+/// lets a body of a few KB recurse deep enough to overflow a 2 MiB thread
+/// stack in a debug build (found by replaying the `event_body` fuzz corpus).
+pub const MAX_MSGPACK_DEPTH: usize = 128;
+
+/// Checks that MessagePack `bytes` hold no NaN or infinite float. Decoded
+/// into JSON values they would become `null`, which reads as "absent" (an
+/// `expected_seq` dropped) or "delete" (a patch removing a key). Walks the
+/// encoding without recursion or allocation; what is not MessagePack at
+/// all is left for the decoder to report.
+pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), String> {
+    /// Takes `n` bytes off the front; `None` past the end.
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = rest;
+        Some(head)
+    }
+    /// A big-endian length of `n` bytes.
+    fn len(bytes: &mut &[u8], n: usize) -> Option<usize> {
+        let raw = take(bytes, n)?;
+        let v = raw.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+        usize::try_from(v).ok()
+    }
+    let mut values: u64 = 1;
+    while values > 0 {
+        values -= 1;
+        let Some(marker) = take(&mut bytes, 1).map(|m| m[0]) else {
+            return Ok(());
+        };
+        let skipped = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some(()),
+            0x80..=0x8f => {
+                values += 2 * u64::from(marker & 0x0f);
+                Some(())
+            }
+            0x90..=0x9f => {
+                values += u64::from(marker & 0x0f);
+                Some(())
+            }
+            0xa0..=0xbf => take(&mut bytes, usize::from(marker & 0x1f)).map(drop),
+            0xc4 | 0xd9 => len(&mut bytes, 1)
+                .and_then(|n| take(&mut bytes, n))
+                .map(drop),
+            0xc5 | 0xda => len(&mut bytes, 2)
+                .and_then(|n| take(&mut bytes, n))
+                .map(drop),
+            0xc6 | 0xdb => len(&mut bytes, 4)
+                .and_then(|n| take(&mut bytes, n))
+                .map(drop),
+            0xc7 => len(&mut bytes, 1)
+                .and_then(|n| take(&mut bytes, n + 1))
+                .map(drop),
+            0xc8 => len(&mut bytes, 2)
+                .and_then(|n| take(&mut bytes, n + 1))
+                .map(drop),
+            0xc9 => len(&mut bytes, 4)
+                .and_then(|n| take(&mut bytes, n.saturating_add(1)))
+                .map(drop),
+            0xca => {
+                let raw = take(&mut bytes, 4);
+                if let Some(raw) = raw
+                    && !f32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]).is_finite()
+                {
+                    return Err("a float is NaN or infinite; numbers must be finite".into());
+                }
+                raw.map(drop)
+            }
+            0xcb => {
+                let raw = take(&mut bytes, 8);
+                if let Some(raw) = raw {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(raw);
+                    if !f64::from_be_bytes(b).is_finite() {
+                        return Err("a float is NaN or infinite; numbers must be finite".into());
+                    }
+                }
+                raw.map(drop)
+            }
+            0xcc | 0xd0 => take(&mut bytes, 1).map(drop),
+            0xcd | 0xd1 => take(&mut bytes, 2).map(drop),
+            0xce | 0xd2 => take(&mut bytes, 4).map(drop),
+            0xcf | 0xd3 => take(&mut bytes, 8).map(drop),
+            0xd4 => take(&mut bytes, 2).map(drop),
+            0xd5 => take(&mut bytes, 3).map(drop),
+            0xd6 => take(&mut bytes, 5).map(drop),
+            0xd7 => take(&mut bytes, 9).map(drop),
+            0xd8 => take(&mut bytes, 17).map(drop),
+            0xdc => len(&mut bytes, 2).map(|n| values += n as u64),
+            0xdd => len(&mut bytes, 4).map(|n| values += n as u64),
+            0xde => len(&mut bytes, 2).map(|n| values += 2 * n as u64),
+            0xdf => len(&mut bytes, 4).map(|n| values += 2 * n as u64),
+            // 0xc1 is never used.
+            _ => None,
+        };
+        if skipped.is_none() {
+            // Truncated or not MessagePack: the decoder says which.
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// A decoded server frame, for tests, benches and tools.

@@ -192,7 +192,7 @@ impl TryFrom<RawEvent> for Event {
                     }
                 };
                 let points = raw.points.ok_or_else(|| need("points"))?;
-                if points == 0 || points.abs() > MAX_SCORE {
+                if points == 0 || points.unsigned_abs() > MAX_SCORE.unsigned_abs() {
                     return Err(EventError::Invalid(format!(
                         "`points` must be non-zero and within ±{MAX_SCORE}"
                     )));

@@ -1,6 +1,7 @@
 //! A game's state and the body that creates a game.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
@@ -90,7 +91,7 @@ pub struct Team {
 }
 
 /// A sport-specific scalar in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Scalar {
     /// `true` / `false`.
@@ -101,6 +102,50 @@ pub enum Scalar {
     Float(f64),
     /// Text, at most [`MAX_TEXT_LEN`] bytes.
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    /// Like `#[serde(untagged)]`, but a whole number outside the `i64` range
+    /// is refused instead of quietly becoming an inexact float, and so is a
+    /// float that is not finite.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct ScalarVisitor;
+        impl serde::de::Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean, a whole number within ±2^63, a finite number or a string")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v).map(Scalar::Int).map_err(|_| {
+                    E::custom(format!(
+                        "the whole number {v} is too large (at most {})",
+                        i64::MAX
+                    ))
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Scalar, E> {
+                if v.is_finite() {
+                    Ok(Scalar::Float(v))
+                } else {
+                    Err(E::custom("numbers must be finite"))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v))
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
 }
 
 /// The full state of one game, as served to readers and fans.

@@ -487,6 +487,7 @@ impl GameActor {
         redis: &RedisStore,
     ) -> Vec<Result<Applied, ApplyError>> {
         let mut results: Vec<Option<Result<Applied, ApplyError>>> = vec![None; group.len()];
+        let mut looked_up = false;
         for _ in 0..MAX_ATTEMPTS {
             if self.needs_repair
                 && let Err(e) = self.catch_up(redis).await
@@ -500,6 +501,18 @@ impl GameActor {
             let reqs: Vec<&ApplyReq> = open.iter().map(|&i| &group[i]).collect();
             let received: Vec<Instant> = reqs.iter().map(|r| r.received).collect();
             let mut plan = self.plan(&reqs, unix_ms());
+            if !looked_up {
+                // This replica knows only the ids it applied or loaded: an
+                // event refused against its state may be the retry of one
+                // another node applied (a duplicate, not a 412 or 422). Ask
+                // Redis once, then plan again.
+                looked_up = true;
+                match self.learn_ids(redis, &reqs, &plan).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return fill(results, &e.to_string()),
+                }
+            }
             if plan.applied.is_empty() {
                 // Nothing to write: every outcome is already final (in-plan
                 // duplicates need an applied event, so there are none).
@@ -561,6 +574,14 @@ impl GameActor {
                     }
                     self.needs_repair = true;
                 }
+                Ok(Commit::Stale { current }) if current < self.state.seq => {
+                    // Redis is behind this replica: it lost writes (a restart
+                    // from an older snapshot, a failover). It is the source
+                    // of truth, so this replica starts over from it.
+                    if let Err(e) = self.reload(redis).await {
+                        return fill(results, &e.to_string());
+                    }
+                }
                 Ok(Commit::Stale { .. }) => self.needs_repair = true,
                 Ok(Commit::Missing) => {
                     return fill(results, "the game no longer exists in Redis");
@@ -574,6 +595,43 @@ impl GameActor {
             }
         }
         fill(results, "too much contention on this game; retry")
+    }
+
+    /// Looks up in Redis the ids of the events `plan` refused against this
+    /// replica's state (a wrong `expected_seq`, an event invalid for the
+    /// state), which this replica has not seen; records those another node
+    /// applied. `true` when it learnt one (plan again).
+    async fn learn_ids(
+        &mut self,
+        redis: &RedisStore,
+        reqs: &[&ApplyReq],
+        plan: &Plan,
+    ) -> Result<bool, StoreError> {
+        let refused: Vec<&str> = plan
+            .outcomes
+            .iter()
+            .zip(reqs)
+            .filter(|(o, _)| {
+                matches!(
+                    o,
+                    Pending::Final(Err(ApplyError::SeqMismatch { .. } | ApplyError::Invalid(_)))
+                        | Pending::Tentative(Err(
+                            ApplyError::SeqMismatch { .. } | ApplyError::Invalid(_)
+                        ))
+                )
+            })
+            .map(|(_, r)| r.event.event_id.as_str())
+            .filter(|id| self.seen.get(id).is_none())
+            .collect();
+        let found = redis.seen_ids(&self.state.game, &refused).await?;
+        let mut learnt = false;
+        for (id, seen) in refused.iter().zip(found) {
+            if let Some((fingerprint, seq)) = seen {
+                self.seen.insert(id, Seen { fingerprint, seq });
+                learnt = true;
+            }
+        }
+        Ok(learnt)
     }
 
     // ----- replication (cluster mode) ---------------------------------------
@@ -598,7 +656,22 @@ impl GameActor {
                 continue;
             };
             if q <= self.state.seq {
-                continue; // our own echo, or already caught up
+                // Our own echo, or already caught up: the frame this replica
+                // kept for q has the same bytes. Other bytes mean Redis went
+                // back in time (it lost writes) and another node wrote a
+                // different q: this replica has diverged and reloads.
+                let diverged = self
+                    .history
+                    .iter()
+                    .any(|(s, kept)| *s == q && *kept != frame);
+                if diverged {
+                    self.flush_remote();
+                    if let Err(e) = self.reload(&redis).await {
+                        tracing::warn!(game = %self.state.game, "cannot reload from Redis yet: {e}");
+                        self.needs_repair = true;
+                    }
+                }
+                continue;
             }
             if q == self.state.seq + 1
                 && !self.needs_repair
@@ -696,12 +769,22 @@ impl GameActor {
             )));
         };
         tracing::info!(%game, from = self.state.seq, to = loaded.state.seq, "replica reloaded from Redis");
+        if loaded.state.seq < self.state.seq {
+            // Ids this replica saw may be of events Redis lost; Redis's own
+            // record (checked by every commit) is the truth.
+            tracing::warn!(%game, from = self.state.seq, to = loaded.state.seq, "Redis holds fewer events of this game than this replica applied: it lost writes");
+            self.seen = SeenIds::new();
+        }
         self.state = loaded.state;
+        // Frames committed after the state was read come by pub/sub.
+        let seq = self.state.seq;
         self.history = redis
             .last_frames(&game, self.cfg.history)
             .await
             .unwrap_or_default()
-            .into();
+            .into_iter()
+            .filter(|(q, _)| *q <= seq)
+            .collect();
         self.snapshot_cache = None;
         self.latest.send_replace(Arc::new(self.state.clone()));
         self.snapshot_all();

@@ -81,15 +81,12 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Deepest nesting of arrays and maps accepted in a MessagePack body: the
-/// same as serde_json's limit for JSON bodies. rmp-serde's own default (1024)
-/// lets a body of a few KB recurse deep enough to overflow a 2 MiB thread
-/// stack in a debug build (found by replaying the `event_body` fuzz corpus).
-const MAX_MSGPACK_DEPTH: usize = 128;
-
 fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    crate::codec::check_finite_floats(bytes).map_err(|why| {
+        ApiError::BadRequest(format!("request body is not usable MessagePack: {why}"))
+    })?;
     let mut de = rmp_serde::Deserializer::new(bytes);
-    de.set_max_depth(MAX_MSGPACK_DEPTH);
+    de.set_max_depth(crate::codec::MAX_MSGPACK_DEPTH);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         // `Syntax` carries serde's own messages (missing field, invalid type);
         // the other variants mean the bytes are not MessagePack at all.

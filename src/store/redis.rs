@@ -479,6 +479,41 @@ impl RedisStore {
         parsed.ok_or_else(|| bad_reply(id, "commit", &reply))
     }
 
+    /// What the game's idempotency record holds for each of `event_ids`
+    /// (in order): the digest of the body applied under it and its seq, or
+    /// `None` for an id never applied.
+    pub async fn seen_ids(
+        &self,
+        id: &GameId,
+        event_ids: &[&str],
+    ) -> Result<Vec<Option<(Fingerprint, u64)>>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = ::redis::cmd("HMGET");
+        cmd.arg(key(id, "ids"));
+        for event_id in event_ids {
+            cmd.arg(*event_id);
+        }
+        let found: Vec<Option<Vec<u8>>> = self
+            .call(&format!("look up event ids of game {id}"), |mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        found
+            .into_iter()
+            .map(|v| match v {
+                None => Ok(None),
+                Some(b) => parse_seen(&b).map(Some).ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "redis: game {id}: an entry of its ids hash is unreadable"
+                    ))
+                }),
+            })
+            .collect()
+    }
+
     /// Up to `limit` diff frames after `after_seq`, oldest first: `(seq, frame)`.
     pub async fn frames_after(
         &self,

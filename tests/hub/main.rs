@@ -21,14 +21,20 @@
 //!   (`scorehub::fuzzing`), as `cargo fuzz` ran it.
 //! - `unload`: single node: idle games leave memory and load again from the
 //!   event log on use, idempotency, history and subscriptions intact.
+//! - `cluster_recovery`: retries that reach another node, Redis losing
+//!   acknowledged writes, a commit stuck behind a busy script.
+//! - `input_edges`: numbers at their limits, NaN in MessagePack, deep
+//!   control messages, token edge cases.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
 mod api;
 mod cluster;
+mod cluster_recovery;
 mod common;
 mod faults;
 mod fuzz_corpus;
+mod input_edges;
 mod limits;
 mod process;
 mod prometheus;
