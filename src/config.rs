@@ -33,6 +33,9 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::Deserialize;
 
+/// Longest `http.shutdown_timeout` accepted: the contract has the hub exit
+/// within 10 s of SIGTERM.
+pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "SCOREHUB_";
 
@@ -129,13 +132,14 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// Replaces the user-info part of a URL (`redis://user:pass@host`) with `<redacted>`.
+/// Replaces the user-info part of a URL (`redis://user:pass@host`) with
+/// `<redacted>`. Everything up to the last `@` goes: a password may hold
+/// `/`, `?` or `#` (base64 does), and hiding too much is harmless.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
@@ -872,6 +876,17 @@ impl RawConfig {
                 None => base.http.cors_origins.clone(),
             },
         };
+        if http.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+            return Err(ConfigError::at(
+                "http.shutdown_timeout",
+                format!(
+                    "{} is too long: the hub exits within {} of SIGTERM (use at most \"{}\")",
+                    humantime::format_duration(http.shutdown_timeout),
+                    humantime::format_duration(MAX_SHUTDOWN_TIMEOUT),
+                    humantime::format_duration(MAX_SHUTDOWN_TIMEOUT),
+                ),
+            ));
+        }
 
         let auth = AuthConfig {
             secret: match auth.secret {
@@ -1483,6 +1498,15 @@ mod tests {
             msg.contains("http.shutdown_timeout: \"0s\" must be longer than zero"),
             "{msg}"
         );
+        let msg = load_toml("[http]\nshutdown_timeout = \"60s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("http.shutdown_timeout: 1m is too long")
+                && msg.contains("at most \"10s\""),
+            "{msg}"
+        );
+        assert!(load_toml("[http]\nshutdown_timeout = \"10s\"\n").is_ok());
     }
 
     #[test]
@@ -1645,5 +1669,13 @@ mod tests {
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
         assert_eq!(redact_url("redis://:p@h:1/0"), "redis://<redacted>@h:1/0");
         assert_eq!(redact_url("nonsense"), "nonsense");
+        // Passwords may hold what ends an authority elsewhere.
+        assert_eq!(redact_url("rediss://:p@a@h/2"), "rediss://<redacted>@h/2");
+        for secret in ["s3cr/et", "a?b", "c#d", "e@f"] {
+            let url = format!("redis://user:{secret}@h:1/0");
+            let shown = redact_url(&url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(shown.ends_with("@h:1/0"), "{shown}");
+        }
     }
 }

@@ -150,4 +150,6 @@ fn describe() {
     for kind in ["events", "ws_connect", "ws_capacity"] {
         metrics::counter!(RATE_LIMITED, "kind" => kind).absolute(0);
     }
+    // From 0, so `increase()` sees the first failed write.
+    metrics::counter!("scorehub_log_errors_total").absolute(0);
 }

@@ -256,15 +256,35 @@ impl Hub {
         .with_graceful_shutdown(signal);
         tokio::spawn(housekeeping(state.clone()));
         tokio::spawn(crate::ws::pressure::probe(token.clone()));
-        let served = server.await;
+        let server = server.into_future();
+        tokio::pin!(server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = token.cancelled() => {
+                // One deadline for the whole drain, requests and fans alike,
+                // leaving time to flush the log within MAX_SHUTDOWN.
+                let deadline = tokio::time::Instant::now() + grace.min(MAX_DRAIN);
+                let served = match tokio::time::timeout_at(deadline, &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!(
+                            grace_ms = grace.min(MAX_DRAIN).as_millis() as u64,
+                            "requests still in flight at the shutdown deadline are dropped"
+                        );
+                        Ok(())
+                    }
+                };
+                state.sessions.close();
+                if tokio::time::timeout_at(deadline, state.sessions.wait()).await.is_err() {
+                    tracing::warn!(
+                        grace_ms = grace.min(MAX_DRAIN).as_millis() as u64,
+                        "fan sessions did not close in time"
+                    );
+                }
+                served
+            }
+        };
         state.sessions.close();
-        let drained = tokio::time::timeout(grace, state.sessions.wait()).await;
-        if drained.is_err() {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "fan sessions did not close in time"
-            );
-        }
         state.registry.close().await;
         tracing::info!("stopped");
         served
@@ -333,3 +353,8 @@ pub async fn shutdown_signal() {
 
 /// Upper bound on how long the whole drain may take.
 pub const MAX_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// Longest wait for requests and fans to finish after SIGTERM
+/// (`http.shutdown_timeout` is capped to it): the rest of [`MAX_SHUTDOWN`]
+/// is for flushing the event log.
+pub const MAX_DRAIN: Duration = Duration::from_secs(9);

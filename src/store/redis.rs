@@ -56,6 +56,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Record, StoreError};
+use crate::config::redact_url;
 use crate::domain::{Fingerprint, GameId, GameState, League, Status};
 
 /// Prefix of every key and channel.
@@ -913,23 +914,6 @@ fn unhex(s: &[u8]) -> Option<Fingerprint> {
     Some(out)
 }
 
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &rest[..at];
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!("{scheme}://{shown}{}", &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -1526,7 +1510,7 @@ mod tests {
         assert!(started.elapsed() < CALL_TIMEOUT + Duration::from_secs(1));
         assert!(!err.contains("hunter2"), "{err}");
         assert!(
-            err.contains(&format!("redis://:***@127.0.0.1:{port}/0")),
+            err.contains(&format!("redis://<redacted>@127.0.0.1:{port}/0")),
             "{err}"
         );
         assert!(err.contains("redis.url"), "{err}");
@@ -1571,12 +1555,5 @@ mod tests {
             parse_seen(format!("{}:42", hex(&fp)).as_bytes()),
             Some((fp, 42))
         );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact_url("redis://p@h"), "redis://***@h");
-        assert_eq!(redact_url("rediss://:p@a@h/2"), "rediss://:***@h/2");
     }
 }

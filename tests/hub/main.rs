@@ -23,6 +23,8 @@
 //!   event log on use, idempotency, history and subscriptions intact.
 //! - `cluster_recovery`: retries that reach another node, Redis losing
 //!   acknowledged writes, a commit stuck behind a busy script.
+//! - `lifecycle`: a request stalled at SIGTERM, secrets in start-up errors,
+//!   the not-ready alert for a failed event log.
 //! - `input_edges`: numbers at their limits, NaN in MessagePack, deep
 //!   control messages, token edge cases.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
@@ -35,6 +37,7 @@ mod common;
 mod faults;
 mod fuzz_corpus;
 mod input_edges;
+mod lifecycle;
 mod limits;
 mod process;
 mod prometheus;
