@@ -104,6 +104,8 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // Caught from here on: a SIGTERM during start-up drains once serving.
+    let stop = shutdown_signal();
     if let Err(e) = scorehub::telemetry::init_logging(config.log.format, &config.log.level) {
         eprintln!("scorehub: {e}");
         return ExitCode::from(2);
@@ -173,7 +175,7 @@ async fn serve(config: Config) -> ExitCode {
     // Serve until SIGTERM/Ctrl-C, then drain; never take longer than MAX_SHUTDOWN.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
-        shutdown_signal().await;
+        stop.await;
         let _ = stop_tx.send(());
     };
     let server = tokio::spawn(hub.serve(listener, signal));
