@@ -359,6 +359,8 @@ function removeFromQueue(eventIdToDrop) {
 let pumping = false;
 let failures = 0;
 let retryTimer = null;
+/** The token the hub last refused (401): nothing is sent with it again. */
+let refusedToken = null;
 
 function retryIn(ms) {
   clearTimeout(retryTimer);
@@ -382,6 +384,10 @@ async function pump() {
       const t = token();
       if (!t) {
         say('error', `Paste a token: ${q.length} event(s) are waiting to be sent.`);
+        return;
+      }
+      if (t === refusedToken) {
+        say('error', `The hub refused the token (401: expired or wrong?). Paste a new one: ${q.length} event(s) wait in the outbox.`);
         return;
       }
       const item = q[0];
@@ -419,11 +425,17 @@ async function pump() {
         retryIn(delay);
         return;
       }
+      if (res.status === 401) {
+        // The token, not the event, is the problem: keep every event and wait
+        // for a new token (other tabs see the same outbox and do the same).
+        refusedToken = t;
+        say('error', `${errorText(res.status, body, item.game)} Paste a new token: ${q.length} event(s) wait in the outbox.`);
+        return;
+      }
       // Any other 4xx: this event can never succeed as it is; drop it, say why, go on.
       failures = 0;
       removeFromQueue(item.event.event_id);
       say('error', `${errorText(res.status, body, item.game)} (The event was dropped.)`);
-      if (res.status === 401) return; // the next ones would fail the same way until a new token
     }
   } finally {
     pumping = false;
@@ -436,7 +448,10 @@ window.addEventListener('storage', (ev) => {
     showPending();
     pump();
   }
-  if (ev.key === KEY.token) showToken();
+  if (ev.key === KEY.token) {
+    showToken();
+    pump(); // another tab saved a new token
+  }
 });
 
 // --- buttons ------------------------------------------------------------------------------------------

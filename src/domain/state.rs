@@ -321,6 +321,13 @@ impl GameState {
                     "`extra` keys must be 1-{MAX_EXTRA_KEY_LEN} bytes"
                 )));
             }
+            if k == "__proto__" {
+                // Browsers' decoders refuse it (it would set an object's
+                // prototype), so no fan could ever see the game.
+                return Err(InvalidState(
+                    "`extra` key \"__proto__\" is reserved: pick another name".into(),
+                ));
+            }
             match v {
                 Scalar::Str(s) if s.len() > MAX_TEXT_LEN => {
                     return Err(InvalidState(format!(

@@ -1090,6 +1090,9 @@ var Client = class {
     this.store = new GameStore();
     this.state = "connecting";
     this.skewMs = 0;
+    this.skewSamples = [];
+    this.replayUntil = 0;
+    this.heldById = /* @__PURE__ */ new Set();
     this.attempt = 0;
     this.ws = null;
     this.listeners = /* @__PURE__ */ new Map();
@@ -1146,6 +1149,7 @@ var Client = class {
    * @param {{games?: string[], leagues?: string[]}} what
    */
   subscribe({ games = [], leagues = [] } = {}) {
+    uniq(games).forEach((id) => this.heldById.delete(id));
     const g = uniq(games).filter((id) => !this.wantGames.has(id));
     const l = uniq(leagues).filter((id) => !this.wantLeagues.has(id));
     g.forEach((id) => this.wantGames.add(id));
@@ -1157,8 +1161,19 @@ var Client = class {
    * @param {{games?: string[], leagues?: string[]}} what
    */
   unsubscribe({ games = [], leagues = [] } = {}) {
-    const g = uniq(games).filter((id) => this.wantGames.delete(id));
+    const dropped = uniq(games).filter((id) => this.wantGames.delete(id));
     const l = uniq(leagues).filter((id) => this.wantLeagues.delete(id));
+    const g = dropped.filter((id) => {
+      if (!this.wants(id)) return true;
+      this.heldById.add(id);
+      return false;
+    });
+    for (const id of [...this.heldById]) {
+      if (!this.wants(id)) {
+        this.heldById.delete(id);
+        g.push(id);
+      }
+    }
     if (!g.length && !l.length) return;
     this.send({ op: "unsub", games: g, leagues: l });
     for (const id of [...this.store.games.keys()]) {
@@ -1226,6 +1241,8 @@ var Client = class {
     ws.onopen = () => {
       this.lastHeard = Date.now();
       this.setState("live");
+      this.heldById.clear();
+      this.replayUntil = Date.now() + 2e3;
       this.send({
         op: "sub",
         games: [...this.wantGames],
@@ -1288,8 +1305,10 @@ var Client = class {
       return;
     }
     if (frame === null || typeof frame !== "object") return;
-    if (frame.t === "d" && typeof frame.ts === "number") {
-      const skew = frame.ts - Date.now();
+    if (frame.t === "d" && typeof frame.ts === "number" && Date.now() >= this.replayUntil) {
+      this.skewSamples.push(frame.ts - Date.now());
+      if (this.skewSamples.length > 16) this.skewSamples.shift();
+      const skew = Math.max(...this.skewSamples);
       this.skewMs = Math.abs(skew) > 1e3 ? skew : 0;
     }
     if ((frame.t === "s" || frame.t === "d") && !this.wants(frame.g)) {
@@ -1306,6 +1325,7 @@ var Client = class {
         this.emit("gap", r);
         this.send({ op: "unsub", games: [r.game], leagues: [] });
         this.send({ op: "sub", games: [r.game], leagues: [] });
+        if (!this.wantGames.has(r.game)) this.heldById.add(r.game);
         break;
       case "error":
         this.emit("error", r);

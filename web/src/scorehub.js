@@ -266,6 +266,16 @@ export class Client {
     this.state = 'connecting';
     /** Estimated server clock minus local clock, in ms (from diff timestamps). */
     this.skewMs = 0;
+    /** Recent `ts - Date.now()` of diffs; the largest is the best estimate. */
+    this.skewSamples = [];
+    /** Until then, diffs are taken for replayed ones (a resume): no clock samples. */
+    this.replayUntil = 0;
+    /**
+     * Games the hub holds by id on this connection though they are no longer
+     * wanted by id (still covered by a wanted league): released with their
+     * league.
+     */
+    this.heldById = new Set();
     this.attempt = 0;
     this.ws = null;
     this.listeners = new Map();
@@ -328,6 +338,7 @@ export class Client {
    * @param {{games?: string[], leagues?: string[]}} what
    */
   subscribe({ games = [], leagues = [] } = {}) {
+    uniq(games).forEach((id) => this.heldById.delete(id));
     const g = uniq(games).filter((id) => !this.wantGames.has(id));
     const l = uniq(leagues).filter((id) => !this.wantLeagues.has(id));
     g.forEach((id) => this.wantGames.add(id));
@@ -340,8 +351,22 @@ export class Client {
    * @param {{games?: string[], leagues?: string[]}} what
    */
   unsubscribe({ games = [], leagues = [] } = {}) {
-    const g = uniq(games).filter((id) => this.wantGames.delete(id));
+    const dropped = uniq(games).filter((id) => this.wantGames.delete(id));
     const l = uniq(leagues).filter((id) => this.wantLeagues.delete(id));
+    // A game still covered by a wanted league stays subscribed on the hub (an
+    // `unsub` naming it would stop it for the whole connection); it is
+    // released with its league.
+    const g = dropped.filter((id) => {
+      if (!this.wants(id)) return true;
+      this.heldById.add(id);
+      return false;
+    });
+    for (const id of [...this.heldById]) {
+      if (!this.wants(id)) {
+        this.heldById.delete(id);
+        g.push(id);
+      }
+    }
     if (!g.length && !l.length) return;
     this.send({ op: 'unsub', games: g, leagues: l });
     for (const id of [...this.store.games.keys()]) {
@@ -418,6 +443,11 @@ export class Client {
     ws.onopen = () => {
       this.lastHeard = Date.now();
       this.setState('live');
+      // A new connection holds only what this sub names.
+      this.heldById.clear();
+      // What comes first answers the resume: diffs missed while away, with
+      // their original (old) timestamps.
+      this.replayUntil = Date.now() + 2000;
       // Resume: everything wanted, and the last seq held for each game, so
       // the hub sends only what was missed (or a snapshot when it cannot).
       this.send({
@@ -490,10 +520,15 @@ export class Client {
       return;
     }
     if (frame === null || typeof frame !== 'object') return;
-    if (frame.t === 'd' && typeof frame.ts === 'number') {
-      // Diffs carry the hub's ingest time: a large difference from our clock
-      // is skew (small ones are just latency).
-      const skew = frame.ts - Date.now();
+    if (frame.t === 'd' && typeof frame.ts === 'number' && Date.now() >= this.replayUntil) {
+      // Diffs carry the hub's ingest time, so `ts - now` is the skew minus
+      // how long the diff took to arrive: the largest of recent samples is
+      // the best estimate. Diffs replayed after a resume are old: those that
+      // come right after a (re)connect are not sampled, later ones give small
+      // samples and are outweighed. Small skews are just latency.
+      this.skewSamples.push(frame.ts - Date.now());
+      if (this.skewSamples.length > 16) this.skewSamples.shift();
+      const skew = Math.max(...this.skewSamples);
       this.skewMs = Math.abs(skew) > 1000 ? skew : 0;
     }
     if ((frame.t === 's' || frame.t === 'd') && !this.wants(frame.g)) {
@@ -512,6 +547,9 @@ export class Client {
         // this connection, so unsubscribe first: the sub then brings a snapshot.
         this.send({ op: 'unsub', games: [r.game], leagues: [] });
         this.send({ op: 'sub', games: [r.game], leagues: [] });
+        // The hub now holds it by id; if only its league is wanted, it goes
+        // with the league.
+        if (!this.wantGames.has(r.game)) this.heldById.add(r.game);
         break;
       case 'error':
         this.emit('error', r);
