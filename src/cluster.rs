@@ -196,16 +196,32 @@ impl Bus {
     }
 }
 
+/// Longest wait for the pub/sub connection to open and subscribe: a Redis
+/// that accepts but does not answer (frozen, or a half-dead proxy) must not
+/// hold the node unready after the real one is back.
+const PUBSUB_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Keeps the pub/sub connection up and routes its messages.
 async fn run_pubsub(bus: std::sync::Weak<Bus>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(b) = bus.upgrade() else { return };
-        let connected = b.store.client().get_async_pubsub().await;
+        let connected =
+            match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, b.store.client().get_async_pubsub())
+                .await
+            {
+                Ok(connected) => connected.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {PUBSUB_CONNECT_TIMEOUT:?}")),
+            };
         match connected {
             Ok(pubsub) => {
                 let (sink, mut stream) = pubsub.split();
-                if let Err(e) = b.resubscribe(sink).await {
+                let resubscribed =
+                    match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, b.resubscribe(sink)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {PUBSUB_CONNECT_TIMEOUT:?}")),
+                    };
+                if let Err(e) = resubscribed {
                     tracing::warn!("Redis pub/sub: cannot resubscribe: {e}");
                 } else {
                     b.subscribed.store(true, Ordering::Relaxed);

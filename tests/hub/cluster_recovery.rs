@@ -277,3 +277,52 @@ async fn commit_timeout_503_applies_nothing() {
         state.log
     );
 }
+
+/// Contract §5: when Redis returns, the node is ready again. Here what
+/// answers on Redis's port for a while is a black hole (it accepts and never
+/// speaks: a frozen Redis, a half-dead proxy) that keeps the connections it
+/// took. The pub/sub connection opened to it must give up, or the node stays
+/// unready after the real Redis is back on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_accepts_and_never_answers_does_not_hold_the_node_unready() {
+    let mut redis = RedisServer::start_with_aof();
+    let hub = TestHub::start_cluster(&redis.url()).await;
+    hub.put_game(G).await;
+    let ready = || async { hub.get("/readyz").await.status == 200 };
+    eventually("ready with Redis up", WAIT, ready).await;
+
+    redis.kill9();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", redis.port()))
+        .expect("binding the black hole on Redis's port");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking black hole");
+    let mut held = Vec::new();
+    // The node notices Redis is gone and reconnects into the black hole.
+    eventually("the node connects to the black hole", RECOVERY, || {
+        while let Ok((conn, _)) = listener.accept() {
+            held.push(conn);
+        }
+        std::future::ready(!held.is_empty())
+    })
+    .await;
+    assert_ne!(
+        hub.get("/readyz").await.status,
+        200,
+        "not ready without Redis"
+    );
+    // The real Redis comes back on the same port; the black hole keeps what
+    // it took.
+    drop(listener);
+    redis.restart();
+    eventually("ready again once Redis is back", RECOVERY, ready).await;
+    drop(held);
+    // Events go through again (a 503 meanwhile is the retryable answer).
+    eventually(
+        "an event is applied once Redis is back",
+        RECOVERY,
+        || async { hub.post_event(G, score("after", "home", 1)).await.status == 200 },
+    )
+    .await;
+    assert_eq!(hub.get_game(G).await["seq"], 1);
+}
