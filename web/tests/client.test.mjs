@@ -246,3 +246,39 @@ test('the committed bundle web/dist/scorehub.js is built from the current source
     'web/dist/scorehub.js is stale: run `npm run build` in web/ and commit the result',
   );
 });
+
+test('resumed (replayed) diffs do not skew serverNow() by their age', async () => {
+  // On resume the hub replays the missed diffs from its history with their
+  // ORIGINAL ingest time `ts`. Taking `ts - Date.now()` of such a diff as clock
+  // skew makes serverNow() lag by the diff's age, so every running clock on
+  // the scoreboard shows too much time left and the console's "Stop clock"
+  // posts a wrong `ms`.
+  FakeSocket.all = [];
+  const c = new Client('http://hub.test', { games: ['nba:a'], baseDelayMs: 2, maxDelayMs: 4, WebSocket: FakeSocket });
+  try {
+    const ws1 = FakeSocket.all[0];
+    ws1.accept();
+    const now = Date.now();
+    ws1.frame({
+      t: 's',
+      g: 'nba:a',
+      q: 1,
+      d: { game: 'nba:a', seq: 1, clock: { ms: 600000, running: true, at: now }, home: { score: 0 }, away: { score: 0 } },
+    });
+    ws1.frame({ t: 'd', g: 'nba:a', q: 2, d: { seq: 2, home: { score: 2 } }, ts: Date.now() });
+    assert.ok(Math.abs(c.serverNow() - Date.now()) < 1000, 'live diff: no skew');
+    ws1.lose();
+    await new Promise((r) => setTimeout(r, 30));
+    const ws2 = FakeSocket.all[1];
+    ws2.accept();
+    assert.deepEqual(ws2.sent[0].since, { 'nba:a': 2 });
+    // The missed diff was ingested 60 s ago, while we were offline; the hub's
+    // clock and ours agree.
+    ws2.frame({ t: 'd', g: 'nba:a', q: 3, d: { seq: 3, away: { score: 3 } }, ts: Date.now() - 60_000 });
+    assert.equal(c.get('nba:a').seq, 3);
+    const off = c.serverNow() - Date.now();
+    assert.ok(Math.abs(off) < 1000, `serverNow() is off by ${off} ms after a resume (replayed diff's age taken as skew)`);
+  } finally {
+    c.close();
+  }
+});
