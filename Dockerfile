@@ -63,10 +63,11 @@ EXPOSE 8080
 # every Debian image (it is "Essential"), and its /dev/tcp redirection opens a TCP
 # connection without any extra package: the check sends a plain HTTP/1.0 request to
 # /healthz and passes only when the status line says 200 (not merely when the port is
-# open). The port is taken from SCOREHUB_HTTP__LISTEN, so overriding it keeps the check
-# right; --timeout bounds a hub that accepts but never answers.
+# open). Address and port are taken from SCOREHUB_HTTP__LISTEN (a wildcard address is
+# probed on loopback), so overriding it keeps the check right; --timeout bounds a hub
+# that accepts but never answers.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${SCOREHUB_HTTP__LISTEN##*:} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+  CMD ["bash", "-c", "h=${SCOREHUB_HTTP__LISTEN%:*}; h=${h#[}; h=${h%]}; case $h in 0.0.0.0|::|'') h=127.0.0.1;; esac; exec 3<>/dev/tcp/$h/${SCOREHUB_HTTP__LISTEN##*:} && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["scorehub"]
