@@ -177,7 +177,14 @@ impl Bus {
         let mut guard = self.sink.lock().await;
         let channels: Vec<String> = self.routes.iter().map(|r| r.key().clone()).collect();
         if !channels.is_empty() {
-            sink.subscribe(&channels).await?;
+            tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channels))
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer to SUBSCRIBE within {PUBSUB_CONNECT_TIMEOUT:?}"),
+                    ))
+                })??;
         }
         *guard = Some(sink);
         drop(guard);
@@ -216,12 +223,9 @@ async fn run_pubsub(bus: std::sync::Weak<Bus>, shutdown: CancellationToken) {
         match connected {
             Ok(pubsub) => {
                 let (sink, mut stream) = pubsub.split();
-                let resubscribed =
-                    match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, b.resubscribe(sink)).await {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(_) => Err(format!("no answer within {PUBSUB_CONNECT_TIMEOUT:?}")),
-                    };
-                if let Err(e) = resubscribed {
+                // SUBSCRIBE is bounded inside; the repairs that follow are not
+                // (a node with many games must not loop on them).
+                if let Err(e) = b.resubscribe(sink).await {
                     tracing::warn!("Redis pub/sub: cannot resubscribe: {e}");
                 } else {
                     b.subscribed.store(true, Ordering::Relaxed);
