@@ -322,7 +322,7 @@ async fn a_redis_that_accepts_and_never_answers_does_not_hold_the_node_unready()
     // Events go through again (a 503 meanwhile is the retryable answer).
     eventually(
         "an event is applied once Redis is back",
-        RECOVERY,
+        2 * RECOVERY,
         || async { hub.post_event(G, score("after", "home", 1)).await.status == 200 },
     )
     .await;
