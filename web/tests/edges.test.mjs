@@ -163,9 +163,9 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
 
   test('scoreboard keeps following a league game after its id is removed from "Games by id"', { timeout: 30_000 }, async () => {
     // `/?league=rva&games=rva:x`, then the user clears the games field (league kept).
-    // app.js follow() -> hub.unsubscribe({games:['rva:x']}) sends {op:"unsub",games:["rva:x"]};
-    // the client keeps rva:x (still wanted through the league) but the hub drops the
-    // game for this connection entirely, so the card silently freezes.
+    // The game is still wanted through its league, so the client must not send an
+    // `unsub` naming it (the hub would drop it for the whole connection and the card
+    // would freeze, as it did).
     const id = 'rva:x';
     await createGame(id);
     const page = await newPage('scoreboard-unsub');
@@ -193,8 +193,8 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
   test('a gap resync of a league game does not leave a by-id subscription behind after the league is unsubscribed', { timeout: 30_000 }, async () => {
     // A gap makes the client send {op:"unsub",games:[g]} + {op:"sub",games:[g]}: for a
     // game followed only through its league this turns it into a by-id subscription on
-    // the hub, which unsubscribe({leagues}) never releases (the hub keeps games
-    // subscribed by id): the hub keeps streaming the game to a client that drops it.
+    // the hub, which must be released with the league (it used to stay, and the hub
+    // kept streaming the game to a client that dropped it).
     const id = 'rvd:x';
     await createGame(id);
     const page = await clientPage('client-gap-leak');
@@ -294,9 +294,8 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
 
   test('a 401 (expired token) does not drop a queued event while later ones are kept and sent', { timeout: 30_000 }, async () => {
     // Outbox of three events (queued offline); the saved token has expired meanwhile.
-    // console.js drops the head event on 401, keeps the other two, and sends them once
-    // a fresh token is pasted: 2 of the 3 clicks are applied, silently out of line
-    // with what the scorekeeper entered.
+    // A 401 is the token's fault: all three wait for a fresh token, then all three are
+    // applied. (The head event used to be dropped: 2 of the 3 clicks applied.)
     const id = 'rve:x';
     await createGame(id);
     const page = await newPage('console-401');
@@ -327,10 +326,9 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
   });
 
   test('with two console tabs open, a 401 still keeps the events after the refused one', { timeout: 30_000 }, async () => {
-    // console.js returns after a 401 so that "the next ones" wait for a new token. But
-    // every removeFromQueue() fires a `storage` event in the other tab, whose listener
-    // calls pump(): the two tabs take turns, each 401 drops one more event, and the whole
-    // outbox is gone.
+    // Two tabs share the outbox. A 401 must not make them take turns dropping events
+    // (each removal fired a `storage` event that made the other tab pump, until the
+    // whole outbox was gone).
     const id = 'rvf:x';
     await createGame(id);
     const a = await newPage('console-401-a');
