@@ -515,8 +515,10 @@ $('#clock-form').addEventListener('submit', (ev) => {
 
 $('#period-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const period = Number($('#period-value').value);
-  if (!Number.isInteger(period) || period < 0) {
+  const raw = $('#period-value').value.trim();
+  const period = Number(raw);
+  // An empty field is no period (Number('') would post 0).
+  if (raw === '' || !Number.isInteger(period) || period < 0) {
     say('error', 'Period: enter a whole number.');
     return;
   }

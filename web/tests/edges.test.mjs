@@ -31,7 +31,7 @@ const BIN = resolve(process.env.HUB_BIN ?? join(ROOT, 'target/debug/scorehub'));
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const haveBrowser = existsSync(BIN) && existsSync(CHROMIUM);
 
-describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BIN} and ${CHROMIUM}` }, () => {
+describe('browser, real hub', { skip: haveBrowser ? false : `needs ${BIN} and ${CHROMIUM}` }, () => {
   let TMP;
   let ENV;
   let proc;
@@ -118,7 +118,7 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
 
   before(async () => {
     const { chromium } = await import('playwright-core');
-    TMP = mkdtempSync(join(tmpdir(), 'scorehub-review-'));
+    TMP = mkdtempSync(join(tmpdir(), 'scorehub-edges-'));
     ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SCOREHUB_')));
     Object.assign(ENV, {
       SCOREHUB_STORAGE__DIR: join(TMP, 'data'),
@@ -129,7 +129,7 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
     await startHub();
     const { stdout } = await promisify(execFile)(
       BIN,
-      ['token', '--sub', 'review', '--games', '*', '--ttl', '1h', '--scope', 'admin'],
+      ['token', '--sub', 'edges', '--games', '*', '--ttl', '1h', '--scope', 'admin'],
       { env: ENV },
     );
     TOKEN = stdout.trim().split(/\s+/).pop();
@@ -289,6 +289,23 @@ describe('review (browser, real hub)', { skip: haveBrowser ? false : `needs ${BI
     release();
     const url = page.url();
     assert.ok(!url.includes(TOKEN.split('.')[2]), `the token is in the URL: ${url.slice(0, 60)}…`);
+    await page.close();
+  });
+
+  test('an empty period field posts nothing (it used to post period 0)', { timeout: 30_000 }, async () => {
+    const id = 'rvp:x';
+    await createGame(id);
+    const page = await newPage('console-period');
+    await page.goto(`${base}/console?game=${id}`);
+    await waitFor(page, () => document.querySelector('#live-home').textContent === '0', null, 5000, 'game open');
+    await page.fill('#token', TOKEN);
+    await page.click('#token-form button[type=submit]');
+    await page.fill('#period-value', '');
+    await page.click('#period-form button[type=submit]');
+    await waitFor(page, () => /whole number/.test(document.querySelector('#message').textContent), null, 5000, 'asked for a number');
+    const queued = await page.evaluate(() => JSON.parse(localStorage.getItem('scorehub.console.queue') ?? '[]').length);
+    assert.equal(queued, 0, 'nothing queued');
+    assert.equal((await must('GET', `/v1/games/${id}`)).seq, 0, 'nothing applied');
     await page.close();
   });
 
