@@ -435,6 +435,7 @@ async function pump() {
       // Any other 4xx: this event can never succeed as it is; drop it, say why, go on.
       failures = 0;
       removeFromQueue(item.event.event_id);
+      forgetUndo(item.game, item.event.event_id);
       say('error', `${errorText(res.status, body, item.game)} (The event was dropped.)`);
     }
   } finally {
@@ -458,13 +459,23 @@ window.addEventListener('storage', (ev) => {
 
 const undoStacks = () => load(KEY.undo, {});
 
+/** A dropped event was never applied: undoing it would change the score. */
+function forgetUndo(gameId, eventIdDropped) {
+  const stacks = undoStacks();
+  const stack = stacks[gameId];
+  if (!stack?.some((u) => u.event_id === eventIdDropped)) return;
+  stacks[gameId] = stack.filter((u) => u.event_id !== eventIdDropped);
+  save(KEY.undo, stacks);
+}
+
 for (const b of document.querySelectorAll('.pad button')) {
   b.addEventListener('click', () => {
     const team = b.dataset.team;
     const points = Number(b.dataset.points);
-    if (post({ kind: 'score', team, points })) {
+    const item = post({ kind: 'score', team, points });
+    if (item) {
       const stacks = undoStacks();
-      (stacks[game] ??= []).push({ team, points });
+      (stacks[game] ??= []).push({ team, points, event_id: item.event.event_id });
       stacks[game] = stacks[game].slice(-50);
       save(KEY.undo, stacks);
     }

@@ -292,6 +292,35 @@ describe('browser, real hub', { skip: haveBrowser ? false : `needs ${BIN} and ${
     await page.close();
   });
 
+  test('undo never takes back a score the hub refused (it used to apply the negative one)', { timeout: 30_000 }, async () => {
+    const id = 'rvu:x';
+    await createGame(id);
+    await must('POST', `/v1/games/${id}/events`, { event_id: randomUUID(), kind: 'score', team: 'home', points: 5 });
+    const { stdout } = await promisify(execFile)(
+      BIN,
+      ['token', '--sub', 'outsider', '--games', 'nhl:*', '--ttl', '1h', '--scope', 'scorekeeper'],
+      { env: ENV },
+    );
+    const outsider = stdout.trim().split(/\s+/).pop();
+    const page = await newPage('console-undo');
+    await page.goto(`${base}/console?game=${id}`);
+    await waitFor(page, () => document.querySelector('#live-home').textContent === '5', null, 5000, 'game open');
+    // +2 with a token for another league: refused (403) and dropped.
+    await page.fill('#token', outsider);
+    await page.click('#token-form button[type=submit]');
+    await page.click('.pad button[data-team="home"][data-points="2"]');
+    await waitFor(page, () => /dropped/.test(document.querySelector('#message').textContent), null, 5000, '403 dropped');
+    // With a good token, undo has nothing of this console's to take back.
+    await page.fill('#token', TOKEN);
+    await page.click('#token-form button[type=submit]');
+    await page.click('#undo');
+    await waitFor(page, () => /Nothing to undo/.test(document.querySelector('#message').textContent), null, 5000, 'nothing to undo');
+    await sleep(300);
+    const s = await must('GET', `/v1/games/${id}`);
+    assert.equal(s.home.score, 5, 'the refused +2 was not taken back from the real score');
+    await page.close();
+  });
+
   test('an empty period field posts nothing (it used to post period 0)', { timeout: 30_000 }, async () => {
     const id = 'rvp:x';
     await createGame(id);
