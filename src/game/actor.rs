@@ -417,6 +417,17 @@ impl GameActor {
         }
     }
 
+    /// The diff frame kept for `seq`, if the history still holds it (its
+    /// seqs are consecutive, so this is an index, not a search).
+    fn kept_frame(&self, seq: u64) -> Option<&Bytes> {
+        let first = self.history.front()?.0;
+        let at = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.history
+            .get(at)
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, f)| f)
+    }
+
     fn push_history(&mut self, seq: u64, frame: Bytes) {
         self.history.push_back((seq, frame));
         while self.history.len() > self.cfg.history {
@@ -660,10 +671,7 @@ impl GameActor {
                 // kept for q has the same bytes. Other bytes mean Redis went
                 // back in time (it lost writes) and another node wrote a
                 // different q: this replica has diverged and reloads.
-                let diverged = self
-                    .history
-                    .iter()
-                    .any(|(s, kept)| *s == q && *kept != frame);
+                let diverged = self.kept_frame(q).is_some_and(|kept| *kept != frame);
                 if diverged {
                     self.flush_remote();
                     if let Err(e) = self.reload(&redis).await {

@@ -271,6 +271,21 @@ async fn tcp_pair() -> (Socket, TcpStream) {
 
 // ------------------------------------------------------------------- tests
 
+/// A hub with `ws` limits and eight games of ~10 KiB snapshots, and a raw
+/// small-window fan subscribed to all of them (with the bytes read past the
+/// handshake): ~80 KiB of snapshots head for a socket that takes ~10 KiB.
+async fn fan_of_big_games(ws: WsConfig) -> (TestHub, TcpStream, Vec<u8>) {
+    let hub = start(ws).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let id = format!("nba:big{i}");
+        hub.big_game(&id).await;
+        ids.push(id);
+    }
+    let (tcp, got) = raw_connect(hub.addr, &format!("?games={}", ids.join(","))).await;
+    (hub, tcp, got)
+}
+
 /// Outbox level. A direct write cuts a frame short and queues its rest at the
 /// front; before the writer takes it, the byte cap overflows. The overflow
 /// drops the queue but keeps that rest, so `close()` returns it and the
@@ -328,14 +343,7 @@ async fn a_slow_consumer_goodbye_follows_whole_frames() {
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let hub = start(ws).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        let id = format!("nba:big{i}");
-        hub.big_game(&id).await;
-        ids.push(id);
-    }
-    let (mut tcp, mut got) = raw_connect(hub.addr, &format!("?games={}", ids.join(","))).await;
+    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
     // Let the session push the snapshots into a socket nobody reads.
     tokio::time::sleep(Duration::from_millis(500)).await;
     read_to_eof(&mut tcp, &mut got).await;
@@ -355,14 +363,7 @@ async fn a_reader_end_during_a_blocked_write_never_puts_a_close_frame_inside_a_d
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let hub = start(ws).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        let id = format!("nba:big{i}");
-        hub.big_game(&id).await;
-        ids.push(id);
-    }
-    let (mut tcp, mut got) = raw_connect(hub.addr, &format!("?games={}", ids.join(","))).await;
+    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
     // ~80 KiB of snapshots into a socket that takes ~10 KiB: the writer
     // takes what is queued and waits inside `write_all`.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -381,14 +382,7 @@ async fn a_client_close_during_a_blocked_write_never_puts_the_reply_inside_a_dat
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let hub = start(ws).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        let id = format!("nba:big{i}");
-        hub.big_game(&id).await;
-        ids.push(id);
-    }
-    let (mut tcp, mut got) = raw_connect(hub.addr, &format!("?games={}", ids.join(","))).await;
+    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     tcp.write_all(&masked_close()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -25,7 +25,7 @@ const G: &str = "nba:2026-11-22-lal-bos";
 
 /// How long a node may take to notice that Redis died or came back (health
 /// pings every second; reconnects back off up to a few seconds).
-const RECOVERY: Duration = Duration::from_secs(30);
+pub(crate) const RECOVERY: Duration = Duration::from_secs(30);
 
 /// A mix of every event kind, deterministic in `i`.
 fn event(i: u64) -> Value {
@@ -54,7 +54,7 @@ fn batch_item(game: &str, event: &Value) -> Value {
 
 /// Connects a fan to `node` subscribed to `game`; applies its first frame,
 /// which must be the snapshot.
-async fn watch(node: &Api, game: &str) -> (Fan, FanState) {
+pub(crate) async fn watch(node: &Api, game: &str) -> (Fan, FanState) {
     let mut fan = Fan::connect(&node.ws_url(&format!("games={game}"))).await;
     let mut state = FanState::default();
     let f = fan.next_frame(WAIT).await;
@@ -158,7 +158,7 @@ async fn bounded(what: &str, call: impl Future<Output = Reply>) -> Reply {
 }
 
 /// A plain connection to the test's Redis (for `INFO` and `CONFIG`).
-async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .expect("the fixture's URL parses")
         .get_multiplexed_async_connection()

@@ -11,29 +11,10 @@ use reqwest::Method;
 use scorehub::testing::RedisServer;
 use serde_json::{Value, json};
 
-use crate::common::{Api, Body, Fan, FanState, TestHub, WAIT, eventually, score};
+use crate::cluster::{RECOVERY, redis_conn, watch};
+use crate::common::{Body, TestHub, WAIT, eventually, score};
 
 const G: &str = "nba:recovery";
-
-/// How long a node may take to notice Redis died or came back.
-const RECOVERY: Duration = Duration::from_secs(30);
-
-async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .expect("the fixture's URL parses")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connecting to the test's redis-server")
-}
-
-async fn watch(node: &Api, game: &str) -> (Fan, FanState) {
-    let mut fan = Fan::connect(&node.ws_url(&format!("games={game}"))).await;
-    let mut state = FanState::default();
-    let f = fan.next_frame(WAIT).await;
-    assert_eq!(f.t, "s", "first frame is the snapshot: {f:?}");
-    state.apply(&f);
-    (fan, state)
-}
 
 fn with_expected(mut ev: Value, expected: u64) -> Value {
     ev["expected_seq"] = json!(expected);
