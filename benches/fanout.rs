@@ -18,10 +18,10 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use scorehub::codec;
 use scorehub::domain::{self, Action, Event, GameId, GameState, NewGame, NewTeam, Side, patch};
+use scorehub::fanout::outbox::{Item, Outbox, Push, Take};
 use scorehub::game::{ActorConfig, GameHandle, Restored, SeenIds};
 use scorehub::store::FileLog;
 use scorehub::store::file::FileLogOptions;
-use scorehub::ws::outbox::{Item, Outbox, Push, Take};
 
 /// Pushes (or applies) between two drains of the queues; below the frame cap
 /// so nothing is ever conflated.

@@ -10,8 +10,8 @@
 //! The data path reads top to bottom:
 //! `http` (ingest) → `auth` → `domain` (validation, apply, diff) → `game`
 //! (actor: sequence, dedupe, durable append via `store`) → `codec` (encode
-//! once) → `ws::outbox` (each fan: one non-blocking `writev` of the shared
-//! frame via `ws::wire`, or its bounded queue when the socket is full) →
+//! once) → `fanout::outbox` (each fan: one non-blocking `writev` of the shared
+//! frame via `fanout::wire`, or its bounded queue when the socket is full) →
 //! `ws::session` (the writer task draining that queue; the reader).
 //!
 //! - `config`: raw file + env → validated [`config::Config`].
@@ -33,16 +33,19 @@
 //! - `fuzzing` (hidden): fuzzing harnesses over request bodies, control
 //!   messages and log replay, shared by `fuzz/` and the corpus tests.
 
+pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod game;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod server;

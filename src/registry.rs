@@ -39,13 +39,13 @@ use crate::cluster::Bus;
 use crate::codec;
 use crate::domain::event::fingerprint_of;
 use crate::domain::{Fingerprint, GameId, GameState, InvalidState, League, NewGame, Status, patch};
+use crate::fanout::outbox::Outbox;
 use crate::game::{
     ActorConfig, GameHandle, IdleUnload, Loader, Loading, Restored, Seen, SeenIds, unix_ms,
 };
 use crate::metrics as m;
 use crate::store::redis::CreateOutcome;
 use crate::store::{FileLog, Record, Store, StoreError};
-use crate::ws::outbox::Outbox;
 
 /// Why a game could not be created.
 #[derive(Debug, thiserror::Error)]

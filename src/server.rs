@@ -7,88 +7,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
+use crate::app::AppState;
+
 use crate::cluster::Bus;
 use crate::config::Config;
 use crate::domain::GameId;
 use crate::game::{ActorConfig, IdleUnload};
-use crate::http::limits::Limits;
 use crate::registry::Registry;
 use crate::store::file::FileLogOptions;
 use crate::store::redis::RedisStore;
 use crate::store::{FileLog, Store, StoreError};
-
-/// Everything request handlers and fan sessions share.
-#[derive(Clone)]
-pub struct AppState {
-    /// Every game.
-    pub registry: Arc<Registry>,
-    /// Token verification.
-    pub auth: Arc<Auth>,
-    /// The validated configuration.
-    pub config: Arc<Config>,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// Cancelled when the hub starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Tracks fan sessions so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    /// Abuse limits: events per token, connects per address, the connection cap.
-    pub limits: Arc<Limits>,
-    next_conn_id: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("games", &self.registry.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AppState {
-    fn new(
-        registry: Arc<Registry>,
-        config: Config,
-        secret: &[u8],
-        metrics: PrometheusHandle,
-        shutdown: CancellationToken,
-    ) -> AppState {
-        AppState {
-            registry,
-            auth: Arc::new(Auth::new(secret)),
-            limits: Arc::new(Limits::new(&config.limits)),
-            config: Arc::new(config),
-            metrics,
-            shutdown,
-            sessions: TaskTracker::new(),
-            next_conn_id: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    /// A fresh connection id.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// `Ok` when the hub can accept events, else the reason.
-    pub fn readiness(&self) -> Result<(), String> {
-        if self.shutdown.is_cancelled() {
-            return Err("shutting down".into());
-        }
-        self.registry.health()
-    }
-}
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +190,7 @@ impl Hub {
         )
         .with_graceful_shutdown(signal);
         tokio::spawn(housekeeping(state.clone()));
-        tokio::spawn(crate::ws::pressure::probe(token.clone()));
+        tokio::spawn(crate::fanout::pressure::probe(token.clone()));
         let server = server.into_future();
         tokio::pin!(server);
         let served = tokio::select! {

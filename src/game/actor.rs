@@ -40,11 +40,11 @@ use super::{
 };
 use crate::codec;
 use crate::domain::{self, GameState, patch};
+use crate::fanout::outbox::{Push, Route};
+use crate::fanout::wire::Wire;
 use crate::metrics as m;
 use crate::store::redis::{Commit, CommitEvent, RedisStore};
 use crate::store::{Record, Store, StoreError};
-use crate::ws::outbox::{Push, Route};
-use crate::ws::wire::Wire;
 
 /// Most events applied in one group (one durable step).
 pub const MAX_GROUP: usize = 128;

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
+use crate::fanout::outbox::Outbox;
 use crate::store::{Store, StoreError};
-use crate::ws::outbox::Outbox;
 
 pub use actor::ActorConfig;
 

@@ -16,10 +16,10 @@ use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::auth::{Claims, parse_bearer};
 use crate::domain::GameId;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// The wire format of a request body, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

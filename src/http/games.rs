@@ -21,12 +21,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Body, GamePath, Query, Scorekeeper, Writer, check_write, field_error};
 use super::openapi as doc;
+use crate::app::AppState;
 use crate::auth::Claims;
 use crate::domain::{Event, GameId, GameState, League, NewGame, RawEvent, Status};
 use crate::error::{ApiError, ErrorBody};
 use crate::game::{Applied, Pending};
 use crate::metrics as m;
-use crate::server::AppState;
 use crate::store::Record;
 
 /// Most events in one `POST /v1/events`.

@@ -24,7 +24,6 @@
 
 pub mod extract;
 mod games;
-pub mod limits;
 pub mod openapi;
 mod ops;
 pub mod pages;
@@ -47,9 +46,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::extract::Query;
+use crate::app::AppState;
 use crate::error::ApiError;
 use crate::metrics as m;
-use crate::server::AppState;
 use crate::ws::session::WsQuery;
 use crate::ws::upgrade::WsUpgrade;
 

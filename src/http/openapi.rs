@@ -38,12 +38,12 @@ use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use super::extract::GamePath;
 use super::games::{self, Batch, HistoryEntry, MAX_BATCH};
-use super::limits::TOO_MANY_CONNECTIONS;
 use super::ops;
 use crate::domain::event::MAX_EVENT_ID_LEN;
 use crate::domain::state::MAX_SCORE;
 use crate::domain::{GameId, League, RawEvent, Scalar, Status};
 use crate::error::ApiError;
+use crate::limits::TOO_MANY_CONNECTIONS;
 
 /// The scorehub API, as utoipa assembles it.
 #[derive(OpenApi)]
@@ -723,7 +723,7 @@ mod tests {
     #[tokio::test]
     async fn fans_unavailable_matches_the_connection_cap_refusal() {
         use axum::response::IntoResponse;
-        let response = super::super::limits::Refusal::Full { max: 1 }.into_response();
+        let response = crate::limits::Refusal::Full { max: 1 }.into_response();
         let family = FansUnavailable::family();
         assert_eq!(response.status(), family.status);
         assert!(response.headers().contains_key("retry-after"));

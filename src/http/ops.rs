@@ -10,7 +10,7 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// The operations routes, to be merged into the main router. (The document,
 /// [`openapi`], is routed with the `/v1` API, under its CORS policy.)

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// The policy on every page and asset: only this origin's scripts, styles and
 /// connections (WebSocket included), no framing, no inline code.

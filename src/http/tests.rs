@@ -9,9 +9,10 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::app::AppState;
 use crate::auth::Scope;
 use crate::config::Config;
-use crate::server::{AppState, Hub};
+use crate::server::Hub;
 
 const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 

@@ -23,13 +23,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
-use super::outbox::Outbox;
-use super::wire::{self, Socket, Wire};
+use crate::app::AppState;
 use crate::codec;
 use crate::config::{Config, WsConfig};
 use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Scalar};
+use crate::fanout::outbox::Outbox;
+use crate::fanout::wire::{self, Socket, Wire};
 use crate::game::GameHandle;
-use crate::server::{AppState, Hub};
+use crate::server::Hub;
 
 /// Generous bound on waiting for something that must happen.
 const PATIENCE: Duration = Duration::from_secs(20);

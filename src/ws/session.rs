@@ -50,18 +50,18 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
 use super::limiter::TokenBucket;
-use super::outbox::{Item, Leftovers, Outbox, Take};
 use super::upgrade::{Upgrade, WsUpgrade};
-use super::wire::{self, Socket, Wire};
+use crate::app::AppState;
 use crate::codec::{self, ClientMsg, FrameKind};
 use crate::config::WsConfig;
 use crate::domain::{GameId, League};
 use crate::error::ApiError;
+use crate::fanout::outbox::{Item, Leftovers, Outbox, Take};
+use crate::fanout::wire::{self, Socket, Wire};
 use crate::game::GameHandle;
 use crate::http::extract::Query;
 use crate::metrics as m;
 use crate::registry::Registry;
-use crate::server::AppState;
 
 /// Bytes tungstenite reserves to read client frames. Fans send little (a few
 /// control messages), so a small buffer keeps idle connections cheap; larger
@@ -656,7 +656,7 @@ async fn write_loop(conn: &Conn, held: &mut Option<Socket>) -> End {
             biased;
             () = &mut shutdown => return End::Shutdown,
             () = conn.outbox.notified() => {
-                if super::pressure::busy() {
+                if crate::fanout::pressure::busy() {
                     // Saturated: let other games add their frames first, so
                     // they share this write.
                     tokio::task::yield_now().await;

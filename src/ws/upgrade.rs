@@ -2,7 +2,7 @@
 //!
 //! The hub takes the upgraded connection itself instead of through axum's
 //! `WebSocket`, because the session writes pre-encoded frames straight to
-//! the socket (see [`wire`](super::wire)) and reads client frames with
+//! the socket (see [`wire`](crate::fanout::wire)) and reads client frames with
 //! tungstenite from the read half only. Whenever the connection is a plain
 //! TCP stream (as `axum::serve` gives it) it is unwrapped from hyper and
 //! split into owned halves, so a game actor writes to it with
@@ -23,8 +23,8 @@ use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::wire::Socket;
 use crate::error::ApiError;
+use crate::fanout::wire::Socket;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
 #[derive(Debug)]

@@ -231,7 +231,7 @@ async fn the_connection_cap_answers_503_until_a_slot_frees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fans_never_take_the_descriptors_the_event_log_needs() {
     const NOFILE: u64 = 530;
-    let cap = usize::try_from(NOFILE - scorehub::http::limits::FD_RESERVE).unwrap();
+    let cap = usize::try_from(NOFILE - scorehub::limits::FD_RESERVE).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hub = BinaryHub::spawn_with_nofile(dir.path(), NOFILE, &[]);
     assert!(
