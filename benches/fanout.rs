@@ -19,6 +19,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use scorehub::codec;
 use scorehub::domain::{self, Action, Event, GameId, GameState, NewGame, NewTeam, Side, patch};
 use scorehub::fanout::outbox::{Item, Outbox, Push, Take};
+use scorehub::fanout::pressure::Pressure;
 use scorehub::game::{ActorConfig, GameHandle, Restored, SeenIds};
 use scorehub::store::FileLog;
 use scorehub::store::file::FileLogOptions;
@@ -64,8 +65,10 @@ fn typical_frame(state: &GameState) -> Bytes {
 }
 
 fn outboxes(n: usize) -> Vec<Arc<Outbox>> {
+    // No probe runs: the hub reads calm, as on an idle machine.
+    let pressure = Arc::new(Pressure::new());
     (0..n as u64)
-        .map(|id| Arc::new(Outbox::new(id, MAX_FRAMES, MAX_BYTES)))
+        .map(|id| Arc::new(Outbox::new(id, MAX_FRAMES, MAX_BYTES, pressure.clone())))
         .collect()
 }
 

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::fanout::pressure::Pressure;
 use crate::limits::Limits;
 use crate::registry::Registry;
 
@@ -32,7 +33,28 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// Abuse limits: events per token, connects per address, the connection cap.
     pub limits: Arc<Limits>,
-    next_conn_id: Arc<AtomicU64>,
+    /// Whether this hub's workers are saturated (its probe runs in
+    /// [`crate::server`]); read by every fan's outbox.
+    pub pressure: Arc<Pressure>,
+    /// Connection ids, unique within this hub.
+    pub conn_ids: ConnIds,
+}
+
+/// Hands out connection ids, unique within one hub; clones share the count.
+#[derive(Debug, Clone)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    /// A fresh connection id.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Default for ConnIds {
+    fn default() -> ConnIds {
+        ConnIds(Arc::new(AtomicU64::new(1)))
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,13 +81,9 @@ impl AppState {
             metrics,
             shutdown,
             sessions: TaskTracker::new(),
-            next_conn_id: Arc::new(AtomicU64::new(1)),
+            pressure: Arc::new(Pressure::new()),
+            conn_ids: ConnIds::default(),
         }
-    }
-
-    /// A fresh connection id.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// `Ok` when the hub can accept events, else the reason.

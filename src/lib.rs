@@ -40,6 +40,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod extract;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -190,7 +190,7 @@ impl Hub {
         )
         .with_graceful_shutdown(signal);
         tokio::spawn(housekeeping(state.clone()));
-        tokio::spawn(crate::fanout::pressure::probe(token.clone()));
+        tokio::spawn(state.pressure.clone().probe(token.clone()));
         let server = server.into_future();
         tokio::pin!(server);
         let served = tokio::select! {

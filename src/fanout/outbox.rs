@@ -22,12 +22,13 @@
 //! stays behind for `ws.stuck_timeout`.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::pressure::Pressure;
 use super::wire::{Socket, Wire, Written};
 use crate::codec::FrameKind;
 use crate::domain::GameId;
@@ -156,6 +157,8 @@ pub struct Outbox {
     notify: Notify,
     /// Woken when a conflation episode begins.
     behind: Notify,
+    /// The hub's saturation signal, read on every direct push.
+    pressure: Arc<Pressure>,
 }
 
 /// Whether the writer task must be woken after a push.
@@ -169,7 +172,13 @@ impl Outbox {
     /// A queue for connection `conn_id`, conflating above `max_frames` queued
     /// diffs and closing the connection above `max_bytes` queued in total.
     /// Frames are only queued until a socket is [attached](Outbox::attach).
-    pub fn new(conn_id: u64, max_frames: usize, max_bytes: usize) -> Outbox {
+    /// `pressure` is the hub's saturation signal (see [`Route`]).
+    pub fn new(
+        conn_id: u64,
+        max_frames: usize,
+        max_bytes: usize,
+        pressure: Arc<Pressure>,
+    ) -> Outbox {
         Outbox {
             conn_id,
             max_frames: max_frames.max(1),
@@ -177,6 +186,7 @@ impl Outbox {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             behind: Notify::new(),
+            pressure,
         }
     }
 
@@ -331,7 +341,7 @@ impl Outbox {
     /// gains nothing from waiting: its frames of one commit already share a
     /// write.
     fn route(&self, inner: &Inner, asked: Route) -> Route {
-        route_for(asked, inner.many_games, super::pressure::busy())
+        route_for(asked, inner.many_games, self.pressure.busy())
     }
 
     /// Tells the outbox whether its fan follows more than one game (or any
@@ -574,9 +584,14 @@ mod tests {
         GameId::parse(s).unwrap()
     }
 
+    /// The saturation signal of a hub that keeps up.
+    fn calm() -> Arc<Pressure> {
+        Arc::new(Pressure::new())
+    }
+
     #[test]
     fn conflates_one_game_and_resumes_after_snapshot() {
-        let ob = Outbox::new(1, 3, 1 << 20);
+        let ob = Outbox::new(1, 3, 1 << 20, calm());
         let (a, b) = (g("x:a"), g("x:b"));
         let f = Bytes::from_static(b"diff");
         assert_eq!(ob.push_diff(&a, &f), Push::Queued);
@@ -598,7 +613,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn remembers_when_conflation_began_until_every_game_resyncs() {
-        let ob = Outbox::new(1, 1, 1 << 20);
+        let ob = Outbox::new(1, 1, 1 << 20, calm());
         let (a, b) = (g("x:a"), g("x:b"));
         let f = Bytes::from_static(b"diff");
         assert_eq!(ob.conflated_since(), None);
@@ -621,7 +636,7 @@ mod tests {
 
     #[test]
     fn closes_above_byte_cap_and_after_close() {
-        let ob = Outbox::new(1, 1000, 10);
+        let ob = Outbox::new(1, 1000, 10, calm());
         let a = g("x:a");
         assert_eq!(
             ob.push_diff(&a, &Bytes::from_static(b"12345")),
@@ -632,7 +647,7 @@ mod tests {
             Push::Closed
         );
         assert!(ob.overflowed());
-        let ob = Outbox::new(2, 10, 100);
+        let ob = Outbox::new(2, 10, 100, calm());
         ob.close();
         assert_eq!(ob.push_diff(&a, &Bytes::from_static(b"1")), Push::Closed);
         assert!(!ob.push_snapshot(&a, Bytes::from_static(b"1")));
@@ -658,7 +673,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_socket_is_written_directly_without_queueing() {
-        let ob = Outbox::new(1, 8, 1 << 20);
+        let ob = Outbox::new(1, 8, 1 << 20, calm());
         let (socket, mut client) = pipe(1 << 16);
         ob.attach(socket);
         let a = g("x:a");
@@ -672,7 +687,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_socket_hands_the_rest_to_the_writer_in_order() {
-        let ob = Outbox::new(1, 8, 1 << 20);
+        let ob = Outbox::new(1, 8, 1 << 20, calm());
         // Room for the first frame's header and 3 payload bytes only.
         let (socket, mut client) = pipe(5);
         ob.attach(socket);
@@ -713,7 +728,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_keeps_a_begun_frame_and_control_frames_only() {
-        let ob = Outbox::new(1, 8, 1 << 20);
+        let ob = Outbox::new(1, 8, 1 << 20, calm());
         let (socket, _client) = pipe(3);
         ob.attach(socket);
         let a = g("x:a");
@@ -737,7 +752,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_cut_short_goes_out_once_and_in_order() {
-        let ob = Outbox::new(1, 8, 1 << 20);
+        let ob = Outbox::new(1, 8, 1 << 20, calm());
         // Room for the first frame (2 + 3 bytes) and 2 bytes of the second.
         let (socket, mut client) = pipe(7);
         ob.attach(socket);
@@ -768,7 +783,7 @@ mod tests {
 
     #[tokio::test]
     async fn deferred_diffs_wait_for_the_writer_even_on_an_idle_socket() {
-        let ob = Outbox::new(1, 8, 1 << 20);
+        let ob = Outbox::new(1, 8, 1 << 20, calm());
         let (socket, _client) = pipe(1 << 16);
         ob.attach(socket);
         let a = g("x:a");
@@ -797,5 +812,31 @@ mod tests {
         );
         assert_eq!(route_for(Direct, true, true), Deferred);
         assert_eq!(route_for(Deferred, false, false), Deferred);
+    }
+
+    #[tokio::test]
+    async fn only_the_outboxes_of_a_busy_hub_defer_direct_pushes() {
+        let busy = calm();
+        busy.set_busy(true);
+        let a = g("x:a");
+        let frames = [Wire::Binary(Bytes::from_static(b"d"))];
+        let mut held = None;
+        let mut out = Vec::new();
+        // A fan of several games on the busy hub: queued for the writer.
+        let ob = Outbox::new(1, 8, 1 << 20, busy);
+        let (socket, _client) = pipe(1 << 16);
+        ob.attach(socket);
+        ob.set_many_games(true);
+        assert_eq!(ob.push_diffs(&a, &frames, Route::Direct), Push::Queued);
+        assert_eq!(ob.take(&mut out, &mut held), Take::Frames);
+        // The same fan on another hub, which keeps up: written at once.
+        let ob = Outbox::new(2, 8, 1 << 20, calm());
+        let (socket, mut client) = pipe(1 << 16);
+        ob.attach(socket);
+        ob.set_many_games(true);
+        assert_eq!(ob.push_diffs(&a, &frames, Route::Direct), Push::Queued);
+        assert!(!read_available(&mut client).await.is_empty());
+        out.clear();
+        assert_eq!(ob.take(&mut out, &mut None), Take::Idle);
     }
 }

@@ -11,7 +11,12 @@
 //! The signal is scheduling lag: a probe task asks to wake every
 //! millisecond and measures how late it runs. Late ticks mean tasks wait for
 //! a worker. The lag is smoothed, so one slow tick does not flip the mode.
+//!
+//! The state is an owned [`Pressure`], one per hub (shared as
+//! `Arc<Pressure>` by its outboxes, its fan sessions and its probe), so two
+//! hubs in one process (tests) do not see each other's load.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -28,17 +33,54 @@ const BUSY_LAG: Duration = Duration::from_millis(3);
 /// Weight of the newest sample in the smoothed lag, as 1/N.
 const SMOOTHING: u64 = 8;
 
-static BUSY: AtomicBool = AtomicBool::new(false);
-static LAG_US: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the workers were saturated at the last probe tick.
-pub fn busy() -> bool {
-    BUSY.load(Ordering::Relaxed)
+/// One hub's saturation signal: written by its [probe](Pressure::probe),
+/// read (one relaxed atomic load) on every fan-out push.
+#[derive(Debug, Default)]
+pub struct Pressure {
+    busy: AtomicBool,
+    lag_us: AtomicU64,
 }
 
-/// The smoothed scheduling lag, in microseconds.
-pub fn lag_us() -> u64 {
-    LAG_US.load(Ordering::Relaxed)
+impl Pressure {
+    /// A signal that reads "not busy" until a probe runs.
+    pub fn new() -> Pressure {
+        Pressure::default()
+    }
+
+    /// Whether the workers were saturated at the last probe tick.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// The smoothed scheduling lag, in microseconds.
+    pub fn lag_us(&self) -> u64 {
+        self.lag_us.load(Ordering::Relaxed)
+    }
+
+    /// Sets the signal by hand, for tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Runs the probe until `shutdown` (one per hub; more are harmless),
+    /// then reads "not busy" again.
+    pub async fn probe(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut smoothed = 0;
+        loop {
+            let due = tokio::select! {
+                due = tick.tick() => due,
+                () = shutdown.cancelled() => break,
+            };
+            let (next, busy) = observe(smoothed, Instant::now().saturating_duration_since(due));
+            smoothed = next;
+            self.lag_us.store(smoothed, Ordering::Relaxed);
+            self.busy.store(busy, Ordering::Relaxed);
+        }
+        self.busy.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Folds one tick's lateness into the smoothed lag; returns whether that
@@ -47,25 +89,6 @@ fn observe(smoothed_us: u64, late: Duration) -> (u64, bool) {
     let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
     let next = (smoothed_us * (SMOOTHING - 1) + late_us) / SMOOTHING;
     (next, next > BUSY_LAG.as_micros() as u64)
-}
-
-/// Runs the probe until `shutdown` (one per process is enough; more are
-/// harmless).
-pub async fn probe(shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut smoothed = 0;
-    loop {
-        let due = tokio::select! {
-            due = tick.tick() => due,
-            () = shutdown.cancelled() => break,
-        };
-        let (next, busy) = observe(smoothed, Instant::now().saturating_duration_since(due));
-        smoothed = next;
-        LAG_US.store(smoothed, Ordering::Relaxed);
-        BUSY.store(busy, Ordering::Relaxed);
-    }
-    BUSY.store(false, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -102,5 +125,21 @@ mod tests {
             s = next;
             assert!(!busy);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_hub_has_its_own_signal_and_a_stopped_probe_clears_it() {
+        let (a, b) = (Arc::new(Pressure::new()), Arc::new(Pressure::new()));
+        a.set_busy(true);
+        assert!(a.busy() && !b.busy(), "one hub's load is not another's");
+        let stop = CancellationToken::new();
+        let probe = tokio::spawn(a.clone().probe(stop.clone()));
+        // Paused time: every tick is on time, so the probe reads calm.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!a.busy(), "on-time ticks are not busy");
+        a.set_busy(true);
+        stop.cancel();
+        probe.await.expect("the probe ends");
+        assert!(!a.busy(), "a stopped probe leaves the signal calm");
     }
 }

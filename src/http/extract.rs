@@ -7,8 +7,10 @@
 //! - [`GamePath`]: the `{id}` path segment as a validated [`GameId`].
 //! - [`Writer`]: the three above combined for write routes: token, game id,
 //!   the token's permission to write that game (403 otherwise), and one unit
-//!   of the token's event rate (429 when spent, see [`super::limits`]).
-//! - [`Query`]: axum's query extractor with our error format.
+//!   of the token's event rate (429 when spent, see [`crate::limits`]).
+//!
+//! The query extractor, which the fans' WebSocket uses too, lives one layer
+//! down in [`crate::extract`].
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -247,17 +249,4 @@ pub fn check_write(claims: &Claims, game: &GameId) -> Result<(), ApiError> {
         claims.games.join(", "),
         game.league_str(),
     )))
-}
-
-/// Query parameters of type `T`, with a 400 in our format naming the parameter.
-#[derive(Debug, Clone)]
-pub struct Query<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
-        Ok(Query(value))
-    }
 }

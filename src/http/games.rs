@@ -19,12 +19,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Body, GamePath, Query, Scorekeeper, Writer, check_write, field_error};
+use super::extract::{Body, GamePath, Scorekeeper, Writer, check_write, field_error};
 use super::openapi as doc;
 use crate::app::AppState;
 use crate::auth::Claims;
 use crate::domain::{Event, GameId, GameState, League, NewGame, RawEvent, Status};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
 use crate::game::{Applied, Pending};
 use crate::metrics as m;
 use crate::store::Record;

@@ -5,7 +5,7 @@
 //! - [`openapi`]: that document, generated from the handlers and types.
 //! - [`pages`]: the scoreboard, the scorekeeper console and the browser client.
 //! - [`extract`]: extractors that answer in our JSON error format.
-//! - [`limits`]: abuse limits: events per token, WebSocket connects per
+//! - [`crate::limits`]: abuse limits: events per token, WebSocket connects per
 //!   address, the connection cap.
 //! - `/v1/ws` is the fans' WebSocket ([`crate::ws::ws_handler`]).
 //!
@@ -45,9 +45,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use self::extract::Query;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::metrics as m;
 use crate::ws::session::WsQuery;
 use crate::ws::upgrade::WsUpgrade;

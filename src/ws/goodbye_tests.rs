@@ -28,6 +28,7 @@ use crate::codec;
 use crate::config::{Config, WsConfig};
 use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Scalar};
 use crate::fanout::outbox::Outbox;
+use crate::fanout::pressure::Pressure;
 use crate::fanout::wire::{self, Socket, Wire};
 use crate::game::GameHandle;
 use crate::server::Hub;
@@ -295,7 +296,7 @@ async fn fan_of_big_games(ws: WsConfig) -> (TestHub, TcpStream, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overflow_keeps_the_begun_rest_so_the_close_frame_follows_whole_frames() {
     let (socket, mut client) = tcp_pair().await;
-    let ob = Outbox::new(1, 1024, 16 * 1024);
+    let ob = Outbox::new(1, 1024, 16 * 1024, Arc::new(Pressure::new()));
     ob.attach(socket);
     let a = g("x:a");
     let frame = Bytes::from(vec![7u8; 10_000]);

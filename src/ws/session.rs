@@ -56,10 +56,10 @@ use crate::codec::{self, ClientMsg, FrameKind};
 use crate::config::WsConfig;
 use crate::domain::{GameId, League};
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::fanout::outbox::{Item, Leftovers, Outbox, Take};
 use crate::fanout::wire::{self, Socket, Wire};
 use crate::game::GameHandle;
-use crate::http::extract::Query;
 use crate::metrics as m;
 use crate::registry::Registry;
 
@@ -130,7 +130,7 @@ pub async fn ws_handler(
     let tracked = state.sessions.token();
     let send_buffer = state.config.ws.send_buffer_bytes;
     ws.accept(send_buffer, move |io| async move {
-        let conn_id = state.next_conn_id();
+        let conn_id = state.conn_ids.next();
         // Debug level: entered on every poll, so free when debug is off.
         let span = tracing::debug_span!("ws", conn_id, peer = %addr);
         run_session(io, Conn::new(conn_id, state), initial, limit)
@@ -241,7 +241,12 @@ struct Conn {
 impl Conn {
     fn new(id: u64, state: AppState) -> Conn {
         let ws = &state.config.ws;
-        let outbox = Arc::new(Outbox::new(id, ws.queue_frames, ws.max_queue_bytes));
+        let outbox = Arc::new(Outbox::new(
+            id,
+            ws.queue_frames,
+            ws.max_queue_bytes,
+            state.pressure.clone(),
+        ));
         Conn {
             id,
             state,
@@ -656,7 +661,7 @@ async fn write_loop(conn: &Conn, held: &mut Option<Socket>) -> End {
             biased;
             () = &mut shutdown => return End::Shutdown,
             () = conn.outbox.notified() => {
-                if crate::fanout::pressure::busy() {
+                if conn.state.pressure.busy() {
                     // Saturated: let other games add their frames first, so
                     // they share this write.
                     tokio::task::yield_now().await;
