@@ -12,7 +12,7 @@
 //! (actor: sequence, dedupe, durable append via `store`) → `codec` (encode
 //! once) → `fanout::outbox` (each fan: one non-blocking `writev` of the shared
 //! frame via `fanout::wire`, or its bounded queue when the socket is full) →
-//! `ws::session` (the writer task draining that queue; the reader).
+//! `ws` (the session's writer task draining that queue; its reader).
 //!
 //! - `config`: raw file + env → validated [`config::Config`].
 //! - `auth`: HS256 tokens, scopes, game patterns.
@@ -22,8 +22,12 @@
 //! - `store`: durability: the embedded file log (single node) or Redis (cluster).
 //! - `cluster`: the Redis pub/sub link between nodes (interest-based channels).
 //! - `codec`: frames ↔ MessagePack bytes.
-//! - `ws`: the upgrade, fan sessions, outboxes with conflation, the wire
-//!   (frame headers, vectored writes), and the saturation probe.
+//! - `fanout`: outboxes with conflation, the wire (frame headers, vectored
+//!   writes), and the hub's saturation signal (one per hub).
+//! - `ws`: the upgrade and fan sessions (reader, writer, goodbye), which see
+//!   the hub only through a narrow `ws::Context` and reach the games through
+//!   one module.
+//! - `extract`: extractors shared by `http` and `ws` (our JSON error format).
 //! - `http`: scorekeeper, read and operations routes.
 //! - `error`: API errors → status + JSON body.
 //! - `metrics`: metric names, Prometheus recorder.

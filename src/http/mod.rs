@@ -49,7 +49,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::metrics as m;
-use crate::ws::session::WsQuery;
+use crate::ws::WsQuery;
 use crate::ws::upgrade::WsUpgrade;
 
 pub use games::{
@@ -150,7 +150,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 )]
 async fn fans(
     upgrade: Result<WsUpgrade, ApiError>,
-    state: State<AppState>,
+    state: State<crate::ws::Context>,
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     query: Query<WsQuery>,
 ) -> Response {

@@ -2,11 +2,35 @@
 //! control messages, and a writer task for when the socket backs up. The
 //! bounded per-fan queue that game actors write through lives one layer down,
 //! in [`crate::fanout`].
+//!
+//! - [`handler`]: the entry: admission (limits, shutdown), the upgrade.
+//! - `context`: [`Context`], the little of the hub a session may use,
+//!   built from the [`AppState`](crate::app::AppState).
+//! - `games`: the session's one door to the registry and the games' handles.
+//! - `session`: one connection, running the parts below together.
+//! - `reader`: client frames in: control messages, the flood limit.
+//! - `subscriptions`: what the connection follows; `sub` and `unsub`.
+//! - `writer`: draining the queue, pings, dead peers, resync after
+//!   conflation, the stuck watch.
+//! - `goodbye`: why a session ends, its close frame, the teardown.
+//! - [`upgrade`]: the WebSocket handshake over hyper's upgrade.
+//! - [`limiter`]: the token bucket of the flood limit.
 
+mod context;
+mod games;
+mod goodbye;
+pub mod handler;
 pub mod limiter;
-pub mod session;
+mod reader;
+mod session;
+mod subscriptions;
 pub mod upgrade;
+mod writer;
 
-pub use session::ws_handler;
+pub use context::Context;
+pub use handler::{WsQuery, ws_handler};
+
 #[cfg(test)]
 mod goodbye_tests;
+#[cfg(test)]
+mod testkit;

@@ -1,0 +1,156 @@
+//! What the fan session tests share: a hub serving `/v1/ws` on a free
+//! port, games to follow, and a client that reads server frames.
+
+use std::future::IntoFuture;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMsg;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+
+use super::ws_handler;
+use crate::app::AppState;
+use crate::codec;
+use crate::codec::DecodedFrame;
+use crate::config::Config;
+use crate::config::WsConfig;
+use crate::domain::GameId;
+use crate::domain::{Action, Event, NewGame, NewTeam, Side};
+use crate::game::GameHandle;
+use crate::server::Hub;
+
+pub(super) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Generous bound on waiting for something that must happen.
+pub(super) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A hub serving only `/v1/ws` on 127.0.0.1:0.
+pub(super) struct TestHub {
+    /// Its shared state.
+    pub(super) state: AppState,
+    /// Where it listens.
+    pub(super) addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// A hub on 127.0.0.1:0 serving only `/v1/ws`, with `ws` limits.
+pub(super) async fn start(ws: WsConfig) -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.dir = dir.path().to_path_buf();
+    config.storage.fsync = false;
+    config.ws = ws;
+    let hub = Hub::open(config, &[7u8; 32]).unwrap();
+    let state = hub.state().clone();
+    let app = Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+    tokio::spawn(serve.into_future());
+    TestHub {
+        state,
+        addr,
+        _dir: dir,
+    }
+}
+
+impl TestHub {
+    pub(super) async fn connect(&self, query: &str) -> Client {
+        let url = format!("ws://{}/v1/ws{query}", self.addr);
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    pub(super) async fn game(&self, id: &str) -> GameHandle {
+        let body = NewGame {
+            home: NewTeam {
+                name: "Home".into(),
+            },
+            away: NewTeam {
+                name: "Away".into(),
+            },
+            status: None,
+            period: None,
+            extra: None,
+        };
+        let id = GameId::parse(id).unwrap();
+        self.state
+            .registry
+            .create(id, body, "test")
+            .await
+            .unwrap()
+            .0
+    }
+}
+
+pub(super) async fn post(game: &GameHandle, event_id: String, action: Action) {
+    let event = Event {
+        event_id,
+        expected_seq: None,
+        action,
+    };
+    game.apply(event, Arc::from("test"), std::time::Instant::now())
+        .await
+        .unwrap();
+}
+
+pub(super) async fn score(game: &GameHandle, n: u64) {
+    let action = Action::Score {
+        team: Side::Home,
+        points: 1,
+    };
+    post(game, format!("score-{n}"), action).await;
+}
+
+pub(super) async fn send(client: &mut Client, text: &str) {
+    client.send(WsMsg::text(text)).await.unwrap();
+}
+
+/// The next server frame, skipping pings.
+pub(super) async fn next_frame(client: &mut Client) -> DecodedFrame {
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .expect("a frame in time")
+            .expect("connection open")
+            .expect("readable frame");
+        match msg {
+            WsMsg::Binary(bytes) => return codec::decode_frame(&bytes).unwrap(),
+            WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Reads until the close frame; its code and every frame before it.
+pub(super) async fn read_until_close(client: &mut Client) -> (Option<u16>, Vec<DecodedFrame>) {
+    let mut frames = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .expect("the server closes in time");
+        match msg {
+            Some(Ok(WsMsg::Binary(bytes))) => {
+                frames.push(codec::decode_frame(&bytes).unwrap());
+            }
+            Some(Ok(WsMsg::Close(frame))) => {
+                // Keep polling so the client's close reply goes out.
+                while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, client.next()).await {}
+                return (frame.map(|f| u16::from(f.code)), frames);
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return (None, frames),
+        }
+    }
+}
