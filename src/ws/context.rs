@@ -32,6 +32,9 @@ pub struct Context {
     pub(super) pressure: Arc<Pressure>,
     limits: Arc<Limits>,
     conn_ids: ConnIds,
+    /// Where sessions report how far they got (tests only).
+    #[cfg(test)]
+    pub(super) stages: Option<tokio::sync::mpsc::UnboundedSender<super::session::Stage>>,
 }
 
 impl FromRef<AppState> for Context {
@@ -44,6 +47,8 @@ impl FromRef<AppState> for Context {
             pressure: state.pressure.clone(),
             limits: state.limits.clone(),
             conn_ids: state.conn_ids.clone(),
+            #[cfg(test)]
+            stages: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::reader::Reader;
-use super::session::Conn;
+use super::session::{Conn, Stage};
 use super::subscriptions::Subscriptions;
 use super::writer::timed;
 use crate::fanout::outbox::{Leftovers, Outbox};
@@ -137,6 +137,7 @@ impl Drop for ConnGuard {
 /// waits briefly for the client's reply (closing a socket with unread input
 /// would reset it and could lose the close frame).
 pub(super) async fn say_goodbye(held: Option<Socket>, reader: &mut Reader, conn: &Conn, end: End) {
+    conn.reached(Stage::Ending);
     if end.by_server() {
         metrics::counter!(m::WS_CLOSED, "reason" => end.label()).increment(1);
     }

@@ -10,65 +10,27 @@
 #![allow(missing_docs, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
-use crate::app::AppState;
+use super::session::Stage;
+use super::testkit::{PATIENCE, Stages, TestHub, start, start_watched};
 use crate::codec;
-use crate::config::{Config, WsConfig};
+use crate::config::WsConfig;
 use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Scalar};
 use crate::fanout::outbox::Outbox;
 use crate::fanout::pressure::Pressure;
 use crate::fanout::wire::{self, Socket, Wire};
 use crate::game::GameHandle;
-use crate::server::Hub;
-
-/// Generous bound on waiting for something that must happen.
-const PATIENCE: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------------------ helpers
-
-struct TestHub {
-    state: AppState,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-/// A hub on 127.0.0.1:0 serving only `/v1/ws`, with `ws` limits.
-async fn start(ws: WsConfig) -> TestHub {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.dir = dir.path().to_path_buf();
-    config.storage.fsync = false;
-    config.ws = ws;
-    let hub = Hub::open(config, &[7u8; 32]).unwrap();
-    let state = hub.state().clone();
-    let app = Router::new()
-        .route("/v1/ws", get(super::ws_handler))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    );
-    tokio::spawn(serve.into_future());
-    TestHub {
-        state,
-        addr,
-        _dir: dir,
-    }
-}
 
 /// `extra` as large as the domain allows (~10 KiB encoded), varying with `n`.
 fn big_extra(n: u64) -> BTreeMap<String, Scalar> {
@@ -275,9 +237,10 @@ async fn tcp_pair() -> (Socket, TcpStream) {
 
 /// A hub with `ws` limits and eight games of ~10 KiB snapshots, and a raw
 /// small-window fan subscribed to all of them (with the bytes read past the
-/// handshake): ~80 KiB of snapshots head for a socket that takes ~10 KiB.
-async fn fan_of_big_games(ws: WsConfig) -> (TestHub, TcpStream, Vec<u8>) {
-    let hub = start(ws).await;
+/// handshake, and the session's reports): ~80 KiB of snapshots head for a
+/// socket that takes ~10 KiB.
+async fn fan_of_big_games(ws: WsConfig) -> (TestHub, TcpStream, Vec<u8>, Stages) {
+    let (hub, stages) = start_watched(ws).await;
     let mut ids = Vec::new();
     for i in 0..8 {
         let id = format!("nba:big{i}");
@@ -285,7 +248,7 @@ async fn fan_of_big_games(ws: WsConfig) -> (TestHub, TcpStream, Vec<u8>) {
         ids.push(id);
     }
     let (tcp, got) = raw_connect(hub.addr, &format!("?games={}", ids.join(","))).await;
-    (hub, tcp, got)
+    (hub, tcp, got, stages)
 }
 
 /// Outbox level. A direct write cuts a frame short and queues its rest at the
@@ -345,9 +308,10 @@ async fn a_slow_consumer_goodbye_follows_whole_frames() {
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
-    // Let the session push the snapshots into a socket nobody reads.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_hub, mut tcp, mut got, mut stages) = fan_of_big_games(ws).await;
+    // The session pushes the snapshots into a socket nobody reads, until
+    // the byte cap overflows and it says goodbye.
+    stages.reach(Stage::Ending).await;
     read_to_eof(&mut tcp, &mut got).await;
     assert_no_close_inside_a_frame(&got, &wire::close(1008, "slow consumer"));
 }
@@ -365,12 +329,15 @@ async fn a_reader_end_during_a_blocked_write_never_puts_a_close_frame_inside_a_d
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
+    let (_hub, mut tcp, mut got, mut stages) = fan_of_big_games(ws).await;
     // ~80 KiB of snapshots into a socket that takes ~10 KiB: the writer
-    // takes what is queued and waits inside `write_all`.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // takes what is queued and waits inside `write_all` (it starts the
+    // write in the same poll as it reports, before the reader can see the
+    // message sent below).
+    stages.reach(Stage::Writing).await;
     tcp.write_all(&masked_text_header(100_000)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The reader ends the session while the write is blocked.
+    stages.reach(Stage::Ending).await;
     read_to_eof(&mut tcp, &mut got).await;
     assert_no_close_inside_a_frame(&got, &wire::close(1009, "message too big"));
 }
@@ -384,10 +351,10 @@ async fn a_client_close_during_a_blocked_write_never_puts_the_reply_inside_a_dat
         write_timeout: Duration::from_secs(60),
         ..WsConfig::default()
     };
-    let (_hub, mut tcp, mut got) = fan_of_big_games(ws).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_hub, mut tcp, mut got, mut stages) = fan_of_big_games(ws).await;
+    stages.reach(Stage::Writing).await;
     tcp.write_all(&masked_close()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stages.reach(Stage::Ending).await;
     read_to_eof(&mut tcp, &mut got).await;
     // tungstenite echoes the client's close code.
     let reply = [0x88u8, 0x02, 0x03, 0xe8];
@@ -410,7 +377,7 @@ async fn unsubscribing_a_conflated_game_does_not_leave_the_fan_stuck() {
         stuck_timeout: stuck,
         ..WsConfig::default()
     };
-    let hub = start(ws).await;
+    let (hub, mut stages) = start_watched(ws).await;
     let game = hub.big_game("nba:a").await;
     let tcp = small_window_tcp(hub.addr).await;
     let url = format!("ws://{}/v1/ws?games=nba:a", hub.addr);
@@ -420,11 +387,12 @@ async fn unsubscribing_a_conflated_game_does_not_leave_the_fan_stuck() {
     for n in 1..=EVENTS - 10 {
         big_diff(&game, n).await;
     }
-    // The socket's buffers have taken all they can (the client still does
-    // not read), and any snapshot asked for while they filled has been
-    // handled by the actor: the last diffs now surely conflate the game,
-    // and no snapshot can follow until the fan reads.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The writer holds the socket and writes into buffers that cannot take
+    // ~300 KiB (the client still does not read); the actor handles any
+    // snapshot asked for before the next diffs (its mailbox is in order):
+    // the last diffs now conflate the game, and no snapshot can follow
+    // until the fan reads. (The precondition is checked below.)
+    stages.reach(Stage::Writing).await;
     for n in EVENTS - 9..=EVENTS {
         big_diff(&game, n).await;
     }
@@ -432,9 +400,10 @@ async fn unsubscribing_a_conflated_game_does_not_leave_the_fan_stuck() {
         .await
         .unwrap();
     fan.send(WsMsg::text(r#"{"op":"ping"}"#)).await.unwrap();
-    // Let the reader handle both before the writer can drain and ask for a
-    // snapshot.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The reader handles both before the fan reads, so before the writer
+    // can drain and ask for a snapshot.
+    stages.reach(Stage::Handled).await;
+    stages.reach(Stage::Handled).await;
     // Catch up: everything up to the pong.
     let mut qs = Vec::new();
     loop {

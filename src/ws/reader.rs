@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::goodbye::End;
 use super::limiter::TokenBucket;
-use super::session::Conn;
+use super::session::{Conn, Stage};
 use super::subscriptions::{self, Subscriptions};
 use crate::codec::{self, ClientMsg, FrameKind};
 use crate::fanout::outbox::Outbox;
@@ -157,6 +157,7 @@ pub(super) async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: Clien
     handle(conn, subs, msg).await;
     conn.outbox
         .set_many_games(subs.games.len() > 1 || !subs.leagues.is_empty());
+    conn.reached(Stage::Handled);
 }
 
 /// Acts on one decoded control message.

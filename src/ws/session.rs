@@ -40,6 +40,20 @@ use crate::config::WsConfig;
 use crate::fanout::outbox::Outbox;
 use crate::fanout::wire::Socket;
 
+/// How far a session got: tests wait on these instead of sleeping. Outside
+/// tests nothing listens and [`Conn::reached`] does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// A control message (the query's `sub` included) was handled.
+    Handled,
+    /// The initial subscription is done; reader and writer run.
+    Running,
+    /// The writer holds the socket and starts writing a batch.
+    Writing,
+    /// The session decided to end and starts its goodbye.
+    Ending,
+}
+
 /// What both halves of a session share.
 pub(super) struct Conn {
     /// The connection id (unique within the hub).
@@ -79,6 +93,17 @@ impl Conn {
     /// The games, for subscribing and unsubscribing.
     pub(super) fn games(&self) -> &Games {
         &self.ctx.games
+    }
+
+    /// Tells a listening test that the session reached `stage`.
+    #[inline]
+    pub(super) fn reached(&self, stage: Stage) {
+        #[cfg(test)]
+        if let Some(stages) = &self.ctx.stages {
+            let _ = stages.send(stage);
+        }
+        #[cfg(not(test))]
+        let _ = stage;
     }
 
     /// Records that the client sent something (any frame, pongs included).
@@ -123,6 +148,7 @@ pub(super) async fn run(io: Upgrade, id: u64, ctx: Context, initial: Option<Clie
     if let Some(msg) = initial {
         reader::handle_msg(&conn, &mut subs, msg).await;
     }
+    conn.reached(Stage::Running);
     let end = if conn.ctx.shutdown.is_cancelled() {
         End::Shutdown
     } else {

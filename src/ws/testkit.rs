@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 
+use axum::extract::FromRef;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::context::Context;
+use super::session::Stage;
 use super::ws_handler;
 use crate::app::AppState;
 use crate::codec;
@@ -42,16 +47,38 @@ pub(super) struct TestHub {
 
 /// A hub on 127.0.0.1:0 serving only `/v1/ws`, with `ws` limits.
 pub(super) async fn start(ws: WsConfig) -> TestHub {
+    let (state, dir) = open(ws);
+    let app = Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .with_state(state.clone());
+    serve(state, dir, app).await
+}
+
+/// Like [`start`], and its sessions report how far they got.
+pub(super) async fn start_watched(ws: WsConfig) -> (TestHub, Stages) {
+    let (state, dir) = open(ws);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut ctx = Context::from_ref(&state);
+    ctx.stages = Some(tx);
+    let app = Router::new()
+        .route("/v1/ws", get(ws_handler))
+        .with_state(ctx);
+    (serve(state, dir, app).await, Stages(rx))
+}
+
+/// A single-node hub in a fresh directory.
+fn open(ws: WsConfig) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.storage.dir = dir.path().to_path_buf();
     config.storage.fsync = false;
     config.ws = ws;
     let hub = Hub::open(config, &[7u8; 32]).unwrap();
-    let state = hub.state().clone();
-    let app = Router::new()
-        .route("/v1/ws", get(ws_handler))
-        .with_state(state.clone());
+    (hub.state().clone(), dir)
+}
+
+/// Serves `app` on 127.0.0.1:0 with peer addresses.
+async fn serve(state: AppState, dir: tempfile::TempDir, app: Router) -> TestHub {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let serve = axum::serve(
@@ -63,6 +90,27 @@ pub(super) async fn start(ws: WsConfig) -> TestHub {
         state,
         addr,
         _dir: dir,
+    }
+}
+
+/// What the sessions of a [`start_watched`] hub report, in order.
+pub(super) struct Stages(UnboundedReceiver<Stage>);
+
+impl Stages {
+    /// Waits until a session reports `stage` (skipping other reports), or
+    /// fails after [`PATIENCE`].
+    pub(super) async fn reach(&mut self, stage: Stage) {
+        let wait = async {
+            while let Some(got) = self.0.recv().await {
+                if got == stage {
+                    return;
+                }
+            }
+            panic!("no session can report {stage:?} any more");
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no session reached {stage:?} in time"));
     }
 }
 

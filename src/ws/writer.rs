@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::goodbye::End;
-use super::session::Conn;
+use super::session::{Conn, Stage};
 use crate::codec::FrameKind;
 use crate::domain::GameId;
 use crate::fanout::outbox::{Item, Take};
@@ -102,6 +102,7 @@ async fn drain(conn: &Conn, held: &mut Option<Socket>, batch: &mut Vec<Item>) ->
         for item in batch.iter() {
             sent.add(item.kind);
         }
+        conn.reached(Stage::Writing);
         timed(conn.cfg().write_timeout, socket.write_all(batch)).await?;
         sent.record();
     }
