@@ -2,7 +2,7 @@
 //! and stop gracefully.
 //!
 //! Shutdown follows mini-redis: a [`CancellationToken`] tells every fan
-//! session to close with code 1001, a [`TaskTracker`] waits for them, axum
+//! session to close with code 1001, a [`TaskTracker`](tokio_util::task::TaskTracker) waits for them, axum
 //! finishes in-flight requests, then the log is flushed.
 
 use std::net::SocketAddr;
