@@ -30,7 +30,7 @@ mod sources;
 mod test_support;
 mod validate;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, ValueError};
 
 /// Longest `http.shutdown_timeout` accepted: the contract has the hub exit
 /// within 10 s of SIGTERM.

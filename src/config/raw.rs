@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ValueError};
 use super::{Redacted, redact_url};
 
 /// Keys whose values must never be echoed in error messages.
@@ -176,11 +176,12 @@ impl<'de> Deserialize<'de> for RawList {
     }
 }
 
-/// Turns a figment extraction error into one line naming the key.
+/// Turns a figment extraction error into a [`ConfigError`] naming the key.
 pub(super) fn from_figment(e: figment::Error) -> ConfigError {
     use figment::error::Kind;
 
     let key = e.path.join(".");
+    let value = |problem| ConfigError::value(&key, problem);
     match &e.kind {
         Kind::UnknownField(field, known) => {
             // The path ends with the unknown field itself; the rest is its section.
@@ -188,54 +189,60 @@ pub(super) fn from_figment(e: figment::Error) -> ConfigError {
             if section.last() == Some(field) {
                 section.pop();
             }
-            let key = section.join(".");
-            let full = if key.is_empty() {
-                field.clone()
+            let section = section.join(".");
+            let suggestion = did_you_mean(field, known);
+            if section.is_empty() {
+                ConfigError::UnknownSection {
+                    section: field.clone(),
+                    suggestion,
+                    known,
+                    origin: None,
+                }
             } else {
-                format!("{key}.{field}")
-            };
-            let hint = did_you_mean(field, known);
-            let known = known.join(", ");
-            let message = if key.is_empty() {
-                format!(
-                    "unknown section {field}{hint} (known sections: {known}; every key belongs in one of them)"
-                )
-            } else {
-                format!("unknown key {full}{hint} (known keys in {key}: {known})")
-            };
-            ConfigError {
-                key: Some(full),
-                message,
+                ConfigError::UnknownKey {
+                    key: format!("{section}.{field}"),
+                    section,
+                    suggestion,
+                    known,
+                    origin: None,
+                }
             }
         }
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
             let expected = friendly_expected(&key, expected);
             if SENSITIVE_KEYS.contains(&key.as_str()) {
-                ConfigError::at(&key, format!("must be {expected}"))
+                value(ValueError::SecretWrongType {
+                    expected,
+                    source: Box::new(e.clone()),
+                })
             } else {
-                ConfigError::at(
-                    &key,
-                    format!("expected {expected}, found {}", friendly_actual(actual)),
-                )
+                value(ValueError::WrongType {
+                    expected,
+                    found: friendly_actual(actual),
+                    source: Box::new(e.clone()),
+                })
             }
         }
-        Kind::USizeOutOfRange(_) | Kind::ISizeOutOfRange(_) => {
-            ConfigError::at(&key, "the number is out of range")
-        }
-        _ if key.is_empty() => ConfigError::general(e.kind.to_string()),
-        _ => ConfigError::at(&key, e.kind.to_string()),
+        Kind::USizeOutOfRange(_) | Kind::ISizeOutOfRange(_) => value(ValueError::OutOfRange {
+            source: Box::new(e.clone()),
+        }),
+        _ if key.is_empty() => ConfigError::Merge {
+            source: Box::new(e.clone()),
+        },
+        _ => value(ValueError::Unreadable {
+            source: Box::new(e.clone()),
+        }),
     }
 }
 
-/// `" (did you mean `listen`?)"` when a known name is a small typo away.
-fn did_you_mean(given: &str, known: &[&str]) -> String {
+/// The known name a small typo away from `given`, for a "did you mean" hint.
+fn did_you_mean(given: &str, known: &[&str]) -> Option<String> {
     known
         .iter()
         .map(|k| (edit_distance(given, k), *k))
         .filter(|(d, _)| *d <= 2)
         .min()
-        .map(|(_, k)| format!(" (did you mean {k}?)"))
-        .unwrap_or_default()
+        .map(|(_, k)| k.to_owned())
 }
 
 /// Levenshtein distance, for typo hints on short key names.

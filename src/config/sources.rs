@@ -94,19 +94,16 @@ struct ConfigFile {
 
 impl ConfigFile {
     fn read(path: PathBuf) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::general(format!(
-                "cannot read config file {}: {e} (check the --config / {ENV_CONFIG_FILE} path)",
-                path.display()
-            ))
-        })?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(ConfigError::ReadFile { path, source }),
+        };
         let toml = Toml::string(&text);
-        if let Err(e) = toml.data() {
-            return Err(ConfigError::general(format!(
-                "{} is not valid TOML: {}",
-                path.display(),
-                one_line(&e.to_string())
-            )));
+        if let Err(source) = toml.data() {
+            return Err(ConfigError::InvalidToml {
+                path,
+                source: Box::new(source),
+            });
         }
         Ok(ConfigFile {
             path,
@@ -114,16 +111,6 @@ impl ConfigFile {
             text,
         })
     }
-}
-
-/// Squeezes a multi-line parser message (with source snippets) into one line.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with('^'))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// One `SCOREHUB_<SECTION>__<KEY>` variable.
@@ -155,11 +142,7 @@ impl EnvVar {
                     value: value.clone(),
                 }),
                 _ => {
-                    return Err(ConfigError::general(format!(
-                        "environment variable {name} is not a config key (use \
-                         {ENV_PREFIX}<SECTION>__<KEY> with a double underscore, \
-                         e.g. {ENV_PREFIX}HTTP__LISTEN, or unset it)"
-                    )));
+                    return Err(ConfigError::EnvName { name: name.clone() });
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::ConfigError;
+use super::error::{ConfigError, ValueError};
 use super::raw::{RawConfig, RawDuration, RawList};
 use super::{
     AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
@@ -51,14 +51,12 @@ impl RawConfig {
             },
         };
         if http.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
-            return Err(ConfigError::at(
+            return Err(ConfigError::value(
                 "http.shutdown_timeout",
-                format!(
-                    "{} is too long: the hub exits within {} of SIGTERM (use at most \"{}\")",
-                    humantime::format_duration(http.shutdown_timeout),
-                    humantime::format_duration(MAX_SHUTDOWN_TIMEOUT),
-                    humantime::format_duration(MAX_SHUTDOWN_TIMEOUT),
-                ),
+                ValueError::TooLong {
+                    given: http.shutdown_timeout,
+                    max: MAX_SHUTDOWN_TIMEOUT,
+                },
             ));
         }
 
@@ -79,10 +77,7 @@ impl RawConfig {
         let storage = StorageConfig {
             dir: match storage.dir {
                 Some(d) if d.trim().is_empty() => {
-                    return Err(ConfigError::at(
-                        "storage.dir",
-                        "must not be empty (use a directory path, e.g. \"./data\")",
-                    ));
+                    return Err(ConfigError::value("storage.dir", ValueError::EmptyPath));
                 }
                 Some(d) => PathBuf::from(d),
                 None => base.storage.dir.clone(),
@@ -128,14 +123,12 @@ impl RawConfig {
             send_buffer_bytes: ws.send_buffer_bytes.unwrap_or(b.send_buffer_bytes),
         };
         if ws.idle_timeout <= ws.ping_interval {
-            return Err(ConfigError::at(
+            return Err(ConfigError::value(
                 "ws.idle_timeout",
-                format!(
-                    "{} must be longer than ws.ping_interval ({}), or live but quiet \
-                     connections are dropped before they are pinged (e.g. idle_timeout = 3 × ping_interval)",
-                    humantime::format_duration(ws.idle_timeout),
-                    humantime::format_duration(ws.ping_interval),
-                ),
+                ValueError::IdleNotAbovePing {
+                    idle: ws.idle_timeout,
+                    ping: ws.ping_interval,
+                },
             ));
         }
 
@@ -195,10 +188,7 @@ where
     T: PartialEq + Default + Copy,
 {
     match value {
-        Some(v) if v == T::default() => Err(ConfigError::at(
-            key,
-            "must be greater than 0 (remove the key to use the default)",
-        )),
+        Some(v) if v == T::default() => Err(ConfigError::value(key, ValueError::Zero)),
         Some(v) => Ok(v),
         None => Ok(default),
     }
@@ -214,39 +204,35 @@ fn duration(
         return Ok(default);
     };
     match humantime::parse_duration(s.trim()) {
-        Ok(d) if d.is_zero() => Err(ConfigError::at(
+        Ok(d) if d.is_zero() => Err(ConfigError::value(
             key,
-            format!("{s:?} must be longer than zero (use e.g. \"20s\")"),
+            ValueError::ZeroDuration { value: s },
         )),
         Ok(d) => Ok(d),
-        Err(_) => Err(ConfigError::at(
+        Err(source) => Err(ConfigError::value(
             key,
-            format!("{s:?} is not a duration (use e.g. \"20s\")"),
+            ValueError::NotADuration { value: s, source },
         )),
     }
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
-    s.trim().parse().map_err(|_| {
-        ConfigError::at(
+    s.trim().parse().map_err(|source| {
+        ConfigError::value(
             "http.listen",
-            format!(
-                "{s:?} is not an ip:port address (use e.g. \"127.0.0.1:8080\", \
-                 \"0.0.0.0:8080\" or \"[::]:8080\"; port 0 picks a free port)"
-            ),
+            ValueError::NotAnAddress {
+                value: s.to_owned(),
+                source,
+            },
         )
     })
 }
 
 fn check_secret(secret: String) -> Result<String, ConfigError> {
     if secret.len() < MIN_SECRET_BYTES {
-        return Err(ConfigError::at(
+        return Err(ConfigError::value(
             "auth.secret",
-            format!(
-                "too short ({} bytes, at least {MIN_SECRET_BYTES} needed); generate one with \
-                 `openssl rand -hex 32`, or unset it to get a random secret for this run",
-                secret.len()
-            ),
+            ValueError::SecretTooShort { len: secret.len() },
         ));
     }
     Ok(secret)
@@ -258,10 +244,7 @@ fn check_cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> 
     const KEY: &str = "http.cors_origins";
     if origins.iter().any(|o| o == "*") {
         if origins.len() > 1 {
-            return Err(ConfigError::at(
-                KEY,
-                "\"*\" allows every origin and must be the only entry (remove the others, or remove \"*\")",
-            ));
+            return Err(ConfigError::value(KEY, ValueError::WildcardNotAlone));
         }
         return Ok(origins);
     }
@@ -279,14 +262,7 @@ fn check_cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> 
         });
         if !well_formed {
             let shown: String = origin.chars().take(80).collect();
-            return Err(ConfigError::at(
-                KEY,
-                format!(
-                    "{shown:?} is not an origin; write it as browsers send it: scheme://host[:port] \
-                     in lowercase, without a path or trailing slash (e.g. \"https://scores.example.com\"), \
-                     or use [\"*\"] for any origin"
-                ),
-            ));
+            return Err(ConfigError::value(KEY, ValueError::NotAnOrigin { shown }));
         }
     }
     Ok(origins)
@@ -299,11 +275,7 @@ fn check_redis_url(url: String) -> Result<String, ConfigError> {
         .or_else(|| lower.strip_prefix("rediss://"));
     match rest {
         Some(rest) if !rest.is_empty() => Ok(url.trim().to_owned()),
-        _ => Err(ConfigError::at(
-            "redis.url",
-            "must be a redis:// or rediss:// URL such as \"redis://127.0.0.1:6379/0\" \
-             (or unset it to run a single node)",
-        )),
+        _ => Err(ConfigError::value("redis.url", ValueError::NotARedisUrl)),
     }
 }
 
@@ -311,9 +283,11 @@ fn parse_log_format(s: &str) -> Result<LogFormat, ConfigError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "pretty" => Ok(LogFormat::Pretty),
         "json" => Ok(LogFormat::Json),
-        _ => Err(ConfigError::at(
+        _ => Err(ConfigError::value(
             "log.format",
-            format!("{s:?} is not a log format (use \"pretty\" or \"json\")"),
+            ValueError::NotALogFormat {
+                value: s.to_owned(),
+            },
         )),
     }
 }
@@ -321,11 +295,12 @@ fn parse_log_format(s: &str) -> Result<LogFormat, ConfigError> {
 fn check_log_level(level: String) -> Result<String, ConfigError> {
     match tracing_subscriber::EnvFilter::builder().parse(&level) {
         Ok(_) => Ok(level),
-        Err(e) => Err(ConfigError::at(
+        Err(source) => Err(ConfigError::value(
             "log.level",
-            format!(
-                "{level:?} is not a log filter ({e}; use e.g. \"info\" or \"scorehub=debug,info\")"
-            ),
+            ValueError::NotALogFilter {
+                value: level,
+                source,
+            },
         )),
     }
 }
