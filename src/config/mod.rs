@@ -32,9 +32,49 @@ mod validate;
 
 pub use error::{ConfigError, ValueError};
 
-/// Longest `http.shutdown_timeout` accepted: the contract has the hub exit
-/// within 10 s of SIGTERM.
-pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The time from SIGTERM to exit, and how it is shared out: the one place
+/// these numbers live. The `http.shutdown_timeout` default and cap, the
+/// server's drain deadline and `main`'s watchdog all derive from it.
+///
+/// ```text
+/// SIGTERM ── drain: requests, fan sessions ──┬─ flush log ─┬─ exit ─┤
+///            ≤ MAX_DRAIN (9 s)               │   0.5 s     │ 0.5 s  │ TOTAL (10 s)
+///                                            drain deadline WATCHDOG
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownBudget {
+    drain: Duration,
+}
+
+impl ShutdownBudget {
+    /// Longest time from SIGTERM to exit: the contract's 10 s. Also the
+    /// default and the largest accepted `http.shutdown_timeout`.
+    pub const TOTAL: Duration = Duration::from_secs(10);
+    /// Kept at the end of [`Self::TOTAL`] for the process to exit once `main`
+    /// stops waiting.
+    pub const EXIT_MARGIN: Duration = Duration::from_millis(500);
+    /// Kept after the drain for flushing the event log and closing the games.
+    pub const FLUSH_RESERVE: Duration = Duration::from_millis(500);
+    /// After SIGTERM, `main` stops waiting for the server and exits:
+    /// [`Self::TOTAL`] − [`Self::EXIT_MARGIN`].
+    pub const WATCHDOG: Duration = Self::TOTAL.saturating_sub(Self::EXIT_MARGIN);
+    /// Longest drain, whatever `http.shutdown_timeout` says:
+    /// [`Self::WATCHDOG`] − [`Self::FLUSH_RESERVE`].
+    pub const MAX_DRAIN: Duration = Self::WATCHDOG.saturating_sub(Self::FLUSH_RESERVE);
+
+    /// The budget for a configured `http.shutdown_timeout`.
+    pub fn new(shutdown_timeout: Duration) -> Self {
+        ShutdownBudget {
+            drain: shutdown_timeout.min(Self::MAX_DRAIN),
+        }
+    }
+
+    /// How long in-flight requests and fan sessions get to finish after
+    /// SIGTERM: `http.shutdown_timeout`, at most [`Self::MAX_DRAIN`].
+    pub fn drain(self) -> Duration {
+        self.drain
+    }
+}
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "SCOREHUB_";
 
@@ -72,7 +112,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes. Default 65536.
     pub max_body_bytes: usize,
-    /// How long a graceful shutdown may take before in-flight work is dropped. Default 10 s.
+    /// How long in-flight requests and fan sockets get to finish after SIGTERM
+    /// before they are dropped; at most [`ShutdownBudget::TOTAL`], and the
+    /// drain itself stops at [`ShutdownBudget::MAX_DRAIN`] so the log is
+    /// flushed in time. Default 10 s.
     pub shutdown_timeout: Duration,
     /// Browser origins (`scheme://host[:port]`) allowed to call the `/v1` API
     /// from their pages (CORS), or `["*"]` for any. Default empty: same origin
@@ -85,9 +128,16 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
-            shutdown_timeout: Duration::from_secs(10),
+            shutdown_timeout: ShutdownBudget::TOTAL,
             cors_origins: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// How this `shutdown_timeout` fits in the hub's shutdown budget.
+    pub fn shutdown_budget(&self) -> ShutdownBudget {
+        ShutdownBudget::new(self.shutdown_timeout)
     }
 }
 
@@ -435,6 +485,27 @@ mod tests {
             "auth.secret shown commented out"
         );
         assert!(text.contains("# url = "), "redis.url shown commented out");
+    }
+
+    #[test]
+    fn shutdown_budget_adds_up_to_the_contract() {
+        assert_eq!(ShutdownBudget::TOTAL, Duration::from_secs(10));
+        assert_eq!(ShutdownBudget::MAX_DRAIN, Duration::from_secs(9));
+        assert_eq!(ShutdownBudget::WATCHDOG, Duration::from_millis(9500));
+        assert_eq!(
+            ShutdownBudget::MAX_DRAIN + ShutdownBudget::FLUSH_RESERVE + ShutdownBudget::EXIT_MARGIN,
+            ShutdownBudget::TOTAL
+        );
+        // The default and the cap of http.shutdown_timeout are the total;
+        // the drain stops early enough to flush the log.
+        assert_eq!(
+            HttpConfig::default().shutdown_timeout,
+            ShutdownBudget::TOTAL
+        );
+        let budget = HttpConfig::default().shutdown_budget();
+        assert_eq!(budget.drain(), ShutdownBudget::MAX_DRAIN);
+        let short = ShutdownBudget::new(Duration::from_secs(1));
+        assert_eq!(short.drain(), Duration::from_secs(1));
     }
 
     #[test]

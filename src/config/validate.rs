@@ -13,7 +13,7 @@ use super::error::{ConfigError, ValueError};
 use super::raw::{RawConfig, RawDuration, RawList};
 use super::{
     AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
-    MAX_SHUTDOWN_TIMEOUT, MIN_SECRET_BYTES, RedisConfig, StorageConfig, WsConfig,
+    MIN_SECRET_BYTES, RedisConfig, ShutdownBudget, StorageConfig, WsConfig,
 };
 
 impl RawConfig {
@@ -50,12 +50,12 @@ impl RawConfig {
                 None => base.http.cors_origins.clone(),
             },
         };
-        if http.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+        if http.shutdown_timeout > ShutdownBudget::TOTAL {
             return Err(ConfigError::value(
                 "http.shutdown_timeout",
                 ValueError::TooLong {
                     given: http.shutdown_timeout,
-                    max: MAX_SHUTDOWN_TIMEOUT,
+                    max: ShutdownBudget::TOTAL,
                 },
             ));
         }
