@@ -14,9 +14,17 @@
 //! names the key, the problem, the fix and where the bad value came from, e.g.
 //! `config error: ws.ping_interval: "abc" is not a duration (use e.g. "20s") (from SCOREHUB_WS__PING_INTERVAL)`.
 //!
-//! This module holds the validated types, their defaults and the entry point
-//! [`Config::load`]. `config/default.toml` lists every key with its default; a
-//! unit test keeps it equal to [`Config::default`].
+//! Layout, in load order:
+//!
+//! - this module: the validated types, their defaults, the shutdown budget and
+//!   the entry point [`Config::load`];
+//! - `sources`: the file and environment layers, and which one set a key;
+//! - `raw`: the types as written, and figment's failures as [`ConfigError`]s;
+//! - `validate`: raw → [`Config`];
+//! - `error`: [`ConfigError`] and [`ValueError`].
+//!
+//! `config/default.toml` lists every key with its default; a unit test keeps
+//! it equal to [`Config::default`].
 
 use std::fmt;
 use std::net::SocketAddr;
