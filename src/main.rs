@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scorehub::auth::{Auth, Scope};
-use scorehub::config::Config;
-use scorehub::server::{Hub, MAX_SHUTDOWN, shutdown_signal};
+use scorehub::config::{Config, ShutdownBudget};
+use scorehub::server::{Hub, shutdown_signal};
 use tokio::net::TcpListener;
 
 /// A real-time live-score hub: scorekeepers post events over HTTP, fans watch over WebSocket.
@@ -172,7 +172,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     }
 
-    // Serve until SIGTERM/Ctrl-C, then drain; never take longer than MAX_SHUTDOWN.
+    // Serve until SIGTERM/Ctrl-C, then drain; exit within ShutdownBudget::TOTAL.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         stop.await;
@@ -181,7 +181,7 @@ async fn serve(config: Config) -> ExitCode {
     let server = tokio::spawn(hub.serve(listener, signal));
     let watchdog = async {
         if stop_rx.await.is_ok() {
-            tokio::time::sleep(MAX_SHUTDOWN - Duration::from_millis(500)).await;
+            tokio::time::sleep(ShutdownBudget::WATCHDOG).await;
         } else {
             std::future::pending::<()>().await;
         }

@@ -160,7 +160,7 @@ impl Hub {
 
     /// Serves on `listener` until `shutdown` resolves, then drains: fans get
     /// close 1001, in-flight requests finish, the log is flushed. Bounded by
-    /// `http.shutdown_timeout`.
+    /// `http.shutdown_timeout` (see [`crate::config::ShutdownBudget`]).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -169,7 +169,7 @@ impl Hub {
         let state = self.state;
         let router = app(state.clone());
         let token = state.shutdown.clone();
-        let grace = state.config.http.shutdown_timeout;
+        let drain = state.config.http.shutdown_budget().drain();
         let signal = {
             let token = token.clone();
             async move {
@@ -197,13 +197,13 @@ impl Hub {
             served = &mut server => served,
             () = token.cancelled() => {
                 // One deadline for the whole drain, requests and fans alike,
-                // leaving time to flush the log within MAX_SHUTDOWN.
-                let deadline = tokio::time::Instant::now() + grace.min(MAX_DRAIN);
+                // leaving time to flush the log within the shutdown budget.
+                let deadline = tokio::time::Instant::now() + drain;
                 let served = match tokio::time::timeout_at(deadline, &mut server).await {
                     Ok(served) => served,
                     Err(_) => {
                         tracing::warn!(
-                            grace_ms = grace.min(MAX_DRAIN).as_millis() as u64,
+                            grace_ms = drain.as_millis() as u64,
                             "requests still in flight at the shutdown deadline are dropped"
                         );
                         Ok(())
@@ -212,7 +212,7 @@ impl Hub {
                 state.sessions.close();
                 if tokio::time::timeout_at(deadline, state.sessions.wait()).await.is_err() {
                     tracing::warn!(
-                        grace_ms = grace.min(MAX_DRAIN).as_millis() as u64,
+                        grace_ms = drain.as_millis() as u64,
                         "fan sessions did not close in time"
                     );
                 }
@@ -294,11 +294,3 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         }
     }
 }
-
-/// Upper bound on how long the whole drain may take.
-pub const MAX_SHUTDOWN: Duration = Duration::from_secs(10);
-
-/// Longest wait for requests and fans to finish after SIGTERM
-/// (`http.shutdown_timeout` is capped to it): the rest of [`MAX_SHUTDOWN`]
-/// is for flushing the event log.
-pub const MAX_DRAIN: Duration = Duration::from_secs(9);

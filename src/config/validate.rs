@@ -1,0 +1,536 @@
+//! Stage 2: raw values → the validated [`Config`].
+//!
+//! Each given value is parsed (addresses, durations, log filters) and checked
+//! (limits > 0, secret length, Redis URL scheme, CORS origins, timeouts that
+//! fit together); every value not given takes the base's value, which is
+//! [`Config::default`] when loading.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{ConfigError, ValueError};
+use super::raw::{RawConfig, RawDuration, RawList};
+use super::{
+    AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
+    MIN_SECRET_BYTES, RedisConfig, ShutdownBudget, StorageConfig, WsConfig,
+};
+
+impl RawConfig {
+    /// Parses and checks every given value; keys not given take `base`'s value.
+    pub(super) fn validate(self, base: &Config) -> Result<Config, ConfigError> {
+        let RawConfig {
+            http,
+            auth,
+            redis,
+            storage,
+            log,
+            ws,
+            games,
+            limits,
+        } = self;
+
+        let http = HttpConfig {
+            listen: match http.listen {
+                Some(s) => parse_listen(&s)?,
+                None => base.http.listen,
+            },
+            max_body_bytes: positive(
+                "http.max_body_bytes",
+                http.max_body_bytes,
+                base.http.max_body_bytes,
+            )?,
+            shutdown_timeout: duration(
+                "http.shutdown_timeout",
+                http.shutdown_timeout,
+                base.http.shutdown_timeout,
+            )?,
+            cors_origins: match http.cors_origins {
+                Some(RawList(origins)) => check_cors_origins(origins)?,
+                None => base.http.cors_origins.clone(),
+            },
+        };
+        if http.shutdown_timeout > ShutdownBudget::TOTAL {
+            return Err(ConfigError::value(
+                "http.shutdown_timeout",
+                ValueError::TooLong {
+                    given: http.shutdown_timeout,
+                    max: ShutdownBudget::TOTAL,
+                },
+            ));
+        }
+
+        let auth = AuthConfig {
+            secret: match auth.secret {
+                Some(s) => Some(check_secret(s)?),
+                None => base.auth.secret.clone(),
+            },
+        };
+
+        let redis = RedisConfig {
+            url: match redis.url {
+                Some(url) => Some(check_redis_url(url)?),
+                None => base.redis.url.clone(),
+            },
+        };
+
+        let storage = StorageConfig {
+            dir: match storage.dir {
+                Some(d) if d.trim().is_empty() => {
+                    return Err(ConfigError::value("storage.dir", ValueError::EmptyPath));
+                }
+                Some(d) => PathBuf::from(d),
+                None => base.storage.dir.clone(),
+            },
+            fsync: storage.fsync.unwrap_or(base.storage.fsync),
+        };
+
+        let log = LogConfig {
+            format: match log.format.as_deref() {
+                Some(f) => parse_log_format(f)?,
+                None => base.log.format,
+            },
+            level: match log.level {
+                Some(l) => check_log_level(l)?,
+                None => base.log.level.clone(),
+            },
+        };
+
+        let b = &base.ws;
+        let ws = WsConfig {
+            max_subscriptions: positive(
+                "ws.max_subscriptions",
+                ws.max_subscriptions,
+                b.max_subscriptions,
+            )?,
+            max_message_bytes: positive(
+                "ws.max_message_bytes",
+                ws.max_message_bytes,
+                b.max_message_bytes,
+            )?,
+            queue_frames: positive("ws.queue_frames", ws.queue_frames, b.queue_frames)?,
+            max_queue_bytes: positive("ws.max_queue_bytes", ws.max_queue_bytes, b.max_queue_bytes)?,
+            ping_interval: duration("ws.ping_interval", ws.ping_interval, b.ping_interval)?,
+            idle_timeout: duration("ws.idle_timeout", ws.idle_timeout, b.idle_timeout)?,
+            messages_per_second: positive(
+                "ws.messages_per_second",
+                ws.messages_per_second,
+                b.messages_per_second,
+            )?,
+            message_burst: positive("ws.message_burst", ws.message_burst, b.message_burst)?,
+            write_timeout: duration("ws.write_timeout", ws.write_timeout, b.write_timeout)?,
+            stuck_timeout: duration("ws.stuck_timeout", ws.stuck_timeout, b.stuck_timeout)?,
+            send_buffer_bytes: ws.send_buffer_bytes.unwrap_or(b.send_buffer_bytes),
+        };
+        if ws.idle_timeout <= ws.ping_interval {
+            return Err(ConfigError::value(
+                "ws.idle_timeout",
+                ValueError::IdleNotAbovePing {
+                    idle: ws.idle_timeout,
+                    ping: ws.ping_interval,
+                },
+            ));
+        }
+
+        let games = GamesConfig {
+            history: positive("games.history", games.history, base.games.history)?,
+            mailbox: positive("games.mailbox", games.mailbox, base.games.mailbox)?,
+            idle_unload: duration(
+                "games.idle_unload",
+                games.idle_unload,
+                base.games.idle_unload,
+            )?,
+        };
+
+        let b = &base.limits;
+        let limits = LimitsConfig {
+            events_per_second: positive(
+                "limits.events_per_second",
+                limits.events_per_second,
+                b.events_per_second,
+            )?,
+            events_burst: positive("limits.events_burst", limits.events_burst, b.events_burst)?,
+            exempt_admin: limits.exempt_admin.unwrap_or(b.exempt_admin),
+            ws_connects_per_ip_per_second: positive(
+                "limits.ws_connects_per_ip_per_second",
+                limits.ws_connects_per_ip_per_second,
+                b.ws_connects_per_ip_per_second,
+            )?,
+            ws_connect_burst: positive(
+                "limits.ws_connect_burst",
+                limits.ws_connect_burst,
+                b.ws_connect_burst,
+            )?,
+            exempt_loopback: limits.exempt_loopback.unwrap_or(b.exempt_loopback),
+            max_connections: positive(
+                "limits.max_connections",
+                limits.max_connections,
+                b.max_connections,
+            )?,
+        };
+
+        Ok(Config {
+            http,
+            auth,
+            redis,
+            storage,
+            log,
+            ws,
+            games,
+            limits,
+        })
+    }
+}
+
+/// A limit where 0 makes no sense.
+fn positive<T>(key: &str, value: Option<T>, default: T) -> Result<T, ConfigError>
+where
+    T: PartialEq + Default + Copy,
+{
+    match value {
+        Some(v) if v == T::default() => Err(ConfigError::value(key, ValueError::Zero)),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+/// A humantime duration (`"20s"`, `"1m"`), greater than zero.
+fn duration(
+    key: &str,
+    value: Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(RawDuration(s)) = value else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d.is_zero() => Err(ConfigError::value(
+            key,
+            ValueError::ZeroDuration { value: s },
+        )),
+        Ok(d) => Ok(d),
+        Err(source) => Err(ConfigError::value(
+            key,
+            ValueError::NotADuration { value: s, source },
+        )),
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|source| {
+        ConfigError::value(
+            "http.listen",
+            ValueError::NotAnAddress {
+                value: s.to_owned(),
+                source,
+            },
+        )
+    })
+}
+
+fn check_secret(secret: String) -> Result<String, ConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::value(
+            "auth.secret",
+            ValueError::SecretTooShort { len: secret.len() },
+        ));
+    }
+    Ok(secret)
+}
+
+/// Each origin must be exactly what a browser sends in `Origin`:
+/// `http(s)://host[:port]`, lowercase, no path; or `*` alone for any origin.
+fn check_cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "http.cors_origins";
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            return Err(ConfigError::value(KEY, ValueError::WildcardNotAlone));
+        }
+        return Ok(origins);
+    }
+    for origin in &origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let well_formed = rest.is_some_and(|host| {
+            !host.is_empty()
+                && host.bytes().all(|b| {
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        });
+        if !well_formed {
+            let shown: String = origin.chars().take(80).collect();
+            return Err(ConfigError::value(KEY, ValueError::NotAnOrigin { shown }));
+        }
+    }
+    Ok(origins)
+}
+
+fn check_redis_url(url: String) -> Result<String, ConfigError> {
+    let lower = url.trim().to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("redis://")
+        .or_else(|| lower.strip_prefix("rediss://"));
+    match rest {
+        Some(rest) if !rest.is_empty() => Ok(url.trim().to_owned()),
+        _ => Err(ConfigError::value("redis.url", ValueError::NotARedisUrl)),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, ConfigError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ConfigError::value(
+            "log.format",
+            ValueError::NotALogFormat {
+                value: s.to_owned(),
+            },
+        )),
+    }
+}
+
+fn check_log_level(level: String) -> Result<String, ConfigError> {
+    match tracing_subscriber::EnvFilter::builder().parse(&level) {
+        Ok(_) => Ok(level),
+        Err(source) => Err(ConfigError::value(
+            "log.level",
+            ValueError::NotALogFilter {
+                value: level,
+                source,
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::test_support::{env, load_toml, write_toml};
+    use crate::config::{Config, LimitsConfig};
+
+    #[test]
+    fn cors_origins_from_file_list_or_env_string_and_checked() {
+        let c = load_toml(
+            "[http]\ncors_origins = [\"https://scores.example.com\", \"http://localhost:3000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://scores.example.com", "http://localhost:3000"]
+        );
+        let e = env(&[(
+            "SCOREHUB_HTTP__CORS_ORIGINS",
+            "https://a.example, https://b.example:8443,",
+        )]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(
+            c.http.cors_origins,
+            vec!["https://a.example", "https://b.example:8443"]
+        );
+        let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", "*")]);
+        assert_eq!(
+            Config::load_from(None, &e).unwrap().http.cors_origins,
+            vec!["*"]
+        );
+        let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", "")]);
+        assert!(
+            Config::load_from(None, &e)
+                .unwrap()
+                .http
+                .cors_origins
+                .is_empty()
+        );
+        for bad in [
+            "https://scores.example.com/",
+            "https://scores.example.com/app",
+            "scores.example.com",
+            "ftp://scores.example.com",
+            "https://Scores.example.com",
+            "*,https://a.example",
+        ] {
+            let e = env(&[("SCOREHUB_HTTP__CORS_ORIGINS", bad)]);
+            let err = Config::load_from(None, &e).unwrap_err();
+            assert_eq!(err.key(), Some("http.cors_origins"), "{bad}");
+            let msg = err.to_string();
+            assert!(msg.contains("SCOREHUB_HTTP__CORS_ORIGINS"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        let err = load_toml("[http]\ncors_origins = 3\n").unwrap_err();
+        assert_eq!(err.key(), Some("http.cors_origins"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_refused() {
+        let err =
+            Config::load_from(None, &env(&[("SCOREHUB_WS__PING_INTERVAL", "abc")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config error: ws.ping_interval: \"abc\" is not a duration (use e.g. \"20s\") \
+             (from SCOREHUB_WS__PING_INTERVAL)"
+        );
+        let msg = load_toml("[http]\nshutdown_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("http.shutdown_timeout: \"0s\" must be longer than zero"),
+            "{msg}"
+        );
+        let msg = load_toml("[http]\nshutdown_timeout = \"60s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("http.shutdown_timeout: 1m is too long")
+                && msg.contains("at most \"10s\""),
+            "{msg}"
+        );
+        assert!(load_toml("[http]\nshutdown_timeout = \"10s\"\n").is_ok());
+    }
+
+    #[test]
+    fn short_secret_is_refused_without_echoing_it() {
+        let err = load_toml("[auth]\nsecret = \"hunter2\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("auth.secret"));
+        let msg = err.to_string();
+        assert!(msg.contains("auth.secret"), "{msg}");
+        assert!(msg.contains("openssl rand -hex 32"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+
+        let msg = load_toml("[auth]\nsecret = 1234\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("auth.secret: must be"), "{msg}");
+        assert!(!msg.contains("1234"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "SCOREHUB_HTTP__LISTEN",
+                "localhost:80",
+                "http.listen: \"localhost:80\" is not an ip:port",
+            ),
+            (
+                "SCOREHUB_REDIS__URL",
+                "http://x",
+                "redis.url: must be a redis:// or rediss:// URL",
+            ),
+            (
+                "SCOREHUB_LOG__FORMAT",
+                "xml",
+                "log.format: \"xml\" is not a log format",
+            ),
+            (
+                "SCOREHUB_LOG__LEVEL",
+                "scorehub=loud",
+                "log.level: \"scorehub=loud\" is not a log filter",
+            ),
+            (
+                "SCOREHUB_STORAGE__DIR",
+                "",
+                "storage.dir: must not be empty",
+            ),
+            (
+                "SCOREHUB_WS__QUEUE_FRAMES",
+                "0",
+                "ws.queue_frames: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_WS__MESSAGES_PER_SECOND",
+                "0",
+                "ws.messages_per_second: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_GAMES__MAILBOX",
+                "0",
+                "games.mailbox: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_LIMITS__EVENTS_PER_SECOND",
+                "0",
+                "limits.events_per_second: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_LIMITS__MAX_CONNECTIONS",
+                "0",
+                "limits.max_connections: must be greater than 0",
+            ),
+            (
+                "SCOREHUB_WS__STUCK_TIMEOUT",
+                "0s",
+                "ws.stuck_timeout: \"0s\" must be longer than zero",
+            ),
+            (
+                "SCOREHUB_WS__IDLE_TIMEOUT",
+                "10s",
+                "ws.idle_timeout: 10s must be longer than ws.ping_interval",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            let msg = Config::load_from(None, &env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(expected), "{var}={value}: {msg}");
+            assert!(msg.contains(&format!("from {var}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn limits_come_from_file_and_env() {
+        let f = write_toml(
+            "[limits]\nevents_per_second = 5\nexempt_loopback = false\n\
+             [ws]\nstuck_timeout = \"2s\"\n",
+        );
+        let e = env(&[
+            ("SCOREHUB_LIMITS__EVENTS_BURST", "7"),
+            ("SCOREHUB_LIMITS__EXEMPT_ADMIN", "false"),
+            ("SCOREHUB_LIMITS__MAX_CONNECTIONS", "3"),
+            ("SCOREHUB_LIMITS__WS_CONNECTS_PER_IP_PER_SECOND", "4"),
+            ("SCOREHUB_LIMITS__WS_CONNECT_BURST", "6"),
+        ]);
+        let c = Config::load_from(Some(f.path()), &e).unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                events_per_second: 5,
+                events_burst: 7,
+                exempt_admin: false,
+                ws_connects_per_ip_per_second: 4,
+                ws_connect_burst: 6,
+                exempt_loopback: false,
+                max_connections: 3,
+            }
+        );
+        assert_eq!(c.ws.stuck_timeout, Duration::from_secs(2));
+
+        let msg = Config::load_from(None, &env(&[("SCOREHUB_LIMITS__EXEMPT_LOOPBACK", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("limits.exempt_loopback: expected true or false"),
+            "{msg}"
+        );
+        let err = load_toml("[limits]\nevents_per_secnd = 5\n").unwrap_err();
+        assert_eq!(err.key(), Some("limits.events_per_secnd"));
+        assert!(err.to_string().contains("did you mean events_per_second?"));
+    }
+
+    #[test]
+    fn rediss_and_zero_port_are_accepted() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCOREHUB_REDIS__URL", "rediss://:pw@cache.example:6380/1"),
+                ("SCOREHUB_HTTP__LISTEN", "[::1]:0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 0);
+        assert!(c.redis.url.is_some());
+    }
+}
