@@ -409,32 +409,19 @@ impl Outbox {
     /// Queues a snapshot of `game` (not subject to the frame limit) and clears
     /// the game's stale mark: diffs after it flow again. `false` when closed.
     pub fn push_snapshot(&self, game: &GameId, frame: Bytes) -> bool {
-        let wake;
-        {
-            let mut inner = self.lock();
-            if inner.closed {
-                return false;
-            }
+        let item = Item {
+            game: Some(game.clone()),
+            kind: Some(FrameKind::Snapshot),
+            wire: Wire::Binary(frame),
+        };
+        self.push_with(item, |inner| {
             inner.stale.retain(|g| g != game);
             if inner.stale.is_empty() {
                 inner.conflated_since = None;
             }
             // Anything still queued for this game is superseded by the snapshot.
-            drop_queued(&mut inner, game);
-            let item = Item {
-                game: Some(game.clone()),
-                kind: Some(FrameKind::Snapshot),
-                wire: Wire::Binary(frame),
-            };
-            wake = self.deliver(&mut inner, item);
-            if inner.closed {
-                drop(inner);
-                self.notify.notify_one();
-                return false;
-            }
-        }
-        self.wake(wake);
-        true
+            drop_queued(inner, game);
+        })
     }
 
     /// Queues a pong or error frame. `false` when closed.
@@ -457,12 +444,19 @@ impl Outbox {
     }
 
     fn push(&self, item: Item) -> bool {
+        self.push_with(item, |_| {})
+    }
+
+    /// Delivers `item` after `prepare` has updated the queue under the same
+    /// lock; wakes the writer if needed. `false` when closed.
+    fn push_with(&self, item: Item, prepare: impl FnOnce(&mut Inner)) -> bool {
         let wake;
         {
             let mut inner = self.lock();
             if inner.closed {
                 return false;
             }
+            prepare(&mut inner);
             wake = self.deliver(&mut inner, item);
             if inner.closed {
                 drop(inner);
