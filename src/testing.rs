@@ -33,8 +33,11 @@ impl RedisServer {
         RedisServer::launch(false)
     }
 
-    /// Starts a server with the append-only file on, so the data survives
-    /// [`RedisServer::kill9`] + [`RedisServer::restart`].
+    /// Starts a server with the append-only file on and fsynced before every
+    /// reply (`appendfsync always`), so every acknowledged write survives
+    /// [`RedisServer::kill9`] + [`RedisServer::restart`]. (With `everysec`,
+    /// Redis may answer a write it has not yet written to the file when an
+    /// fsync runs long, and `kill -9` then loses it: a busy machine did.)
     pub fn start_with_aof() -> RedisServer {
         RedisServer::launch(true)
     }
@@ -86,6 +89,7 @@ impl RedisServer {
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")

@@ -32,6 +32,9 @@ pub(crate) const SECRET: &str = "8f2a6c1e9b3d47f0a5c8e1b2d3f4a5b6c7d8e9f0a1b2c3d
 /// How long a test waits for something that should happen promptly.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
+/// How many of a hub's last log lines a failed test prints.
+const LOG_TAIL: usize = 80;
+
 /// How long the binary may take to log `listening addr=` or to exit.
 const BINARY_START: Duration = Duration::from_secs(20);
 
@@ -641,6 +644,16 @@ impl Drop for BinaryHub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what the hub logged: its reasons are
+            // there, not in the client's answer.
+            let lines = self.stderr.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!("--- the last {} log lines of this hub ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
