@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use scorehub::backend::EventLog;
+use scorehub::backend::local::{Catalog, LocalLog};
 use scorehub::codec;
 use scorehub::domain::{self, Action, Event, GameId, GameState, NewGame, NewTeam, Side, patch};
 use scorehub::fanout::outbox::{Item, Outbox, Push, Take};
@@ -123,10 +125,11 @@ fn actor_apply(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let log = Arc::new(
+    let file = Arc::new(
         FileLog::open(dir.path(), FileLogOptions { fsync: false }, |_| Ok(()))
             .expect("the file log opens"),
     );
+    let log: Arc<dyn EventLog> = Arc::new(LocalLog::new(file, Catalog::default()));
     let by: Arc<str> = Arc::from("bench");
     let cfg = ActorConfig {
         mailbox: 1024,

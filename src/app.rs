@@ -31,6 +31,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks fan sessions so shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// The hub's background tasks (idle unloading, announcements, the link
+    /// to other nodes, housekeeping): each ends on `shutdown`, and shutdown
+    /// waits for them.
+    pub background: TaskTracker,
     /// Abuse limits: events per token, connects per address, the connection cap.
     pub limits: Arc<Limits>,
     /// Whether this hub's workers are saturated (its probe runs in
@@ -72,6 +76,7 @@ impl AppState {
         secret: &[u8],
         metrics: PrometheusHandle,
         shutdown: CancellationToken,
+        background: TaskTracker,
     ) -> AppState {
         AppState {
             registry,
@@ -81,6 +86,7 @@ impl AppState {
             metrics,
             shutdown,
             sessions: TaskTracker::new(),
+            background,
             pressure: Arc::new(Pressure::new()),
             conn_ids: ConnIds::default(),
         }

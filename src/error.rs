@@ -247,7 +247,8 @@ impl From<CreateError> for ApiError {
         match e {
             CreateError::Exists(_) => ApiError::GameExists(e.to_string()),
             CreateError::Invalid(inner) => ApiError::InvalidGame(inner.0),
-            CreateError::Unavailable(reason) => ApiError::NotReady(reason),
+            CreateError::Unavailable(store) => ApiError::from(store),
+            CreateError::Interrupted(_) => ApiError::NotReady(e.to_string()),
         }
     }
 }
@@ -441,7 +442,14 @@ mod tests {
         let e = ApiError::from(invalid);
         assert_eq!((e.code(), e.status().as_u16()), ("invalid_game", 422));
         assert_eq!(
-            ApiError::from(CreateError::Unavailable("x".into())).code(),
+            ApiError::from(CreateError::Unavailable(StoreError::Unavailable(
+                "x".into()
+            )))
+            .code(),
+            "not_ready"
+        );
+        assert_eq!(
+            ApiError::from(CreateError::Interrupted("panicked".into())).code(),
             "not_ready"
         );
 

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::backend::Replayer;
 use crate::codec::{self, ClientMsg};
 use crate::domain::event::fingerprint_of;
 use crate::domain::{
@@ -31,7 +32,7 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::http::extract::{Encoding, field_error};
-use crate::registry::{CreateError, Registry};
+use crate::registry::CreateError;
 use crate::store::file::{FileLog, FileLogOptions, LOG_FILE_NAME};
 use crate::store::{Record, StoreError};
 
@@ -562,11 +563,11 @@ fn replay_file(contents: &[u8]) -> bool {
 /// Opens the log in `dir`, folding its records into a replayer; returns each
 /// record's encoding and how the open ended.
 fn open_log(dir: &Path) -> (Vec<Vec<u8>>, Result<(), StoreError>) {
-    let mut replayer = Registry::replayer(REPLAY_HISTORY);
+    let mut replayer = Replayer::full(REPLAY_HISTORY);
     let mut records = Vec::new();
     let opened = FileLog::open(dir, FileLogOptions { fsync: false }, |record| {
         records.push(stable_encoding(&record));
-        replayer.record(record)
+        replayer.record(record).map_err(|e| e.to_string())
     });
     // Dropping the log stops its writer thread; nothing was appended.
     (records, opened.map(drop))

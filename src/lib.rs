@@ -39,7 +39,7 @@
 
 pub mod app;
 pub mod auth;
-pub mod cluster;
+pub mod backend;
 pub mod codec;
 pub mod config;
 pub mod domain;

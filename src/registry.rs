@@ -1,51 +1,47 @@
-//! Game id → actor handle, and league → its games and league watchers.
+//! Game id → its live actor, and league → the fans watching it.
 //!
-//! The registry also rebuilds every game from the event log at start and
-//! creates games (idempotently) at run time.
+//! The registry is the one place that follows a game to its live actor:
+//! [`Registry::find`] gives a handle without loading when it can,
+//! [`Registry::load`] makes sure an actor runs, and every handle it gives out
+//! comes back here (through [`Loader`]) when its actor has stopped, so
+//! callers never see an unload.
 //!
 //! ## Loaded and unloaded games
 //!
 //! A game's actor holds everything needed to take events: its idempotency
-//! record (every `event_id` ever applied) and a window of encoded diffs. That
-//! grows with every event, so a game nobody uses is unloaded after
-//! `games.idle_unload` (the actor announces it, [`Registry::unload_if_idle`]
-//! stops it) and loaded again on its next use.
+//! record and a window of encoded diffs. That grows with every event, so a
+//! game nobody uses is unloaded after `games.idle_unload` (the actor
+//! announces it, [`Registry::unload_if_idle`] stops it) and loaded again from
+//! the [`EventLog`] on its next use.
 //!
-//! - **Single node**: an unloaded game keeps only its last state (and the
-//!   digest of its creating body) here, enough to list it, read it and
-//!   answer a repeated `PUT` without loading. [`Registry::find`] gives a
-//!   *dormant* handle for it; the handle's first event or subscription loads
-//!   the game through [`Registry`]'s [`Loader`]: the log's per-game index
-//!   yields just that game's records, folded by the same [`Replayer`] as at
-//!   start into state, idempotency record and history. At start the whole
-//!   log is folded once (states only) and every game starts unloaded.
-//! - **Cluster**: an unloaded game is forgotten; Redis holds it and `find`
-//!   loads it again.
+//! When the log knows a game without IO (an exclusive log's
+//! [`EventLog::summary`]), an unloaded game is read, listed and re-`PUT`
+//! without loading: [`Registry::find`] gives a *dormant* handle that loads
+//! the game on its first event or subscription. Otherwise `find` loads it.
 //!
-//! Loads and unloads of single-node games take `load_lock`, and a stopping
-//! actor first applies what was queued for it, so a game never has two
-//! actors (two writers of its log records).
+//! ## Loading
+//!
+//! Loads, creates and unloads of one game take that game's own lock (held
+//! across the log's IO, never across another game's), so a slow load
+//! delays nobody else, and a game never has two actors: a stopping actor
+//! first applies what was queued for it, and a load waits for it to end.
+//! With a shared log the game is followed on the [`Transport`] before its
+//! state is read: frames committed meanwhile wait in the mailbox and are
+//! skipped by seq if the state already has them.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 
 use dashmap::DashMap;
-use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
-use crate::cluster::Bus;
-use crate::codec;
+use crate::backend::{self, Backend, CreateOutcome, EventLog, Page, Transport};
 use crate::domain::event::fingerprint_of;
-use crate::domain::{Fingerprint, GameId, GameState, InvalidState, League, NewGame, Status, patch};
+use crate::domain::{GameId, InvalidState, League, NewGame, Status};
 use crate::fanout::outbox::Outbox;
-use crate::game::{
-    ActorConfig, GameHandle, IdleUnload, Loader, Loading, Restored, Seen, SeenIds, unix_ms,
-};
+use crate::game::{ActorConfig, GameHandle, IdleUnload, Loader, Loading, unix_ms};
 use crate::metrics as m;
-use crate::store::redis::CreateOutcome;
-use crate::store::{FileLog, Record, Store, StoreError};
+use crate::store::{Record, StoreError};
 
 /// Why a game could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +53,11 @@ pub enum CreateError {
     #[error(transparent)]
     Invalid(#[from] InvalidState),
     /// Storage failed (503).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+    /// The creating task ended before it answered (503).
+    #[error("creating the game failed: {0}")]
+    Interrupted(String),
 }
 
 /// Whether `create` made a new game.
@@ -70,146 +69,147 @@ pub enum Created {
     Existing,
 }
 
-/// One page of `list`.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// The games, ordered by id.
-    pub games: Vec<Arc<GameState>>,
-    /// Pass as `cursor` for the next page; `None` at the end.
-    pub next_cursor: Option<String>,
-}
-
-/// Every game on this node.
-///
-/// Single node: every game of the log is here, loaded (an actor) or not (its
-/// last state); see the module docs.
-/// Cluster: games are loaded from Redis on first use (`find`), their channel
-/// subscribed before their state is read so no frame is missed.
+/// Every game this node serves: the loaded ones here, the rest in the log.
 #[derive(Debug)]
 pub struct Registry {
-    games: DashMap<GameId, Slot>,
-    /// How many games of `games` are loaded.
-    loaded: AtomicUsize,
-    /// Single node: every game id; cluster: the loaded ones. Ordered, for listing.
+    /// Running actors.
+    games: DashMap<GameId, GameHandle>,
+    /// The ids of `games`, ordered (a league's loaded games).
     ids: RwLock<BTreeSet<GameId>>,
+    /// One lock per game being loaded, created or unloaded.
+    locks: DashMap<GameId, Arc<Mutex<()>>>,
     watchers: DashMap<League, HashMap<u64, Arc<Outbox>>>,
-    create_lock: tokio::sync::Mutex<()>,
-    load_lock: tokio::sync::Mutex<()>,
-    store: Store,
-    bus: Option<Arc<Bus>>,
+    log: Arc<dyn EventLog>,
+    transport: Arc<dyn Transport>,
     cfg: ActorConfig,
     idle: Option<IdleUnload>,
-    /// This registry, for the handles it gives out (single node).
+    /// This registry, for the handles it gives out.
     me: Weak<Registry>,
 }
 
-/// One game of the registry.
-#[derive(Debug, Clone)]
-enum Slot {
-    /// Its actor runs.
-    Loaded(GameHandle),
-    /// Single node: not in memory but for what listing and reading need.
-    Unloaded {
-        /// The state when it was unloaded (exact: only its actor changes it).
-        state: Arc<GameState>,
-        /// Digest of the body that created it (for idempotent `PUT`).
-        created_fingerprint: Fingerprint,
-    },
-}
-
-/// A game being rebuilt from log records.
-struct Rebuild {
-    state: Value,
-    seq: u64,
-    created_fingerprint: crate::domain::Fingerprint,
-    seen: SeenIds,
-    tail: VecDeque<(u64, Value, i64)>,
-}
-
-fn unavailable(e: StoreError) -> CreateError {
-    CreateError::Unavailable(e.to_string())
-}
-
 impl Registry {
-    /// An empty single-node registry writing to `log`. With `idle`, games
-    /// without fans or requests for `idle.after` are announced there, for
-    /// [`unload_idle_games`] to unload.
-    pub fn new(log: Arc<FileLog>, cfg: ActorConfig, idle: Option<IdleUnload>) -> Arc<Registry> {
-        Arc::new_cyclic(|me| Registry::build(Store::File(log), None, cfg, idle, me.clone()))
-    }
-
-    /// A cluster registry (`bus` links the nodes); for a single node use
-    /// [`Registry::new`], whose unloaded games can load again.
-    pub fn with_store(
-        store: Store,
-        bus: Option<Arc<Bus>>,
+    /// A registry over `log` and `transport` (a [`Backend`]'s). With `idle`,
+    /// games without fans or requests for `idle.after` are announced there,
+    /// for [`unload_idle_games`] to unload.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        transport: Arc<dyn Transport>,
         cfg: ActorConfig,
         idle: Option<IdleUnload>,
-    ) -> Registry {
-        Registry::build(store, bus, cfg, idle, Weak::new())
-    }
-
-    fn build(
-        store: Store,
-        bus: Option<Arc<Bus>>,
-        cfg: ActorConfig,
-        idle: Option<IdleUnload>,
-        me: Weak<Registry>,
-    ) -> Registry {
-        Registry {
+    ) -> Arc<Registry> {
+        Arc::new_cyclic(|me| Registry {
             games: DashMap::new(),
-            loaded: AtomicUsize::new(0),
             ids: RwLock::new(BTreeSet::new()),
+            locks: DashMap::new(),
             watchers: DashMap::new(),
-            create_lock: tokio::sync::Mutex::new(()),
-            load_lock: tokio::sync::Mutex::new(()),
-            store,
-            bus,
+            log,
+            transport,
             cfg,
             idle,
-            me,
-        }
+            me: me.clone(),
+        })
     }
 
-    /// A folder for log replay: feed it every record in order with
-    /// [`Replayer::record`]; it keeps each game's whole idempotency record
-    /// and its last `history` diffs.
-    pub fn replayer(history: usize) -> Replayer {
-        Replayer {
-            games: HashMap::new(),
-            history,
-            keep_seen: true,
-        }
+    /// A registry over `backend`'s log and transport; its announcements of
+    /// games created elsewhere are the caller's to hand to
+    /// [`Registry::on_created`].
+    pub fn over(backend: &Backend, cfg: ActorConfig, idle: Option<IdleUnload>) -> Arc<Registry> {
+        Registry::new(backend.log.clone(), backend.transport.clone(), cfg, idle)
     }
 
-    /// A replayer keeping only each game's state and creation digest, all
-    /// [`Registry::restore`] needs: games load lazily after start.
-    pub fn state_replayer() -> Replayer {
-        Replayer {
-            games: HashMap::new(),
-            history: 0,
-            keep_seen: false,
-        }
+    // ----- lookups -----------------------------------------------------------
+
+    /// The handle of a game whose actor runs on this node (no IO).
+    pub fn get(&self, id: &GameId) -> Option<GameHandle> {
+        self.games
+            .get(id)
+            .map(|h| h.value().clone())
+            .filter(|h| !h.is_closed())
     }
 
-    /// Registers every game rebuilt by `replayer`, unloaded: each loads from
-    /// the log on first use. Returns how many there are.
-    pub fn restore(&self, replayer: Replayer) -> Result<usize, String> {
-        let mut n = 0;
-        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
-        for (id, rb) in replayer.games {
-            let state = replayed_state(&id, rb.state)?;
-            ids.insert(id.clone());
-            self.games.insert(
-                id,
-                Slot::Unloaded {
-                    state: Arc::new(state),
-                    created_fingerprint: rb.created_fingerprint,
-                },
-            );
-            n += 1;
+    /// Whether the game's actor is in memory (no IO).
+    pub fn is_loaded(&self, id: &GameId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// A handle of the game, `None` if it does not exist: the running
+    /// actor's; a dormant one when the log knows the game without IO (it
+    /// loads the game on first use); else the game is loaded.
+    pub async fn find(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
+        if let Some(h) = self.known(id) {
+            return Ok(Some(h));
         }
-        Ok(n)
+        self.load(id).await
+    }
+
+    /// The live handle of a game, loading it if needed; `None` if it does
+    /// not exist. What a dormant or stopped handle asks for (as [`Loader`]).
+    pub async fn load(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
+        if let Some(h) = self.get(id) {
+            return Ok(Some(h));
+        }
+        let lock = self.lock_of(id);
+        let loaded = {
+            let _guard = lock.lock().await;
+            self.load_locked(id).await
+        };
+        self.release(id, lock);
+        loaded
+    }
+
+    /// [`Registry::find`] without IO: the running actor's handle, or a
+    /// dormant one from the log's summary.
+    fn known(&self, id: &GameId) -> Option<GameHandle> {
+        self.get(id).or_else(|| {
+            self.log
+                .summary(id)
+                .map(|s| GameHandle::dormant(s.state, s.created_fingerprint, self.loader()))
+        })
+    }
+
+    /// Loads `id` holding its lock.
+    async fn load_locked(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
+        if let Some(h) = self.get(id) {
+            return Ok(Some(h));
+        }
+        // Follow first, then read: nothing committed in between is missed.
+        let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
+        self.transport
+            .follow_game(id, Arc::new(mailbox.clone()))
+            .await?;
+        let restored = match self.log.load(id, self.cfg.history).await {
+            Ok(Some(restored)) => restored,
+            other => {
+                self.transport.unfollow_game(id).await;
+                return other.map(|_| None);
+            }
+        };
+        let seq = restored.state.seq;
+        let handle = GameHandle::spawn_on(
+            restored,
+            self.log.clone(),
+            self.cfg,
+            mailbox,
+            rx,
+            self.idle.clone(),
+        )
+        .with_loader(self.loader());
+        self.insert(handle.clone());
+        tracing::debug!(game = %id, seq, "game loaded");
+        Ok(Some(handle))
+    }
+
+    /// The lock of game `id` (made if none is held).
+    fn lock_of(&self, id: &GameId) -> Arc<Mutex<()>> {
+        self.locks.entry(id.clone()).or_default().value().clone()
+    }
+
+    /// Gives back a lock from [`Registry::lock_of`]; the last one out
+    /// removes it. (Clones are made under the map's shard lock, which
+    /// `remove_if` holds too: a count of one means nobody else has it.)
+    fn release(&self, id: &GameId, lock: Arc<Mutex<()>>) {
+        drop(lock);
+        self.locks.remove_if(id, |_, l| Arc::strong_count(l) == 1);
     }
 
     /// Adds or replaces a game's running actor.
@@ -219,21 +219,20 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
-        if !matches!(
-            self.games.insert(id, Slot::Loaded(handle)),
-            Some(Slot::Loaded(_))
-        ) {
-            self.loaded.fetch_add(1, Ordering::Relaxed);
+        if self.games.insert(id, handle).is_none() {
             metrics::gauge!(m::GAMES_ACTIVE).increment(1.0);
         }
     }
 
-    /// Counts a game that was loaded and is not anymore.
-    fn count_unloaded(&self, was: Option<Slot>) {
-        if matches!(was, Some(Slot::Loaded(_))) {
-            self.loaded.fetch_sub(1, Ordering::Relaxed);
+    /// Forgets a game's actor.
+    fn remove(&self, id: &GameId) {
+        if self.games.remove(id).is_some() {
             metrics::gauge!(m::GAMES_ACTIVE).decrement(1.0);
         }
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     /// For the handles this registry gives out: where they load their game again.
@@ -241,249 +240,43 @@ impl Registry {
         self.me.clone()
     }
 
-    /// The handle of a game loaded on this node (no IO).
-    pub fn get(&self, id: &GameId) -> Option<GameHandle> {
-        match self.games.get(id)?.value() {
-            Slot::Loaded(h) => Some(h.clone()),
-            Slot::Unloaded { .. } => None,
-        }
-    }
-
-    /// The handle of any game in this registry: the actor's, or a dormant
-    /// one for an unloaded game (no IO).
-    fn handle(&self, id: &GameId) -> Option<GameHandle> {
-        match self.games.get(id)?.value() {
-            Slot::Loaded(h) => Some(h.clone()),
-            Slot::Unloaded {
-                state,
-                created_fingerprint,
-            } => Some(GameHandle::dormant(
-                state.clone(),
-                *created_fingerprint,
-                self.loader(),
-            )),
-        }
-    }
-
-    /// Whether the game's actor is in memory (no IO).
-    pub fn is_loaded(&self, id: &GameId) -> bool {
-        self.get(id).is_some()
-    }
-
-    /// The handle of a game. Single node: without IO; for an unloaded game a
-    /// dormant handle, which reads its last state and loads the game on its
-    /// first event or subscription. Cluster: loads the game from Redis.
-    pub async fn find(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
-        if let Some(h) = self.get(id).filter(|h| !h.is_closed()) {
-            return Ok(Some(h));
-        }
-        match (&self.store, &self.bus) {
-            // A stopped actor's handle also loads the game again when used.
-            (Store::File(_), _) => Ok(self.handle(id)),
-            (Store::Redis(redis), Some(bus)) => self.load_redis(redis, bus, id).await,
-            (Store::Redis(_), None) => Ok(None),
-        }
-    }
-
-    /// The live handle of a game, loading it if needed: what a dormant or
-    /// stopped handle asks for (through [`Loader`]).
-    pub async fn load(&self, id: &GameId) -> Result<Option<GameHandle>, StoreError> {
-        if let Some(h) = self.get(id).filter(|h| !h.is_closed()) {
-            return Ok(Some(h));
-        }
-        let Store::File(log) = &self.store else {
-            return self.find(id).await;
-        };
-        if !self.games.contains_key(id) {
-            return Ok(None);
-        }
-        let _guard = self.load_lock.lock().await;
-        let slot = self.games.get(id).map(|s| s.value().clone());
-        let last = match slot {
-            None => return Ok(None),
-            Some(Slot::Loaded(h)) if !h.is_closed() => return Ok(Some(h)),
-            // Unloading holds the lock, so this actor ended otherwise (it
-            // panicked): rebuild the game from the log all the same.
-            Some(Slot::Loaded(h)) => h.state(),
-            Some(Slot::Unloaded { state, .. }) => state,
-        };
-        let records = log.game_records(id).await?;
-        let restored = self.rebuild(id, records)?;
-        if restored.state.seq < last.seq {
-            // Never start a writer that would hand out seqs a second time.
-            return Err(StoreError::Unavailable(format!(
-                "game {id}: the event log holds seq {} but the game was at seq {}; not loading it",
-                restored.state.seq, last.seq
-            )));
-        }
-        let handle = self.start_local(restored);
-        tracing::debug!(game = %id, seq = last.seq, "game loaded from the event log");
-        Ok(Some(handle))
-    }
-
-    /// Starts a single-node game's actor (its handles load the game again
-    /// after an unload) and registers it.
-    fn start_local(&self, restored: Restored) -> GameHandle {
-        let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
-        let handle = GameHandle::spawn_on(
-            restored,
-            self.store.clone(),
-            self.cfg,
-            mailbox,
-            rx,
-            self.idle.clone(),
-        )
-        .with_loader(self.loader());
-        self.insert(handle.clone());
-        handle
-    }
-
-    /// Folds one game's log records into a game ready to become an actor,
-    /// with the same [`Replayer`] as start-up.
-    fn rebuild(&self, id: &GameId, records: Vec<Record>) -> Result<Restored, StoreError> {
-        let bad = |reason: String| {
-            StoreError::Unavailable(format!(
-                "cannot rebuild game {id} from the event log: {reason}"
-            ))
-        };
-        let mut replayer = Registry::replayer(self.cfg.history);
-        for record in records {
-            if record.game() != id {
-                return Err(bad(format!(
-                    "the index points at a record of {}",
-                    record.game()
-                )));
-            }
-            replayer.record(record).map_err(bad)?;
-        }
-        let rb = replayer
-            .games
-            .remove(id)
-            .ok_or_else(|| bad("it has no creation record".into()))?;
-        let state = replayed_state(id, rb.state).map_err(bad)?;
-        let history = rb
-            .tail
-            .iter()
-            .map(|(seq, diff, at)| (*seq, codec::diff(id, *seq, diff, *at)))
-            .collect();
-        Ok(Restored {
-            state,
-            created_fingerprint: rb.created_fingerprint,
-            seen: rb.seen,
-            history,
-        })
-    }
-
-    /// Cluster: loads `id` from Redis under the load lock.
-    async fn load_redis(
-        &self,
-        redis: &crate::store::RedisStore,
-        bus: &Bus,
-        id: &GameId,
-    ) -> Result<Option<GameHandle>, StoreError> {
-        let _guard = self.load_lock.lock().await;
-        if let Some(h) = self.get(id) {
-            return Ok(Some(h));
-        }
-        // Route and subscribe first, then read: frames published meanwhile
-        // wait in the mailbox and are skipped by seq if already included.
-        let (mailbox, rx) = GameHandle::mailbox(&self.cfg);
-        bus.subscribe_game(id, mailbox.clone()).await?;
-        let loaded = match redis.load(id).await {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                bus.unsubscribe_game(id).await;
-                return Ok(None);
-            }
-            Err(e) => {
-                bus.unsubscribe_game(id).await;
-                return Err(e);
-            }
-        };
-        let history = redis
-            .last_frames(id, self.cfg.history)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(q, _)| *q <= loaded.state.seq)
-            .collect();
-        let handle = GameHandle::spawn_on(
-            Restored {
-                state: loaded.state,
-                created_fingerprint: loaded.created_fingerprint,
-                seen: SeenIds::new(),
-                history,
-            },
-            self.store.clone(),
-            self.cfg,
-            mailbox,
-            rx,
-            self.idle.clone(),
-        );
-        self.insert(handle.clone());
-        Ok(Some(handle))
-    }
-
-    /// Subscribes `outbox` to `handle`'s game; if that actor is being
-    /// unloaded (or the game is), loads a fresh actor and retries.
+    /// Subscribes `outbox` to `handle`'s game (following it to a fresh
+    /// actor if that one was unloaded); `false` if the game is gone.
     pub async fn subscribe(
         &self,
         handle: &GameHandle,
         outbox: Arc<Outbox>,
         since: Option<u64>,
     ) -> bool {
-        if handle.subscribe(outbox.clone(), since).await {
-            return true;
-        }
-        for _ in 0..3 {
-            match self.load(handle.id()).await {
-                Ok(Some(fresh)) => {
-                    if fresh.subscribe(outbox.clone(), since).await {
-                        return true;
-                    }
-                }
-                _ => return false,
-            }
-        }
-        false
+        handle.subscribe(outbox, since).await
     }
 
-    /// Unloads `id` if its actor is still idle. Single node: keeps its last
-    /// state; cluster: forgets it and unsubscribes its channel. Holds the
-    /// load lock so no concurrent lookup gets the old actor.
+    /// Unloads `id` if its actor is still idle, and stops following it. Its
+    /// handles load it again on their next use.
     pub async fn unload_if_idle(&self, id: &GameId) {
-        let _guard = self.load_lock.lock().await;
+        let lock = self.lock_of(id);
+        {
+            let _guard = lock.lock().await;
+            self.unload_locked(id).await;
+        }
+        self.release(id, lock);
+    }
+
+    async fn unload_locked(&self, id: &GameId) {
         let Some(handle) = self.get(id) else { return };
-        // Single node: once this answers, the actor has applied all it had
-        // queued and takes nothing more; its state is final.
+        // Once this answers, the actor has applied all it had queued and
+        // takes nothing more: a load after this starts from the whole log.
         if !handle.stop_if_idle().await {
             return;
         }
-        match &self.store {
-            Store::File(_) => {
-                let slot = Slot::Unloaded {
-                    state: handle.state(),
-                    created_fingerprint: handle.created_fingerprint(),
-                };
-                self.count_unloaded(self.games.insert(id.clone(), slot));
-            }
-            Store::Redis(_) => {
-                self.count_unloaded(self.games.remove(id).map(|(_, slot)| slot));
-                self.ids
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(id);
-                if let Some(bus) = &self.bus {
-                    bus.unsubscribe_game(id).await;
-                }
-            }
-        }
+        self.remove(id);
+        self.transport.unfollow_game(id).await;
         tracing::debug!(game = %id, "idle game unloaded");
     }
 
     /// Number of games loaded on this node (actors in memory).
     pub fn len(&self) -> usize {
-        self.loaded.load(Ordering::Relaxed)
+        self.games.len()
     }
 
     /// Whether no game is loaded.
@@ -491,25 +284,19 @@ impl Registry {
         self.len() == 0
     }
 
-    /// The store games write to.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The log games commit to.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
     }
 
     /// `Ok` when events can be accepted, else the reason.
     pub fn health(&self) -> Result<(), String> {
-        match (&self.store, &self.bus) {
-            (Store::File(log), _) => log.health(),
-            (Store::Redis(_), Some(bus)) => bus.readiness(),
-            (Store::Redis(_), None) => Err("no Redis pub/sub link".into()),
-        }
+        Backend::health(self.log.as_ref(), self.transport.as_ref())
     }
 
-    /// Flushes and closes storage (graceful shutdown).
+    /// Flushes and closes the log (graceful shutdown).
     pub async fn close(&self) {
-        if let Store::File(log) = &self.store {
-            log.close().await;
-        }
+        self.log.close().await;
     }
 
     /// The audit trail of `id`: events after `since`, oldest first.
@@ -519,11 +306,21 @@ impl Registry {
         since: u64,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        match &self.store {
-            Store::File(log) => log.events(id, since, limit).await,
-            Store::Redis(redis) => redis.events(id, since, limit).await,
-        }
+        self.log.events(id, since, limit).await
     }
+
+    /// One page of games, ordered by id, optionally filtered.
+    pub async fn list(
+        &self,
+        league: Option<&League>,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&GameId>,
+    ) -> Result<Page, StoreError> {
+        self.log.list(league, status, limit, cursor).await
+    }
+
+    // ----- creating ----------------------------------------------------------
 
     /// Creates a game, idempotently: the same body again is [`Created::Existing`].
     ///
@@ -539,15 +336,23 @@ impl Registry {
     ) -> Result<(GameHandle, Created), CreateError> {
         let registry = Arc::clone(self);
         let by = by.to_string();
-        tokio::spawn(async move { registry.create_now(id, body, &by).await })
-            .await
-            .map_err(|e| CreateError::Unavailable(format!("creating the game failed: {e}")))?
+        tokio::spawn(async move {
+            let lock = registry.lock_of(&id);
+            let created = {
+                let _guard = lock.lock().await;
+                registry.create_locked(&id, body, &by).await
+            };
+            registry.release(&id, lock);
+            created
+        })
+        .await
+        .map_err(|e| CreateError::Interrupted(e.to_string()))?
     }
 
-    /// The body of [`Registry::create`], cancelled if its caller is.
-    async fn create_now(
+    /// The body of [`Registry::create`], holding the game's lock.
+    async fn create_locked(
         &self,
-        id: GameId,
+        id: &GameId,
         body: NewGame,
         by: &str,
     ) -> Result<(GameHandle, Created), CreateError> {
@@ -561,57 +366,35 @@ impl Registry {
             by: by.to_string(),
             at: now,
         };
-        let _guard = self.create_lock.lock().await;
-        if let Some(h) = self.find(&id).await.map_err(unavailable)? {
-            return if h.created_fingerprint() == fingerprint {
-                if let Store::Redis(redis) = &self.store {
-                    // Re-announces and re-indexes the game (the script finds it
-                    // exists and changes nothing): heals a crash between the
-                    // game's keys and its index.
-                    redis
-                        .create(&state, fingerprint, &record)
-                        .await
-                        .map_err(unavailable)?;
-                }
-                Ok((h, Created::Existing))
-            } else {
-                Err(CreateError::Exists(id))
-            };
-        }
-        let handle = match &self.store {
-            Store::File(log) => {
-                log.append(vec![record]).await.map_err(unavailable)?;
-                self.start_local(Restored {
-                    state,
-                    created_fingerprint: fingerprint,
-                    seen: SeenIds::new(),
-                    history: VecDeque::new(),
-                })
-            }
-            Store::Redis(redis) => {
-                match redis
-                    .create(&state, fingerprint, &record)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    CreateOutcome::Created => {}
-                    CreateOutcome::Exists { fingerprint: fp } if fp == fingerprint => {
-                        let h = self.find(&id).await.map_err(unavailable)?;
-                        return h
-                            .map(|h| (h, Created::Existing))
-                            .ok_or_else(|| CreateError::Unavailable("game vanished".into()));
-                    }
-                    CreateOutcome::Exists { .. } => return Err(CreateError::Exists(id)),
-                }
-                self.find(&id)
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| CreateError::Unavailable("game vanished after create".into()))?
-            }
+        let existing = match self.known(id) {
+            Some(h) => Some(h),
+            None => self.load_locked(id).await?,
         };
-        self.notify_watchers(&handle).await;
-        Ok((handle, Created::New))
+        if let Some(h) = existing {
+            if h.created_fingerprint() != fingerprint {
+                return Err(CreateError::Exists(id.clone()));
+            }
+            // Asks the log again: with a shared log this re-announces and
+            // re-indexes the game (it finds it exists and changes nothing),
+            // healing a crash between the game's keys and its index.
+            self.log.create(&state, fingerprint, &record).await?;
+            return Ok((h, Created::Existing));
+        }
+        let created = match self.log.create(&state, fingerprint, &record).await? {
+            CreateOutcome::Created => Created::New,
+            CreateOutcome::Exists { fingerprint: fp } if fp == fingerprint => Created::Existing,
+            CreateOutcome::Exists { .. } => return Err(CreateError::Exists(id.clone())),
+        };
+        let handle = self.load_locked(id).await?.ok_or_else(|| {
+            StoreError::Unavailable(format!("game {id} is missing right after its creation"))
+        })?;
+        if created == Created::New {
+            self.notify_watchers(&handle).await;
+        }
+        Ok((handle, created))
     }
+
+    // ----- leagues -----------------------------------------------------------
 
     /// Subscribes the local watchers of `handle`'s league to it (they get a
     /// snapshot first; subscribing twice is harmless).
@@ -622,54 +405,34 @@ impl Registry {
             .map(|w| w.values().cloned().collect())
             .unwrap_or_default();
         for outbox in watchers {
-            self.subscribe(handle, outbox, None).await;
+            handle.subscribe(outbox, None).await;
         }
     }
 
-    /// A game was created on some node (cluster mode): load it if a local fan
-    /// watches its league.
+    /// A game was created on some node (see [`Backend::announced`]): load it
+    /// if a local fan watches its league.
     pub async fn on_created(&self, id: &GameId) {
         if !self.watchers.contains_key(&id.league()) {
             return;
         }
         match self.find(id).await {
             Ok(Some(handle)) => self.notify_watchers(&handle).await,
-            Ok(None) => tracing::warn!(game = %id, "announced game is missing from Redis"),
+            Ok(None) => tracing::warn!(game = %id, "announced game is missing from the log"),
             Err(e) => tracing::warn!(game = %id, "cannot load announced game: {e}"),
         }
     }
 
-    /// The ids of `league`'s games in this registry.
-    fn league_ids(&self, league: &League) -> Vec<GameId> {
-        let prefix = format!("{}:", league.as_str());
-        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
-            .skip_while(|id| !id.as_str().starts_with(&prefix) && id.as_str() < prefix.as_str())
-            .take_while(|id| id.as_str().starts_with(&prefix))
-            .cloned()
-            .collect()
-    }
-
     /// Handles of the games of `league` loaded on this node (no IO).
     pub fn loaded_league_games(&self, league: &League) -> Vec<GameHandle> {
-        self.league_ids(league)
-            .iter()
-            .filter_map(|id| self.get(id))
-            .collect()
+        let ids = backend::league_ids(&self.ids.read().unwrap_or_else(|p| p.into_inner()), league);
+        ids.iter().filter_map(|id| self.get(id)).collect()
     }
 
-    /// Handles of every game of `league`. Single node: dormant handles for
-    /// unloaded games (they load when subscribed); cluster: loads them.
+    /// Handles of every game of `league` (dormant ones where the log knows a
+    /// game without IO; they load when subscribed).
     pub async fn league_games(&self, league: &League) -> Result<Vec<GameHandle>, StoreError> {
-        let Store::Redis(redis) = &self.store else {
-            return Ok(self
-                .league_ids(league)
-                .iter()
-                .filter_map(|id| self.handle(id))
-                .collect());
-        };
         let mut out = Vec::new();
-        for id in redis.league_games(league).await? {
+        for id in self.log.league_games(league).await? {
             if let Some(h) = self.find(&id).await? {
                 out.push(h);
             }
@@ -690,8 +453,8 @@ impl Registry {
             w.insert(outbox.conn_id(), outbox);
             first
         };
-        if first && let Some(bus) = &self.bus {
-            bus.subscribe_league(league).await?;
+        if first {
+            self.transport.follow_league(league).await?;
         }
         self.league_games(league).await
     }
@@ -705,70 +468,9 @@ impl Registry {
             .watchers
             .remove_if(league, |_, w| w.is_empty())
             .is_some()
-            && let Some(bus) = &self.bus
         {
-            bus.unsubscribe_league(league).await;
+            self.transport.unfollow_league(league).await;
         }
-    }
-
-    /// One page of games, ordered by id, optionally filtered.
-    pub async fn list(
-        &self,
-        league: Option<&League>,
-        status: Option<Status>,
-        limit: usize,
-        cursor: Option<&GameId>,
-    ) -> Result<Page, StoreError> {
-        if let Store::Redis(redis) = &self.store {
-            let (games, next_cursor) = redis.list(league, status, limit, cursor).await?;
-            return Ok(Page {
-                games: games.into_iter().map(Arc::new).collect(),
-                next_cursor,
-            });
-        }
-        Ok(self.list_local(league, status, limit, cursor))
-    }
-
-    /// One page of the games in this registry, loaded or not (single node).
-    fn list_local(
-        &self,
-        league: Option<&League>,
-        status: Option<Status>,
-        limit: usize,
-        cursor: Option<&GameId>,
-    ) -> Page {
-        let prefix = league.map(|l| format!("{}:", l.as_str()));
-        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
-        let start = match cursor {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
-        let mut games = Vec::new();
-        let mut next_cursor = None;
-        for id in ids.range((start, Bound::Unbounded)) {
-            if let Some(p) = prefix.as_deref().filter(|p| !id.as_str().starts_with(p)) {
-                if id.as_str() > p {
-                    break;
-                }
-                continue;
-            }
-            let state = match self.games.get(id).as_deref() {
-                Some(Slot::Loaded(h)) => h.state(),
-                Some(Slot::Unloaded { state, .. }) => state.clone(),
-                None => continue,
-            };
-            if status.is_some_and(|s| s != state.status) {
-                continue;
-            }
-            if games.len() == limit {
-                next_cursor = games
-                    .last()
-                    .map(|g: &Arc<GameState>| g.game.as_str().to_string());
-                break;
-            }
-            games.push(state);
-        }
-        Page { games, next_cursor }
     }
 }
 
@@ -789,77 +491,14 @@ pub async fn unload_idle_games(registry: Weak<Registry>, mut idle: mpsc::Receive
     }
 }
 
-/// A replayed game's state, checked.
-fn replayed_state(id: &GameId, state: Value) -> Result<GameState, String> {
-    serde_json::from_value(state).map_err(|e| format!("game {id}: replayed state is invalid: {e}"))
-}
-
-/// Folds log records into games (see [`Registry::replayer`]).
-pub struct Replayer {
-    games: HashMap<GameId, Rebuild>,
-    history: usize,
-    /// Keep each game's idempotency record (not needed at start-up).
-    keep_seen: bool,
-}
-
-impl Replayer {
-    /// Applies one record; an error means the log contradicts itself.
-    pub fn record(&mut self, record: Record) -> Result<(), String> {
-        match record {
-            Record::Created {
-                game,
-                state,
-                fingerprint,
-                ..
-            } => {
-                if self.games.contains_key(&game) {
-                    return Err(format!("game {game} is created twice"));
-                }
-                let state = serde_json::to_value(&state).map_err(|e| e.to_string())?;
-                self.games.insert(
-                    game,
-                    Rebuild {
-                        state,
-                        seq: 0,
-                        created_fingerprint: fingerprint,
-                        seen: SeenIds::new(),
-                        tail: VecDeque::new(),
-                    },
-                );
-            }
-            Record::Event {
-                game,
-                seq,
-                event,
-                fingerprint,
-                at,
-                diff,
-                ..
-            } => {
-                let rb = self
-                    .games
-                    .get_mut(&game)
-                    .ok_or_else(|| format!("event for unknown game {game}"))?;
-                if seq != rb.seq + 1 {
-                    return Err(format!(
-                        "game {game}: event seq {seq} follows seq {} (gap or repeat)",
-                        rb.seq
-                    ));
-                }
-                patch::merge(&mut rb.state, &diff);
-                rb.seq = seq;
-                if self.keep_seen {
-                    rb.seen.insert(&event.event_id, Seen { fingerprint, seq });
-                }
-                if self.history > 0 {
-                    rb.tail.push_back((seq, diff, at));
-                    while rb.tail.len() > self.history {
-                        rb.tail.pop_front();
-                    }
-                }
-            }
-        }
-        Ok(())
+/// Hands the games other nodes created (a [`Backend::announced`] stream) to
+/// the registry until either is gone.
+pub async fn follow_announcements(registry: Weak<Registry>, mut announced: mpsc::Receiver<GameId>) {
+    while let Some(id) = announced.recv().await {
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        registry.on_created(&id).await;
     }
 }
 
@@ -869,8 +508,11 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::backend::local::{self, Catalog, LocalLog};
+    use crate::backend::{BoxFuture, Replayer, Restored};
     use crate::domain::{Event, NewTeam, RawEvent};
     use crate::game::{Applied, ApplyError};
+    use crate::store::FileLog;
     use crate::store::file::FileLogOptions;
 
     const IDLE: Duration = Duration::from_millis(50);
@@ -878,23 +520,34 @@ mod tests {
 
     struct Fixture {
         registry: Arc<Registry>,
+        file: Arc<FileLog>,
         idle: mpsc::Receiver<GameId>,
         _dir: tempfile::TempDir,
     }
 
+    const CFG: ActorConfig = ActorConfig {
+        mailbox: 64,
+        history: 3,
+    };
+
     /// A single-node registry over a fresh log whose idle announcements the
     /// test handles itself.
     fn fixture() -> Fixture {
+        fixture_with(|log| log)
+    }
+
+    /// [`fixture`] with the log wrapped by `wrap`.
+    fn fixture_with(wrap: impl FnOnce(Arc<dyn EventLog>) -> Arc<dyn EventLog>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let log = FileLog::open(dir.path(), FileLogOptions { fsync: false }, |_| Ok(())).unwrap();
+        let file = Arc::new(
+            FileLog::open(dir.path(), FileLogOptions { fsync: false }, |_| Ok(())).unwrap(),
+        );
+        let backend = local::backend(LocalLog::new(file.clone(), Catalog::default()));
         let (announce, idle) = mpsc::channel(16);
-        let cfg = ActorConfig {
-            mailbox: 64,
-            history: 3,
-        };
         let registry = Registry::new(
-            Arc::new(log),
-            cfg,
+            wrap(backend.log),
+            backend.transport,
+            CFG,
             Some(IdleUnload {
                 after: IDLE,
                 announce,
@@ -902,6 +555,7 @@ mod tests {
         );
         Fixture {
             registry,
+            file,
             idle,
             _dir: dir,
         }
@@ -1124,15 +778,153 @@ mod tests {
         assert_eq!(state.seq, 7);
         assert_eq!(state.home.score, 1 + 6);
         // Whichever actor took them, the log replays to the same game.
-        let records = match f.registry.store() {
-            Store::File(log) => log.game_records(&id).await.unwrap(),
-            Store::Redis(_) => unreachable!("a file registry"),
-        };
+        let records = f.file.game_records(&id).await.unwrap();
         assert_eq!(records.len(), 8);
-        let rebuilt = f.registry.rebuild(&id, records).unwrap();
+        let rebuilt = Replayer::rebuild(&id, records, CFG.history).unwrap();
         assert_eq!(rebuilt.state, *state);
         assert_eq!(rebuilt.seen.len(), 7);
         assert_eq!(rebuilt.history.len(), 3, "the last `history` diffs");
         assert_eq!(rebuilt.history.front().map(|(q, _)| *q), Some(5));
+    }
+
+    /// A log whose loads of one game wait until the test lets them go.
+    #[derive(Debug)]
+    struct SlowLoads {
+        inner: Arc<dyn EventLog>,
+        slow: GameId,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl EventLog for SlowLoads {
+        fn exclusive(&self) -> bool {
+            self.inner.exclusive()
+        }
+        fn create<'a>(
+            &'a self,
+            state: &'a crate::domain::GameState,
+            fingerprint: crate::domain::Fingerprint,
+            record: &'a Record,
+        ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>> {
+            self.inner.create(state, fingerprint, record)
+        }
+        fn commit<'a>(
+            &'a self,
+            game: &'a GameId,
+            base_seq: u64,
+            events: &'a [crate::backend::Committing<'a>],
+            state: &'a Arc<crate::domain::GameState>,
+        ) -> BoxFuture<'a, Result<crate::backend::Commit, StoreError>> {
+            self.inner.commit(game, base_seq, events, state)
+        }
+        fn load<'a>(
+            &'a self,
+            game: &'a GameId,
+            history: usize,
+        ) -> BoxFuture<'a, Result<Option<Restored>, StoreError>> {
+            Box::pin(async move {
+                if *game == self.slow {
+                    let _pass = self.gate.acquire().await.unwrap();
+                }
+                self.inner.load(game, history).await
+            })
+        }
+        fn summary(&self, game: &GameId) -> Option<crate::backend::Summary> {
+            self.inner.summary(game)
+        }
+        fn frames_after<'a>(
+            &'a self,
+            game: &'a GameId,
+            seq: u64,
+            limit: usize,
+        ) -> BoxFuture<'a, Result<Vec<(u64, bytes::Bytes)>, StoreError>> {
+            self.inner.frames_after(game, seq, limit)
+        }
+        fn last_frames<'a>(
+            &'a self,
+            game: &'a GameId,
+            n: usize,
+        ) -> BoxFuture<'a, Result<Vec<(u64, bytes::Bytes)>, StoreError>> {
+            self.inner.last_frames(game, n)
+        }
+        fn seen_ids<'a>(
+            &'a self,
+            game: &'a GameId,
+            event_ids: &'a [&'a str],
+        ) -> BoxFuture<'a, Result<Vec<Option<crate::domain::Seen>>, StoreError>> {
+            self.inner.seen_ids(game, event_ids)
+        }
+        fn events<'a>(
+            &'a self,
+            game: &'a GameId,
+            since: u64,
+            limit: usize,
+        ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+            self.inner.events(game, since, limit)
+        }
+        fn list<'a>(
+            &'a self,
+            league: Option<&'a League>,
+            status: Option<Status>,
+            limit: usize,
+            cursor: Option<&'a GameId>,
+        ) -> BoxFuture<'a, Result<Page, StoreError>> {
+            self.inner.list(league, status, limit, cursor)
+        }
+        fn league_games<'a>(
+            &'a self,
+            league: &'a League,
+        ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>> {
+            self.inner.league_games(league)
+        }
+        fn health(&self) -> Result<(), String> {
+            self.inner.health()
+        }
+        fn close(&self) -> BoxFuture<'_, ()> {
+            self.inner.close()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_load_of_one_game_delays_no_other() {
+        let slow = gid("nba:slow");
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut f = fixture_with(|inner| {
+            Arc::new(SlowLoads {
+                inner,
+                slow: slow.clone(),
+                gate: gate.clone(),
+            })
+        });
+        let fast = gid("nba:fast");
+        game_with_events(&f, &fast, 2).await;
+        unload(&mut f, &fast).await;
+        // The slow game's creation loads it: it hangs at the gate, holding
+        // its own lock.
+        let creating = {
+            let registry = f.registry.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move { registry.create(slow, new_game(), "t").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!creating.is_finished(), "the slow load waits at the gate");
+
+        // Another game loads, takes an event and unloads meanwhile.
+        let handle = f.registry.load(&fast).await.unwrap().unwrap();
+        assert_eq!(apply(&handle, score("e3", 3)).await.unwrap().seq, 3);
+        unload(&mut f, &fast).await;
+        assert!(!creating.is_finished(), "still waiting at the gate");
+
+        gate.add_permits(1);
+        let (handle, created) = tokio::time::timeout(WAIT, creating)
+            .await
+            .expect("the slow load ends once let go")
+            .unwrap()
+            .unwrap();
+        assert_eq!(created, Created::New);
+        assert_eq!(handle.state().seq, 0);
+        assert!(
+            f.registry.locks.is_empty(),
+            "every game lock was given back"
+        );
     }
 }

@@ -14,16 +14,18 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use tokio_util::task::TaskTracker;
 
-use crate::cluster::Bus;
+use crate::app::AppState;
+use crate::backend::{self, Backend};
 use crate::config::Config;
-use crate::domain::GameId;
 use crate::game::{ActorConfig, IdleUnload};
-use crate::registry::Registry;
+use crate::registry::{self, Registry};
+use crate::store::StoreError;
 use crate::store::file::FileLogOptions;
-use crate::store::redis::RedisStore;
-use crate::store::{FileLog, Store, StoreError};
+
+/// Idle games waiting to be unloaded.
+const IDLE_QUEUE: usize = 1024;
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,7 @@ impl Hub {
     /// when `redis.url` is set (Redis must answer now), else single node on
     /// the embedded log. `secret` is the HS256 secret (config's or generated).
     pub async fn start(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
+        // The one place that picks the backend.
         let Some(url) = config.redis.url.clone() else {
             let dir = config.storage.dir.clone();
             let secret = secret.to_vec();
@@ -60,44 +63,13 @@ impl Hub {
                 })?;
         };
         let metrics = crate::metrics::install();
-        let redis = Arc::new(RedisStore::connect(&url).await?);
         let shutdown = CancellationToken::new();
-        let (created_tx, mut created_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
-        let bus = Bus::start(redis.clone(), created_tx, shutdown.clone());
-        let (idle_tx, mut idle_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
-        let registry = Arc::new(Registry::with_store(
-            Store::Redis(redis),
-            Some(bus),
-            actor_config(&config),
-            Some(IdleUnload {
-                after: config.games.idle_unload,
-                announce: idle_tx,
-            }),
-        ));
-        // Games without local interest are unloaded (channel unsubscribed).
-        let weak = Arc::downgrade(&registry);
-        tokio::spawn(async move {
-            while let Some(id) = idle_rx.recv().await {
-                let Some(registry) = weak.upgrade() else {
-                    return;
-                };
-                registry.unload_if_idle(&id).await;
-            }
-        });
-        // Games created on any node in a league a local fan watches.
-        let weak = Arc::downgrade(&registry);
-        tokio::spawn(async move {
-            while let Some(id) = created_rx.recv().await {
-                let Some(registry) = weak.upgrade() else {
-                    return;
-                };
-                registry.on_created(&id).await;
-            }
-        });
+        let background = TaskTracker::new();
+        let backend = backend::redis::connect(&url, shutdown.clone(), &background).await?;
         tracing::info!(redis = %crate::config::redact_url(&url), "cluster mode: Redis is the source of truth");
-        Ok(Hub {
-            state: AppState::new(registry, config, secret, metrics, shutdown),
-        })
+        Ok(Hub::assemble(
+            backend, config, secret, metrics, shutdown, background,
+        ))
     }
 
     /// Opens a single-node hub: the event log under `storage.dir` is
@@ -112,40 +84,61 @@ impl Hub {
             ));
         }
         let metrics = crate::metrics::install();
-        let cfg = actor_config(&config);
-        let mut replayer = Registry::state_replayer();
         let started = std::time::Instant::now();
-        let log = FileLog::open(
+        let (backend, games) = backend::local::open(
             &config.storage.dir,
             FileLogOptions {
                 fsync: config.storage.fsync,
             },
-            |record| replayer.record(record),
         )?;
-        let (idle_tx, idle_rx) = tokio::sync::mpsc::channel::<GameId>(1024);
-        let registry = Registry::new(
-            Arc::new(log),
-            cfg,
-            Some(IdleUnload {
-                after: config.games.idle_unload,
-                announce: idle_tx,
-            }),
-        );
-        let games = registry.restore(replayer).map_err(StartError::Restore)?;
-        // Games without fans or requests leave memory (they stay in the log).
-        tokio::spawn(crate::registry::unload_idle_games(
-            Arc::downgrade(&registry),
-            idle_rx,
-        ));
         tracing::info!(
             games,
             dir = %config.storage.dir.display(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "event log replayed"
         );
-        Ok(Hub {
-            state: AppState::new(registry, config, secret, metrics, CancellationToken::new()),
-        })
+        Ok(Hub::assemble(
+            backend,
+            config,
+            secret,
+            metrics,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        ))
+    }
+
+    /// The hub over `backend`: the registry, and its background tasks on
+    /// `background` (they end on `shutdown`).
+    fn assemble(
+        backend: Backend,
+        config: Config,
+        secret: &[u8],
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        shutdown: CancellationToken,
+        background: TaskTracker,
+    ) -> Hub {
+        let (idle_tx, idle_rx) = tokio::sync::mpsc::channel::<crate::domain::GameId>(IDLE_QUEUE);
+        let registry = Registry::over(
+            &backend,
+            actor_config(&config),
+            Some(IdleUnload {
+                after: config.games.idle_unload,
+                announce: idle_tx,
+            }),
+        );
+        // Games without fans or requests leave memory (they stay in the log).
+        background.spawn(until(
+            shutdown.clone(),
+            registry::unload_idle_games(Arc::downgrade(&registry), idle_rx),
+        ));
+        // Games created on other nodes in a league a local fan watches.
+        background.spawn(until(
+            shutdown.clone(),
+            registry::follow_announcements(Arc::downgrade(&registry), backend.announced),
+        ));
+        Hub {
+            state: AppState::new(registry, config, secret, metrics, shutdown, background),
+        }
     }
 
     /// The shared state (for tests and tools).
@@ -189,8 +182,10 @@ impl Hub {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
-        tokio::spawn(housekeeping(state.clone()));
-        tokio::spawn(state.pressure.clone().probe(token.clone()));
+        state.background.spawn(housekeeping(state.clone()));
+        state
+            .background
+            .spawn(state.pressure.clone().probe(token.clone()));
         let server = server.into_future();
         tokio::pin!(server);
         let served = tokio::select! {
@@ -220,9 +215,29 @@ impl Hub {
             }
         };
         state.sessions.close();
+        token.cancel();
+        state.background.close();
+        if tokio::time::timeout(BACKGROUND_STOP, state.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
         state.registry.close().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+/// How long shutdown waits for the background tasks (each stops at once on
+/// the token; an unload in progress finishes its step).
+const BACKGROUND_STOP: Duration = Duration::from_millis(200);
+
+/// Runs `task` until `shutdown`.
+async fn until(shutdown: CancellationToken, task: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        () = task => {}
+        () = shutdown.cancelled() => {}
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod id;
 pub mod patch;
+pub mod seen;
 pub mod state;
 
 #[cfg(test)]
@@ -11,4 +12,5 @@ mod proptests;
 
 pub use event::{Action, Event, EventError, Fingerprint, RawEvent, Side, apply};
 pub use id::{GameId, IdError, League};
+pub use seen::{Seen, SeenIds};
 pub use state::{Clock, GameState, InvalidState, NewGame, NewTeam, Scalar, Status, Team};

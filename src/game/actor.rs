@@ -9,51 +9,44 @@
 //! tentative state is thrown away and every event of the group gets `503`:
 //! nothing is half-applied.
 //!
-//! Durability depends on the [`Store`]:
-//! - **file**: one append (one fsync) to the local log; this actor is the only
-//!   writer of its game, so the plan always commits.
-//! - **redis**: one atomic compare-and-set script that checks the game is still
-//!   at the seq the plan started from, records the event ids, appends the
-//!   diffs to the game's stream and publishes each frame once. When another
-//!   node got there first (`Stale`, or an `event_id` it already applied), the
-//!   actor catches up from the stream and plans again. Frames published by
-//!   other nodes arrive as `Cmd::Remote` and are applied in `seq` order; a
-//!   gap is repaired from the stream.
+//! Making a group durable is one [`EventLog::commit`], whatever the backend:
+//! it lands only if the game is still at the seq the plan started from and
+//! none of the event ids was applied before. With an exclusive log (single
+//! node) it always lands. With a shared one (cluster), when another node got
+//! there first (`Stale`, or an `event_id` it already applied), the actor
+//! catches up from the log and plans again; the replica side (frames other
+//! nodes committed, catch-up, reload) is in [`super::replica`].
 //!
 //! Unloading: after `games.idle_unload` without subscribers or requests the
 //! actor announces itself idle; the registry then sends `Stop`, which the
-//! actor accepts only if it is still idle. With the file store the actor is
-//! its game's only writer, so it then closes its mailbox, applies whatever
-//! was already queued, answers, and ends: only after that may the registry
-//! rebuild the game from the log for a new actor.
+//! actor accepts only if it is still idle. It then closes its mailbox,
+//! applies whatever was already queued, answers, and ends: only after that
+//! may the registry load the game again for a new actor (with an exclusive
+//! log, the actor is its game's only writer).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber, unix_ms,
 };
+use crate::backend::{Commit, Committing, EventLog};
 use crate::codec;
 use crate::domain::{self, GameState, patch};
 use crate::fanout::outbox::{Push, Route};
 use crate::fanout::wire::Wire;
 use crate::metrics as m;
-use crate::store::redis::{Commit, CommitEvent, RedisStore};
-use crate::store::{Record, Store, StoreError};
+use crate::store::Record;
 
 /// Most events applied in one group (one durable step).
 pub const MAX_GROUP: usize = 128;
 
 /// How many times a group is re-planned after losing a race to another node.
 const MAX_ATTEMPTS: usize = 8;
-
-/// Frames read from the Redis stream per catch-up request.
-const CATCH_UP_PAGE: usize = 512;
 
 /// How long an idle actor waits before announcing itself again when the
 /// registry's queue of idle games is full.
@@ -68,22 +61,25 @@ pub struct ActorConfig {
     pub history: usize,
 }
 
+/// One game's actor: its state, idempotency record, history and fans.
 pub(crate) struct GameActor {
-    state: GameState,
-    seen: SeenIds,
-    history: VecDeque<(u64, Bytes)>,
+    pub(super) state: GameState,
+    pub(super) seen: SeenIds,
+    pub(super) history: VecDeque<(u64, Bytes)>,
     subs: Vec<Subscriber>,
     index: HashMap<u64, usize>,
-    snapshot_cache: Option<Bytes>,
-    /// Remote frames applied but not yet fanned out (cluster).
-    outgoing: Vec<Wire>,
+    pub(super) snapshot_cache: Option<Bytes>,
+    /// Remote frames applied but not yet fanned out (a shared log).
+    pub(super) outgoing: Vec<Wire>,
     rx: mpsc::Receiver<Cmd>,
-    latest: watch::Sender<Arc<GameState>>,
-    store: Store,
-    cfg: ActorConfig,
-    /// The replica may be behind Redis (a failed or lost commit, a gap, a
+    pub(super) latest: watch::Sender<Arc<GameState>>,
+    pub(super) log: Arc<dyn EventLog>,
+    /// The log has one writer, this actor: nothing to catch up with.
+    exclusive: bool,
+    pub(super) cfg: ActorConfig,
+    /// The replica may be behind the log (a failed or lost commit, a gap, a
     /// reconnect): catch up before the next plan.
-    needs_repair: bool,
+    pub(super) needs_repair: bool,
     /// When to announce this game as idle (so it can be unloaded).
     idle: Option<IdleUnload>,
     /// Last local request or subscription.
@@ -98,7 +94,7 @@ pub(crate) struct GameActor {
 
 /// The outcome of one request inside a plan, before the group is durable.
 #[derive(Debug, Clone)]
-enum Pending {
+pub(super) enum Pending {
     /// Final whatever storage does: a duplicate of a committed event, or an
     /// error found against the committed state.
     Final(Result<Applied, ApplyError>),
@@ -121,15 +117,15 @@ fn judged<T>(applied: &[T], error: ApplyError) -> Pending {
 }
 
 /// A group of requests planned against the current state.
-struct Plan {
+pub(super) struct Plan {
     /// One outcome per request, in order.
-    outcomes: Vec<Pending>,
+    pub(super) outcomes: Vec<Pending>,
     /// The state after every applicable event.
-    state: GameState,
+    pub(super) state: GameState,
     /// Event ids applied by this plan.
-    fresh: SeenIds,
+    pub(super) fresh: SeenIds,
     /// Applied events: (request index, seq, record, encoded diff frame).
-    applied: Vec<(usize, u64, Record, Bytes)>,
+    pub(super) applied: Vec<(usize, u64, Record, Bytes)>,
 }
 
 impl GameActor {
@@ -137,7 +133,7 @@ impl GameActor {
         restored: Restored,
         rx: mpsc::Receiver<Cmd>,
         latest: watch::Sender<Arc<GameState>>,
-        store: Store,
+        log: Arc<dyn EventLog>,
         cfg: ActorConfig,
         idle: Option<IdleUnload>,
     ) -> GameActor {
@@ -151,7 +147,8 @@ impl GameActor {
             outgoing: Vec::new(),
             rx,
             latest,
-            store,
+            exclusive: log.exclusive(),
+            log,
             cfg,
             needs_repair: false,
             idle,
@@ -270,7 +267,7 @@ impl GameActor {
 
     /// Hands consecutive encoded diffs to every subscriber without waiting:
     /// each fan gets all of them in one write when its socket is idle.
-    fn fan_out(&mut self, frames: &[Wire]) {
+    pub(super) fn fan_out(&mut self, frames: &[Wire]) {
         if frames.is_empty() {
             return;
         }
@@ -292,7 +289,7 @@ impl GameActor {
 
     /// Sends every subscriber a fresh snapshot (after a repair that could not
     /// be done diff by diff).
-    fn snapshot_all(&mut self) {
+    pub(super) fn snapshot_all(&mut self) {
         let frame = self.snapshot_frame();
         let game = self.state.game.clone();
         let closed: Vec<u64> = self
@@ -394,15 +391,16 @@ impl GameActor {
         }
     }
 
-    /// Makes a durable plan the current state and fans its diffs out.
-    fn commit(&mut self, plan: &mut Plan, received: &[Instant]) {
+    /// Makes a durable plan (whose final state is `next`) the current state
+    /// and fans its diffs out.
+    fn commit(&mut self, plan: &mut Plan, next: Arc<GameState>, received: &[Instant]) {
         if plan.applied.is_empty() {
             return;
         }
-        self.state = plan.state.clone();
+        self.state = GameState::clone(&next);
         self.seen.absorb(&mut plan.fresh);
         self.snapshot_cache = None;
-        self.latest.send_replace(Arc::new(self.state.clone()));
+        self.latest.send_replace(next);
         let applied = std::mem::take(&mut plan.applied);
         let frames: Vec<Wire> = applied
             .iter()
@@ -419,7 +417,7 @@ impl GameActor {
 
     /// The diff frame kept for `seq`, if the history still holds it (its
     /// seqs are consecutive, so this is an index, not a search).
-    fn kept_frame(&self, seq: u64) -> Option<&Bytes> {
+    pub(super) fn kept_frame(&self, seq: u64) -> Option<&Bytes> {
         let first = self.history.front()?.0;
         let at = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.history
@@ -428,7 +426,7 @@ impl GameActor {
             .map(|(_, f)| f)
     }
 
-    fn push_history(&mut self, seq: u64, frame: Bytes) {
+    pub(super) fn push_history(&mut self, seq: u64, frame: Bytes) {
         self.history.push_back((seq, frame));
         while self.history.len() > self.cfg.history {
             self.history.pop_front();
@@ -437,13 +435,7 @@ impl GameActor {
 
     /// Applies a group of events and answers each request.
     async fn apply_group(&mut self, group: Vec<ApplyReq>) {
-        let results = match self.store.clone() {
-            Store::File(log) => {
-                self.apply_group_file(&group, |records| async move { log.append(records).await })
-                    .await
-            }
-            Store::Redis(redis) => self.apply_group_redis(&group, &redis).await,
-        };
+        let results = self.commit_group(&group).await;
         for (req, result) in group.into_iter().zip(results) {
             let label = match &result {
                 Ok(Applied {
@@ -459,49 +451,14 @@ impl GameActor {
         }
     }
 
-    /// Single node: plan, one durable append, commit.
-    async fn apply_group_file<F, Fut>(
-        &mut self,
-        group: &[ApplyReq],
-        append: F,
-    ) -> Vec<Result<Applied, ApplyError>>
-    where
-        F: FnOnce(Vec<Record>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), StoreError>>,
-    {
-        let reqs: Vec<&ApplyReq> = group.iter().collect();
-        let received: Vec<Instant> = group.iter().map(|r| r.received).collect();
-        let mut plan = self.plan(&reqs, unix_ms());
-        let durable = if plan.applied.is_empty() {
-            Ok(())
-        } else {
-            let records = plan.applied.iter().map(|(_, _, r, _)| r.clone()).collect();
-            append(records).await.map_err(|e| e.to_string())
-        };
-        if durable.is_ok() {
-            self.commit(&mut plan, &received);
-        }
-        plan.outcomes
-            .into_iter()
-            .map(|o| match (o, &durable) {
-                (Pending::Final(r), _) => r,
-                (Pending::Tentative(r), Ok(())) => r,
-                (Pending::Tentative(_), Err(e)) => Err(ApplyError::Unavailable(e.clone())),
-            })
-            .collect()
-    }
-
-    /// Cluster: plan, compare-and-set through Redis, re-plan after a lost race.
-    async fn apply_group_redis(
-        &mut self,
-        group: &[ApplyReq],
-        redis: &RedisStore,
-    ) -> Vec<Result<Applied, ApplyError>> {
+    /// Plans the group, commits it in one durable step and, with a shared
+    /// log, plans again after losing a race to another node.
+    async fn commit_group(&mut self, group: &[ApplyReq]) -> Vec<Result<Applied, ApplyError>> {
         let mut results: Vec<Option<Result<Applied, ApplyError>>> = vec![None; group.len()];
-        let mut looked_up = false;
+        let mut looked_up = self.exclusive;
         for _ in 0..MAX_ATTEMPTS {
             if self.needs_repair
-                && let Err(e) = self.catch_up(redis).await
+                && let Err(e) = self.catch_up().await
             {
                 return fill(results, &e.to_string());
             }
@@ -513,12 +470,12 @@ impl GameActor {
             let received: Vec<Instant> = reqs.iter().map(|r| r.received).collect();
             let mut plan = self.plan(&reqs, unix_ms());
             if !looked_up {
-                // This replica knows only the ids it applied or loaded: an
+                // A replica knows only the ids it applied or loaded: an
                 // event refused against its state may be the retry of one
                 // another node applied (a duplicate, not a 412 or 422). Ask
-                // Redis once, then plan again.
+                // the log once, then plan again.
                 looked_up = true;
-                match self.learn_ids(redis, &reqs, &plan).await {
+                match self.learn_ids(&reqs, &plan).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => return fill(results, &e.to_string()),
@@ -527,40 +484,29 @@ impl GameActor {
             if plan.applied.is_empty() {
                 // Nothing to write: every outcome is already final (in-plan
                 // duplicates need an applied event, so there are none).
-                for (k, o) in plan.outcomes.into_iter().enumerate() {
-                    results[open[k]] = Some(match o {
-                        Pending::Final(r) | Pending::Tentative(r) => r,
-                    });
-                }
+                settle(&mut results, &open, plan.outcomes, None);
                 break;
             }
-            let events: Vec<CommitEvent> = match plan
+            let next = Arc::new(plan.state.clone());
+            let events: Vec<Committing<'_>> = plan
                 .applied
                 .iter()
-                .map(|(i, _, record, frame)| {
-                    Ok(CommitEvent {
-                        event_id: reqs[*i].event.event_id.clone(),
-                        fingerprint: reqs[*i].fingerprint,
-                        frame: frame.clone(),
-                        record: rmp_serde::to_vec_named(record)?,
-                    })
+                .map(|(i, _, record, frame)| Committing {
+                    event_id: reqs[*i].event.event_id.as_str(),
+                    fingerprint: reqs[*i].fingerprint,
+                    record,
+                    frame,
                 })
-                .collect::<Result<_, rmp_serde::encode::Error>>()
-            {
-                Ok(e) => e,
-                Err(e) => return fill(results, &format!("cannot encode event: {e}")),
-            };
-            match redis
-                .commit(&self.state.game, self.state.seq, &events, &plan.state)
-                .await
-            {
-                Ok(Commit::Applied { .. }) => {
-                    self.commit(&mut plan, &received);
-                    for (k, o) in plan.outcomes.into_iter().enumerate() {
-                        results[open[k]] = Some(match o {
-                            Pending::Final(r) | Pending::Tentative(r) => r,
-                        });
-                    }
+                .collect();
+            let log = self.log.clone();
+            let committed = log
+                .commit(&self.state.game, self.state.seq, &events, &next)
+                .await;
+            drop(events);
+            match committed {
+                Ok(Commit::Applied) => {
+                    self.commit(&mut plan, next, &received);
+                    settle(&mut results, &open, plan.outcomes, None);
                     break;
                 }
                 Ok(Commit::Seen {
@@ -586,232 +532,51 @@ impl GameActor {
                     self.needs_repair = true;
                 }
                 Ok(Commit::Stale { current }) if current < self.state.seq => {
-                    // Redis is behind this replica: it lost writes (a restart
-                    // from an older snapshot, a failover). It is the source
-                    // of truth, so this replica starts over from it.
-                    if let Err(e) = self.reload(redis).await {
+                    // The log is behind this replica: it lost writes (a
+                    // restart from an older snapshot, a failover). It is the
+                    // source of truth, so this replica starts over from it.
+                    if let Err(e) = self.reload().await {
                         return fill(results, &e.to_string());
                     }
                 }
                 Ok(Commit::Stale { .. }) => self.needs_repair = true,
                 Ok(Commit::Missing) => {
-                    return fill(results, "the game no longer exists in Redis");
+                    return fill(results, "the game no longer exists in the event log");
                 }
                 Err(e) => {
-                    // The script may or may not have run: re-read before the
-                    // next plan. Retries are safe (idempotent event ids).
-                    self.needs_repair = true;
-                    return fill(results, &e.to_string());
+                    // Final answers stand; the group's own did not happen.
+                    // A shared log may have run the commit all the same:
+                    // re-read before the next plan (retries are safe,
+                    // event ids being idempotent).
+                    self.needs_repair = !self.exclusive;
+                    settle(&mut results, &open, plan.outcomes, Some(&e.to_string()));
+                    break;
                 }
             }
         }
         fill(results, "too much contention on this game; retry")
     }
+}
 
-    /// Looks up in Redis the ids of the events `plan` refused against this
-    /// replica's state (a wrong `expected_seq`, an event invalid for the
-    /// state), which this replica has not seen; records those another node
-    /// applied. `true` when it learnt one (plan again).
-    async fn learn_ids(
-        &mut self,
-        redis: &RedisStore,
-        reqs: &[&ApplyReq],
-        plan: &Plan,
-    ) -> Result<bool, StoreError> {
-        let refused: Vec<&str> = plan
-            .outcomes
-            .iter()
-            .zip(reqs)
-            .filter(|(o, _)| {
-                matches!(
-                    o,
-                    Pending::Final(Err(ApplyError::SeqMismatch { .. } | ApplyError::Invalid(_)))
-                        | Pending::Tentative(Err(
-                            ApplyError::SeqMismatch { .. } | ApplyError::Invalid(_)
-                        ))
-                )
-            })
-            .map(|(_, r)| r.event.event_id.as_str())
-            .filter(|id| self.seen.get(id).is_none())
-            .collect();
-        let found = redis.seen_ids(&self.state.game, &refused).await?;
-        let mut learnt = false;
-        for (id, seen) in refused.iter().zip(found) {
-            if let Some((fingerprint, seq)) = seen {
-                self.seen.insert(id, Seen { fingerprint, seq });
-                learnt = true;
-            }
-        }
-        Ok(learnt)
-    }
-
-    // ----- replication (cluster mode) ---------------------------------------
-
-    /// A frame published by some node (maybe this one).
-    /// Applies frames other nodes published, in order, and fans them out
-    /// together (one write per fan for the lot); a gap or a bad frame is
-    /// repaired from the stream.
-    async fn on_remote(&mut self, frames: Vec<Bytes>) {
-        let Store::Redis(redis) = self.store.clone() else {
-            return;
-        };
-        for frame in frames {
-            let decoded = match codec::decode_frame(&frame) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(game = %self.state.game, "undecodable frame from Redis: {e}");
-                    continue;
-                }
-            };
-            let (Some(q), Some(d)) = (decoded.q, decoded.d.as_ref()) else {
-                continue;
-            };
-            if q <= self.state.seq {
-                // Our own echo, or already caught up: the frame this replica
-                // kept for q has the same bytes. Other bytes mean Redis went
-                // back in time (it lost writes) and another node wrote a
-                // different q: this replica has diverged and reloads.
-                let diverged = self.kept_frame(q).is_some_and(|kept| *kept != frame);
-                if diverged {
-                    self.flush_remote();
-                    if let Err(e) = self.reload(&redis).await {
-                        tracing::warn!(game = %self.state.game, "cannot reload from Redis yet: {e}");
-                        self.needs_repair = true;
-                    }
-                }
-                continue;
-            }
-            if q == self.state.seq + 1
-                && !self.needs_repair
-                && self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok()
-            {
-                continue;
-            }
-            self.needs_repair = true;
-            if let Err(e) = self.catch_up(&redis).await {
-                tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
-            }
-        }
-        self.flush_remote();
-    }
-
-    /// Fans out the remote frames applied since the last flush.
-    fn flush_remote(&mut self) {
-        let frames = std::mem::take(&mut self.outgoing);
-        self.fan_out(&frames);
-    }
-
-    /// Applies the diff `d` making `seq` = `q`; its frame waits in
-    /// `outgoing` for [`GameActor::flush_remote`].
-    fn apply_remote(
-        &mut self,
-        q: u64,
-        d: &Value,
-        frame: Bytes,
-        ts: Option<i64>,
-    ) -> Result<(), String> {
-        let mut doc = serde_json::to_value(&self.state).map_err(|e| e.to_string())?;
-        patch::merge(&mut doc, d);
-        let next: GameState = serde_json::from_value(doc).map_err(|e| e.to_string())?;
-        if next.seq != q || next.game != self.state.game {
-            return Err(format!("diff q={q} does not lead to seq {q}"));
-        }
-        self.state = next;
-        self.snapshot_cache = None;
-        self.latest.send_replace(Arc::new(self.state.clone()));
-        self.outgoing.push(Wire::Binary(frame.clone()));
-        if let Some(ts) = ts {
-            let lag_ms = (unix_ms() - ts).max(0) as f64;
-            metrics::histogram!(m::FANOUT_SECONDS).record(lag_ms / 1000.0);
-        }
-        self.push_history(q, frame);
-        Ok(())
-    }
-
-    /// Brings the replica up to date from the game's Redis stream, diff by
-    /// diff; if that fails, reloads the state and sends every fan a snapshot.
-    async fn catch_up(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
-        let caught_up = self.catch_up_pages(redis).await;
-        // Whatever was applied goes out before anything after it.
-        self.flush_remote();
-        caught_up
-    }
-
-    async fn catch_up_pages(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
-        let game = self.state.game.clone();
-        loop {
-            let frames = redis
-                .frames_after(&game, self.state.seq, CATCH_UP_PAGE)
-                .await?;
-            let n = frames.len();
-            for (q, frame) in frames {
-                let decoded = codec::decode_frame(&frame).ok();
-                let ok = match decoded
-                    .as_ref()
-                    .and_then(|f| f.d.as_ref().map(|d| (d, f.ts)))
-                {
-                    Some((d, ts)) if q == self.state.seq + 1 => {
-                        self.apply_remote(q, d, frame.clone(), ts).is_ok()
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    self.flush_remote();
-                    return self.reload(redis).await;
-                }
-            }
-            if n < CATCH_UP_PAGE {
-                break;
-            }
-        }
-        self.needs_repair = false;
-        Ok(())
-    }
-
-    /// Re-reads the whole state from Redis and snapshots every fan.
-    async fn reload(&mut self, redis: &RedisStore) -> Result<(), StoreError> {
-        let game = self.state.game.clone();
-        let Some(loaded) = redis.load(&game).await? else {
-            return Err(StoreError::Unavailable(format!(
-                "game {game} is missing from Redis"
-            )));
-        };
-        tracing::info!(%game, from = self.state.seq, to = loaded.state.seq, "replica reloaded from Redis");
-        if loaded.state.seq < self.state.seq {
-            // Ids this replica saw may be of events Redis lost; Redis's own
-            // record (checked by every commit) is the truth.
-            tracing::warn!(%game, from = self.state.seq, to = loaded.state.seq, "Redis holds fewer events of this game than this replica applied: it lost writes");
-            self.seen = SeenIds::new();
-        }
-        self.state = loaded.state;
-        // Frames committed after the state was read come by pub/sub.
-        let seq = self.state.seq;
-        self.history = redis
-            .last_frames(&game, self.cfg.history)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(q, _)| *q <= seq)
-            .collect();
-        self.snapshot_cache = None;
-        self.latest.send_replace(Arc::new(self.state.clone()));
-        self.snapshot_all();
-        self.needs_repair = false;
-        Ok(())
-    }
-
-    async fn repair(&mut self) {
-        if let Store::Redis(redis) = self.store.clone() {
-            self.needs_repair = true;
-            if let Err(e) = self.catch_up(&redis).await {
-                tracing::warn!(game = %self.state.game, "cannot repair from Redis yet: {e}");
-            }
-        }
+/// Records the answers of a plan's requests (`open` maps them to the
+/// group): every one as planned, or, when the durable step failed with
+/// `failed`, the tentative ones `503`.
+fn settle(
+    results: &mut [Option<Result<Applied, ApplyError>>],
+    open: &[usize],
+    outcomes: Vec<Pending>,
+    failed: Option<&str>,
+) {
+    for (k, outcome) in outcomes.into_iter().enumerate() {
+        results[open[k]] = Some(match (outcome, failed) {
+            (Pending::Final(r), _) | (Pending::Tentative(r), None) => r,
+            (Pending::Tentative(_), Some(reason)) => Err(ApplyError::Unavailable(reason.into())),
+        });
     }
 }
 
 /// Answers every still-open request with `503` and `reason`.
-fn fill(
+pub(super) fn fill(
     results: Vec<Option<Result<Applied, ApplyError>>>,
     reason: &str,
 ) -> Vec<Result<Applied, ApplyError>> {
@@ -879,7 +644,7 @@ pub(crate) async fn run(mut actor: GameActor) {
             }
             Cmd::Stop { reply } => {
                 let agreed = actor.stop_if_idle();
-                if agreed && matches!(actor.store, Store::File(_)) {
+                if agreed {
                     // Take nothing new (senders get their command back and
                     // follow the game to its next actor); finish what is queued.
                     actor.rx.close();

@@ -14,11 +14,10 @@
 //! live actor on the next event or subscription, so callers never notice.
 
 pub mod actor;
-mod seen;
+mod replica;
 
-pub use seen::SeenIds;
+pub use crate::domain::{Seen, SeenIds};
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -27,9 +26,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::backend::{BoxFuture, EventLog, FrameSink};
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
 use crate::fanout::outbox::Outbox;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+
+pub use crate::backend::Restored;
 
 pub use actor::ActorConfig;
 
@@ -81,28 +83,6 @@ pub enum ApplyError {
     Unavailable(String),
 }
 
-/// The idempotency record of one applied event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
-    /// Digest of the event body.
-    pub fingerprint: Fingerprint,
-    /// The seq it produced.
-    pub seq: u64,
-}
-
-/// A game rebuilt from the log (or freshly created), ready to become an actor.
-#[derive(Debug, Clone)]
-pub struct Restored {
-    /// Current state.
-    pub state: GameState,
-    /// Digest of the body that created the game (for idempotent `PUT`).
-    pub created_fingerprint: Fingerprint,
-    /// Every applied `event_id`.
-    pub seen: SeenIds,
-    /// Recent diffs, oldest first: `(seq, encoded diff frame)`.
-    pub history: VecDeque<(u64, Bytes)>,
-}
-
 /// After `after` without local fans or requests, the actor announces its
 /// game on `announce` so the registry can unload it (both modes).
 #[derive(Debug, Clone)]
@@ -152,32 +132,29 @@ pub(crate) enum Cmd {
     Resync {
         conn_id: u64,
     },
-    /// A diff frame published through Redis (cluster mode).
+    /// A diff frame committed by some node, from the transport (a shared log).
     Remote {
         frame: Bytes,
     },
-    /// Catch up from Redis (after a reconnect or a dropped message).
+    /// Catch up from the log (after a reconnect or a dropped frame).
     Repair,
 }
 
-/// The sending side of a game's mailbox, for the cluster's pub/sub router.
+/// The sending side of a game's mailbox: where the transport delivers the
+/// frames other nodes commit.
 #[derive(Debug, Clone)]
 pub struct Mailbox(mpsc::Sender<Cmd>);
 
-impl Mailbox {
-    /// Delivers a frame published through Redis without waiting. `false`
-    /// when the mailbox is full (the caller asks for a repair) or closed.
-    pub fn remote(&self, frame: Bytes) -> bool {
+impl FrameSink for Mailbox {
+    fn deliver(&self, frame: Bytes) -> bool {
         self.0.try_send(Cmd::Remote { frame }).is_ok()
     }
 
-    /// Asks the actor to catch up from Redis; waits for mailbox room.
-    pub async fn repair(&self) -> bool {
-        self.0.send(Cmd::Repair).await.is_ok()
+    fn repair(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.0.send(Cmd::Repair).await.is_ok() })
     }
 
-    /// Whether the actor has stopped.
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
 }
@@ -235,14 +212,15 @@ impl std::fmt::Debug for GameHandle {
 }
 
 impl GameHandle {
-    /// Starts the actor for a restored or new game.
-    pub fn spawn(restored: Restored, store: impl Into<Store>, cfg: ActorConfig) -> GameHandle {
+    /// Starts the actor for a restored or new game, committing to `log`.
+    pub fn spawn(restored: Restored, log: Arc<dyn EventLog>, cfg: ActorConfig) -> GameHandle {
         let (tx, rx) = mpsc::channel(cfg.mailbox.max(1));
-        GameHandle::spawn_with(restored, store.into(), cfg, tx, rx, None)
+        GameHandle::spawn_with(restored, log, cfg, tx, rx, None)
     }
 
-    /// A mailbox for a game about to be loaded: in cluster mode the pub/sub
-    /// route must exist before the state is read, so no frame is missed.
+    /// A mailbox for a game about to be loaded: with a shared log the game
+    /// is followed on the transport before its state is read, so no frame
+    /// is missed.
     pub fn mailbox(cfg: &ActorConfig) -> (Mailbox, MailboxRx) {
         let (tx, rx) = mpsc::channel(cfg.mailbox.max(1));
         (Mailbox(tx), MailboxRx(rx))
@@ -251,18 +229,18 @@ impl GameHandle {
     /// Starts the actor on a mailbox made by [`GameHandle::mailbox`].
     pub fn spawn_on(
         restored: Restored,
-        store: Store,
+        log: Arc<dyn EventLog>,
         cfg: ActorConfig,
         mailbox: Mailbox,
         rx: MailboxRx,
         idle: Option<IdleUnload>,
     ) -> GameHandle {
-        GameHandle::spawn_with(restored, store, cfg, mailbox.0, rx.0, idle)
+        GameHandle::spawn_with(restored, log, cfg, mailbox.0, rx.0, idle)
     }
 
     fn spawn_with(
         restored: Restored,
-        store: Store,
+        log: Arc<dyn EventLog>,
         cfg: ActorConfig,
         tx: mpsc::Sender<Cmd>,
         rx: mpsc::Receiver<Cmd>,
@@ -271,7 +249,7 @@ impl GameHandle {
         let (latest_tx, latest) = watch::channel(Arc::new(restored.state.clone()));
         let id = restored.state.game.clone();
         let created_fingerprint = restored.created_fingerprint;
-        let actor = actor::GameActor::new(restored, rx, latest_tx, store, cfg, idle);
+        let actor = actor::GameActor::new(restored, rx, latest_tx, log, cfg, idle);
         tokio::spawn(actor::run(actor));
         GameHandle {
             id,
@@ -449,11 +427,6 @@ impl GameHandle {
     /// Removes a fan.
     pub async fn unsubscribe(&self, conn_id: u64) {
         let _ = self.tx.send(Cmd::Unsubscribe { conn_id }).await;
-    }
-
-    /// The mailbox, for routing frames published through Redis.
-    pub fn mailbox_sender(&self) -> Mailbox {
-        Mailbox(self.tx.clone())
     }
 
     /// Asks the actor to send a fresh snapshot to a conflated fan.

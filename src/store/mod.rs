@@ -3,7 +3,9 @@
 //! In single-node mode the [`file::FileLog`] is the source of truth: an
 //! append-only, checksummed log on local disk, fsynced (group commit) before a
 //! scorekeeper gets `200`. On start it is replayed to rebuild every game.
-//! A Redis-backed store for cluster mode slots in beside it (see `Store`).
+//! In cluster mode [`redis::RedisStore`] is: scripts, keys and streams on a
+//! shared Redis. The modes' behaviour around these engines is in
+//! [`crate::backend`].
 
 pub mod file;
 pub mod redis;
@@ -90,22 +92,4 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
-}
-
-/// Where games are made durable: the seam between the single-node and the
-/// cluster modes. Cheap to clone.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// Single node: the embedded append-only log is the source of truth and
-    /// each game's actor is its only writer.
-    File(std::sync::Arc<FileLog>),
-    /// Cluster: Redis is the source of truth; game actors on every node are
-    /// replicas that commit through an atomic compare-and-set script.
-    Redis(std::sync::Arc<redis::RedisStore>),
-}
-
-impl From<std::sync::Arc<FileLog>> for Store {
-    fn from(log: std::sync::Arc<FileLog>) -> Store {
-        Store::File(log)
-    }
 }

@@ -16,7 +16,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use sha2::{Digest, Sha256};
 
-use super::Seen;
+use super::Fingerprint;
+
+/// The idempotency record of one applied event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Digest of the event body.
+    pub fingerprint: Fingerprint,
+    /// The seq it produced.
+    pub seq: u64,
+}
 
 /// 128 bits of SHA-256 of an `event_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,30 +1,33 @@
-//! Links nodes through Redis pub/sub (cluster mode).
+//! The transport of the Redis backend: nodes linked through Redis pub/sub.
 //!
 //! The [`Bus`] holds this node's one pub/sub connection. Subscriptions follow
 //! interest: a game's channel is subscribed while the game is loaded here (a
 //! fan watches it or it was used recently), a league's channel while a local
 //! fan watches the league; nothing is pattern-subscribed. Published frames are
-//! routed to the game's actor mailbox without waiting; a full mailbox turns
-//! into a repair request (the actor catches up from the game's stream).
+//! routed to the game's [`FrameSink`] (its actor's mailbox) without waiting;
+//! a full mailbox turns into a repair request (the actor catches up from the
+//! game's stream). No lock is held across a Redis round trip: the sink of the
+//! connection is cloned out of its slot for each (un)subscribe.
 //!
 //! When the connection drops, the bus reconnects with jittered backoff,
 //! subscribes every channel again and asks every local game to repair any gap.
 //! A health task pings Redis every second and drives `scorehub_redis_up` and
 //! readiness.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backend::{BoxFuture, FrameSink, Transport};
 use crate::domain::{GameId, League};
-use crate::game::Mailbox;
 use crate::metrics as m;
 use crate::store::StoreError;
 use crate::store::redis::RedisStore;
@@ -34,7 +37,7 @@ use crate::store::redis::RedisStore;
 enum Route {
     /// Diff frames of one game → its actor; the flag is set while a repair
     /// request waits for room in the mailbox (one is enough).
-    Game(Mailbox, Arc<AtomicBool>),
+    Game(Arc<dyn FrameSink>, Arc<AtomicBool>),
     /// Ids of games created in a league → the registry.
     League,
 }
@@ -51,12 +54,14 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Starts the pub/sub connection task and the health task. Ids of games
-    /// created in watched leagues are sent to `created`.
+    /// Starts the pub/sub connection task and the health task on `tasks`;
+    /// both end on `shutdown`. Ids of games created in watched leagues are
+    /// sent to `created`.
     pub fn start(
         store: Arc<RedisStore>,
         created: mpsc::Sender<GameId>,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> Arc<Bus> {
         let bus = Arc::new(Bus {
             store,
@@ -66,8 +71,8 @@ impl Bus {
             pinging: AtomicBool::new(true),
             created,
         });
-        tokio::spawn(run_pubsub(Arc::downgrade(&bus), shutdown.clone()));
-        tokio::spawn(run_health(Arc::downgrade(&bus), shutdown));
+        tasks.spawn(run_pubsub(Arc::downgrade(&bus), shutdown.clone()));
+        tasks.spawn(run_health(Arc::downgrade(&bus), shutdown));
         bus
     }
 
@@ -83,54 +88,47 @@ impl Bus {
         Ok(())
     }
 
-    /// Routes `id`'s frames to `mailbox` and subscribes its channel. Returns
-    /// once Redis confirmed the subscription (or the link is down: then the
-    /// reconnect subscribes it).
-    pub async fn subscribe_game(&self, id: &GameId, mailbox: Mailbox) -> Result<(), StoreError> {
-        let channel = RedisStore::game_channel(id);
-        self.routes.insert(
-            channel.clone(),
-            Route::Game(mailbox, Arc::new(AtomicBool::new(false))),
-        );
-        self.subscribe(channel).await
+    /// The current connection's sink, if the link is up (cloned: no lock is
+    /// held while it is used).
+    fn sink(&self) -> Option<PubSubSink> {
+        self.sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Stops routing and unsubscribes `id`'s channel.
-    pub async fn unsubscribe_game(&self, id: &GameId) {
-        self.unsubscribe(RedisStore::game_channel(id)).await;
+    fn set_sink(&self, sink: Option<PubSubSink>) {
+        *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = sink;
     }
 
-    /// Subscribes the channel announcing games created in `league`.
-    pub async fn subscribe_league(&self, league: &League) -> Result<(), StoreError> {
-        let channel = RedisStore::league_channel(league);
-        self.routes.insert(channel.clone(), Route::League);
-        self.subscribe(channel).await
-    }
-
-    /// Unsubscribes `league`'s channel.
-    pub async fn unsubscribe_league(&self, league: &League) {
-        self.unsubscribe(RedisStore::league_channel(league)).await;
-    }
-
+    /// Subscribes a routed channel. Without a link, the reconnect
+    /// subscribes it (it reads the routes after installing its sink).
     async fn subscribe(&self, channel: String) -> Result<(), StoreError> {
-        let mut sink = self.sink.lock().await;
-        if let Some(s) = sink.as_mut()
-            && let Err(e) = s.subscribe(&channel).await
-        {
-            return Err(StoreError::Unavailable(format!(
+        let Some(mut sink) = self.sink() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channel)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
                 "redis: cannot subscribe {channel}: {e}"
-            )));
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis: no answer to SUBSCRIBE {channel} within {PUBSUB_CONNECT_TIMEOUT:?}"
+            ))),
         }
-        Ok(())
     }
 
     async fn unsubscribe(&self, channel: String) {
         self.routes.remove(&channel);
-        let mut sink = self.sink.lock().await;
-        if let Some(s) = sink.as_mut()
-            && let Err(e) = s.unsubscribe(&channel).await
-        {
-            tracing::debug!(%channel, "unsubscribe failed (the link is resubscribed from the routes on reconnect): {e}");
+        let Some(mut sink) = self.sink() else { return };
+        match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.unsubscribe(&channel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%channel, "unsubscribe failed (a reconnect subscribes only routed channels): {e}")
+            }
+            Err(_) => {
+                tracing::debug!(%channel, "no answer to UNSUBSCRIBE (a reconnect subscribes only routed channels)")
+            }
         }
     }
 
@@ -140,16 +138,16 @@ impl Bus {
             return;
         };
         match route {
-            Route::Game(mailbox, repairing) => {
-                if !mailbox.remote(Bytes::copy_from_slice(payload)) {
-                    if mailbox.is_closed() {
+            Route::Game(sink, repairing) => {
+                if !sink.deliver(Bytes::copy_from_slice(payload)) {
+                    if sink.is_closed() {
                         self.routes.remove(channel);
                     } else if !repairing.swap(true, Ordering::AcqRel) {
                         // Mailbox full: the frame is dropped and the actor
                         // repairs from the stream once the request is queued
                         // (it covers every frame dropped until then).
                         tokio::spawn(async move {
-                            mailbox.repair().await;
+                            sink.repair().await;
                             repairing.store(false, Ordering::Release);
                         });
                     }
@@ -173,33 +171,74 @@ impl Bus {
 
     /// After a reconnect: subscribe every routed channel again, then ask
     /// every local game to repair what it may have missed.
+    ///
+    /// The sink is installed first and the routes read after: a channel
+    /// routed meanwhile is subscribed either here or by its own
+    /// [`Bus::subscribe`], which then sees the new sink.
     async fn resubscribe(&self, mut sink: PubSubSink) -> Result<(), redis::RedisError> {
-        let mut guard = self.sink.lock().await;
+        self.set_sink(Some(sink.clone()));
         let channels: Vec<String> = self.routes.iter().map(|r| r.key().clone()).collect();
         if !channels.is_empty() {
-            tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channels))
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer to SUBSCRIBE within {PUBSUB_CONNECT_TIMEOUT:?}"),
-                    ))
-                })??;
+            let subscribed =
+                tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channels))
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer to SUBSCRIBE within {PUBSUB_CONNECT_TIMEOUT:?}"),
+                        ))
+                    })
+                    .and_then(|r| r);
+            if let Err(e) = subscribed {
+                self.set_sink(None);
+                return Err(e);
+            }
         }
-        *guard = Some(sink);
-        drop(guard);
-        let mailboxes: Vec<Mailbox> = self
+        let sinks: Vec<Arc<dyn FrameSink>> = self
             .routes
             .iter()
             .filter_map(|r| match r.value() {
-                Route::Game(m, _) => Some(m.clone()),
+                Route::Game(s, _) => Some(s.clone()),
                 Route::League => None,
             })
             .collect();
-        for mailbox in mailboxes {
-            mailbox.repair().await;
+        for sink in sinks {
+            sink.repair().await;
         }
         Ok(())
+    }
+}
+
+impl Transport for Bus {
+    fn follow_game<'a>(
+        &'a self,
+        game: &'a GameId,
+        sink: Arc<dyn FrameSink>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let channel = RedisStore::game_channel(game);
+        self.routes.insert(
+            channel.clone(),
+            Route::Game(sink, Arc::new(AtomicBool::new(false))),
+        );
+        Box::pin(self.subscribe(channel))
+    }
+
+    fn unfollow_game<'a>(&'a self, game: &'a GameId) -> BoxFuture<'a, ()> {
+        Box::pin(self.unsubscribe(RedisStore::game_channel(game)))
+    }
+
+    fn follow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, Result<(), StoreError>> {
+        let channel = RedisStore::league_channel(league);
+        self.routes.insert(channel.clone(), Route::League);
+        Box::pin(self.subscribe(channel))
+    }
+
+    fn unfollow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, ()> {
+        Box::pin(self.unsubscribe(RedisStore::league_channel(league)))
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        Bus::readiness(self)
     }
 }
 
@@ -244,7 +283,7 @@ async fn run_pubsub(bus: std::sync::Weak<Bus>, shutdown: CancellationToken) {
                     }
                     let Some(b) = bus.upgrade() else { return };
                     b.subscribed.store(false, Ordering::Relaxed);
-                    *b.sink.lock().await = None;
+                    b.set_sink(None);
                     tracing::warn!("Redis pub/sub connection lost; reconnecting");
                     continue;
                 }

@@ -1,0 +1,293 @@
+//! The seam between the hub and where its games live.
+//!
+//! A [`Backend`] is one deployment mode: an [`EventLog`] that makes games
+//! durable, paired with the [`Transport`] that links this node to the others
+//! writing the same log. The pair is built by the mode's module, so a log
+//! that needs a transport cannot be built without one:
+//!
+//! - [`local`]: the embedded file log on local disk; this node is the log's
+//!   only writer, and there is no one to link to.
+//! - [`redis`]: Redis is the log (an atomic compare-and-set script per
+//!   commit, a stream per game); Redis pub/sub is the transport.
+//!
+//! Everything above (the registry, the game actors, the routes) sees only
+//! these two traits. A new backend is one new module implementing them, plus
+//! one arm where the server reads the config.
+//!
+//! What the traits promise:
+//!
+//! - [`EventLog::commit`] is all-or-nothing and checks, atomically, that the
+//!   game is still at the seq the caller planned from and that none of the
+//!   event ids was applied before; what it answers is final. An `Err` means
+//!   the outcome is unknown unless the log is [`exclusive`](EventLog::exclusive)
+//!   (then nothing was written); idempotent event ids make the retry safe.
+//! - An *exclusive* log has one writer, this node: a commit never loses a race,
+//!   a loaded game is never behind, and [`EventLog::summary`] knows every game
+//!   without IO. A shared log may be ahead of this node's replica of a game
+//!   (`Stale`), which then catches up with [`EventLog::frames_after`].
+//! - [`Transport::follow_game`] routes every frame later committed to the game
+//!   by any node to the given [`FrameSink`], from the moment it returns.
+
+pub mod local;
+pub mod redis;
+mod replay;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
+use crate::store::{Record, StoreError};
+
+pub use replay::{ReplayError, Replayer};
+
+/// A boxed future, so the traits stay object safe (`dyn EventLog`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A game read back from the log, ready to become an actor.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Current state.
+    pub state: GameState,
+    /// Digest of the body that created the game (for idempotent `PUT`).
+    pub created_fingerprint: Fingerprint,
+    /// The applied `event_id`s this node knows (an exclusive log: all of them;
+    /// a shared one: none, they are looked up when needed).
+    pub seen: SeenIds,
+    /// Recent diffs, oldest first: `(seq, encoded diff frame)`.
+    pub history: VecDeque<(u64, Bytes)>,
+}
+
+/// What this node knows of a game without IO (see [`EventLog::summary`]).
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The last committed state.
+    pub state: Arc<GameState>,
+    /// Digest of the body that created the game.
+    pub created_fingerprint: Fingerprint,
+}
+
+/// What [`EventLog::create`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The game did not exist and was created.
+    Created,
+    /// The game already existed (nothing changed), created from the body
+    /// with this digest.
+    Exists {
+        /// Digest of the creating body.
+        fingerprint: Fingerprint,
+    },
+}
+
+/// One event of a commit, prepared by the caller for the seq it will get.
+#[derive(Debug, Clone, Copy)]
+pub struct Committing<'a> {
+    /// The scorekeeper's `event_id` (idempotency key).
+    pub event_id: &'a str,
+    /// Digest of the event body.
+    pub fingerprint: Fingerprint,
+    /// The log record (a `Record::Event`).
+    pub record: &'a Record,
+    /// The encoded diff frame, exactly the bytes fans get.
+    pub frame: &'a Bytes,
+}
+
+/// What [`EventLog::commit`] did. Only `Applied` wrote anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Every event was applied.
+    Applied,
+    /// The event at `index` was applied before (with `fingerprint`, giving
+    /// `seq`), by this node or another.
+    Seen {
+        /// Position of the first already-applied event in the commit.
+        index: usize,
+        /// Digest of the body applied back then.
+        fingerprint: Fingerprint,
+        /// The seq it produced.
+        seq: u64,
+    },
+    /// The game is not at the planned seq: another node committed first
+    /// (`current` above it) or the log lost writes (`current` below it).
+    Stale {
+        /// The game's seq in the log.
+        current: u64,
+    },
+    /// The game does not exist in the log.
+    Missing,
+}
+
+/// One page of [`EventLog::list`].
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The games, ordered by id.
+    pub games: Vec<Arc<GameState>>,
+    /// Pass as `cursor` for the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Where games are made durable and read back.
+pub trait EventLog: Send + Sync + fmt::Debug {
+    /// Whether this node is the only writer of every game (see the module
+    /// docs for what that guarantees).
+    fn exclusive(&self) -> bool;
+
+    /// Creates the game of `state` (seq 0) from `record` (its
+    /// `Record::Created`), unless it exists.
+    fn create<'a>(
+        &'a self,
+        state: &'a GameState,
+        fingerprint: Fingerprint,
+        record: &'a Record,
+    ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>>;
+
+    /// Commits `events` to `game`, planned from seq `base_seq`; event `i`
+    /// gets seq `base_seq + 1 + i`, and `state` is the state after the last.
+    fn commit<'a>(
+        &'a self,
+        game: &'a GameId,
+        base_seq: u64,
+        events: &'a [Committing<'a>],
+        state: &'a Arc<GameState>,
+    ) -> BoxFuture<'a, Result<Commit, StoreError>>;
+
+    /// The game, with its last `history` diffs; `None` if it does not exist.
+    fn load<'a>(
+        &'a self,
+        game: &'a GameId,
+        history: usize,
+    ) -> BoxFuture<'a, Result<Option<Restored>, StoreError>>;
+
+    /// What this node knows of `game` without IO, if anything (an exclusive
+    /// log knows every game; a shared one nothing).
+    fn summary(&self, game: &GameId) -> Option<Summary>;
+
+    /// Up to `limit` diff frames after `seq`, oldest first: `(seq, frame)`
+    /// (how a replica catches up; an exclusive log has none to give).
+    fn frames_after<'a>(
+        &'a self,
+        game: &'a GameId,
+        seq: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Bytes)>, StoreError>>;
+
+    /// The last `n` diff frames, oldest first: a replica's resume window
+    /// after it reloaded.
+    fn last_frames<'a>(
+        &'a self,
+        game: &'a GameId,
+        n: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Bytes)>, StoreError>>;
+
+    /// For each of `event_ids`, what applied it, if anything.
+    fn seen_ids<'a>(
+        &'a self,
+        game: &'a GameId,
+        event_ids: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Seen>>, StoreError>>;
+
+    /// The audit trail: up to `limit` event records after `since`, oldest first.
+    fn events<'a>(
+        &'a self,
+        game: &'a GameId,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>>;
+
+    /// One page of games ordered by id, optionally filtered, after `cursor`.
+    fn list<'a>(
+        &'a self,
+        league: Option<&'a League>,
+        status: Option<Status>,
+        limit: usize,
+        cursor: Option<&'a GameId>,
+    ) -> BoxFuture<'a, Result<Page, StoreError>>;
+
+    /// The ids of every game of `league`.
+    fn league_games<'a>(
+        &'a self,
+        league: &'a League,
+    ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>>;
+
+    /// `Ok` while commits can succeed, else the reason.
+    fn health(&self) -> Result<(), String>;
+
+    /// Flushes and stops accepting writes (graceful shutdown).
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Where a followed game's frames, committed by any node, are delivered: the
+/// game's actor mailbox.
+pub trait FrameSink: Send + Sync + fmt::Debug {
+    /// Hands over one frame without waiting; `false` when there is no room
+    /// (the frame is dropped: ask for a [`FrameSink::repair`]) or the
+    /// receiver is gone.
+    fn deliver(&self, frame: Bytes) -> bool;
+
+    /// Asks the receiver to catch up from the log (frames were dropped or the
+    /// link was down); waits for room. `false` when the receiver is gone.
+    fn repair(&self) -> BoxFuture<'_, bool>;
+
+    /// Whether the receiver is gone.
+    fn is_closed(&self) -> bool;
+}
+
+/// How this node learns what other nodes commit.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Routes `game`'s frames to `sink`; returns once they flow (or the link
+    /// is down: then they flow once it is back, after a repair request).
+    fn follow_game<'a>(
+        &'a self,
+        game: &'a GameId,
+        sink: Arc<dyn FrameSink>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stops routing `game`'s frames.
+    fn unfollow_game<'a>(&'a self, game: &'a GameId) -> BoxFuture<'a, ()>;
+
+    /// Announces games created in `league` (on [`Backend::announced`]).
+    fn follow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stops announcing `league`'s new games.
+    fn unfollow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, ()>;
+
+    /// `Ok` while the link to the other nodes is up, else the reason.
+    fn readiness(&self) -> Result<(), String>;
+}
+
+/// One deployment mode: the log, its transport, and the announcements of
+/// games other nodes created in followed leagues.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where games are durable.
+    pub log: Arc<dyn EventLog>,
+    /// The link to the other nodes writing `log`.
+    pub transport: Arc<dyn Transport>,
+    /// Ids of games created elsewhere in a followed league. Closed at once
+    /// when no other node can create games.
+    pub announced: mpsc::Receiver<GameId>,
+}
+
+impl Backend {
+    /// `Ok` when events can be accepted: the log and the link are up.
+    pub fn health(log: &dyn EventLog, transport: &dyn Transport) -> Result<(), String> {
+        log.health()?;
+        transport.readiness()
+    }
+}
+
+/// The ids of `league`'s games in `ids`, in order.
+pub(crate) fn league_ids(ids: &BTreeSet<GameId>, league: &League) -> Vec<GameId> {
+    let prefix = format!("{}:", league.as_str());
+    ids.iter()
+        .skip_while(|id| !id.as_str().starts_with(&prefix) && id.as_str() < prefix.as_str())
+        .take_while(|id| id.as_str().starts_with(&prefix))
+        .cloned()
+        .collect()
+}
