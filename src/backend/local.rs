@@ -176,7 +176,7 @@ impl EventLog for LocalLog {
     fn commit<'a>(
         &'a self,
         _game: &'a GameId,
-        _base_seq: u64,
+        base_seq: u64,
         events: &'a [Committing<'a>],
         state: &'a Arc<GameState>,
     ) -> BoxFuture<'a, Result<Commit, StoreError>> {
@@ -185,7 +185,9 @@ impl EventLog for LocalLog {
             let records = events.iter().map(|e| e.record.clone()).collect();
             self.log.append(records).await?;
             self.catalog.update(state);
-            Ok(Commit::Applied)
+            Ok(Commit::Applied {
+                last_seq: base_seq + events.len() as u64,
+            })
         })
     }
 

@@ -42,6 +42,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
+pub use crate::store::{Commit, CreateOutcome};
 use crate::store::{Record, StoreError};
 
 pub use replay::{ReplayError, Replayer};
@@ -72,19 +73,6 @@ pub struct Summary {
     pub created_fingerprint: Fingerprint,
 }
 
-/// What [`EventLog::create`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// The game did not exist and was created.
-    Created,
-    /// The game already existed (nothing changed), created from the body
-    /// with this digest.
-    Exists {
-        /// Digest of the creating body.
-        fingerprint: Fingerprint,
-    },
-}
-
 /// One event of a commit, prepared by the caller for the seq it will get.
 #[derive(Debug, Clone, Copy)]
 pub struct Committing<'a> {
@@ -96,31 +84,6 @@ pub struct Committing<'a> {
     pub record: &'a Record,
     /// The encoded diff frame, exactly the bytes fans get.
     pub frame: &'a Bytes,
-}
-
-/// What [`EventLog::commit`] did. Only `Applied` wrote anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    /// Every event was applied.
-    Applied,
-    /// The event at `index` was applied before (with `fingerprint`, giving
-    /// `seq`), by this node or another.
-    Seen {
-        /// Position of the first already-applied event in the commit.
-        index: usize,
-        /// Digest of the body applied back then.
-        fingerprint: Fingerprint,
-        /// The seq it produced.
-        seq: u64,
-    },
-    /// The game is not at the planned seq: another node committed first
-    /// (`current` above it) or the log lost writes (`current` below it).
-    Stale {
-        /// The game's seq in the log.
-        current: u64,
-    },
-    /// The game does not exist in the log.
-    Missing,
 }
 
 /// One page of [`EventLog::list`].

@@ -504,7 +504,7 @@ impl GameActor {
                 .await;
             drop(events);
             match committed {
-                Ok(Commit::Applied) => {
+                Ok(Commit::Applied { .. }) => {
                     self.commit(&mut plan, next, &received);
                     settle(&mut results, &open, plan.outcomes, None);
                     break;

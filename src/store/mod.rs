@@ -93,3 +93,45 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+/// What creating a game found (a file or Redis log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The game did not exist and was created.
+    Created,
+    /// The game already existed (nothing changed); `fingerprint` is the digest
+    /// of the body that created it.
+    Exists {
+        /// Digest of the creating body.
+        fingerprint: Fingerprint,
+    },
+}
+
+/// What committing a run of events to a game did. Only `Applied` wrote
+/// anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Every event was applied; the game is now at `last_seq`.
+    Applied {
+        /// The seq of the last event.
+        last_seq: u64,
+    },
+    /// The event at `index` was applied before (with `fingerprint`, giving
+    /// `seq`); nothing was applied.
+    Seen {
+        /// Position in the committed slice of the first already-seen event.
+        index: usize,
+        /// Digest of the body applied back then.
+        fingerprint: Fingerprint,
+        /// The seq it produced.
+        seq: u64,
+    },
+    /// The game is not at the expected seq: another writer committed first
+    /// (`current` above it) or the log lost writes (`current` below it).
+    Stale {
+        /// The game's seq.
+        current: u64,
+    },
+    /// The game does not exist.
+    Missing,
+}

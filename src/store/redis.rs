@@ -55,7 +55,7 @@ use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Record, StoreError};
+use super::{Commit, CreateOutcome, Record, StoreError};
 use crate::config::redact_url;
 use crate::domain::{Fingerprint, GameId, GameState, League, Status};
 
@@ -155,19 +155,6 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-/// What [`RedisStore::create`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// The game did not exist and was created.
-    Created,
-    /// The game already existed (nothing changed); `fingerprint` is the digest
-    /// of the body that created it.
-    Exists {
-        /// Digest of the creating body.
-        fingerprint: Fingerprint,
-    },
-}
-
 /// A game as read back from Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -190,34 +177,9 @@ pub struct CommitEvent {
     pub record: Vec<u8>,
 }
 
-/// What [`RedisStore::commit`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    /// Every event was applied; the game is now at `last_seq`.
-    Applied {
-        /// The seq of the last event.
-        last_seq: u64,
-    },
-    /// The event at `index` was applied before (with `fingerprint`, giving
-    /// `seq`); nothing was applied.
-    Seen {
-        /// Position in the committed slice of the first already-seen event.
-        index: usize,
-        /// Digest of the body applied back then.
-        fingerprint: Fingerprint,
-        /// The seq it produced.
-        seq: u64,
-    },
-    /// The game is not at the expected seq; nothing was applied.
-    Stale {
-        /// The game's seq.
-        current: u64,
-    },
-    /// The game does not exist.
-    Missing,
-}
-
-/// A channel a node may be subscribed to.
+/// A channel a node may be subscribed to (what tests read back from the
+/// names messages arrive on).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Channel {
     /// Diff frames of one game.
@@ -717,7 +679,8 @@ impl RedisStore {
     }
 
     /// The inverse of [`RedisStore::game_channel`] and
-    /// [`RedisStore::league_channel`].
+    /// [`RedisStore::league_channel`] (tests check the names with it).
+    #[cfg(test)]
     pub fn parse_channel(name: &[u8]) -> Option<Channel> {
         let name = std::str::from_utf8(name).ok()?;
         let rest = name.strip_prefix(PREFIX)?.strip_prefix(':')?;

@@ -21,7 +21,7 @@ use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, Page, Restored, Summary,
 };
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
-use crate::store::redis::{self as store, CommitEvent, RedisStore};
+use crate::store::redis::{CommitEvent, RedisStore};
 use crate::store::{Record, StoreError};
 
 /// Announcements of created games that may wait for the registry.
@@ -61,14 +61,7 @@ impl EventLog for RedisLog {
         fingerprint: Fingerprint,
         record: &'a Record,
     ) -> BoxFuture<'a, Result<CreateOutcome, StoreError>> {
-        Box::pin(async move {
-            Ok(match self.store.create(state, fingerprint, record).await? {
-                store::CreateOutcome::Created => CreateOutcome::Created,
-                store::CreateOutcome::Exists { fingerprint } => {
-                    CreateOutcome::Exists { fingerprint }
-                }
-            })
-        })
+        Box::pin(async move { self.store.create(state, fingerprint, record).await })
     }
 
     fn commit<'a>(
@@ -93,22 +86,7 @@ impl EventLog for RedisLog {
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot encode an event of game {game}: {e}"))
                 })?;
-            Ok(
-                match self.store.commit(game, base_seq, &events, state).await? {
-                    store::Commit::Applied { .. } => Commit::Applied,
-                    store::Commit::Seen {
-                        index,
-                        fingerprint,
-                        seq,
-                    } => Commit::Seen {
-                        index,
-                        fingerprint,
-                        seq,
-                    },
-                    store::Commit::Stale { current } => Commit::Stale { current },
-                    store::Commit::Missing => Commit::Missing,
-                },
-            )
+            self.store.commit(game, base_seq, &events, state).await
         })
     }
 
