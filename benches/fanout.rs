@@ -22,7 +22,7 @@ use scorehub::codec;
 use scorehub::domain::{self, Action, Event, GameId, GameState, NewGame, NewTeam, Side, patch};
 use scorehub::fanout::outbox::{Item, Outbox, Push, Take};
 use scorehub::fanout::pressure::Pressure;
-use scorehub::game::{ActorConfig, GameHandle, Restored, SeenIds};
+use scorehub::game::{ActorConfig, GameHandle, Restored, SeenIds, Submission};
 use scorehub::store::FileLog;
 use scorehub::store::file::FileLogOptions;
 
@@ -151,7 +151,10 @@ fn actor_apply(c: &mut Criterion) {
         let fans = Arc::new(outboxes(n));
         rt.block_on(async {
             for ob in fans.iter() {
-                assert!(handle.subscribe(ob.clone(), None).await, "actor is gone");
+                assert!(
+                    handle.try_subscribe(ob.clone(), None).await,
+                    "actor is gone"
+                );
             }
         });
         let mut next_event = 0u64;
@@ -182,8 +185,12 @@ fn actor_apply(c: &mut Criterion) {
                                     points,
                                 },
                             };
+                            let submission = Submission::new(event, by.clone(), Instant::now());
                             let applied = handle
-                                .apply(event, by.clone(), Instant::now())
+                                .try_submit(submission)
+                                .await
+                                .expect("the actor runs")
+                                .wait()
                                 .await
                                 .expect("the event applies");
                             debug_assert!(!applied.duplicate);

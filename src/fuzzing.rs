@@ -469,7 +469,7 @@ fn check_error_frame(code: &str, msg: &str, game: Option<&str>) {
 /// their true length and checksum (see `framed_log`), so that random bytes
 /// reach record decoding and replay instead of stopping at a checksum. Each
 /// is replayed through the registry's
-/// [`crate::registry::Replayer`] in a fresh directory under the system's
+/// [`crate::backend::Replayer`] in a fresh directory under the system's
 /// temporary directory (`TMPDIR`; a tmpfs makes this fast). Checks that:
 ///
 /// - opening ends in `Ok` or a clean [`StoreError`] (a corrupt log names an

@@ -1,9 +1,13 @@
 //! Hub assembly: open the log, rebuild the games, build the router, serve,
 //! and stop gracefully.
 //!
+//! The backend is picked in one place ([`Hub::start`]): Redis when
+//! `redis.url` is set, else the local file log.
+//!
 //! Shutdown follows mini-redis: a [`CancellationToken`] tells every fan
-//! session to close with code 1001, a [`TaskTracker`](tokio_util::task::TaskTracker) waits for them, axum
-//! finishes in-flight requests, then the log is flushed.
+//! session to close with code 1001, a [`TaskTracker`] waits for them, axum
+//! finishes in-flight requests, the background tasks stop, then the log is
+//! flushed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,7 +15,7 @@
 //! node) it always lands. With a shared one (cluster), when another node got
 //! there first (`Stale`, or an `event_id` it already applied), the actor
 //! catches up from the log and plans again; the replica side (frames other
-//! nodes committed, catch-up, reload) is in [`super::replica`].
+//! nodes committed, catch-up, reload) is in `game::replica`.
 //!
 //! Unloading: after `games.idle_unload` without subscribers or requests the
 //! actor announces itself idle; the registry then sends `Stop`, which the

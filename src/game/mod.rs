@@ -8,19 +8,18 @@
 //! without blocking.
 //!
 //! A game without fans or requests for `games.idle_unload` is unloaded: its
-//! actor stops and its memory (idempotency record, history) is freed. A handle
-//! whose actor is gone, or a *dormant* handle made for an unloaded game (it
-//! only carries the last state), asks its [`Loader`] (the registry) for a
-//! live actor on the next event or subscription, so callers never notice.
+//! actor stops and its memory (idempotency record, history) is freed. A
+//! handle of a stopped actor hands back what it was given
+//! ([`GameHandle::try_submit`], [`GameHandle::try_subscribe`]); following the
+//! game to its next actor is the registry's job (`registry::Game`), so this
+//! module never calls up.
 
 pub mod actor;
 mod replica;
 
 pub use crate::domain::{Seen, SeenIds};
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,7 +28,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::backend::{BoxFuture, EventLog, FrameSink};
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
 use crate::fanout::outbox::Outbox;
-use crate::store::StoreError;
 
 pub use crate::backend::Restored;
 
@@ -163,7 +161,7 @@ impl FrameSink for Mailbox {
 #[derive(Debug)]
 pub struct MailboxRx(mpsc::Receiver<Cmd>);
 
-/// The outcome of a [`GameHandle::submit`]ted event, once it is known.
+/// The outcome of a submitted event ([`GameHandle::try_submit`]), once it is known.
 #[derive(Debug)]
 pub struct Pending(oneshot::Receiver<Result<Applied, ApplyError>>);
 
@@ -176,20 +174,31 @@ impl Pending {
     }
 }
 
-/// What a [`Loader`] returns: the game's live handle, `None` if it does not exist.
-pub type Loading<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<GameHandle>, StoreError>> + Send + 'a>>;
-
-/// Where a handle whose actor has stopped (its game was unloaded) gets a live
-/// one: the registry, which loads the game again if needed.
-pub trait Loader: Send + Sync {
-    /// The live handle of `id`, loading the game if it is not loaded.
-    fn load<'a>(&'a self, id: &'a GameId) -> Loading<'a>;
+/// An event ready for a game's mailbox ([`GameHandle::try_submit`]); a
+/// stopped actor hands it back untouched, for the next actor.
+#[derive(Debug)]
+pub struct Submission {
+    cmd: Cmd,
+    rx: oneshot::Receiver<Result<Applied, ApplyError>>,
 }
 
-/// How many times a request follows a game to a freshly loaded actor before
-/// giving up (each unload needs a full idle period, so one is nearly always enough).
-const RELOADS: usize = 3;
+impl Submission {
+    /// `event`, posted by `by`, received at `received`.
+    pub fn new(event: Event, by: Arc<str>, received: Instant) -> Submission {
+        let (reply, rx) = oneshot::channel();
+        let fingerprint = event.fingerprint();
+        Submission {
+            cmd: Cmd::Apply(ApplyReq {
+                event,
+                fingerprint,
+                by,
+                received,
+                reply,
+            }),
+            rx,
+        }
+    }
+}
 
 /// A cloneable handle to one game's actor.
 #[derive(Clone)]
@@ -198,8 +207,6 @@ pub struct GameHandle {
     created_fingerprint: Fingerprint,
     tx: mpsc::Sender<Cmd>,
     latest: watch::Receiver<Arc<GameState>>,
-    /// Loads the game again once this actor has stopped (single node).
-    loader: Option<Weak<dyn Loader>>,
 }
 
 impl std::fmt::Debug for GameHandle {
@@ -256,51 +263,6 @@ impl GameHandle {
             created_fingerprint,
             tx,
             latest,
-            loader: None,
-        }
-    }
-
-    /// A handle of an unloaded game: it answers [`GameHandle::state`] and
-    /// [`GameHandle::created_fingerprint`] from what it is given, and its
-    /// first event or subscription asks `loader` for a live actor. Starts no
-    /// task.
-    pub fn dormant(
-        state: Arc<GameState>,
-        created_fingerprint: Fingerprint,
-        loader: Weak<dyn Loader>,
-    ) -> GameHandle {
-        let id = state.game.clone();
-        // Both channels are closed from the start: nothing runs behind them.
-        let (tx, _) = mpsc::channel(1);
-        let (_, latest) = watch::channel(state);
-        GameHandle {
-            id,
-            created_fingerprint,
-            tx,
-            latest,
-            loader: Some(loader),
-        }
-    }
-
-    /// This handle, following its game to a new actor through `loader` once
-    /// this one has stopped.
-    pub fn with_loader(mut self, loader: Weak<dyn Loader>) -> GameHandle {
-        self.loader = Some(loader);
-        self
-    }
-
-    /// The game's live actor after this one stopped, from the loader.
-    async fn reload(&self) -> Result<GameHandle, String> {
-        let gone = || "the game is shutting down".to_string();
-        let loader = self
-            .loader
-            .as_ref()
-            .and_then(Weak::upgrade)
-            .ok_or_else(gone)?;
-        match loader.load(&self.id).await {
-            Ok(Some(fresh)) => Ok(fresh),
-            Ok(None) => Err(format!("game {} is no longer in the event log", self.id)),
-            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -319,83 +281,22 @@ impl GameHandle {
         self.latest.borrow().clone()
     }
 
-    /// Applies one event; answers once it is durable (or refused).
-    pub async fn apply(
-        &self,
-        event: Event,
-        by: Arc<str>,
-        received: Instant,
-    ) -> Result<Applied, ApplyError> {
-        self.submit(event, by, received).await?.wait().await
-    }
-
     /// Queues one event in the game's mailbox and returns without waiting
     /// for the outcome, so a batch can keep several events in flight (they
-    /// are applied in mailbox order and committed as one group).
-    ///
-    /// If the game was unloaded, the event goes to a freshly loaded actor.
-    pub async fn submit(
-        &self,
-        event: Event,
-        by: Arc<str>,
-        received: Instant,
-    ) -> Result<Pending, ApplyError> {
-        let (reply, rx) = oneshot::channel();
-        let fingerprint = event.fingerprint();
-        let mut cmd = Cmd::Apply(ApplyReq {
-            event,
-            fingerprint,
-            by,
-            received,
-            reply,
-        });
-        let mut tx = self.tx.clone();
-        for attempt in 0..=RELOADS {
-            // A closed mailbox hands the command back untouched.
-            match tx.send(cmd).await {
-                Ok(()) => return Ok(Pending(rx)),
-                Err(mpsc::error::SendError(back)) => cmd = back,
-            }
-            if attempt == RELOADS {
-                break;
-            }
-            tx = self.reload().await.map_err(ApplyError::Unavailable)?.tx;
+    /// are applied in mailbox order and committed as one group). A stopped
+    /// actor hands the submission back.
+    pub async fn try_submit(&self, submission: Submission) -> Result<Pending, Submission> {
+        let Submission { cmd, rx } = submission;
+        match self.tx.send(cmd).await {
+            Ok(()) => Ok(Pending(rx)),
+            Err(mpsc::error::SendError(cmd)) => Err(Submission { cmd, rx }),
         }
-        Err(ApplyError::Unavailable(format!(
-            "game {} was unloaded repeatedly while this event waited; retry",
-            self.id
-        )))
     }
 
-    /// Subscribes a fan; it receives a snapshot, or the diffs after `since`
-    /// when they are still in the history window. If the game was unloaded,
-    /// subscribes to a freshly loaded actor. `false` when that fails too
-    /// (without a loader: look the game up again and retry).
-    pub async fn subscribe(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
-        if self.subscribe_here(outbox.clone(), since).await {
-            return true;
-        }
-        if self.loader.is_none() {
-            return false;
-        }
-        for _ in 0..RELOADS {
-            match self.reload().await {
-                Ok(fresh) => {
-                    if fresh.subscribe_here(outbox.clone(), since).await {
-                        return true;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(game = %self.id, "cannot load game for a subscriber: {e}");
-                    return false;
-                }
-            }
-        }
-        false
-    }
-
-    /// Subscribes a fan to this very actor; `false` if it has stopped.
-    async fn subscribe_here(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
+    /// Subscribes a fan to this actor; it receives a snapshot, or the diffs
+    /// after `since` when they are still in the history window. `false` if
+    /// the actor has stopped or is stopping.
+    pub async fn try_subscribe(&self, outbox: Arc<Outbox>, since: Option<u64>) -> bool {
         let (accepted, rx) = oneshot::channel();
         let sent = self
             .tx
@@ -419,7 +320,7 @@ impl GameHandle {
         rx.await.unwrap_or(true)
     }
 
-    /// Whether the actor has stopped or this handle is from an unloaded game.
+    /// Whether the actor has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }

@@ -2,7 +2,7 @@
 //! and the read side (one game, a page of games, a game's event history).
 //!
 //! Handlers only translate HTTP to calls on the [`Registry`](crate::registry::Registry)
-//! and the game's [`GameHandle`](crate::game::GameHandle): validation lives in
+//! and the [`Game`](crate::registry::Game): validation lives in
 //! `domain`, sequencing and idempotency in the game actor.
 
 use std::str::FromStr;

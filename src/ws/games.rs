@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::domain::{GameId, League};
 use crate::fanout::outbox::Outbox;
-use crate::game::GameHandle;
+use crate::registry::Game;
 use crate::registry::Registry;
 use crate::store::StoreError;
 
@@ -28,31 +28,26 @@ impl Games {
 
     /// The live handle of game `id` (loaded if need be), `None` when no such
     /// game exists.
-    pub(super) async fn find(&self, id: &GameId) -> Result<Option<GameHandle>, LoadError> {
+    pub(super) async fn find(&self, id: &GameId) -> Result<Option<Game>, LoadError> {
         self.registry.find(id).await
     }
 
     /// Subscribes `outbox` to `game`: a snapshot first, or with `since` the
     /// diffs after it when the history still has them.
-    pub(super) async fn subscribe(
-        &self,
-        game: &GameHandle,
-        outbox: Arc<Outbox>,
-        since: Option<u64>,
-    ) {
-        self.registry.subscribe(game, outbox, since).await;
+    pub(super) async fn subscribe(&self, game: &Game, outbox: Arc<Outbox>, since: Option<u64>) {
+        game.subscribe(outbox, since).await;
     }
 
     /// Ends connection `conn_id`'s subscription to `game`.
-    pub(super) async fn unsubscribe(&self, game: &GameHandle, conn_id: u64) {
+    pub(super) async fn unsubscribe(&self, game: &Game, conn_id: u64) {
         game.unsubscribe(conn_id).await;
     }
 
     /// Ends connection `conn_id`'s subscription to game `id`, if it is
     /// loaded (an unloaded game has no subscribers).
     pub(super) async fn unsubscribe_id(&self, id: &GameId, conn_id: u64) {
-        if let Some(handle) = self.registry.get(id) {
-            handle.unsubscribe(conn_id).await;
+        if let Some(game) = self.registry.get(id) {
+            game.unsubscribe(conn_id).await;
         }
     }
 
@@ -70,7 +65,7 @@ impl Games {
         &self,
         league: &League,
         outbox: Arc<Outbox>,
-    ) -> Result<Vec<GameHandle>, LoadError> {
+    ) -> Result<Vec<Game>, LoadError> {
         self.registry.watch_league(league, outbox).await
     }
 
@@ -81,7 +76,7 @@ impl Games {
 
     /// Every game of `league`, to count a subscription against the limit;
     /// only the loaded ones when the rest cannot be listed right now.
-    pub(super) async fn league_games(&self, league: &League) -> Vec<GameHandle> {
+    pub(super) async fn league_games(&self, league: &League) -> Vec<Game> {
         match self.registry.league_games(league).await {
             Ok(h) => h,
             Err(_) => self.registry.loaded_league_games(league),
@@ -89,7 +84,7 @@ impl Games {
     }
 
     /// The loaded games of `league` (those a watch may have subscribed).
-    pub(super) fn loaded_league_games(&self, league: &League) -> Vec<GameHandle> {
+    pub(super) fn loaded_league_games(&self, league: &League) -> Vec<Game> {
         self.registry.loaded_league_games(league)
     }
 }

@@ -28,7 +28,7 @@ use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Scalar};
 use crate::fanout::outbox::Outbox;
 use crate::fanout::pressure::Pressure;
 use crate::fanout::wire::{self, Socket, Wire};
-use crate::game::GameHandle;
+use crate::registry::Game;
 
 // ------------------------------------------------------------------ helpers
 
@@ -41,7 +41,7 @@ fn big_extra(n: u64) -> BTreeMap<String, Scalar> {
 
 impl TestHub {
     /// A game whose snapshot is about 10 KiB.
-    async fn big_game(&self, id: &str) -> GameHandle {
+    async fn big_game(&self, id: &str) -> Game {
         let body = NewGame {
             home: NewTeam {
                 name: "H".repeat(256),
@@ -64,7 +64,7 @@ impl TestHub {
 }
 
 /// Posts an event whose diff is about 10 KiB.
-async fn big_diff(game: &GameHandle, n: u64) {
+async fn big_diff(game: &Game, n: u64) {
     let extra: serde_json::Map<String, serde_json::Value> = big_extra(n)
         .into_iter()
         .map(|(k, v)| {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::games::Games;
 use super::session::Conn;
 use crate::domain::{GameId, League};
-use crate::game::GameHandle;
+use crate::registry::Game;
 
 /// The games and leagues one connection asked for.
 #[derive(Debug, Default)]
@@ -20,12 +20,7 @@ pub(super) struct Subscriptions {
 
 impl Subscriptions {
     /// How many games the connection would hold with `games` and `leagues` added.
-    async fn count_with(
-        &self,
-        registry: &Games,
-        games: &[GameHandle],
-        leagues: &[League],
-    ) -> usize {
+    async fn count_with(&self, registry: &Games, games: &[Game], leagues: &[League]) -> usize {
         let mut all: HashSet<GameId> = self.games.clone();
         all.extend(games.iter().map(|h| h.id().clone()));
         for league in self.leagues.iter().chain(leagues) {
@@ -64,7 +59,7 @@ pub(super) async fn subscribe(
         conn.send_error("too_many_subscriptions", &msg, None);
         return;
     }
-    let mut handles: Vec<GameHandle> = Vec::with_capacity(games.len());
+    let mut handles: Vec<Game> = Vec::with_capacity(games.len());
     for g in games {
         if let Some(h) = resolve_game(conn, g).await {
             handles.push(h);
@@ -86,7 +81,7 @@ pub(super) async fn subscribe(
         conn.send_error("too_many_subscriptions", &msg, None);
         return;
     }
-    let since_of = |h: &GameHandle| since.get(h.id().as_str()).copied();
+    let since_of = |h: &Game| since.get(h.id().as_str()).copied();
     for handle in games {
         subs.games.insert(handle.id().clone());
         conn.games()
@@ -145,7 +140,7 @@ pub(super) async fn unsubscribe(
 }
 
 /// A valid, existing game, or an error frame for the client.
-async fn resolve_game(conn: &Conn, raw: &str) -> Option<GameHandle> {
+async fn resolve_game(conn: &Conn, raw: &str) -> Option<Game> {
     let id = parse_game(conn, raw)?;
     match conn.games().find(&id).await {
         Ok(Some(handle)) => Some(handle),

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::config::WsConfig;
 use crate::domain::GameId;
 use crate::domain::{Action, Event, NewGame, NewTeam, Side};
-use crate::game::GameHandle;
+use crate::registry::Game;
 use crate::server::Hub;
 
 pub(super) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -120,7 +120,7 @@ impl TestHub {
         tokio_tungstenite::connect_async(url).await.unwrap().0
     }
 
-    pub(super) async fn game(&self, id: &str) -> GameHandle {
+    pub(super) async fn game(&self, id: &str) -> Game {
         let body = NewGame {
             home: NewTeam {
                 name: "Home".into(),
@@ -142,7 +142,7 @@ impl TestHub {
     }
 }
 
-pub(super) async fn post(game: &GameHandle, event_id: String, action: Action) {
+pub(super) async fn post(game: &Game, event_id: String, action: Action) {
     let event = Event {
         event_id,
         expected_seq: None,
@@ -153,7 +153,7 @@ pub(super) async fn post(game: &GameHandle, event_id: String, action: Action) {
         .unwrap();
 }
 
-pub(super) async fn score(game: &GameHandle, n: u64) {
+pub(super) async fn score(game: &Game, n: u64) {
     let action = Action::Score {
         team: Side::Home,
         points: 1,
