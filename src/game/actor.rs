@@ -31,16 +31,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::plan::{self, Pending, Plan};
 use super::{
     Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber, unix_ms,
 };
 use crate::backend::{Commit, Committing, EventLog};
 use crate::codec;
-use crate::domain::{self, GameState, patch};
+use crate::domain::GameState;
 use crate::fanout::outbox::{Push, Route};
 use crate::fanout::wire::Wire;
 use crate::metrics as m;
-use crate::store::Record;
 
 /// Most events applied in one group (one durable step).
 pub const MAX_GROUP: usize = 128;
@@ -90,42 +90,6 @@ pub(crate) struct GameActor {
     announce_retry: Option<tokio::time::Instant>,
     /// Agreed to be unloaded: refuses new subscribers.
     stopping: bool,
-}
-
-/// The outcome of one request inside a plan, before the group is durable.
-#[derive(Debug, Clone)]
-pub(super) enum Pending {
-    /// Final whatever storage does: a duplicate of a committed event, or an
-    /// error found against the committed state.
-    Final(Result<Applied, ApplyError>),
-    /// Holds only if the group commits: the event applies, duplicates or
-    /// contradicts one applied earlier in the group, or was judged against
-    /// the state those earlier events would make. If the group cannot be
-    /// written, none of that happened, and the answer is 503.
-    Tentative(Result<Applied, ApplyError>),
-}
-
-/// An error found while planning: final if found against the committed
-/// state, tentative once earlier events of the group (`applied`) moved the
-/// state it was judged against.
-fn judged<T>(applied: &[T], error: ApplyError) -> Pending {
-    if applied.is_empty() {
-        Pending::Final(Err(error))
-    } else {
-        Pending::Tentative(Err(error))
-    }
-}
-
-/// A group of requests planned against the current state.
-pub(super) struct Plan {
-    /// One outcome per request, in order.
-    pub(super) outcomes: Vec<Pending>,
-    /// The state after every applicable event.
-    pub(super) state: GameState,
-    /// Event ids applied by this plan.
-    pub(super) fresh: SeenIds,
-    /// Applied events: (request index, seq, record, encoded diff frame).
-    pub(super) applied: Vec<(usize, u64, Record, Bytes)>,
 }
 
 impl GameActor {
@@ -305,92 +269,6 @@ impl GameActor {
 
     // ----- the write path ----------------------------------------------------
 
-    /// Plans `reqs` against the current state: who is a duplicate, who
-    /// conflicts, who applies and what each applied event's diff frame is.
-    fn plan(&self, reqs: &[&ApplyReq], now: i64) -> Plan {
-        let mut state = self.state.clone();
-        let mut fresh = SeenIds::new();
-        let mut applied = Vec::new();
-        let mut outcomes = Vec::with_capacity(reqs.len());
-        for (i, req) in reqs.iter().enumerate() {
-            let id = req.event.event_id.as_str();
-            let seen = self
-                .seen
-                .get(id)
-                .map(|s| (s, false))
-                .or_else(|| fresh.get(id).map(|s| (s, true)));
-            let outcome = match seen {
-                Some((s, in_plan)) if s.fingerprint == req.fingerprint => {
-                    let dup = Applied {
-                        seq: s.seq,
-                        duplicate: true,
-                    };
-                    if in_plan {
-                        Pending::Tentative(Ok(dup))
-                    } else {
-                        Pending::Final(Ok(dup))
-                    }
-                }
-                Some((s, in_plan)) => {
-                    let conflict = Err(ApplyError::Conflict {
-                        event_id: id.to_string(),
-                        seq: s.seq,
-                    });
-                    if in_plan {
-                        Pending::Tentative(conflict)
-                    } else {
-                        Pending::Final(conflict)
-                    }
-                }
-                None => match req.event.expected_seq {
-                    Some(expected) if expected != state.seq => judged(
-                        &applied,
-                        ApplyError::SeqMismatch {
-                            expected,
-                            current: state.seq,
-                        },
-                    ),
-                    _ => match domain::apply(&state, &req.event.action, now) {
-                        Err(e) => judged(&applied, ApplyError::Invalid(e)),
-                        Ok(next) => {
-                            let diff = patch::diff(&state, &next);
-                            let frame = codec::diff(&state.game, next.seq, &diff, now);
-                            let record = Record::Event {
-                                game: state.game.clone(),
-                                seq: next.seq,
-                                event: req.event.clone(),
-                                fingerprint: req.fingerprint,
-                                by: req.by.to_string(),
-                                at: now,
-                                diff,
-                            };
-                            fresh.insert(
-                                id,
-                                Seen {
-                                    fingerprint: req.fingerprint,
-                                    seq: next.seq,
-                                },
-                            );
-                            applied.push((i, next.seq, record, frame));
-                            state = next;
-                            Pending::Tentative(Ok(Applied {
-                                seq: state.seq,
-                                duplicate: false,
-                            }))
-                        }
-                    },
-                },
-            };
-            outcomes.push(outcome);
-        }
-        Plan {
-            outcomes,
-            state,
-            fresh,
-            applied,
-        }
-    }
-
     /// Makes a durable plan (whose final state is `next`) the current state
     /// and fans its diffs out.
     fn commit(&mut self, plan: &mut Plan, next: Arc<GameState>, received: &[Instant]) {
@@ -468,7 +346,7 @@ impl GameActor {
             }
             let reqs: Vec<&ApplyReq> = open.iter().map(|&i| &group[i]).collect();
             let received: Vec<Instant> = reqs.iter().map(|r| r.received).collect();
-            let mut plan = self.plan(&reqs, unix_ms());
+            let mut plan = plan::plan(&self.state, &self.seen, &reqs, unix_ms());
             if !looked_up {
                 // A replica knows only the ids it applied or loaded: an
                 // event refused against its state may be the retry of one

@@ -15,6 +15,7 @@
 //! module never calls up.
 
 pub mod actor;
+mod plan;
 mod replica;
 
 pub use crate::domain::{Seen, SeenIds};

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::actor::{GameActor, Pending, Plan};
+use super::actor::GameActor;
+use super::plan::{Pending, Plan};
 use super::{ApplyError, ApplyReq, unix_ms};
 use crate::codec;
 use crate::domain::{GameState, SeenIds, patch};
