@@ -8,29 +8,48 @@
 //! ## Layout
 //!
 //! The data path reads top to bottom:
-//! `http` (ingest) → `auth` → `domain` (validation, apply, diff) → `game`
-//! (actor: sequence, dedupe, durable append via `store`) → `codec` (encode
-//! once) → `fanout::outbox` (each fan: one non-blocking `writev` of the shared
-//! frame via `fanout::wire`, or its bounded queue when the socket is full) →
-//! `ws` (the session's writer task draining that queue; its reader).
+//! `http` (ingest) → `auth` → `domain` (validation, apply, diff) →
+//! `registry` (the game's live actor) → `game` (plan the group, one durable
+//! commit through `backend`) → `codec` (encode once) → `fanout::outbox`
+//! (each fan: one non-blocking `writev` of the shared frame via
+//! `fanout::wire`, or its bounded queue when the socket is full) → `ws` (the
+//! session's writer task draining that queue; its reader).
+//!
+//! Layers, each using only those below it (checked by reading every
+//! module's `use crate::…` lines):
+//!
+//! | layer | modules | job |
+//! | --- | --- | --- |
+//! | assembly | `server` | picks the backend (one place), builds the router, serves, stops |
+//! | edges | `http`, `ws`, `extract` | routes and fan sessions; `ws` sees a narrow `ws::Context` |
+//! | shared state | `app` | what handlers and sessions share ([`app::AppState`]) |
+//! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
+//! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues |
+//! | actor | `game` | one task per game: `plan` (pure), commit, fan out; `replica` for a shared log |
+//! | fan-out | `fanout` | outboxes with conflation, the wire, the saturation signal |
+//! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus) |
+//! | engines | `store` | the file log on disk; the Redis scripts, keys and streams |
+//! | base | `metrics`, `codec`, `auth`, `config`, `domain`, `telemetry` | metric names; frames ↔ MessagePack; tokens; settings; pure game rules; logs |
 //!
 //! - `config`: raw file + env → validated [`config::Config`].
 //! - `auth`: HS256 tokens, scopes, game patterns.
-//! - `domain`: game ids, state, events, merge-patch diffs; pure, no IO.
+//! - `domain`: game ids, state, events, merge-patch diffs, the idempotency
+//!   record; pure, no IO.
+//! - `backend`: one module per deployment mode, each pairing its log with
+//!   its transport; a new mode is a new module here plus one arm in `server`.
+//! - `store`: the storage engines the backends drive.
 //! - `game`: the per-game actor and its handle.
-//! - `registry`: game id → handle, league watchers, log replay.
-//! - `store`: durability: the embedded file log (single node) or Redis (cluster).
-//! - `cluster`: the Redis pub/sub link between nodes (interest-based channels).
+//! - `registry`: loaded games, per-game loading, league watchers.
 //! - `codec`: frames ↔ MessagePack bytes.
 //! - `fanout`: outboxes with conflation, the wire (frame headers, vectored
 //!   writes), and the hub's saturation signal (one per hub).
-//! - `ws`: the upgrade and fan sessions (reader, writer, goodbye), which see
-//!   the hub only through a narrow `ws::Context` and reach the games through
-//!   one module.
+//! - `ws`: the upgrade and fan sessions (reader, writer, goodbye), which
+//!   reach the games through one module (`ws::games`).
 //! - `extract`: extractors shared by `http` and `ws` (our JSON error format).
 //! - `http`: scorekeeper, read and operations routes.
 //! - `error`: API errors → status + JSON body.
 //! - `metrics`: metric names, Prometheus recorder.
+//! - `limits`: per-token event rates, per-address connects, the connection cap.
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
 //! - `testing` (hidden): test fixtures, such as a real `redis-server`.
