@@ -452,6 +452,14 @@ mod tests {
             ApiError::from(CreateError::Interrupted("panicked".into())).code(),
             "not_ready"
         );
+        // A log that contradicts itself is not "retry shortly": it needs an
+        // operator, and the detail stays in the server's log.
+        let broken = StoreError::Inconsistent {
+            game: GameId::parse("nba:g1").unwrap(),
+            reason: "event seq 5 follows seq 3".into(),
+        };
+        let e = ApiError::from(broken);
+        assert_eq!((e.code(), e.status().as_u16()), ("internal", 500));
 
         assert_eq!(ApiError::from(AuthError::Expired).code(), "unauthorized");
         assert_eq!(ApiError::from(AuthError::Missing).status().as_u16(), 401);

@@ -529,6 +529,11 @@ fn replay_file(contents: &[u8]) -> bool {
         // The scratch directory failed us (it is not the input's doing):
         // nothing to check. Opening never answers `Unavailable`.
         Err(StoreError::Open { .. } | StoreError::Unavailable(_)) => return false,
+        // Opening names where a log contradicts itself (`Corrupt`, with
+        // an offset); a game-level contradiction is for loads after that.
+        Err(e @ StoreError::Inconsistent { .. }) => {
+            panic!("opening must report a contradiction as corruption at an offset, not: {e}")
+        }
     }
     let kept = must(
         std::fs::read(dir.path().join(LOG_FILE_NAME)),

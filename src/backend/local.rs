@@ -202,16 +202,20 @@ impl EventLog for LocalLog {
             };
             let records = self.log.game_records(game).await?;
             let restored = Replayer::rebuild(game, records, history).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot rebuild game {game} from the event log: {e}"
-                ))
+                StoreError::Inconsistent {
+                    game: game.clone(),
+                    reason: e.to_string(),
+                }
             })?;
             if restored.state.seq < last.state.seq {
                 // Never start a writer that would hand out seqs a second time.
-                return Err(StoreError::Unavailable(format!(
-                    "game {game}: the event log holds seq {} but the game was at seq {}; not loading it",
-                    restored.state.seq, last.state.seq
-                )));
+                return Err(StoreError::Inconsistent {
+                    game: game.clone(),
+                    reason: format!(
+                        "its records end at seq {} but the game was served at seq {}; not loading it",
+                        restored.state.seq, last.state.seq
+                    ),
+                });
             }
             Ok(Some(restored))
         })
@@ -318,5 +322,89 @@ impl Transport for Alone {
 
     fn readiness(&self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::domain::{NewGame, NewTeam};
+
+    /// A log holding the creation of `nba:x` (seq 0), and its state.
+    async fn one_game(dir: &Path) -> (Arc<FileLog>, GameState) {
+        let file =
+            Arc::new(FileLog::open(dir, FileLogOptions { fsync: false }, |_| Ok(())).unwrap());
+        let id = GameId::parse("nba:x").unwrap();
+        let state = NewGame {
+            home: NewTeam { name: "H".into() },
+            away: NewTeam { name: "A".into() },
+            status: None,
+            period: None,
+            extra: None,
+        }
+        .into_state(id.clone(), 1)
+        .unwrap();
+        let log = LocalLog::new(file.clone(), Catalog::default());
+        let record = Record::Created {
+            game: id,
+            state: state.clone(),
+            fingerprint: [7; 16],
+            by: "t".into(),
+            at: 1,
+        };
+        assert_eq!(
+            log.create(&state, [7; 16], &record).await.unwrap(),
+            CreateOutcome::Created
+        );
+        assert_eq!(
+            log.create(&state, [7; 16], &record).await.unwrap(),
+            CreateOutcome::Exists {
+                fingerprint: [7; 16]
+            },
+            "a second create finds the first"
+        );
+        (file, state)
+    }
+
+    #[tokio::test]
+    async fn a_game_loads_from_its_records_and_is_known_without_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, state) = one_game(dir.path()).await;
+        file.close().await;
+        drop(file);
+        let (backend, games) = open(dir.path(), FileLogOptions { fsync: false }).unwrap();
+        assert_eq!(games, 1);
+        assert!(backend.log.exclusive());
+        let summary = backend.log.summary(&state.game).unwrap();
+        assert_eq!((*summary.state).clone(), state);
+        let loaded = backend.log.load(&state.game, 4).await.unwrap().unwrap();
+        assert_eq!(loaded.state, state);
+        assert_eq!(loaded.created_fingerprint, [7; 16]);
+        let missing = GameId::parse("nba:none").unwrap();
+        assert!(backend.log.load(&missing, 4).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_log_behind_the_served_state_is_inconsistent_not_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, state) = one_game(dir.path()).await;
+        // The catalog says the game was served at seq 5; the log has seq 0.
+        let catalog = Catalog::default();
+        let mut served = state.clone();
+        served.seq = 5;
+        catalog.insert(
+            state.game.clone(),
+            Summary {
+                state: Arc::new(served),
+                created_fingerprint: [7; 16],
+            },
+        );
+        let log = LocalLog::new(file, catalog);
+        let err = log.load(&state.game, 4).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Inconsistent { game, reason } if *game == state.game && reason.contains("seq 5")),
+            "{err:?}"
+        );
     }
 }

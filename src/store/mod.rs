@@ -82,6 +82,19 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The log contradicts itself about one game (a gap in its seqs, a
+    /// record of another game where its own were expected, fewer events than
+    /// the game was served with). Not transient: that game cannot load until
+    /// the log is repaired; the other games are served.
+    #[error(
+        "the event log contradicts itself about game {game}: {reason}. Restore storage.dir from a backup; the other games are served meanwhile"
+    )]
+    Inconsistent {
+        /// The game.
+        game: GameId,
+        /// What contradicts what.
+        reason: String,
+    },
     /// The storage directory could not be opened.
     #[error(
         "cannot open storage dir {dir}: {reason} (set storage.dir / SCOREHUB_STORAGE__DIR to a writable directory)"

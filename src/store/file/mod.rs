@@ -42,6 +42,7 @@
 //!   unloaded from memory is rebuilt without scanning the log, and memory
 //!   grows with games, not with events.
 
+mod error;
 mod format;
 mod index;
 mod read;
@@ -202,7 +203,8 @@ impl FileLog {
                 "cannot create its index directory {INDEX_DIR_NAME}: {e}"
             ))
         })?;
-        reconcile_index(&file, end.good_len, &index, &tails).map_err(open_err)?;
+        reconcile_index(&file, end.good_len, &index, &tails)
+            .map_err(|e| open_err(e.to_string()))?;
         let games = tails
             .into_iter()
             .map(|(game, t)| {
@@ -352,7 +354,7 @@ impl FileLog {
         answer
             .await
             .map_err(|_| unavailable("the event log writer has stopped".into()))?
-            .map_err(unavailable)
+            .map_err(|e| unavailable(e.to_string()))
     }
 
     /// Ok while the last write succeeded; Err(reason) after a failed write,

@@ -1,6 +1,7 @@
 //! Opening the log: read every record once, drop a torn tail, refuse a
 //! damaged middle, and check (or rebuild) the per-game index.
 
+use super::error::IndexError;
 use super::*;
 
 /// What replay found of one game: enough to check its index file.
@@ -173,16 +174,17 @@ pub(super) fn reconcile_index(
     len: u64,
     index: &IndexDir,
     tails: &HashMap<GameId, ReplayTail>,
-) -> Result<(), String> {
+) -> Result<(), IndexError> {
     let mut stale = HashSet::new();
     let mut first_reason = None;
     for (game, tail) in tails {
-        let verdict = index.check(game, tail.created, tail.last).map_err(|e| {
-            format!(
-                "cannot check the index {} of game {game}: {e}",
-                index.path_of(game).display()
-            )
-        })?;
+        let verdict = index
+            .check(game, tail.created, tail.last)
+            .map_err(|source| IndexError::Check {
+                game: game.clone(),
+                path: index.path_of(game),
+                source,
+            })?;
         if let Verdict::Stale(why) = verdict {
             tracing::debug!(game = %game, why, "the index of a game does not match the event log");
             first_reason.get_or_insert(why);
@@ -220,11 +222,12 @@ pub(super) fn rebuild_index(
     len: u64,
     index: &IndexDir,
     games: &HashSet<GameId>,
-) -> Result<(), String> {
+) -> Result<(), IndexError> {
     let mut found: HashMap<&GameId, Vec<(u64, Entry)>> =
         games.iter().map(|g| (g, Vec::new())).collect();
-    let read_err = |pos: u64, e: &dyn fmt::Display| {
-        format!("cannot rebuild the index: reading the event log at byte {pos} failed: {e}")
+    let read_err = |offset: u64, e: &dyn fmt::Display| IndexError::Read {
+        offset,
+        reason: e.to_string(),
     };
     let mut reader = BufReader::with_capacity(256 << 10, file);
     reader
@@ -254,12 +257,13 @@ pub(super) fn rebuild_index(
         pos += (HEADER_LEN + payload.len()) as u64;
     }
     for (game, entries) in found {
-        index.rewrite(game, &entries).map_err(|e| {
-            format!(
-                "cannot write the index {} of game {game}: {e}",
-                index.path_of(game).display()
-            )
-        })?;
+        index
+            .rewrite(game, &entries)
+            .map_err(|source| IndexError::Write {
+                game: game.clone(),
+                path: index.path_of(game),
+                source,
+            })?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! commit), indexes the records and answers; after a failed write it cuts
 //! the file back and probes until writing works again.
 
+use super::error::{IndexError, WriteError};
 use super::*;
 
 /// Most append calls the writer commits with one sync.
@@ -18,7 +19,7 @@ pub(super) enum Cmd {
     /// Check whether writing works again after a failed write.
     Probe,
     /// Rebuild a game's index from the log: a read found it wrong.
-    Reindex(GameId, oneshot::Sender<Result<(), String>>),
+    Reindex(GameId, oneshot::Sender<Result<(), IndexError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -110,7 +111,7 @@ impl Writer {
                         }
                         Cmd::Probe => {}
                         Cmd::Reindex(_, reply) => {
-                            let _ = reply.send(Err("the event log is closed".into()));
+                            let _ = reply.send(Err(IndexError::Closed));
                         }
                         Cmd::Close(done) => {
                             let _ = done.send(());
@@ -217,7 +218,8 @@ impl Writer {
                     let _ = req.reply.send(Ok(()));
                 }
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 metrics::counter!("scorehub_log_errors_total").increment(1);
                 tracing::error!(file = %self.shared.path.display(), records, %reason, "event log write failed; the group was refused");
                 self.failed_bytes = Some(group.iter().map(|r| r.bytes.len()).sum());
@@ -233,14 +235,13 @@ impl Writer {
     }
 
     /// Cuts off what an earlier failed write left after the last good record.
-    pub(super) fn clean_tail(&mut self) -> Result<(), String> {
+    pub(super) fn clean_tail(&mut self) -> Result<(), WriteError> {
         if self.dirty_tail {
-            self.cut_back().map_err(|e| {
-                format!(
-                    "cannot cut {} back to {} bytes after an earlier failed write: {e}",
-                    self.shared.path.display(),
-                    self.len
-                )
+            self.cut_back().map_err(|source| WriteError::CutBack {
+                path: self.shared.path.clone(),
+                len: self.len,
+                after: "an earlier failed write",
+                source,
             })?;
             self.dirty_tail = false;
         }
@@ -250,10 +251,9 @@ impl Writer {
     /// Writes the group at the end of the log with one call and syncs it once,
     /// after its index entries. On failure the file is cut back to its
     /// previous length (entries past a game's last seq are never read).
-    pub(super) fn write_group(&mut self, group: &[AppendReq]) -> Result<(), String> {
+    pub(super) fn write_group(&mut self, group: &[AppendReq]) -> Result<(), WriteError> {
         self.clean_tail()?;
         self.write_index(group)?;
-        let path = self.shared.path.display();
         self.buf.clear();
         for req in group {
             self.buf.extend_from_slice(&req.bytes);
@@ -267,19 +267,22 @@ impl Writer {
             }
         });
         metrics::histogram!("scorehub_log_sync_seconds").record(started.elapsed().as_secs_f64());
-        if let Err(e) = result {
+        if let Err(source) = result {
             if let Err(te) = self.cut_back() {
-                tracing::warn!(file = %path, len = self.len, error = %te, "cannot cut the failed write off the event log yet; will retry before the next write");
+                tracing::warn!(file = %self.shared.path.display(), len = self.len, error = %te, "cannot cut the failed write off the event log yet; will retry before the next write");
                 self.dirty_tail = true;
             }
-            return Err(format!("writing {path} failed: {e}"));
+            return Err(WriteError::Log {
+                path: self.shared.path.clone(),
+                source,
+            });
         }
         Ok(())
     }
 
     /// Writes the index entries of a group about to be written at `self.len`:
     /// one positional write per run of consecutive seqs of a game.
-    pub(super) fn write_index(&mut self, group: &[AppendReq]) -> Result<(), String> {
+    pub(super) fn write_index(&mut self, group: &[AppendReq]) -> Result<(), WriteError> {
         let mut placed = Vec::with_capacity(group.iter().map(|r| r.placed.len()).sum());
         let mut rel = self.len;
         for req in group {
@@ -305,20 +308,20 @@ impl Writer {
                 .count();
             run.clear();
             run.extend(rest[..n].iter().map(|&(_, _, entry)| entry));
-            self.index.write(game, first, &run).map_err(|e| {
-                format!(
-                    "writing the index of {} ({}) failed: {e}",
-                    self.shared.path.display(),
-                    self.index.dir().path_of(game).display()
-                )
-            })?;
+            self.index
+                .write(game, first, &run)
+                .map_err(|source| WriteError::Index {
+                    log: self.shared.path.clone(),
+                    index: self.index.dir().path_of(game),
+                    source,
+                })?;
             rest = &rest[n..];
         }
         Ok(())
     }
 
     /// Rebuilds `game`'s index from the log as written so far.
-    pub(super) fn reindex(&mut self, game: GameId) -> Result<(), String> {
+    pub(super) fn reindex(&mut self, game: GameId) -> Result<(), IndexError> {
         self.index.forget(&game);
         let games = HashSet::from([game]);
         rebuild_index(&self.shared.file, self.len, self.index.dir(), &games)
@@ -337,15 +340,14 @@ impl Writer {
                 self.failed_bytes = None;
                 self.shared.set_health(None);
             }
-            Err(reason) => self.shared.set_health(Some(reason)),
+            Err(e) => self.shared.set_health(Some(e.to_string())),
         }
     }
 
     /// Writes `bytes` zero bytes after the last good record, syncs them, and
     /// cuts them off again.
-    pub(super) fn try_probe(&mut self, bytes: usize) -> Result<(), String> {
+    pub(super) fn try_probe(&mut self, bytes: usize) -> Result<(), WriteError> {
         self.clean_tail()?;
-        let path = self.shared.path.display();
         self.buf.clear();
         self.buf.resize(bytes, 0);
         let written = self.file.write_all_at(&self.buf, self.len).and_then(|()| {
@@ -359,12 +361,15 @@ impl Writer {
         if cut.is_err() {
             self.dirty_tail = true;
         }
-        written.map_err(|e| format!("writing {path} failed: {e}"))?;
-        cut.map_err(|e| {
-            format!(
-                "cannot cut {path} back to {} bytes after checking that it is writable: {e}",
-                self.len
-            )
+        written.map_err(|source| WriteError::Log {
+            path: self.shared.path.clone(),
+            source,
+        })?;
+        cut.map_err(|source| WriteError::CutBack {
+            path: self.shared.path.clone(),
+            len: self.len,
+            after: "checking that it is writable",
+            source,
         })
     }
 
