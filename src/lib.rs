@@ -52,9 +52,14 @@
 //! - `limits`: per-token event rates, per-address connects, the connection cap.
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
-//! - `testing` (hidden): test fixtures, such as a real `redis-server`.
-//! - `fuzzing` (hidden): fuzzing harnesses over request bodies, control
-//!   messages and log replay, shared by `fuzz/` and the corpus tests.
+//! - `testing` (hidden, feature `testing`): test fixtures, such as a real
+//!   `redis-server`.
+//! - `fuzzing` (hidden, feature `fuzzing`): fuzzing harnesses over request
+//!   bodies, control messages and log replay, shared by `fuzz/` and the
+//!   corpus tests.
+//!
+//! Both are compiled only for tests, benches and fuzz targets, never into
+//! the hub.
 
 pub mod app;
 pub mod auth;
@@ -65,6 +70,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod game;
@@ -75,6 +81,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod ws;

@@ -52,11 +52,6 @@ impl Pressure {
         self.busy.load(Ordering::Relaxed)
     }
 
-    /// The smoothed scheduling lag, in microseconds.
-    pub fn lag_us(&self) -> u64 {
-        self.lag_us.load(Ordering::Relaxed)
-    }
-
     /// Sets the signal by hand, for tests of what reads it.
     #[cfg(test)]
     pub(crate) fn set_busy(&self, busy: bool) {
