@@ -12,6 +12,8 @@
 //! The query extractor, which the fans' WebSocket uses too, lives one layer
 //! down in [`crate::extract`].
 
+use std::time::Duration;
+
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -144,20 +146,35 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     }
 }
 
+/// Most bytes of an oversized body read (and thrown away) before the `413`,
+/// as a multiple of the limit: a client still sending when the server answers
+/// and closes gets a TCP reset, which can destroy the `413` in its receive
+/// buffer (it sees "connection reset" instead). Reading the rest first, as
+/// far as this bound and [`DRAIN_TIME`] allow, delivers the answer.
+const DRAIN_FACTOR: u64 = 16;
+/// Longest time spent reading an oversized body before the `413`.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// Reads the whole body, refusing more than `limit` bytes without buffering
-/// them: by `Content-Length` up front, else while streaming.
+/// them: by `Content-Length` up front, else while streaming. A body of up to
+/// [`DRAIN_FACTOR`] × `limit` is read to its end (and dropped) before the
+/// refusal, so the client gets it.
 pub async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let drain_max = (limit as u64).saturating_mul(DRAIN_FACTOR);
+    let mut stream = req.into_body().into_data_stream();
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
+        if n <= drain_max {
+            drain(&mut stream, n).await;
+        }
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let capacity = declared.map_or(0, |n| n as usize).min(limit);
     let mut buf = Vec::with_capacity(capacity);
-    let mut stream = req.into_body().into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             tracing::debug!(error = %e, "reading the request body failed");
@@ -166,11 +183,28 @@ pub async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiErro
             )
         })?;
         if buf.len() + chunk.len() > limit {
+            let read = (buf.len() + chunk.len()) as u64;
+            drain(&mut stream, drain_max.saturating_sub(read)).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+/// Reads and drops up to `max` more bytes of `stream`, for at most
+/// [`DRAIN_TIME`].
+async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
+    let mut left = max;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while left > 0 {
+            match stream.next().await {
+                Some(Ok(chunk)) => left = left.saturating_sub(chunk.len() as u64),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// The verified claims of the request's bearer token (401 when missing, malformed,

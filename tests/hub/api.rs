@@ -1170,3 +1170,63 @@ async fn pages_are_served() {
         assert!(!r.text.trim().is_empty(), "GET {path} is empty");
     }
 }
+
+/// A body over the limit gets its `413` even while the client is still
+/// sending (the hub reads the rest before answering, within bounds), and
+/// the connection stays usable: no reset eats the answer.
+#[tokio::test]
+async fn an_oversized_body_gets_its_413_and_the_connection_lives_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = TestHub::start().await;
+    hub.put_game(GAME).await;
+    let host = hub.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connecting to the hub");
+    let mut big = score("e1", "home", 1);
+    big["padding"] = json!("x".repeat(200 * 1024));
+    let body = serde_json::to_vec(&big).expect("JSON encodes");
+    let token = hub.writer(GAME);
+    let head = format!(
+        "POST /v1/games/{GAME}/events HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes())
+        .await
+        .expect("sending the head");
+    tcp.write_all(&body).await.expect("sending the body");
+    // The same connection then asks for the game.
+    let next = format!("GET /v1/games/{GAME} HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    tcp.write_all(next.as_bytes())
+        .await
+        .expect("sending the GET");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let read_both = async {
+        loop {
+            let n = tcp
+                .read(&mut buf)
+                .await
+                .expect("no reset: the answers arrive");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if text.matches("HTTP/1.1 ").count() >= 2 && text.ends_with('}') {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read_both)
+        .await
+        .expect("both answers within the wait");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "first answer: {text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 200"),
+        "the connection served the next request: {text}"
+    );
+}
