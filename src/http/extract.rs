@@ -157,7 +157,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Reads the whole body, refusing more than `limit` bytes without buffering
 /// them: by `Content-Length` up front, else while streaming. A body of up to
-/// [`DRAIN_FACTOR`] × `limit` is read to its end (and dropped) before the
+/// 16 × `limit` is read to its end (and dropped, for at most 2 s) before the
 /// refusal, so the client gets it.
 pub async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
