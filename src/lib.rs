@@ -52,8 +52,8 @@
 //! - `limits`: per-token event rates, per-address connects, the connection cap.
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
-//! - `testing` (hidden, feature `testing`): test fixtures, such as a real
-//!   `redis-server`.
+//! - `testing` (hidden, feature `testing`): test fixtures: a real
+//!   `redis-server`, a Redis Cluster, Redis Sentinels.
 //! - `fuzzing` (hidden, feature `fuzzing`): fuzzing harnesses over request
 //!   bodies, control messages and log replay, shared by `fuzz/` and the
 //!   corpus tests.

@@ -1,8 +1,16 @@
-//! Test fixtures shared by the unit tests and the integration tests: a real
-//! `redis-server` on a free loopback port, in its own temporary directory.
+//! Test fixtures shared by the unit tests and the integration tests, all
+//! real processes on free loopback ports, each in its own temporary
+//! directory, killed and removed on drop:
 //!
-//! Tests that need Redis **fail** when `redis-server` is missing; they never
-//! skip silently.
+//! - [`RedisServer`]: one `redis-server`.
+//! - [`RedisCluster`] (`cluster`): a Redis Cluster, 3 primaries and 3
+//!   replicas by default, with kill, failover, slot migration and
+//!   resharding.
+//! - [`RedisSentinels`] (`sentinel`): a primary, 2 replicas and 3
+//!   `redis-sentinel`s, with kill and failover.
+//!
+//! Tests that need Redis **fail** when `redis-server`, `redis-cli` or
+//! `redis-sentinel` is missing; they never skip silently.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,6 +18,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub mod cluster;
+mod process;
+pub mod sentinel;
+
+pub use cluster::RedisCluster;
+pub use sentinel::RedisSentinels;
 
 /// How long a fresh (or restarted) server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
