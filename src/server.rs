@@ -69,7 +69,7 @@ impl Hub {
         let metrics = crate::metrics::install();
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
-        let backend = backend::redis::connect(&url, shutdown.clone(), &background).await?;
+        let backend = backend::redis::connect(&config.redis, shutdown.clone(), &background).await?;
         tracing::info!(redis = %crate::config::redact_url(&url), "cluster mode: Redis is the source of truth");
         Ok(Hub::assemble(
             backend, config, secret, metrics, shutdown, background,

@@ -248,6 +248,46 @@ pub enum ValueError {
     /// An empty path.
     #[error("must not be empty (use a directory path, e.g. \"./data\")")]
     EmptyPath,
+    /// An empty file path.
+    #[error("must not be empty (use a file path, or remove the key)")]
+    EmptyFile,
+    /// A duration longer than the key allows.
+    #[error(
+        "{} is too long (use at most \"{}\")",
+        humantime::format_duration(*given),
+        humantime::format_duration(*max)
+    )]
+    AboveMax {
+        /// The value, parsed.
+        given: Duration,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// `redis.stream_max_len` below `games.history`.
+    #[error(
+        "{given} is below games.history ({history}): a node could not seed the \
+         resume window of a game it loads (raise it, or lower games.history)"
+    )]
+    BelowHistory {
+        /// `redis.stream_max_len`.
+        given: usize,
+        /// `games.history`.
+        history: usize,
+    },
+    /// A TLS file for a URL that is not `rediss://`.
+    #[error("is only used with TLS: make redis.url a rediss:// URL, or remove the key")]
+    TlsWithoutRediss,
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("redis.client_cert and redis.client_key go together: set both (PEM files), or neither")]
+    CertWithoutKey,
+    /// Not a usable key prefix.
+    #[error(
+        "{value:?} is not a key prefix: use 1 to 32 of A-Z a-z 0-9 _ - . (e.g. \"sh-staging\")"
+    )]
+    NotAPrefix {
+        /// The value as written.
+        value: String,
+    },
 }
 
 impl ConfigError {

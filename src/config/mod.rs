@@ -176,16 +176,64 @@ impl fmt::Debug for Redacted {
 }
 
 /// `[redis]`: cluster mode.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// `redis://` or `rediss://` URL; `None` = single node. `Debug` hides any password.
     pub url: Option<String>,
+    /// Prefix of every key and channel, so deployments can share one Redis
+    /// without seeing each other. Default `sh`.
+    pub prefix: String,
+    /// Certificates for `rediss://`: a private CA, a client certificate.
+    pub tls: RedisTls,
+    /// Replicas that must have each commit before it is acknowledged
+    /// (`WAIT`); `0` = answer once the primary has it. Default 0.
+    pub min_replicas_acked: u32,
+    /// Longest wait for [`RedisConfig::min_replicas_acked`] replicas; past it
+    /// the event is answered `503` (it may still be applied). Default 500 ms.
+    pub replica_ack_timeout: Duration,
+    /// Entries kept in each game's Redis stream (trimmed approximately, never
+    /// below this): how far back the audit trail and replica repairs reach.
+    /// Default 10 000; at least `games.history`.
+    pub stream_max_len: usize,
+}
+
+/// `[redis]` TLS files (PEM), for `rediss://` URLs only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisTls {
+    /// CA certificate(s) that sign the server's certificate, trusted instead
+    /// of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain, for servers that require one
+    /// (`tls-auth-clients yes`); needs [`RedisTls::client_key`].
+    pub client_cert: Option<PathBuf>,
+    /// Private key of [`RedisTls::client_cert`].
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            prefix: "sh".to_owned(),
+            tls: RedisTls::default(),
+            min_replicas_acked: 0,
+            replica_ack_timeout: Duration::from_millis(500),
+            stream_max_len: 10_000,
+        }
+    }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.url.as_deref().map(redact_url);
-        f.debug_struct("RedisConfig").field("url", &url).finish()
+        f.debug_struct("RedisConfig")
+            .field("url", &url)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls)
+            .field("min_replicas_acked", &self.min_replicas_acked)
+            .field("replica_ack_timeout", &self.replica_ack_timeout)
+            .field("stream_max_len", &self.stream_max_len)
+            .finish()
     }
 }
 
@@ -432,6 +480,11 @@ mod tests {
             },
             redis: RedisConfig {
                 url: Some("redis://elsewhere:1/2".into()),
+                prefix: "other".into(),
+                tls: RedisTls::default(),
+                min_replicas_acked: 2,
+                replica_ack_timeout: Duration::from_millis(900),
+                stream_max_len: 5,
             },
             storage: StorageConfig {
                 dir: "/elsewhere".into(),

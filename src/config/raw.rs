@@ -56,12 +56,28 @@ impl fmt::Debug for RawAuth {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawRedis {
     pub(super) url: Option<String>,
+    pub(super) prefix: Option<String>,
+    pub(super) ca_file: Option<String>,
+    pub(super) client_cert: Option<String>,
+    pub(super) client_key: Option<String>,
+    pub(super) min_replicas_acked: Option<u32>,
+    pub(super) replica_ack_timeout: Option<RawDuration>,
+    pub(super) stream_max_len: Option<usize>,
 }
 
 impl fmt::Debug for RawRedis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.url.as_deref().map(redact_url);
-        f.debug_struct("RawRedis").field("url", &url).finish()
+        f.debug_struct("RawRedis")
+            .field("url", &url)
+            .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("min_replicas_acked", &self.min_replicas_acked)
+            .field("replica_ack_timeout", &self.replica_ack_timeout)
+            .field("stream_max_len", &self.stream_max_len)
+            .finish()
     }
 }
 

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{ConfigError, ValueError};
-use super::raw::{RawConfig, RawDuration, RawList};
+use super::raw::{RawConfig, RawDuration, RawList, RawRedis};
 use super::{
     AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
-    MIN_SECRET_BYTES, RedisConfig, ShutdownBudget, StorageConfig, WsConfig,
+    MIN_SECRET_BYTES, RedisConfig, RedisTls, ShutdownBudget, StorageConfig, WsConfig,
 };
 
 impl RawConfig {
@@ -67,12 +67,7 @@ impl RawConfig {
             },
         };
 
-        let redis = RedisConfig {
-            url: match redis.url {
-                Some(url) => Some(check_redis_url(url)?),
-                None => base.redis.url.clone(),
-            },
-        };
+        let redis = check_redis(redis, &base.redis)?;
 
         let storage = StorageConfig {
             dir: match storage.dir {
@@ -141,6 +136,16 @@ impl RawConfig {
                 base.games.idle_unload,
             )?,
         };
+
+        if redis.stream_max_len < games.history {
+            return Err(ConfigError::value(
+                "redis.stream_max_len",
+                ValueError::BelowHistory {
+                    given: redis.stream_max_len,
+                    history: games.history,
+                },
+            ));
+        }
 
         let b = &base.limits;
         let limits = LimitsConfig {
@@ -268,6 +273,95 @@ fn check_cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> 
     Ok(origins)
 }
 
+/// Longest `redis.replica_ack_timeout`: a `WAIT` must end well inside the
+/// 2 s every Redis command is given.
+const MAX_REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigError> {
+    let path = |key: &str, value: Option<String>, base: &Option<PathBuf>| match value {
+        Some(v) if v.trim().is_empty() => Err(ConfigError::value(key, ValueError::EmptyFile)),
+        Some(v) => Ok(Some(PathBuf::from(v))),
+        None => Ok(base.clone()),
+    };
+    let redis = RedisConfig {
+        url: match raw.url {
+            Some(url) => Some(check_redis_url(url)?),
+            None => base.url.clone(),
+        },
+        prefix: match raw.prefix {
+            Some(p) => check_prefix(p)?,
+            None => base.prefix.clone(),
+        },
+        tls: RedisTls {
+            ca_file: path("redis.ca_file", raw.ca_file, &base.tls.ca_file)?,
+            client_cert: path("redis.client_cert", raw.client_cert, &base.tls.client_cert)?,
+            client_key: path("redis.client_key", raw.client_key, &base.tls.client_key)?,
+        },
+        min_replicas_acked: raw.min_replicas_acked.unwrap_or(base.min_replicas_acked),
+        replica_ack_timeout: duration(
+            "redis.replica_ack_timeout",
+            raw.replica_ack_timeout,
+            base.replica_ack_timeout,
+        )?,
+        stream_max_len: positive(
+            "redis.stream_max_len",
+            raw.stream_max_len,
+            base.stream_max_len,
+        )?,
+    };
+    if redis.replica_ack_timeout > MAX_REPLICA_ACK_TIMEOUT {
+        return Err(ConfigError::value(
+            "redis.replica_ack_timeout",
+            ValueError::AboveMax {
+                given: redis.replica_ack_timeout,
+                max: MAX_REPLICA_ACK_TIMEOUT,
+            },
+        ));
+    }
+    let tls = &redis.tls;
+    let rediss = redis
+        .url
+        .as_deref()
+        .is_some_and(|u| u.to_ascii_lowercase().starts_with("rediss://"));
+    for (key, set) in [
+        ("redis.ca_file", tls.ca_file.is_some()),
+        ("redis.client_cert", tls.client_cert.is_some()),
+        ("redis.client_key", tls.client_key.is_some()),
+    ] {
+        if set && !rediss {
+            return Err(ConfigError::value(key, ValueError::TlsWithoutRediss));
+        }
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => Err(ConfigError::value(
+            "redis.client_key",
+            ValueError::CertWithoutKey,
+        )),
+        (None, Some(_)) => Err(ConfigError::value(
+            "redis.client_cert",
+            ValueError::CertWithoutKey,
+        )),
+        _ => Ok(redis),
+    }
+}
+
+/// A key prefix: 1–32 of `A–Z a–z 0–9 _ - .` (no `:` or braces, which
+/// structure the names after it).
+fn check_prefix(prefix: String) -> Result<String, ConfigError> {
+    let ok = (1..=32).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(prefix)
+    } else {
+        Err(ConfigError::value(
+            "redis.prefix",
+            ValueError::NotAPrefix { value: prefix },
+        ))
+    }
+}
+
 fn check_redis_url(url: String) -> Result<String, ConfigError> {
     let lower = url.trim().to_ascii_lowercase();
     let rest = lower
@@ -362,6 +456,80 @@ mod tests {
         }
         let err = load_toml("[http]\ncors_origins = 3\n").unwrap_err();
         assert_eq!(err.key(), Some("http.cors_origins"), "{err}");
+    }
+
+    #[test]
+    fn redis_section_is_checked_key_by_key() {
+        let c = load_toml(
+            "[redis]\nurl = \"rediss://h:6380/0\"\nprefix = \"sh-staging.2\"\n\
+             ca_file = \"/ca.pem\"\nclient_cert = \"/c.pem\"\nclient_key = \"/c.key\"\n\
+             min_replicas_acked = 1\nreplica_ack_timeout = \"1s\"\nstream_max_len = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(c.redis.prefix, "sh-staging.2");
+        assert_eq!(c.redis.tls.ca_file.as_deref(), Some("/ca.pem".as_ref()));
+        assert_eq!(c.redis.min_replicas_acked, 1);
+        assert_eq!(c.redis.replica_ack_timeout, Duration::from_secs(1));
+        assert_eq!(c.redis.stream_max_len, 1000);
+        let e = env(&[("SCOREHUB_REDIS__PREFIX", "tenant_b")]);
+        assert_eq!(
+            Config::load_from(None, &e).unwrap().redis.prefix,
+            "tenant_b"
+        );
+
+        for (text, key, says) in [
+            ("prefix = \"\"", "redis.prefix", "not a key prefix"),
+            ("prefix = \"a:b\"", "redis.prefix", "not a key prefix"),
+            ("prefix = \"{x}\"", "redis.prefix", "not a key prefix"),
+            (
+                "prefix = \"a23456789012345678901234567890123\"",
+                "redis.prefix",
+                "1 to 32",
+            ),
+            (
+                "url = \"redis://h/0\"\nca_file = \"/ca.pem\"",
+                "redis.ca_file",
+                "rediss://",
+            ),
+            ("ca_file = \"/ca.pem\"", "redis.ca_file", "rediss://"),
+            (
+                "url = \"rediss://h/0\"\nclient_cert = \"/c.pem\"",
+                "redis.client_key",
+                "go together",
+            ),
+            (
+                "url = \"rediss://h/0\"\nclient_key = \"/c.key\"",
+                "redis.client_cert",
+                "go together",
+            ),
+            (
+                "url = \"rediss://h/0\"\nca_file = \" \"",
+                "redis.ca_file",
+                "empty",
+            ),
+            (
+                "replica_ack_timeout = \"2s\"",
+                "redis.replica_ack_timeout",
+                "at most \"1s 500ms\"",
+            ),
+            (
+                "stream_max_len = 0",
+                "redis.stream_max_len",
+                "greater than 0",
+            ),
+            (
+                "stream_max_len = 999",
+                "redis.stream_max_len",
+                "games.history (1000)",
+            ),
+        ] {
+            let err = load_toml(&format!("[redis]\n{text}\n")).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+            assert!(err.to_string().contains(says), "{text}: {err}");
+        }
+        // The history bound follows games.history.
+        let c = load_toml("[redis]\nstream_max_len = 10\n[games]\nhistory = 10\n").unwrap();
+        assert_eq!(c.redis.stream_max_len, 10);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   resharding.
 //! - [`RedisSentinels`] (`sentinel`): a primary, 2 replicas and 3
 //!   `redis-sentinel`s, with kill and failover.
+//! - [`TlsRedis`] (`tls`): a `redis-server` speaking TLS with certificates
+//!   made for the test (CA, server, client).
 //!
 //! Tests that need Redis **fail** when `redis-server`, `redis-cli` or
 //! `redis-sentinel` is missing; they never skip silently.
@@ -22,9 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub mod cluster;
 mod process;
 pub mod sentinel;
+pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use sentinel::RedisSentinels;
+pub use tls::TlsRedis;
 
 /// How long a fresh (or restarted) server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(15);

@@ -66,7 +66,7 @@ pub(super) struct Ports {
 
 impl Ports {
     /// A port that is free now (and, with `bus`, whose bus port is too).
-    fn pick(&mut self, bus: bool) -> u16 {
+    pub(super) fn pick(&mut self, bus: bool) -> u16 {
         for _ in 0..1000 {
             let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
                 Ok(addr) => addr.port(),

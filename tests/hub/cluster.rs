@@ -911,3 +911,166 @@ async fn a_node_that_missed_published_frames_repairs_the_gap() {
     }
     assert_saw_each_once(&state_a, G, 0, N + 2, "the fan on A");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_with_different_prefixes_share_one_redis_and_see_nothing_of_each_other() {
+    let redis = RedisServer::start();
+    let prefixed = |prefix: &'static str| {
+        move |c: &mut scorehub::config::Config| c.redis.prefix = prefix.to_owned()
+    };
+    let prod_a = TestHub::start_cluster_with(&redis.url(), prefixed("prod")).await;
+    let prod_b = TestHub::start_cluster_with(&redis.url(), prefixed("prod")).await;
+    let staging = TestHub::start_cluster_with(&redis.url(), prefixed("staging")).await;
+
+    prod_a.put_game(G).await;
+    let r = staging.get(&format!("/v1/games/{G}")).await;
+    assert_eq!(
+        r.status, 404,
+        "staging does not know prod's game: {}",
+        r.text
+    );
+    let created = staging
+        .put_game_with(G, new_game("Staging Home", "Staging Away"))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+
+    let (mut prod_fan, mut prod_state) = watch(&prod_b, G).await;
+    let (mut staging_fan, mut staging_state) = watch(&staging, G).await;
+    // The same event ids in both: idempotency is per deployment too.
+    for i in 1..=5 {
+        assert_eq!(prod_a.post_ok(G, event(i)).await, i);
+    }
+    for i in 1..=3 {
+        assert_eq!(staging.post_ok(G, event(i)).await, i);
+    }
+    prod_state.follow(&mut prod_fan, G, 5, WAIT).await;
+    staging_state.follow(&mut staging_fan, G, 3, WAIT).await;
+    drain(&mut prod_fan, &mut prod_state).await;
+    drain(&mut staging_fan, &mut staging_state).await;
+    assert_saw_each_once(&prod_state, G, 0, 5, "the prod fan");
+    assert_saw_each_once(&staging_state, G, 0, 3, "the staging fan");
+    assert_eq!(
+        staging.get_game(G).await["home"]["name"],
+        "Staging Home",
+        "staging keeps its own game"
+    );
+    assert_eq!(prod_b.get_game(G).await["seq"], 5);
+    assert_eq!(staging.get_game(G).await["seq"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_game_over_redis_tls_with_client_certificates() {
+    use scorehub::testing::tls::{ClientAuth, TlsRedis};
+    let redis = TlsRedis::start(ClientAuth::Required);
+    let tls = scorehub::config::RedisTls {
+        ca_file: Some(redis.ca_file()),
+        client_cert: Some(redis.client_cert()),
+        client_key: Some(redis.client_key()),
+    };
+    let with_tls = |c: &mut scorehub::config::Config| c.redis.tls = tls.clone();
+    let a = TestHub::start_cluster_with(&redis.url(), with_tls).await;
+    let b = TestHub::start_cluster_with(&redis.url(), with_tls).await;
+    for node in [&a, &b] {
+        // Ready once the pub/sub link over TLS is up too.
+        eventually("ready over TLS", WAIT, || async {
+            node.get("/readyz").await.status == 200
+        })
+        .await;
+    }
+    a.put_game(G).await;
+    let (mut fan, mut state) = watch(&b, G).await;
+    for i in 1..=4 {
+        assert_eq!(a.post_ok(G, event(i)).await, i);
+    }
+    state.follow(&mut fan, G, 4, WAIT).await;
+    drain(&mut fan, &mut state).await;
+    assert_saw_each_once(&state, G, 0, 4, "the fan on B");
+    assert_eq!(state.state(G), Some(&b.get_game(G).await));
+}
+
+/// Makes `replica` a replica of `primary` and waits until the link is up.
+async fn replicate(primary: &RedisServer, replica: &RedisServer) {
+    let client = redis::Client::open(replica.url()).expect("replica url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("replica answers");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut conn)
+        .await
+        .expect("REPLICAOF");
+    eventually("the replica's link up", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_min_replicas_acked_an_event_is_answered_once_a_replica_has_it() {
+    let primary = RedisServer::start();
+    let mut replica = RedisServer::start();
+    replicate(&primary, &replica).await;
+    let hub = TestHub::start_cluster_with(&primary.url(), |c| {
+        c.redis.min_replicas_acked = 1;
+        c.redis.replica_ack_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    hub.put_game(G).await;
+    assert_eq!(hub.post_ok(G, event(1)).await, 1);
+
+    // The replica is gone: the event is refused, with what to do (the
+    // reason, naming redis.min_replicas_acked, is in the hub's log).
+    replica.kill9();
+    let r = hub.post_event(G, event(2)).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(
+        r.text.contains("not_ready") && r.text.contains("same event_id"),
+        "{}",
+        r.text
+    );
+    // Back: resending the same event is answered once the replica has it.
+    replica.restart();
+    replicate(&primary, &replica).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let answer = loop {
+        let r = hub.post_event(G, event(2)).await;
+        if r.status == 200 {
+            break r.ok_json();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resent event never confirmed: {} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer["seq"], 2, "{answer}");
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    let on_replica = redis::Client::open(replica.url()).expect("replica url");
+    let mut conn = on_replica
+        .get_multiplexed_async_connection()
+        .await
+        .expect("replica answers");
+    let seq: Option<String> = redis::cmd("HGET")
+        .arg(format!("sh:{{{G}}}:meta"))
+        .arg("seq")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(
+        seq.as_deref(),
+        Some("2"),
+        "the replica has event 2: {answer:?}"
+    );
+}

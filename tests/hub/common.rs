@@ -986,6 +986,14 @@ impl TestHub {
     /// A hub in cluster mode over the Redis at `redis_url`, started like the
     /// binary does (`Hub::start`); Redis must answer now.
     pub(crate) async fn start_cluster(redis_url: &str) -> TestHub {
+        TestHub::start_cluster_with(redis_url, |_| {}).await
+    }
+
+    /// [`TestHub::start_cluster`] with `tweak` applied to the config.
+    pub(crate) async fn start_cluster_with(
+        redis_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestHub {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let mut config = Config::default();
         config.storage.dir = dir.path().to_path_buf();
@@ -993,6 +1001,7 @@ impl TestHub {
         config.auth.secret = Some(SECRET.to_owned());
         unlimited_events(&mut config);
         config.redis.url = Some(redis_url.to_owned());
+        tweak(&mut config);
         let hub = Hub::start(config, SECRET.as_bytes())
             .await
             .unwrap_or_else(|e| panic!("a cluster hub over {redis_url} starts: {e}"));

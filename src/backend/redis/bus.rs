@@ -215,7 +215,7 @@ impl Transport for Bus {
         game: &'a GameId,
         sink: Arc<dyn FrameSink>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let channel = RedisStore::game_channel(game);
+        let channel = self.store.names().game_channel(game);
         self.routes.insert(
             channel.clone(),
             Route::Game(sink, Arc::new(AtomicBool::new(false))),
@@ -224,17 +224,17 @@ impl Transport for Bus {
     }
 
     fn unfollow_game<'a>(&'a self, game: &'a GameId) -> BoxFuture<'a, ()> {
-        Box::pin(self.unsubscribe(RedisStore::game_channel(game)))
+        Box::pin(self.unsubscribe(self.store.names().game_channel(game)))
     }
 
     fn follow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, Result<(), StoreError>> {
-        let channel = RedisStore::league_channel(league);
+        let channel = self.store.names().league_channel(league);
         self.routes.insert(channel.clone(), Route::League);
         Box::pin(self.subscribe(channel))
     }
 
     fn unfollow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, ()> {
-        Box::pin(self.unsubscribe(RedisStore::league_channel(league)))
+        Box::pin(self.unsubscribe(self.store.names().league_channel(league)))
     }
 
     fn readiness(&self) -> Result<(), String> {

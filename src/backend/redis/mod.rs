@@ -20,6 +20,7 @@ use self::bus::Bus;
 use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, Page, Restored, Summary,
 };
+use crate::config::RedisConfig;
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
 use crate::store::redis::{CommitEvent, RedisStore};
 use crate::store::{Record, StoreError};
@@ -27,14 +28,14 @@ use crate::store::{Record, StoreError};
 /// Announcements of created games that may wait for the registry.
 const ANNOUNCED_QUEUE: usize = 1024;
 
-/// Connects to Redis at `url` (it must answer now) and starts the pub/sub
-/// link, whose tasks run on `tasks` until `shutdown`.
+/// Connects to Redis at `config.url` (it must answer now) and starts the
+/// pub/sub link, whose tasks run on `tasks` until `shutdown`.
 pub async fn connect(
-    url: &str,
+    config: &RedisConfig,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<Backend, StoreError> {
-    let store = Arc::new(RedisStore::connect(url).await?);
+    let store = Arc::new(RedisStore::connect_with(config).await?);
     let (created, announced) = mpsc::channel(ANNOUNCED_QUEUE);
     let bus = Bus::start(store.clone(), created, shutdown, tasks);
     Ok(Backend {

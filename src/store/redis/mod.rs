@@ -10,14 +10,16 @@
 //!
 //! All keys of one game share the hash tag `{<game id>}`, so the scripts run
 //! unchanged on Redis Cluster (the keys of a game live in one slot). For game
-//! `nba:x`:
+//! `nba:x`, with the default prefix `sh` and database 0 (see [`names`]:
+//! `redis.prefix` replaces `sh`; another database shows in the channel
+//! names, `sh@3:`):
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `sh:{nba:x}:state` | string | the state as JSON (with its `seq`) |
-//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack) |
+//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability) |
 //! | `sh:{nba:x}:ids` | hash | `event_id` → `<fingerprint hex>:<seq>` (idempotency) |
-//! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack) |
+//! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack); trimmed to about `redis.stream_max_len` entries (never fewer) |
 //! | `sh:games` | sorted set | every game id, score 0, read lexicographically |
 //!
 //! A league's games are the range `[nba:` … `(nba;` of `sh:games` (`;` follows
@@ -25,8 +27,19 @@
 //!
 //! Channels: `sh:g:{nba:x}` carries the diff frames of the game (the payload is
 //! exactly the bytes fans get); `sh:l:nba` carries the id of a game just created
-//! in the league. Pub/sub is not scoped by database number: two deployments
-//! must not share one Redis server.
+//! in the league.
+//!
+//! ## Durability
+//!
+//! A commit (or create) is answered once the primary has it. With
+//! `redis.min_replicas_acked = N`, the script and a `WAIT N timeout`
+//! go in one pipeline on the same connection, and it is answered
+//! only when `N` replicas confirmed it (else the caller gets
+//! [`StoreError::Unavailable`]: the event may be applied, and a retry with
+//! the same `event_id` waits for the replicas again). A duplicate answered
+//! from Redis (a repeated event or create) waits the same way: the script
+//! then writes a counter (`dups` in the meta hash), so `WAIT` covers the
+//! original write even when another node made it.
 //!
 //! ## Failure
 //!
@@ -55,14 +68,14 @@ use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Commit, CreateOutcome, Record, StoreError};
-use crate::config::redact_url;
-use crate::domain::{Fingerprint, GameId, GameState, League, Status};
+pub mod names;
+#[cfg(test)]
+mod tests;
 
-/// Prefix of every key and channel.
-pub const PREFIX: &str = "sh";
-/// The sorted set of every game id.
-const GAMES_KEY: &str = "sh:games";
+pub use self::names::{Channel, Names};
+use super::{Commit, CreateOutcome, Record, StoreError};
+use crate::config::{RedisConfig, RedisTls, redact_url};
+use crate::domain::{Fingerprint, GameId, GameState, League, Status};
 /// Each TCP connect attempt gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A command without an answer after this long fails.
@@ -82,11 +95,15 @@ const LIST_SCAN_BUDGET: usize = 5_000;
 /// Creates a game if absent.
 ///
 /// KEYS: state, meta. ARGV: state JSON, created fingerprint (hex), the
-/// `Record::Created` (MessagePack).
+/// `Record::Created` (MessagePack), `1` to write when the game exists (so a
+/// `WAIT` after it covers the original create).
 /// Reply: `{"created"}` or `{"exists", <fingerprint hex>}`.
 const CREATE_LUA: &str = r#"
 local fp = redis.call('HGET', KEYS[2], 'created_fp')
 if fp then
+  if ARGV[4] == '1' then
+    redis.call('HINCRBY', KEYS[2], 'dups', 1)
+  end
   return {'exists', fp}
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -98,8 +115,9 @@ return {'created'}
 /// game is at the expected seq.
 ///
 /// KEYS: state, meta, ids, log. ARGV: expected seq, final state JSON, game
-/// channel, n, then for each event: event_id, fingerprint (hex), diff frame,
-/// `Record::Event` (MessagePack).
+/// channel, n, stream length to keep, `1` to write on a duplicate (so a
+/// `WAIT` after it covers the original), then for each event: event_id,
+/// fingerprint (hex), diff frame, `Record::Event` (MessagePack).
 /// Reply: `{"missing"}`, `{"seen", <index>, "<fp hex>:<seq>"}`,
 /// `{"stale", "<current seq>"}` or `{"applied", "<last seq>"}`.
 const COMMIT_LUA: &str = r#"
@@ -109,8 +127,11 @@ if not cur then
 end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  local seen = redis.call('HGET', KEYS[3], ARGV[5 + 4 * i])
+  local seen = redis.call('HGET', KEYS[3], ARGV[7 + 4 * i])
   if seen then
+    if ARGV[6] == '1' then
+      redis.call('HINCRBY', KEYS[2], 'dups', 1)
+    end
     return {'seen', i, seen}
   end
 end
@@ -119,17 +140,17 @@ if cur ~= ARGV[1] then
 end
 local seq = tonumber(cur)
 for i = 0, n - 1 do
-  local a = 5 + 4 * i
+  local a = 7 + 4 * i
   seq = seq + 1
   local s = string.format('%d', seq)
   redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1] .. ':' .. s)
-  redis.call('XADD', KEYS[4], '0-' .. s, 'f', ARGV[a + 2], 'r', ARGV[a + 3])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '0-' .. s, 'f', ARGV[a + 2], 'r', ARGV[a + 3])
 end
 local last = string.format('%d', seq)
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'seq', last)
 for i = 0, n - 1 do
-  redis.call('PUBLISH', ARGV[3], ARGV[7 + 4 * i])
+  redis.call('PUBLISH', ARGV[3], ARGV[9 + 4 * i])
 end
 return {'applied', last}
 "#;
@@ -145,12 +166,21 @@ pub struct RedisStore {
     conn: ConnectionManager,
     /// The URL with any password replaced, for messages.
     shown_url: String,
+    names: Names,
+    /// Replicas each commit waits for (`WAIT`), 0 for none.
+    min_replicas_acked: u32,
+    /// How long a `WAIT` may take.
+    replica_ack_timeout: Duration,
+    /// Entries kept per game stream.
+    stream_max_len: usize,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("url", &self.shown_url)
+            .field("names", &self.names)
+            .field("min_replicas_acked", &self.min_replicas_acked)
             .finish_non_exhaustive()
     }
 }
@@ -177,36 +207,37 @@ pub struct CommitEvent {
     pub record: Vec<u8>,
 }
 
-/// A channel a node may be subscribed to (what tests read back from the
-/// names messages arrive on).
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Channel {
-    /// Diff frames of one game.
-    Game(GameId),
-    /// Ids of games created in a league.
-    League(League),
-}
-
 impl RedisStore {
-    /// Connects to `url` and checks that Redis answers `PING`.
+    /// Connects to `url` with the default settings (prefix `sh`, no
+    /// replica acknowledgements); see [`RedisStore::connect_with`].
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with(&RedisConfig {
+            url: Some(url.to_owned()),
+            ..RedisConfig::default()
+        })
+        .await
+    }
+
+    /// Connects to `config.url` and checks that Redis answers `PING`.
     ///
     /// The connection reconnects by itself later; every call is bounded in
     /// time. An unreachable server is an error naming the URL (password
-    /// redacted) and the `redis.url` setting.
-    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+    /// redacted) and the `redis.url` setting; an unreadable TLS file names
+    /// its key and path.
+    pub async fn connect_with(config: &RedisConfig) -> Result<RedisStore, StoreError> {
+        let url = config.url.as_deref().unwrap_or_default();
         let shown_url = redact_url(url);
         let unreachable = |detail: String| {
             StoreError::Unavailable(format!(
                 "redis: cannot reach {shown_url} (redis.url / SCOREHUB_REDIS__URL): {detail}"
             ))
         };
-        let client = Client::open(url).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "redis: redis.url {shown_url} is not a usable Redis URL ({e}); expected redis://[:password@]host:port/db"
-            ))
-        })?;
-        let config = ConnectionManagerConfig::new()
+        let client = open_client(url, &config.tls)?;
+        let names = Names::new(
+            &config.prefix,
+            client.get_connection_info().redis_settings().db(),
+        );
+        let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES)
@@ -214,7 +245,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = match tokio::time::timeout(
             CALL_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), config),
+            ConnectionManager::new_with_config(client.clone(), manager),
         )
         .await
         {
@@ -226,12 +257,21 @@ impl RedisStore {
             client,
             conn,
             shown_url: shown_url.clone(),
+            names,
+            min_replicas_acked: config.min_replicas_acked,
+            replica_ack_timeout: config.replica_ack_timeout,
+            stream_max_len: config.stream_max_len,
         };
         match store.ping().await {
             Ok(()) => Ok(store),
             Err(StoreError::Unavailable(detail)) => Err(unreachable(detail)),
             Err(e) => Err(e),
         }
+    }
+
+    /// How this deployment names its keys and channels.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// The client, for opening a separate pub/sub connection.
@@ -282,25 +322,28 @@ impl RedisStore {
         // Listed first: a game that exists is always listed (`list` skips
         // listed ids without a state, left by a create that failed here).
         let mut zadd = ::redis::cmd("ZADD");
-        zadd.arg(GAMES_KEY).arg(0).arg(id.as_str());
+        zadd.arg(self.names.games()).arg(0).arg(id.as_str());
         let _: i64 = self
             .call(&format!("list game {id}"), |mut c| {
                 let cmd = &zadd;
                 async move { cmd.query_async(&mut c).await }
             })
             .await?;
-        let mut invocation = CREATE.prepare_invoke();
-        invocation
-            .key(key(id, "state"))
-            .key(key(id, "meta"))
+        let mut eval = ::redis::cmd("EVALSHA");
+        eval.arg(CREATE.get_hash())
+            .arg(2)
+            .arg(self.names.key(id, "state"))
+            .arg(self.names.key(id, "meta"))
             .arg(state_json)
             .arg(hex(&fingerprint))
-            .arg(record);
-        let reply: Value = self
-            .call(&format!("create game {id}"), |mut c| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut c).await }
-            })
+            .arg(record)
+            .arg(if self.min_replicas_acked > 0 {
+                "1"
+            } else {
+                "0"
+            });
+        let reply = self
+            .eval_acked(id, &format!("create game {id}"), &CREATE, eval)
             .await?;
         let outcome = match reply_tag(&reply) {
             Some((b"created", _)) => CreateOutcome::Created,
@@ -320,7 +363,7 @@ impl RedisStore {
         if announce {
             let mut publish = ::redis::cmd("PUBLISH");
             publish
-                .arg(RedisStore::league_channel(&id.league()))
+                .arg(self.names.league_channel(&id.league()))
                 .arg(id.as_str());
             let _: i64 = self
                 .call(&format!("announce game {id}"), |mut c| {
@@ -337,9 +380,9 @@ impl RedisStore {
     pub async fn load(&self, id: &GameId) -> Result<Option<Loaded>, StoreError> {
         let mut pipe = ::redis::pipe();
         pipe.cmd("GET")
-            .arg(key(id, "state"))
+            .arg(self.names.key(id, "state"))
             .cmd("HGET")
-            .arg(key(id, "meta"))
+            .arg(self.names.key(id, "meta"))
             .arg("created_fp");
         let (state, fp): (Option<Vec<u8>>, Option<Vec<u8>>) = self
             .call(&format!("load game {id}"), |mut c| {
@@ -396,28 +439,31 @@ impl RedisStore {
         }
         let state_json = serde_json::to_vec(state)
             .map_err(|e| bug(format!("game {id}: cannot encode the state: {e}")))?;
-        let mut invocation = COMMIT.prepare_invoke();
-        invocation
-            .key(key(id, "state"))
-            .key(key(id, "meta"))
-            .key(key(id, "ids"))
-            .key(key(id, "log"))
+        let mut eval = ::redis::cmd("EVALSHA");
+        eval.arg(COMMIT.get_hash())
+            .arg(4)
+            .arg(self.names.key(id, "state"))
+            .arg(self.names.key(id, "meta"))
+            .arg(self.names.key(id, "ids"))
+            .arg(self.names.key(id, "log"))
             .arg(expected_seq)
             .arg(state_json)
-            .arg(RedisStore::game_channel(id))
-            .arg(events.len());
+            .arg(self.names.game_channel(id))
+            .arg(events.len())
+            .arg(self.stream_max_len)
+            .arg(if self.min_replicas_acked > 0 {
+                "1"
+            } else {
+                "0"
+            });
         for e in events {
-            invocation
-                .arg(e.event_id.as_str())
+            eval.arg(e.event_id.as_str())
                 .arg(hex(&e.fingerprint))
                 .arg(e.frame.as_ref())
                 .arg(e.record.as_slice());
         }
-        let reply: Value = self
-            .call(&format!("commit to game {id}"), |mut c| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut c).await }
-            })
+        let reply = self
+            .eval_acked(id, &format!("commit to game {id}"), &COMMIT, eval)
             .await?;
         let parsed = match reply_tag(&reply) {
             Some((b"applied", [last])) => as_u64(last).map(|last_seq| Commit::Applied { last_seq }),
@@ -454,7 +500,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(key(id, "ids"));
+        cmd.arg(self.names.key(id, "ids"));
         for event_id in event_ids {
             cmd.arg(*event_id);
         }
@@ -545,7 +591,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut cmd = ::redis::cmd(command);
-        cmd.arg(key(id, "log"))
+        cmd.arg(self.names.key(id, "log"))
             .arg(from)
             .arg(to)
             .arg("COUNT")
@@ -594,7 +640,7 @@ impl RedisStore {
             };
             let mut pipe = ::redis::pipe();
             for id in &ids {
-                pipe.cmd("GET").arg(state_key_of(id));
+                pipe.cmd("GET").arg(self.names.key_of(id, "state"));
             }
             let states: Vec<Option<Vec<u8>>> = self
                 .call("read game states", |mut c| {
@@ -636,7 +682,7 @@ impl RedisStore {
         let (lo, hi) = league_range(Some(league));
         let (lo, hi) = (lo.unwrap_or_default(), hi.unwrap_or_default());
         let mut cmd = ::redis::cmd("ZRANGE");
-        cmd.arg(GAMES_KEY).arg(lo).arg(hi).arg("BYLEX");
+        cmd.arg(self.names.games()).arg(lo).arg(hi).arg("BYLEX");
         let ids: Vec<String> = self
             .call(&format!("list the games of league {league}"), |mut c| {
                 let cmd = &cmd;
@@ -654,7 +700,7 @@ impl RedisStore {
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
         let mut cmd = ::redis::cmd("ZRANGE");
-        cmd.arg(GAMES_KEY)
+        cmd.arg(self.names.games())
             .arg(min)
             .arg(max)
             .arg("BYLEX")
@@ -666,32 +712,6 @@ impl RedisStore {
             async move { cmd.query_async(&mut c).await }
         })
         .await
-    }
-
-    /// The channel of a game's diff frames: `sh:g:{<id>}`.
-    pub fn game_channel(id: &GameId) -> String {
-        format!("{PREFIX}:g:{{{id}}}")
-    }
-
-    /// The channel announcing games created in a league: `sh:l:<league>`.
-    pub fn league_channel(league: &League) -> String {
-        format!("{PREFIX}:l:{league}")
-    }
-
-    /// The inverse of [`RedisStore::game_channel`] and
-    /// [`RedisStore::league_channel`] (tests check the names with it).
-    #[cfg(test)]
-    pub fn parse_channel(name: &[u8]) -> Option<Channel> {
-        let name = std::str::from_utf8(name).ok()?;
-        let rest = name.strip_prefix(PREFIX)?.strip_prefix(':')?;
-        if let Some(game) = rest.strip_prefix("g:{") {
-            return GameId::parse(game.strip_suffix('}')?)
-                .ok()
-                .map(Channel::Game);
-        }
-        League::parse(rest.strip_prefix("l:")?)
-            .ok()
-            .map(Channel::League)
     }
 
     /// Runs `op` on the shared connection within [`CALL_TIMEOUT`], once more
@@ -728,19 +748,156 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs `eval` (an `EVALSHA` of `script` that writes to `game`) and,
+    /// with `redis.min_replicas_acked`, a `WAIT` in the same pipeline; a
+    /// reply other than `missing` or `stale` that too few replicas confirmed
+    /// is an error (what it wrote may be applied: the caller's retry, with
+    /// the same ids, waits again).
+    async fn eval_acked(
+        &self,
+        game: &GameId,
+        what: &str,
+        script: &Script,
+        eval: ::redis::Cmd,
+    ) -> Result<Value, StoreError> {
+        if self.min_replicas_acked == 0 {
+            return self
+                .call_script(what, script, |mut c| {
+                    let eval = &eval;
+                    async move { eval.query_async::<Value>(&mut c).await }
+                })
+                .await;
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(eval)
+            .cmd("WAIT")
+            .arg(self.min_replicas_acked)
+            .arg(self.replica_ack_timeout.as_millis() as u64);
+        let (reply, acked): (Value, u64) = self
+            .call_script(what, script, |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        let wrote = !matches!(reply_tag(&reply), Some((b"missing" | b"stale", _)));
+        if wrote && acked < u64::from(self.min_replicas_acked) {
+            return Err(StoreError::Unavailable(format!(
+                "redis: game {game}: only {acked} of the {} replicas required by \
+                 redis.min_replicas_acked confirmed within {:?}; it may be applied, \
+                 retry with the same event_id (or the same PUT)",
+                self.min_replicas_acked, self.replica_ack_timeout
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// [`RedisStore::call`] for an `op` that runs `script` by its hash
+    /// (`EVALSHA`): when Redis does not have the script, it is loaded and
+    /// `op` runs once more.
+    async fn call_script<T, F, Fut>(
+        &self,
+        what: &str,
+        script: &Script,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.call(what, |c| {
+            let op = &op;
+            async move {
+                let mut c = c;
+                match op(c.clone()).await {
+                    Err(e) if no_script(&e) => {
+                        script.load_async(&mut c).await?;
+                        op(c).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The client for `url`, with the certificates of `tls` for a `rediss://`
+/// URL. Errors name the key to fix.
+fn open_client(url: &str, tls: &RedisTls) -> Result<Client, StoreError> {
+    let shown_url = redact_url(url);
+    let bad_url = |e: RedisError| {
+        StoreError::Unavailable(format!(
+            "redis: redis.url {shown_url} is not a usable Redis URL ({e}); expected \
+             redis://[:password@]host:port/db or rediss://… for TLS"
+        ))
+    };
+    if !url.to_ascii_lowercase().starts_with("rediss://") {
+        return Client::open(url).map_err(bad_url);
+    }
+    install_crypto_provider();
+    if tls.ca_file.is_none() && tls.client_cert.is_none() {
+        return Client::open(url).map_err(bad_url);
+    }
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "redis: cannot read redis.{key} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = tls
+        .ca_file
+        .as_deref()
+        .map(|p| read("ca_file", p))
+        .transpose()?;
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+            client_cert: read("client_cert", cert)?,
+            client_key: read("client_key", key)?,
+        }),
+        _ => None,
+    };
+    Client::build_with_tls(
+        url,
+        ::redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| {
+        StoreError::Unavailable(format!(
+            "redis: the TLS files of redis.ca_file / redis.client_cert / redis.client_key \
+             are not usable PEM ({e})"
+        ))
+    })
+}
+
+/// Makes `ring` the process's TLS crypto provider, unless one is set (the
+/// Redis client asks rustls for the default one).
+///
+/// rustls deprecates `ring` for lacking post-quantum key exchange; its
+/// alternative, aws-lc-rs, needs a C build that a bare machine with only
+/// the Rust toolchain cannot do. Classical TLS 1.2/1.3 is what Redis
+/// servers and managed services speak today.
+#[allow(deprecated)]
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Whether `e` is Redis answering that it does not have a script loaded
+/// (after a restart, a failover, or `SCRIPT FLUSH`).
+fn no_script(e: &RedisError) -> bool {
+    e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+}
+
 /// Whether `e` means the connection is gone (a retry reconnects).
 fn dropped(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
-}
-
-/// `sh:{<id>}:<suffix>`.
-fn key(id: &GameId, suffix: &str) -> String {
-    format!("{PREFIX}:{{{id}}}:{suffix}")
-}
-
-/// The state key of an id read from `sh:games`.
-fn state_key_of(id: &str) -> String {
-    format!("{PREFIX}:{{{id}}}:state")
 }
 
 /// The `ZRANGE … BYLEX` bounds of a league's ids in `sh:games`:
@@ -875,648 +1032,4 @@ fn unhex(s: &[u8]) -> Option<Fingerprint> {
         *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
-    use futures_util::StreamExt;
-    use serde_json::json;
-
-    use super::*;
-    use crate::codec;
-    use crate::domain::{Action, Event, NewGame, NewTeam, Side};
-    use crate::testing::RedisServer;
-
-    fn gid(s: &str) -> GameId {
-        GameId::parse(s).unwrap()
-    }
-
-    fn initial(id: &GameId, status: Status) -> GameState {
-        NewGame {
-            home: NewTeam {
-                name: "Home".into(),
-            },
-            away: NewTeam {
-                name: "Away".into(),
-            },
-            status: Some(status),
-            period: None,
-            extra: None,
-        }
-        .into_state(id.clone(), 1_000)
-        .unwrap()
-    }
-
-    fn created(state: &GameState, fingerprint: Fingerprint) -> Record {
-        Record::Created {
-            game: state.game.clone(),
-            state: state.clone(),
-            fingerprint,
-            by: "tester".into(),
-            at: 1_000,
-        }
-    }
-
-    /// The event `event_id` (home scores `points`) on top of `state`, and the
-    /// state after it.
-    fn scored(state: &GameState, event_id: &str, points: i64) -> (CommitEvent, GameState) {
-        let mut next = state.clone();
-        next.seq += 1;
-        next.home.score += points;
-        let diff = json!({"seq": next.seq, "home": {"score": next.home.score}});
-        let event = Event {
-            event_id: event_id.into(),
-            expected_seq: None,
-            action: Action::Score {
-                team: Side::Home,
-                points,
-            },
-        };
-        let fingerprint = event.fingerprint();
-        let record = Record::Event {
-            game: state.game.clone(),
-            seq: next.seq,
-            event,
-            fingerprint,
-            by: "tester".into(),
-            at: 2_000,
-            diff: diff.clone(),
-        };
-        let event = CommitEvent {
-            event_id: event_id.into(),
-            fingerprint,
-            frame: codec::diff(&state.game, next.seq, &diff, 2_000),
-            record: rmp_serde::to_vec_named(&record).unwrap(),
-        };
-        (event, next)
-    }
-
-    /// A run of events `ids` (1 point each) on top of `state`.
-    fn run(state: &GameState, ids: &[&str]) -> (Vec<CommitEvent>, GameState) {
-        let mut state = state.clone();
-        let mut events = Vec::new();
-        for id in ids {
-            let (event, next) = scored(&state, id, 1);
-            events.push(event);
-            state = next;
-        }
-        (events, state)
-    }
-
-    async fn setup() -> (RedisServer, RedisStore) {
-        let server = RedisServer::start();
-        let store = RedisStore::connect(&server.url()).await.unwrap();
-        (server, store)
-    }
-
-    async fn create(store: &RedisStore, id: &str, status: Status) -> GameState {
-        let state = initial(&gid(id), status);
-        let fp = [7; 16];
-        let outcome = store.create(&state, fp, &created(&state, fp)).await;
-        assert_eq!(outcome.unwrap(), CreateOutcome::Created);
-        state
-    }
-
-    /// Commits `ids` on top of `state`, expecting success.
-    async fn apply(store: &RedisStore, state: &GameState, ids: &[&str]) -> GameState {
-        let (events, next) = run(state, ids);
-        let outcome = store.commit(&state.game, state.seq, &events, &next).await;
-        assert_eq!(outcome.unwrap(), Commit::Applied { last_seq: next.seq });
-        next
-    }
-
-    async fn command_calls(store: &RedisStore) -> HashMap<String, u64> {
-        let mut conn = store
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let info: String = ::redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest.strip_prefix("calls=")?.split(',').next()?;
-                Some((name.to_string(), calls.parse().ok()?))
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn create_is_idempotent_by_fingerprint_and_announced() {
-        let (_server, store) = setup().await;
-        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
-        pubsub
-            .subscribe(RedisStore::league_channel(&League::parse("nba").unwrap()))
-            .await
-            .unwrap();
-        let id = gid("nba:x");
-        assert_eq!(store.load(&id).await.unwrap(), None);
-
-        let state = initial(&id, Status::Scheduled);
-        let fp = [1; 16];
-        let record = created(&state, fp);
-        assert_eq!(
-            store.create(&state, fp, &record).await.unwrap(),
-            CreateOutcome::Created
-        );
-        // The same body again, and another body: both find it, neither changes it.
-        assert_eq!(
-            store.create(&state, fp, &record).await.unwrap(),
-            CreateOutcome::Exists { fingerprint: fp }
-        );
-        let mut other = state.clone();
-        other.home.name = "Other".into();
-        assert_eq!(
-            store
-                .create(&other, [2; 16], &created(&other, [2; 16]))
-                .await
-                .unwrap(),
-            CreateOutcome::Exists { fingerprint: fp }
-        );
-        let loaded = store.load(&id).await.unwrap().unwrap();
-        assert_eq!(
-            loaded,
-            Loaded {
-                state: state.clone(),
-                created_fingerprint: fp
-            }
-        );
-
-        // Announced on the league channel: on creation, and again on the
-        // same-body retry (which heals a create that failed half-way).
-        let mut messages = pubsub.on_message();
-        for _ in 0..2 {
-            let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                RedisStore::parse_channel(msg.get_channel_name().as_bytes()),
-                Some(Channel::League(id.league()))
-            );
-            assert_eq!(msg.get_payload_bytes(), b"nba:x");
-        }
-        drop(messages);
-        assert_eq!(
-            store.league_games(&id.league()).await.unwrap(),
-            vec![id.clone()]
-        );
-    }
-
-    #[tokio::test]
-    async fn commit_applies_records_and_publishes_the_frame() {
-        let (_server, store) = setup().await;
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
-        pubsub
-            .subscribe(RedisStore::game_channel(&id))
-            .await
-            .unwrap();
-
-        let (event, next) = scored(&state, "e1", 3);
-        let frame = event.frame.clone();
-        let outcome = store.commit(&id, 0, &[event], &next).await.unwrap();
-        assert_eq!(outcome, Commit::Applied { last_seq: 1 });
-
-        let msg = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(msg.get_payload_bytes(), frame.as_ref());
-        assert_eq!(
-            RedisStore::parse_channel(msg.get_channel_name().as_bytes()),
-            Some(Channel::Game(id.clone()))
-        );
-        let loaded = store.load(&id).await.unwrap().unwrap();
-        assert_eq!(loaded.state, next);
-        assert_eq!(loaded.state.home.score, 3);
-        assert_eq!(
-            store.frames_after(&id, 0, 10).await.unwrap(),
-            vec![(1, frame)]
-        );
-        let events = store.events(&id, 0, 10).await.unwrap();
-        assert!(matches!(
-            &events[..],
-            [Record::Event { seq: 1, event, .. }] if event.event_id == "e1"
-        ));
-    }
-
-    #[tokio::test]
-    async fn seen_returns_the_original_and_applies_nothing() {
-        let (_server, store) = setup().await;
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let one = apply(&store, &state, &["e1"]).await;
-        let original = scored(&state, "e1", 1).0.fingerprint;
-
-        // e2 is new but e1 (second in the run) was applied at seq 1.
-        let (events, after) = run(&one, &["e2", "e1"]);
-        let outcome = store.commit(&id, 1, &events, &after).await.unwrap();
-        assert_eq!(
-            outcome,
-            Commit::Seen {
-                index: 1,
-                fingerprint: original,
-                seq: 1
-            }
-        );
-        // Also when the caller's seq is behind: idempotency wins over staleness.
-        let (events, after) = run(&state, &["e1"]);
-        assert_eq!(
-            store.commit(&id, 0, &events, &after).await.unwrap(),
-            Commit::Seen {
-                index: 0,
-                fingerprint: original,
-                seq: 1
-            }
-        );
-        // Nothing of the refused runs was applied: e2 is still new.
-        assert_eq!(store.load(&id).await.unwrap().unwrap().state, one);
-        assert_eq!(store.frames_after(&id, 1, 10).await.unwrap(), vec![]);
-        let two = apply(&store, &one, &["e2"]).await;
-        assert_eq!(two.seq, 2);
-    }
-
-    #[tokio::test]
-    async fn stale_and_missing_apply_nothing() {
-        let (_server, store) = setup().await;
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let two = apply(&store, &state, &["e1", "e2"]).await;
-
-        let (events, after) = run(&state, &["e3"]);
-        assert_eq!(
-            store.commit(&id, 0, &events, &after).await.unwrap(),
-            Commit::Stale { current: 2 }
-        );
-        assert_eq!(store.load(&id).await.unwrap().unwrap().state, two);
-
-        let ghost = initial(&gid("nba:ghost"), Status::Live);
-        let (events, after) = run(&ghost, &["e1"]);
-        assert_eq!(
-            store.commit(&ghost.game, 0, &events, &after).await.unwrap(),
-            Commit::Missing
-        );
-        assert_eq!(store.load(&ghost.game).await.unwrap(), None);
-
-        // Inconsistent calls are refused before reaching Redis.
-        let (events, _) = run(&two, &["e3"]);
-        assert!(store.commit(&id, 2, &events, &two).await.is_err());
-        let (mut events, after) = run(&two, &["e3", "e4"]);
-        events[1].event_id = "e3".into();
-        assert!(store.commit(&id, 2, &events, &after).await.is_err());
-        assert!(store.commit(&id, 2, &[], &two).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn one_script_call_and_one_publish_per_event() {
-        let (_server, store) = setup().await;
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let mut pubsub = store.client().get_async_pubsub().await.unwrap();
-        pubsub
-            .subscribe(RedisStore::game_channel(&id))
-            .await
-            .unwrap();
-        // Warm up: the first call loads the script (NOSCRIPT, SCRIPT LOAD).
-        let mut state = apply(&store, &state, &["warm"]).await;
-        let mut admin = store
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let _: () = ::redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-
-        for i in 0..3 {
-            state = apply(&store, &state, &[&format!("single-{i}")]).await;
-        }
-        state = apply(&store, &state, &["b1", "b2", "b3", "b4"]).await;
-        assert_eq!(state.seq, 8);
-
-        let calls = command_calls(&store).await;
-        assert_eq!(calls.get("evalsha"), Some(&4), "{calls:?}");
-        assert_eq!(calls.get("publish"), Some(&7), "{calls:?}");
-        assert_eq!(calls.get("xadd"), Some(&7), "{calls:?}");
-        let expected = [
-            "evalsha",
-            "publish",
-            "xadd",
-            "hget",
-            "hset",
-            "set",
-            "config|resetstat",
-        ];
-        for name in calls.keys() {
-            assert!(
-                expected.contains(&name.as_str()),
-                "unexpected {name}: {calls:?}"
-            );
-        }
-
-        // Every frame arrived once, with consecutive seqs.
-        let mut messages = pubsub.on_message();
-        for seq in 1..=8 {
-            let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
-                .await
-                .unwrap()
-                .unwrap();
-            let frame = codec::decode_frame(msg.get_payload_bytes()).unwrap();
-            assert_eq!(frame.q, Some(seq));
-        }
-        let seqs: Vec<u64> = store
-            .frames_after(&id, 0, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect();
-        assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
-    }
-
-    #[tokio::test]
-    async fn history_pages_forward_and_from_the_end() {
-        let (_server, store) = setup().await;
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let ids: Vec<String> = (1..=10).map(|i| format!("e{i}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let (events, last) = run(&state, &ids);
-        let frames: Vec<Bytes> = events.iter().map(|e| e.frame.clone()).collect();
-        store.commit(&id, 0, &events, &last).await.unwrap();
-
-        let page = store.frames_after(&id, 3, 4).await.unwrap();
-        assert_eq!(
-            page,
-            (4..=7)
-                .map(|s| (s, frames[s as usize - 1].clone()))
-                .collect::<Vec<_>>()
-        );
-        let seqs = |v: Vec<(u64, Bytes)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
-        assert_eq!(seqs(store.frames_after(&id, 8, 10).await.unwrap()), [9, 10]);
-        assert_eq!(
-            seqs(store.frames_after(&id, 10, 10).await.unwrap()),
-            [0u64; 0]
-        );
-        assert_eq!(
-            seqs(store.frames_after(&id, 0, 0).await.unwrap()),
-            [0u64; 0]
-        );
-        assert_eq!(seqs(store.last_frames(&id, 3).await.unwrap()), [8, 9, 10]);
-        assert_eq!(seqs(store.last_frames(&id, 50).await.unwrap()).len(), 10);
-
-        let record_seqs = |v: Vec<Record>| {
-            v.into_iter()
-                .map(|r| match r {
-                    Record::Event { seq, .. } => seq,
-                    Record::Created { .. } => 0,
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            record_seqs(store.events(&id, 0, 5).await.unwrap()),
-            [1, 2, 3, 4, 5]
-        );
-        assert_eq!(
-            record_seqs(store.events(&id, 5, 100).await.unwrap()),
-            [6, 7, 8, 9, 10]
-        );
-        assert_eq!(
-            store.last_frames(&gid("nba:none"), 3).await.unwrap(),
-            vec![]
-        );
-    }
-
-    #[tokio::test]
-    async fn list_filters_by_league_and_status_and_paginates() {
-        let (_server, store) = setup().await;
-        for (id, status) in [
-            ("nba:c", Status::Live),
-            ("nba:a", Status::Live),
-            ("nba:b", Status::Final),
-            ("nhl:a", Status::Live),
-            ("nba-x:a", Status::Live),
-            ("nbaa:z", Status::Scheduled),
-        ] {
-            create(&store, id, status).await;
-        }
-        let ids = |page: &(Vec<GameState>, Option<String>)| {
-            page.0
-                .iter()
-                .map(|g| g.game.to_string())
-                .collect::<Vec<_>>()
-        };
-        let nba = League::parse("nba").unwrap();
-
-        let p1 = store.list(None, None, 2, None).await.unwrap();
-        assert_eq!(
-            (ids(&p1), p1.1.as_deref()),
-            (vec!["nba-x:a".into(), "nba:a".into()], Some("nba:a"))
-        );
-        let p2 = store
-            .list(None, None, 2, Some(&gid("nba:a")))
-            .await
-            .unwrap();
-        assert_eq!(
-            (ids(&p2), p2.1.as_deref()),
-            (vec!["nba:b".into(), "nba:c".into()], Some("nba:c"))
-        );
-        let p3 = store
-            .list(None, None, 2, Some(&gid("nba:c")))
-            .await
-            .unwrap();
-        assert_eq!(
-            (ids(&p3), p3.1),
-            (vec!["nbaa:z".into(), "nhl:a".into()], None)
-        );
-
-        let live = store
-            .list(Some(&nba), Some(Status::Live), 10, None)
-            .await
-            .unwrap();
-        assert_eq!(
-            (ids(&live), live.1),
-            (vec!["nba:a".into(), "nba:c".into()], None)
-        );
-        let first = store.list(Some(&nba), None, 1, None).await.unwrap();
-        assert_eq!(
-            (ids(&first), first.1.as_deref()),
-            (vec!["nba:a".into()], Some("nba:a"))
-        );
-        let last = store
-            .list(Some(&nba), None, 1, Some(&gid("nba:b")))
-            .await
-            .unwrap();
-        assert_eq!((ids(&last), last.1), (vec!["nba:c".into()], None));
-        // A cursor before the league starts at the league.
-        let from_start = store
-            .list(Some(&nba), None, 5, Some(&gid("aaa:x")))
-            .await
-            .unwrap();
-        assert_eq!(ids(&from_start), ["nba:a", "nba:b", "nba:c"]);
-        let none = store
-            .list(None, Some(Status::Paused), 5, None)
-            .await
-            .unwrap();
-        assert_eq!((ids(&none), none.1), (vec![], None));
-        assert_eq!(
-            store.league_games(&nba).await.unwrap(),
-            vec![gid("nba:a"), gid("nba:b"), gid("nba:c")]
-        );
-        assert_eq!(
-            store
-                .league_games(&League::parse("mlb").unwrap())
-                .await
-                .unwrap(),
-            vec![]
-        );
-    }
-
-    #[tokio::test]
-    async fn list_scans_a_bounded_number_of_ids_per_call() {
-        let (_server, store) = setup().await;
-        // Listed ids without a state (creates that failed half-way), sorting
-        // before the one real game.
-        let mut conn = store
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let mut zadd = ::redis::cmd("ZADD");
-        zadd.arg(GAMES_KEY);
-        for i in 0..LIST_SCAN_BUDGET + 500 {
-            zadd.arg(0).arg(format!("aaa:g{i:05}"));
-        }
-        let _: i64 = zadd.query_async(&mut conn).await.unwrap();
-        create(&store, "nba:a", Status::Live).await;
-
-        let (games, cursor) = store.list(None, None, 10, None).await.unwrap();
-        assert!(games.is_empty());
-        let cursor = gid(&cursor.expect("a cursor to continue the scan"));
-        let (games, cursor) = store.list(None, None, 10, Some(&cursor)).await.unwrap();
-        assert_eq!(games.len(), 1);
-        assert_eq!(games[0].game, gid("nba:a"));
-        assert_eq!(cursor, None);
-    }
-
-    #[tokio::test]
-    async fn outage_fails_fast_and_recovers_with_the_data() {
-        let mut server = RedisServer::start_with_aof();
-        let store = RedisStore::connect(&server.url()).await.unwrap();
-        let state = create(&store, "nba:x", Status::Live).await;
-        let id = state.game.clone();
-        let one = apply(&store, &state, &["e1"]).await;
-
-        server.kill9();
-        // Three calls against a dead server, together faster than one call's
-        // time limit: they fail on the refused reconnect, they do not hang.
-        let bound = CALL_TIMEOUT + Duration::from_secs(1);
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            store.ping().await,
-            Err(StoreError::Unavailable(_))
-        ));
-        let (events, two) = run(&one, &["e2"]);
-        let err = store.commit(&id, 1, &events, &two).await.unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Unavailable(m) if m.starts_with("redis: ")),
-            "{err}"
-        );
-        assert!(matches!(
-            store.load(&id).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
-
-        // The first call after a restart (here a write) reconnects and succeeds.
-        server.restart();
-        assert_eq!(
-            store.commit(&id, 1, &events, &two).await.unwrap(),
-            Commit::Applied { last_seq: 2 }
-        );
-        // Again, with a read first; the data survived both kills (AOF).
-        server.kill9();
-        assert!(matches!(
-            store.ping().await,
-            Err(StoreError::Unavailable(_))
-        ));
-        server.restart();
-        assert_eq!(store.load(&id).await.unwrap().unwrap().state, two);
-        store.ping().await.unwrap();
-        assert_eq!(
-            store.frames_after(&id, 0, 10).await.unwrap().len(),
-            2,
-            "history survives"
-        );
-    }
-
-    #[tokio::test]
-    async fn connect_names_the_url_without_its_password() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
-        let started = std::time::Instant::now();
-        let err = RedisStore::connect(&url).await.unwrap_err().to_string();
-        assert!(started.elapsed() < CALL_TIMEOUT + Duration::from_secs(1));
-        assert!(!err.contains("hunter2"), "{err}");
-        assert!(
-            err.contains(&format!("redis://<redacted>@127.0.0.1:{port}/0")),
-            "{err}"
-        );
-        assert!(err.contains("redis.url"), "{err}");
-        assert!(RedisStore::connect("http://nope").await.is_err());
-    }
-
-    #[test]
-    fn channel_names_round_trip() {
-        let id = gid("nba:2026-11-22-lal-bos");
-        let name = RedisStore::game_channel(&id);
-        assert_eq!(name, "sh:g:{nba:2026-11-22-lal-bos}");
-        assert_eq!(
-            RedisStore::parse_channel(name.as_bytes()),
-            Some(Channel::Game(id))
-        );
-        let league = League::parse("nba").unwrap();
-        let name = RedisStore::league_channel(&league);
-        assert_eq!(name, "sh:l:nba");
-        assert_eq!(
-            RedisStore::parse_channel(name.as_bytes()),
-            Some(Channel::League(league))
-        );
-        for bad in [
-            &b"sh:g:{nba:x"[..],
-            b"xx:g:{nba:x}",
-            b"sh:l:NBA",
-            b"sh:g:nba:x",
-            b"sh:x:nba",
-            b"\xff",
-        ] {
-            assert_eq!(RedisStore::parse_channel(bad), None);
-        }
-        assert_eq!(key(&gid("nba:x"), "log"), "sh:{nba:x}:log");
-    }
-
-    #[test]
-    fn helpers() {
-        let fp: Fingerprint = core::array::from_fn(|i| (i * 17) as u8);
-        assert_eq!(unhex(hex(&fp).as_bytes()), Some(fp));
-        assert_eq!(unhex(b"zz"), None);
-        assert_eq!(
-            parse_seen(format!("{}:42", hex(&fp)).as_bytes()),
-            Some((fp, 42))
-        );
-    }
 }
