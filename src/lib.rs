@@ -27,7 +27,7 @@
 //! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues |
 //! | actor | `game` | one task per game: `plan` (pure), commit, fan out; `replica` for a shared log |
 //! | fan-out | `fanout` | outboxes with conflation, the wire, the saturation signal |
-//! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus) |
+//! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus; on a Redis Cluster, sharded pub/sub) |
 //! | engines | `store` | the file log on disk; the Redis scripts, keys and streams |
 //! | base | `metrics`, `codec`, `auth`, `config`, `domain`, `telemetry` | metric names; frames ↔ MessagePack; tokens; settings; pure game rules; logs |
 //!

@@ -160,9 +160,9 @@ async fn serve(config: Config) -> ExitCode {
                  \x20 Scoreboard: http://{addr}/\n\
                  \x20 Console:    http://{addr}/console\n\
                  \x20 Admin token (valid 24h or until this process stops):\n\n{token}\n",
-                mode = match &hub.state().config.redis.url {
-                    Some(_) => "cluster mode, through Redis".to_string(),
-                    None => format!(
+                mode = match hub.state().config.redis.shared() {
+                    true => "cluster mode, through Redis".to_string(),
+                    false => format!(
                         "single node, event log in {}",
                         hub.state().config.storage.dir.display()
                     ),

@@ -52,11 +52,11 @@ pub struct Hub {
 
 impl Hub {
     /// Starts a hub in the mode the config asks for: cluster through Redis
-    /// when `redis.url` is set (Redis must answer now), else single node on
+    /// when `redis.url` or `redis.cluster` is set (Redis must answer now), else single node on
     /// the embedded log. `secret` is the HS256 secret (config's or generated).
     pub async fn start(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
         // The one place that picks the backend.
-        let Some(url) = config.redis.url.clone() else {
+        if !config.redis.shared() {
             let dir = config.storage.dir.clone();
             let secret = secret.to_vec();
             // Replay blocks on disk IO: keep it off the async workers.
@@ -65,12 +65,12 @@ impl Hub {
                 .map_err(|e| {
                     StartError::Restore(format!("replay of {} failed: {e}", dir.display()))
                 })?;
-        };
+        }
         let metrics = crate::metrics::install();
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
         let backend = backend::redis::connect(&config.redis, shutdown.clone(), &background).await?;
-        tracing::info!(redis = %crate::config::redact_url(&url), "cluster mode: Redis is the source of truth");
+        tracing::info!(redis = %config.redis.shown(), cluster = !config.redis.cluster.is_empty(), "cluster mode: Redis is the source of truth");
         Ok(Hub::assemble(
             backend, config, secret, metrics, shutdown, background,
         ))
@@ -82,9 +82,10 @@ impl Hub {
     /// use. Blocking (disk IO); call it inside a Tokio runtime (as
     /// [`Hub::start`] does), which runs the actors.
     pub fn open(config: Config, secret: &[u8]) -> Result<Hub, StartError> {
-        if config.redis.url.is_some() {
+        if config.redis.shared() {
             return Err(StartError::Unsupported(
-                "redis.url is set: start the hub with Hub::start (cluster mode)".into(),
+                "redis.url or redis.cluster is set: start the hub with Hub::start (cluster mode)"
+                    .into(),
             ));
         }
         let metrics = crate::metrics::install();

@@ -8,7 +8,9 @@
 //! - [`local`]: the embedded file log on local disk; this node is the log's
 //!   only writer, and there is no one to link to.
 //! - [`redis`]: Redis is the log (an atomic compare-and-set script per
-//!   commit, a stream per game); Redis pub/sub is the transport.
+//!   commit, a stream per game); Redis pub/sub is the transport: classic
+//!   ([`redis::bus`]) on one server, sharded ([`redis::shards`]) on a Redis
+//!   Cluster, chosen by the config (`redis.url` or `redis.cluster`).
 //!
 //! Everything above (the registry, the game actors, the routes) sees only
 //! these two traits. A new backend is one new module implementing them, plus

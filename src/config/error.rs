@@ -274,6 +274,12 @@ pub enum ValueError {
         /// `games.history`.
         history: usize,
     },
+    /// Both `redis.url` and `redis.cluster`.
+    #[error(
+        "redis.url and redis.cluster are both set: use redis.url for one server \
+         (or a managed endpoint), redis.cluster for the seed nodes of a Redis Cluster"
+    )]
+    UrlAndCluster,
     /// A TLS file for a URL that is not `rediss://`.
     #[error("is only used with TLS: make redis.url a rediss:// URL, or remove the key")]
     TlsWithoutRediss,

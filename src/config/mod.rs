@@ -180,6 +180,9 @@ impl fmt::Debug for Redacted {
 pub struct RedisConfig {
     /// `redis://` or `rediss://` URL; `None` = single node. `Debug` hides any password.
     pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (instead of `url`); empty = no cluster.
+    /// `Debug` hides any password.
+    pub cluster: Vec<String>,
     /// Prefix of every key and channel, so deployments can share one Redis
     /// without seeing each other. Default `sh`.
     pub prefix: String,
@@ -214,6 +217,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: None,
+            cluster: Vec::new(),
             prefix: "sh".to_owned(),
             tls: RedisTls::default(),
             min_replicas_acked: 0,
@@ -223,11 +227,35 @@ impl Default for RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// Whether nodes share their games through Redis (`url` or `cluster`
+    /// set), rather than one node keeping them in its embedded log.
+    pub fn shared(&self) -> bool {
+        self.url.is_some() || !self.cluster.is_empty()
+    }
+
+    /// Where Redis is, for logs: the URL or the cluster's seeds, without
+    /// passwords.
+    pub fn shown(&self) -> String {
+        match &self.url {
+            Some(url) => redact_url(url),
+            None => self
+                .cluster
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = self.url.as_deref().map(redact_url);
+        let cluster: Vec<String> = self.cluster.iter().map(|u| redact_url(u)).collect();
         f.debug_struct("RedisConfig")
             .field("url", &url)
+            .field("cluster", &cluster)
             .field("prefix", &self.prefix)
             .field("tls", &self.tls)
             .field("min_replicas_acked", &self.min_replicas_acked)
@@ -480,6 +508,7 @@ mod tests {
             },
             redis: RedisConfig {
                 url: Some("redis://elsewhere:1/2".into()),
+                cluster: Vec::new(),
                 prefix: "other".into(),
                 tls: RedisTls::default(),
                 min_replicas_acked: 2,

@@ -14,7 +14,7 @@ use super::error::{ConfigError, ValueError};
 use super::{Redacted, redact_url};
 
 /// Keys whose values must never be echoed in error messages.
-const SENSITIVE_KEYS: &[&str] = &["auth.secret", "redis.url"];
+const SENSITIVE_KEYS: &[&str] = &["auth.secret", "redis.url", "redis.cluster"];
 
 /// The configuration as written: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +56,7 @@ impl fmt::Debug for RawAuth {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawRedis {
     pub(super) url: Option<String>,
+    pub(super) cluster: Option<RawList>,
     pub(super) prefix: Option<String>,
     pub(super) ca_file: Option<String>,
     pub(super) client_cert: Option<String>,
@@ -70,6 +71,13 @@ impl fmt::Debug for RawRedis {
         let url = self.url.as_deref().map(redact_url);
         f.debug_struct("RawRedis")
             .field("url", &url)
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .as_ref()
+                    .map(|RawList(urls)| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>()),
+            )
             .field("prefix", &self.prefix)
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)

@@ -285,8 +285,15 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
     };
     let redis = RedisConfig {
         url: match raw.url {
-            Some(url) => Some(check_redis_url(url)?),
+            Some(url) => Some(check_redis_url("redis.url", url)?),
             None => base.url.clone(),
+        },
+        cluster: match raw.cluster {
+            Some(RawList(urls)) => urls
+                .into_iter()
+                .map(|u| check_redis_url("redis.cluster", u))
+                .collect::<Result<_, _>>()?,
+            None => base.cluster.clone(),
         },
         prefix: match raw.prefix {
             Some(p) => check_prefix(p)?,
@@ -309,6 +316,12 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
             base.stream_max_len,
         )?,
     };
+    if redis.url.is_some() && !redis.cluster.is_empty() {
+        return Err(ConfigError::value(
+            "redis.cluster",
+            ValueError::UrlAndCluster,
+        ));
+    }
     if redis.replica_ack_timeout > MAX_REPLICA_ACK_TIMEOUT {
         return Err(ConfigError::value(
             "redis.replica_ack_timeout",
@@ -321,8 +334,9 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
     let tls = &redis.tls;
     let rediss = redis
         .url
-        .as_deref()
-        .is_some_and(|u| u.to_ascii_lowercase().starts_with("rediss://"));
+        .iter()
+        .chain(&redis.cluster)
+        .any(|u| u.to_ascii_lowercase().starts_with("rediss://"));
     for (key, set) in [
         ("redis.ca_file", tls.ca_file.is_some()),
         ("redis.client_cert", tls.client_cert.is_some()),
@@ -362,14 +376,14 @@ fn check_prefix(prefix: String) -> Result<String, ConfigError> {
     }
 }
 
-fn check_redis_url(url: String) -> Result<String, ConfigError> {
+fn check_redis_url(key: &str, url: String) -> Result<String, ConfigError> {
     let lower = url.trim().to_ascii_lowercase();
     let rest = lower
         .strip_prefix("redis://")
         .or_else(|| lower.strip_prefix("rediss://"));
     match rest {
         Some(rest) if !rest.is_empty() => Ok(url.trim().to_owned()),
-        _ => Err(ConfigError::value("redis.url", ValueError::NotARedisUrl)),
+        _ => Err(ConfigError::value(key, ValueError::NotARedisUrl)),
     }
 }
 
@@ -527,6 +541,19 @@ mod tests {
             assert_eq!(err.key(), Some(key), "{text}: {err}");
             assert!(err.to_string().contains(says), "{text}: {err}");
         }
+        let c = load_toml("[redis]\ncluster = [\"redis://a:7000\", \"redis://b:7000\"]\n").unwrap();
+        assert_eq!(c.redis.cluster, ["redis://a:7000", "redis://b:7000"]);
+        assert!(c.redis.shared());
+        let e = env(&[("SCOREHUB_REDIS__CLUSTER", "redis://a:7000,rediss://b:7000")]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(c.redis.cluster.len(), 2);
+        let err = load_toml("[redis]\nurl = \"redis://h/0\"\ncluster = [\"redis://a:7000\"]\n")
+            .unwrap_err();
+        assert_eq!(err.key(), Some("redis.cluster"), "{err}");
+        assert!(err.to_string().contains("both set"), "{err}");
+        let err = load_toml("[redis]\ncluster = [\"http://a:7000\"]\n").unwrap_err();
+        assert_eq!(err.key(), Some("redis.cluster"), "{err}");
+        assert!(!Config::default().redis.shared());
         // The history bound follows games.history.
         let c = load_toml("[redis]\nstream_max_len = 10\n[games]\nhistory = 10\n").unwrap();
         assert_eq!(c.redis.stream_max_len, 10);

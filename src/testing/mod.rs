@@ -109,6 +109,9 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            // A replica made with REPLICAOF syncs at once, not after the
+            // default 5 s wait for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")

@@ -28,7 +28,7 @@ const G: &str = "nba:2026-11-22-lal-bos";
 pub(crate) const RECOVERY: Duration = Duration::from_secs(30);
 
 /// A mix of every event kind, deterministic in `i`.
-fn event(i: u64) -> Value {
+pub(crate) fn event(i: u64) -> Value {
     let id = format!("c{i}");
     match i % 5 {
         0 => score(&id, "home", (i % 3 + 1) as i64),
@@ -69,7 +69,7 @@ pub(crate) async fn watch(node: &Api, game: &str) -> (Fan, FanState) {
 
 /// Asserts the fan saw `game` as one snapshot at `from`, then every diff up
 /// to `to` exactly once, in order, and nothing else of that game.
-fn assert_saw_each_once(state: &FanState, game: &str, from: u64, to: u64, who: &str) {
+pub(crate) fn assert_saw_each_once(state: &FanState, game: &str, from: u64, to: u64, who: &str) {
     let got: Vec<(&str, u64)> = state
         .log
         .iter()
@@ -86,14 +86,14 @@ fn assert_saw_each_once(state: &FanState, game: &str, from: u64, to: u64, who: &
 }
 
 /// Reads every frame pending before a ping's pong into `state`.
-async fn drain(fan: &mut Fan, state: &mut FanState) {
+pub(crate) async fn drain(fan: &mut Fan, state: &mut FanState) {
     for f in fan.barrier().await {
         state.apply(&f);
     }
 }
 
 /// `GET /v1/games/{id}/events` through `node` with a reader token.
-async fn audit_trail(node: &Api, game: &str) -> Vec<Value> {
+pub(crate) async fn audit_trail(node: &Api, game: &str) -> Vec<Value> {
     let token = node.token(&[game], Scope::Scorekeeper);
     let r = node
         .call(
@@ -114,7 +114,7 @@ async fn audit_trail(node: &Api, game: &str) -> Vec<Value> {
 /// Waits until every node serves `game` at `seq` (a node applies what
 /// another node accepted a moment later), asserts they all serve the same
 /// state, and returns it.
-async fn converged(nodes: &[(&str, &Api)], game: &str, seq: u64) -> Value {
+pub(crate) async fn converged(nodes: &[(&str, &Api)], game: &str, seq: u64) -> Value {
     let mut states: Vec<(&str, Value)> = Vec::new();
     for &(name, node) in nodes {
         eventually(
@@ -1001,7 +1001,7 @@ async fn replicate(primary: &RedisServer, replica: &RedisServer) {
         .query_async(&mut conn)
         .await
         .expect("REPLICAOF");
-    eventually("the replica's link up", WAIT, || {
+    eventually("the replica's link up", Duration::from_secs(20), || {
         let mut conn = conn.clone();
         async move {
             let info: String = redis::cmd("INFO")

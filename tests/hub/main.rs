@@ -21,6 +21,8 @@
 //!   (`scorehub::fuzzing`), as `cargo fuzz` ran it.
 //! - `unload`: single node: idle games leave memory and load again from the
 //!   event log on use, idempotency, history and subscriptions intact.
+//! - `redis_cluster`: nodes over a real 6-process Redis Cluster (3
+//!   primaries, 3 replicas): sharded pub/sub, resharding, a primary killed.
 //! - `cluster_recovery`: retries that reach another node, Redis losing
 //!   acknowledged writes, a commit stuck behind a busy script.
 //! - `lifecycle`: a request stalled at SIGTERM, secrets in start-up errors,
@@ -41,5 +43,6 @@ mod lifecycle;
 mod limits;
 mod process;
 mod prometheus;
+mod redis_cluster;
 mod unload;
 mod ws;

@@ -18,39 +18,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::routes::Routes;
 use crate::backend::{BoxFuture, FrameSink, Transport};
 use crate::domain::{GameId, League};
 use crate::metrics as m;
 use crate::store::StoreError;
 use crate::store::redis::RedisStore;
 
-/// Where a channel's messages go.
-#[derive(Debug, Clone)]
-enum Route {
-    /// Diff frames of one game → its actor; the flag is set while a repair
-    /// request waits for room in the mailbox (one is enough).
-    Game(Arc<dyn FrameSink>, Arc<AtomicBool>),
-    /// Ids of games created in a league → the registry.
-    League,
-}
-
 /// This node's pub/sub link to the other nodes.
 #[derive(Debug)]
 pub struct Bus {
     store: Arc<RedisStore>,
     sink: Mutex<Option<PubSubSink>>,
-    routes: DashMap<String, Route>,
+    routes: Routes,
     subscribed: AtomicBool,
     pinging: AtomicBool,
-    created: mpsc::Sender<GameId>,
 }
 
 impl Bus {
@@ -66,10 +54,9 @@ impl Bus {
         let bus = Arc::new(Bus {
             store,
             sink: Mutex::new(None),
-            routes: DashMap::new(),
+            routes: Routes::new(created),
             subscribed: AtomicBool::new(false),
             pinging: AtomicBool::new(true),
-            created,
         });
         tasks.spawn(run_pubsub(Arc::downgrade(&bus), shutdown.clone()));
         tasks.spawn(run_health(Arc::downgrade(&bus), shutdown));
@@ -132,43 +119,6 @@ impl Bus {
         }
     }
 
-    /// Delivers one published message.
-    fn route(&self, channel: &str, payload: &[u8]) {
-        let Some(route) = self.routes.get(channel).map(|r| r.clone()) else {
-            return;
-        };
-        match route {
-            Route::Game(sink, repairing) => {
-                if !sink.deliver(Bytes::copy_from_slice(payload)) {
-                    if sink.is_closed() {
-                        self.routes.remove(channel);
-                    } else if !repairing.swap(true, Ordering::AcqRel) {
-                        // Mailbox full: the frame is dropped and the actor
-                        // repairs from the stream once the request is queued
-                        // (it covers every frame dropped until then).
-                        tokio::spawn(async move {
-                            sink.repair().await;
-                            repairing.store(false, Ordering::Release);
-                        });
-                    }
-                }
-            }
-            Route::League => {
-                let id = std::str::from_utf8(payload)
-                    .ok()
-                    .and_then(|s| GameId::parse(s).ok());
-                match id {
-                    Some(id) => {
-                        if self.created.try_send(id).is_err() {
-                            tracing::warn!(%channel, "league notification dropped: registry busy");
-                        }
-                    }
-                    None => tracing::warn!(%channel, "bad game id on league channel"),
-                }
-            }
-        }
-    }
-
     /// After a reconnect: subscribe every routed channel again, then ask
     /// every local game to repair what it may have missed.
     ///
@@ -177,7 +127,7 @@ impl Bus {
     /// [`Bus::subscribe`], which then sees the new sink.
     async fn resubscribe(&self, mut sink: PubSubSink) -> Result<(), redis::RedisError> {
         self.set_sink(Some(sink.clone()));
-        let channels: Vec<String> = self.routes.iter().map(|r| r.key().clone()).collect();
+        let channels = self.routes.channels();
         if !channels.is_empty() {
             let subscribed =
                 tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channels))
@@ -194,15 +144,7 @@ impl Bus {
                 return Err(e);
             }
         }
-        let sinks: Vec<Arc<dyn FrameSink>> = self
-            .routes
-            .iter()
-            .filter_map(|r| match r.value() {
-                Route::Game(s, _) => Some(s.clone()),
-                Route::League => None,
-            })
-            .collect();
-        for sink in sinks {
+        for sink in self.routes.game_sinks() {
             sink.repair().await;
         }
         Ok(())
@@ -216,10 +158,7 @@ impl Transport for Bus {
         sink: Arc<dyn FrameSink>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let channel = self.store.names().game_channel(game);
-        self.routes.insert(
-            channel.clone(),
-            Route::Game(sink, Arc::new(AtomicBool::new(false))),
-        );
+        self.routes.follow_game(channel.clone(), sink);
         Box::pin(self.subscribe(channel))
     }
 
@@ -229,7 +168,7 @@ impl Transport for Bus {
 
     fn follow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, Result<(), StoreError>> {
         let channel = self.store.names().league_channel(league);
-        self.routes.insert(channel.clone(), Route::League);
+        self.routes.follow_league(channel.clone());
         Box::pin(self.subscribe(channel))
     }
 
@@ -276,7 +215,7 @@ async fn run_pubsub(bus: std::sync::Weak<Bus>, shutdown: CancellationToken) {
                             msg = stream.next() => {
                                 let Some(msg) = msg else { break };
                                 let Some(b) = bus.upgrade() else { return };
-                                b.route(msg.get_channel_name(), msg.get_payload_bytes());
+                                b.routes.deliver(msg.get_channel_name(), msg.get_payload_bytes());
                             }
                             () = shutdown.cancelled() => return,
                         }

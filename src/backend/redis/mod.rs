@@ -3,11 +3,14 @@
 //! Every node may commit to every game, so the log is *shared*: each node's
 //! game actors are replicas that commit through an atomic compare-and-set
 //! script ([`RedisStore::commit`]) and learn other nodes' events from the
-//! game's channel ([`bus::Bus`]), catching up from its stream after a gap.
-//! [`connect`] builds the log and its bus together: a Redis log without the
-//! link that keeps its replicas current cannot be built.
+//! game's channel ([`bus::Bus`] on one server, [`shards::ShardBus`] with
+//! sharded pub/sub on a Redis Cluster), catching up from its stream after a
+//! gap. [`connect`] builds the log and its bus together: a Redis log without
+//! the link that keeps its replicas current cannot be built.
 
 pub mod bus;
+mod routes;
+pub mod shards;
 
 use std::sync::Arc;
 
@@ -17,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::bus::Bus;
+use self::shards::ShardBus;
 use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, Page, Restored, Summary,
+    Transport,
 };
 use crate::config::RedisConfig;
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
@@ -28,8 +33,10 @@ use crate::store::{Record, StoreError};
 /// Announcements of created games that may wait for the registry.
 const ANNOUNCED_QUEUE: usize = 1024;
 
-/// Connects to Redis at `config.url` (it must answer now) and starts the
-/// pub/sub link, whose tasks run on `tasks` until `shutdown`.
+/// Connects to Redis at `config.url`, or to the Redis Cluster of
+/// `config.cluster` (it must answer now), and starts the pub/sub link
+/// (classic, or sharded on a cluster), whose tasks run on `tasks` until
+/// `shutdown`.
 pub async fn connect(
     config: &RedisConfig,
     shutdown: CancellationToken,
@@ -37,7 +44,11 @@ pub async fn connect(
 ) -> Result<Backend, StoreError> {
     let store = Arc::new(RedisStore::connect_with(config).await?);
     let (created, announced) = mpsc::channel(ANNOUNCED_QUEUE);
-    let bus = Bus::start(store.clone(), created, shutdown, tasks);
+    let bus: Arc<dyn Transport> = if store.is_cluster() {
+        ShardBus::start(store.clone(), created, shutdown, tasks).await?
+    } else {
+        Bus::start(store.clone(), created, shutdown, tasks)
+    };
     Ok(Backend {
         log: Arc::new(RedisLog { store }),
         transport: bus,

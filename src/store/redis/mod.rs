@@ -60,7 +60,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -68,22 +68,26 @@ use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use bytes::Bytes;
 use tokio::time::Instant;
 
+pub mod conn;
 pub mod names;
 #[cfg(test)]
 mod tests;
 
+use self::conn::Conn;
 pub use self::names::{Channel, Names};
 use super::{Commit, CreateOutcome, Record, StoreError};
 use crate::config::{RedisConfig, RedisTls, redact_url};
 use crate::domain::{Fingerprint, GameId, GameState, League, Status};
 /// Each TCP connect attempt gives up after this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A command without an answer after this long fails.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Least time between two rebuilds of a cluster connection.
+const REBUILD_INTERVAL: Duration = Duration::from_millis(500);
 /// No call (reconnect attempts and one retry included) takes longer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect attempts after the first one, per reconnect.
-const RECONNECT_RETRIES: usize = 2;
+pub(crate) const RECONNECT_RETRIES: usize = 2;
 /// Ids read per round trip by [`RedisStore::list`].
 const LIST_CHUNK_MIN: usize = 100;
 /// Most ids read per round trip by [`RedisStore::list`].
@@ -116,8 +120,9 @@ return {'created'}
 ///
 /// KEYS: state, meta, ids, log. ARGV: expected seq, final state JSON, game
 /// channel, n, stream length to keep, `1` to write on a duplicate (so a
-/// `WAIT` after it covers the original), then for each event: event_id,
-/// fingerprint (hex), diff frame, `Record::Event` (MessagePack).
+/// `WAIT` after it covers the original), the publish command (`PUBLISH`, or
+/// `SPUBLISH` on a cluster), then for each event: event_id, fingerprint
+/// (hex), diff frame, `Record::Event` (MessagePack).
 /// Reply: `{"missing"}`, `{"seen", <index>, "<fp hex>:<seq>"}`,
 /// `{"stale", "<current seq>"}` or `{"applied", "<last seq>"}`.
 const COMMIT_LUA: &str = r#"
@@ -127,7 +132,7 @@ if not cur then
 end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  local seen = redis.call('HGET', KEYS[3], ARGV[7 + 4 * i])
+  local seen = redis.call('HGET', KEYS[3], ARGV[8 + 4 * i])
   if seen then
     if ARGV[6] == '1' then
       redis.call('HINCRBY', KEYS[2], 'dups', 1)
@@ -140,7 +145,7 @@ if cur ~= ARGV[1] then
 end
 local seq = tonumber(cur)
 for i = 0, n - 1 do
-  local a = 7 + 4 * i
+  local a = 8 + 4 * i
   seq = seq + 1
   local s = string.format('%d', seq)
   redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1] .. ':' .. s)
@@ -150,7 +155,7 @@ local last = string.format('%d', seq)
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'seq', last)
 for i = 0, n - 1 do
-  redis.call('PUBLISH', ARGV[3], ARGV[9 + 4 * i])
+  redis.call(ARGV[7], ARGV[3], ARGV[10 + 4 * i])
 end
 return {'applied', last}
 "#;
@@ -162,8 +167,16 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 /// auto-reconnecting multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
+    /// One server: its client (pub/sub opens its own connection with it).
+    /// A cluster: a client of the first seed node (for diagnostics).
     client: Client,
-    conn: ConnectionManager,
+    /// Replaced when a cluster's topology changed under it (see
+    /// [`RedisStore::rebuild_cluster`]).
+    conn: Arc<RwLock<Conn>>,
+    /// When the cluster connection was last rebuilt.
+    rebuilt: Arc<Mutex<Option<Instant>>>,
+    /// A cluster's seed nodes and certificates, for the pub/sub connection.
+    cluster: Option<(Vec<String>, Option<::redis::TlsCertificates>)>,
     /// The URL with any password replaced, for messages.
     shown_url: String,
     names: Names,
@@ -225,37 +238,61 @@ impl RedisStore {
     /// redacted) and the `redis.url` setting; an unreadable TLS file names
     /// its key and path.
     pub async fn connect_with(config: &RedisConfig) -> Result<RedisStore, StoreError> {
-        let url = config.url.as_deref().unwrap_or_default();
-        let shown_url = redact_url(url);
-        let unreachable = |detail: String| {
-            StoreError::Unavailable(format!(
-                "redis: cannot reach {shown_url} (redis.url / SCOREHUB_REDIS__URL): {detail}"
-            ))
+        let shown_url = config.shown();
+        let key = if config.cluster.is_empty() {
+            "redis.url / SCOREHUB_REDIS__URL"
+        } else {
+            "redis.cluster / SCOREHUB_REDIS__CLUSTER"
         };
-        let client = open_client(url, &config.tls)?;
+        let unreachable = |detail: String| {
+            StoreError::Unavailable(format!("redis: cannot reach {shown_url} ({key}): {detail}"))
+        };
+        let first = config
+            .url
+            .as_deref()
+            .or(config.cluster.first().map(String::as_str))
+            .unwrap_or_default();
+        let client = open_client(first, &config.tls)?;
+        let (conn, cluster) = if config.cluster.is_empty() {
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500));
+            let connected = tokio::time::timeout(
+                CALL_TIMEOUT,
+                ConnectionManager::new_with_config(client.clone(), manager),
+            )
+            .await;
+            match connected {
+                Ok(Ok(conn)) => (Conn::Single(conn), None),
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
+            }
+        } else {
+            let certificates = certificates(first, &config.tls)?;
+            let cluster = conn::cluster_builder(&config.cluster, certificates.clone())
+                .build()
+                .map_err(|e| unreachable(e.to_string()))?;
+            match tokio::time::timeout(CALL_TIMEOUT, cluster.get_async_connection()).await {
+                Ok(Ok(conn)) => (
+                    Conn::Cluster(conn),
+                    Some((config.cluster.clone(), certificates)),
+                ),
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
+            }
+        };
         let names = Names::new(
             &config.prefix,
             client.get_connection_info().redis_settings().db(),
         );
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = match tokio::time::timeout(
-            CALL_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), manager),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
-        };
         let store = RedisStore {
             client,
-            conn,
+            conn: Arc::new(RwLock::new(conn)),
+            rebuilt: Arc::new(Mutex::new(None)),
+            cluster,
             shown_url: shown_url.clone(),
             names,
             min_replicas_acked: config.min_replicas_acked,
@@ -266,6 +303,39 @@ impl RedisStore {
             Ok(()) => Ok(store),
             Err(StoreError::Unavailable(detail)) => Err(unreachable(detail)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether Redis is a cluster (sharded pub/sub: `SPUBLISH`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A new cluster connection for sharded pub/sub (RESP3) that hands
+    /// every push (messages, unsubscriptions, disconnections) to `push`;
+    /// `None` when Redis is one server.
+    pub async fn cluster_pubsub(
+        &self,
+        push: tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>,
+    ) -> Option<RedisResult<::redis::cluster_async::ClusterConnection>> {
+        let (seeds, certificates) = self.cluster.as_ref()?;
+        let built = conn::cluster_builder(seeds, certificates.clone())
+            .use_protocol(::redis::ProtocolVersion::RESP3)
+            .push_sender(push)
+            .build();
+        Some(match built {
+            Ok(client) => client.get_async_connection().await,
+            Err(e) => Err(e),
+        })
+    }
+
+    /// `SPUBLISH` on a cluster (the message reaches only the shard that owns
+    /// the channel's slot), else `PUBLISH`.
+    fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         }
     }
 
@@ -361,7 +431,7 @@ impl RedisStore {
             CreateOutcome::Exists { fingerprint: f } => f == fingerprint,
         };
         if announce {
-            let mut publish = ::redis::cmd("PUBLISH");
+            let mut publish = ::redis::cmd(self.publish_command());
             publish
                 .arg(self.names.league_channel(&id.league()))
                 .arg(id.as_str());
@@ -455,7 +525,8 @@ impl RedisStore {
                 "1"
             } else {
                 "0"
-            });
+            })
+            .arg(self.publish_command());
         for e in events {
             eval.arg(e.event_id.as_str())
                 .arg(hex(&e.fingerprint))
@@ -638,16 +709,7 @@ impl RedisStore {
             let Some(last) = ids.last().cloned() else {
                 return Ok((games, None));
             };
-            let mut pipe = ::redis::pipe();
-            for id in &ids {
-                pipe.cmd("GET").arg(self.names.key_of(id, "state"));
-            }
-            let states: Vec<Option<Vec<u8>>> = self
-                .call("read game states", |mut c| {
-                    let pipe = &pipe;
-                    async move { pipe.query_async(&mut c).await }
-                })
-                .await?;
+            let states = self.states_of(&ids).await?;
             for (id, state) in ids.iter().zip(states) {
                 // An id without state: a create that failed half-way.
                 let Some(state) = state else { continue };
@@ -674,6 +736,35 @@ impl RedisStore {
             }
             min = format!("({last}");
         }
+    }
+
+    /// The stored states of `ids` (read back from the games index), in
+    /// order: one pipeline on one server; on a cluster, where a pipeline
+    /// stays within one slot, one `GET` per game, all in flight at once.
+    async fn states_of(&self, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if self.is_cluster() {
+            let gets = ids.iter().map(|id| {
+                let mut get = ::redis::cmd("GET");
+                get.arg(self.names.key_of(id, "state"));
+                async move {
+                    self.call("read game states", |mut c| {
+                        let get = &get;
+                        async move { get.query_async::<Option<Vec<u8>>>(&mut c).await }
+                    })
+                    .await
+                }
+            });
+            return futures_util::future::try_join_all(gets).await;
+        }
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe.cmd("GET").arg(self.names.key_of(id, "state"));
+        }
+        self.call("read game states", |mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async(&mut c).await }
+        })
+        .await
     }
 
     /// The ids of every game of `league`, in order. An id whose create failed
@@ -714,6 +805,50 @@ impl RedisStore {
         .await
     }
 
+    /// The current connection (clones share its sockets).
+    fn conn(&self) -> Conn {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// On a cluster: connects anew from the seed nodes, which reads the slot
+    /// map again, and uses that connection from now on. The client follows
+    /// `MOVED` by itself, but when a primary dies it keeps reconnecting to
+    /// the dead address and never learns that a replica took over. At most
+    /// once per [`REBUILD_INTERVAL`]; a failed attempt keeps the old one.
+    async fn rebuild_cluster(&self) {
+        let Some((seeds, certificates)) = &self.cluster else {
+            return;
+        };
+        {
+            let mut last = self.rebuilt.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let client = match conn::cluster_builder(seeds, certificates.clone()).build() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!("redis cluster: cannot rebuild the client: {e}");
+                return;
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection()).await {
+            Ok(Ok(conn)) => {
+                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Conn::Cluster(conn);
+                tracing::info!("redis cluster: reconnected from the seed nodes (slot map reread)");
+            }
+            Ok(Err(e)) => tracing::warn!("redis cluster: cannot reconnect from the seeds yet: {e}"),
+            Err(_) => tracing::warn!(
+                "redis cluster: no answer from the seeds within {:?}",
+                CONNECT_TIMEOUT * 2
+            ),
+        }
+    }
+
     /// Runs `op` on the shared connection within [`CALL_TIMEOUT`], once more
     /// when the connection had dropped (the retry waits for the reconnect).
     ///
@@ -722,15 +857,22 @@ impl RedisStore {
     /// nothing.
     async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let deadline = Instant::now() + CALL_TIMEOUT;
         let mut retried = false;
         loop {
-            match tokio::time::timeout_at(deadline, op(self.conn.clone())).await {
+            match tokio::time::timeout_at(deadline, op(self.conn())).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if !retried && dropped(&e) => retried = true,
+                Ok(Err(e)) if !retried && dropped(&e) => {
+                    retried = true;
+                    self.rebuild_cluster().await;
+                }
+                Ok(Err(e)) if self.is_cluster() && !retried && !answered(&e) => {
+                    retried = true;
+                    self.rebuild_cluster().await;
+                }
                 Ok(Err(e)) => {
                     return Err(StoreError::Unavailable(format!(
                         "redis: {what} at {}: {e}",
@@ -738,6 +880,12 @@ impl RedisStore {
                     )));
                 }
                 Err(_) => {
+                    if self.is_cluster() {
+                        // A shard that stopped answering may have been
+                        // replaced: read the slot map again, off this call.
+                        let store = self.clone();
+                        tokio::spawn(async move { store.rebuild_cluster().await });
+                    }
                     return Err(StoreError::Unavailable(format!(
                         "redis: {what} at {}: no answer within {CALL_TIMEOUT:?}",
                         self.shown_url
@@ -802,7 +950,7 @@ impl RedisStore {
         op: F,
     ) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         self.call(what, |c| {
@@ -828,16 +976,30 @@ fn open_client(url: &str, tls: &RedisTls) -> Result<Client, StoreError> {
     let shown_url = redact_url(url);
     let bad_url = |e: RedisError| {
         StoreError::Unavailable(format!(
-            "redis: redis.url {shown_url} is not a usable Redis URL ({e}); expected \
+            "redis: {shown_url} is not a usable Redis URL ({e}); expected \
              redis://[:password@]host:port/db or rediss://… for TLS"
         ))
     };
+    match certificates(url, tls)? {
+        None => Client::open(url).map_err(bad_url),
+        Some(certificates) => Client::build_with_tls(url, certificates).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "redis: the TLS files of redis.ca_file / redis.client_cert / redis.client_key \
+                 are not usable PEM ({e})"
+            ))
+        }),
+    }
+}
+
+/// The certificates of `tls` for a `rediss://` `url` (installing the TLS
+/// crypto provider); `None` without TLS or without certificate files.
+fn certificates(url: &str, tls: &RedisTls) -> Result<Option<::redis::TlsCertificates>, StoreError> {
     if !url.to_ascii_lowercase().starts_with("rediss://") {
-        return Client::open(url).map_err(bad_url);
+        return Ok(None);
     }
     install_crypto_provider();
     if tls.ca_file.is_none() && tls.client_cert.is_none() {
-        return Client::open(url).map_err(bad_url);
+        return Ok(None);
     }
     let read = |key: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
@@ -859,19 +1021,10 @@ fn open_client(url: &str, tls: &RedisTls) -> Result<Client, StoreError> {
         }),
         _ => None,
     };
-    Client::build_with_tls(
-        url,
-        ::redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| {
-        StoreError::Unavailable(format!(
-            "redis: the TLS files of redis.ca_file / redis.client_cert / redis.client_key \
-             are not usable PEM ({e})"
-        ))
-    })
+    Ok(Some(::redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// Makes `ring` the process's TLS crypto provider, unless one is set (the
@@ -893,6 +1046,12 @@ fn install_crypto_provider() {
 /// (after a restart, a failover, or `SCRIPT FLUSH`).
 fn no_script(e: &RedisError) -> bool {
     e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+}
+
+/// Whether `e` is an answer of a Redis server (as opposed to the client
+/// failing to get one).
+fn answered(e: &RedisError) -> bool {
+    matches!(e.kind(), ::redis::ErrorKind::Server(_))
 }
 
 /// Whether `e` means the connection is gone (a retry reconnects).
