@@ -274,10 +274,11 @@ pub enum ValueError {
         /// `games.history`.
         history: usize,
     },
-    /// Both `redis.url` and `redis.cluster`.
+    /// More than one of `redis.url`, `redis.cluster`, `redis.sentinels`.
     #[error(
-        "redis.url and redis.cluster are both set: use redis.url for one server \
-         (or a managed endpoint), redis.cluster for the seed nodes of a Redis Cluster"
+        "only one of redis.url, redis.cluster and redis.sentinels may be set: redis.url for \
+         one server (or a managed endpoint), redis.cluster for the seed nodes of a Redis \
+         Cluster, redis.sentinels for the Sentinels of a primary with replicas"
     )]
     UrlAndCluster,
     /// A TLS file for a URL that is not `rediss://`.

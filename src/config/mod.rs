@@ -183,6 +183,11 @@ pub struct RedisConfig {
     /// Seed nodes of a Redis Cluster (instead of `url`); empty = no cluster.
     /// `Debug` hides any password.
     pub cluster: Vec<String>,
+    /// Redis Sentinels that watch the primary (instead of `url`); empty =
+    /// none. `Debug` hides any password.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the primary under. Default `mymaster`.
+    pub sentinel_master: String,
     /// Prefix of every key and channel, so deployments can share one Redis
     /// without seeing each other. Default `sh`.
     pub prefix: String,
@@ -218,6 +223,8 @@ impl Default for RedisConfig {
         RedisConfig {
             url: None,
             cluster: Vec::new(),
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".to_owned(),
             prefix: "sh".to_owned(),
             tls: RedisTls::default(),
             min_replicas_acked: 0,
@@ -231,20 +238,26 @@ impl RedisConfig {
     /// Whether nodes share their games through Redis (`url` or `cluster`
     /// set), rather than one node keeping them in its embedded log.
     pub fn shared(&self) -> bool {
-        self.url.is_some() || !self.cluster.is_empty()
+        self.url.is_some() || !self.cluster.is_empty() || !self.sentinels.is_empty()
     }
 
-    /// Where Redis is, for logs: the URL or the cluster's seeds, without
-    /// passwords.
+    /// Where Redis is, for logs: the URL, the cluster's seeds or the
+    /// Sentinels, without passwords.
     pub fn shown(&self) -> String {
-        match &self.url {
-            Some(url) => redact_url(url),
-            None => self
-                .cluster
-                .iter()
+        let list = |urls: &[String]| {
+            urls.iter()
                 .map(|u| redact_url(u))
                 .collect::<Vec<_>>()
-                .join(","),
+                .join(",")
+        };
+        match &self.url {
+            Some(url) => redact_url(url),
+            None if !self.sentinels.is_empty() => format!(
+                "{} (Sentinels {})",
+                self.sentinel_master,
+                list(&self.sentinels)
+            ),
+            None => list(&self.cluster),
         }
     }
 }
@@ -256,6 +269,15 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &url)
             .field("cluster", &cluster)
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("sentinel_master", &self.sentinel_master)
             .field("prefix", &self.prefix)
             .field("tls", &self.tls)
             .field("min_replicas_acked", &self.min_replicas_acked)
@@ -509,6 +531,8 @@ mod tests {
             redis: RedisConfig {
                 url: Some("redis://elsewhere:1/2".into()),
                 cluster: Vec::new(),
+                sentinels: Vec::new(),
+                sentinel_master: "other-master".into(),
                 prefix: "other".into(),
                 tls: RedisTls::default(),
                 min_replicas_acked: 2,

@@ -14,7 +14,12 @@ use super::error::{ConfigError, ValueError};
 use super::{Redacted, redact_url};
 
 /// Keys whose values must never be echoed in error messages.
-const SENSITIVE_KEYS: &[&str] = &["auth.secret", "redis.url", "redis.cluster"];
+const SENSITIVE_KEYS: &[&str] = &[
+    "auth.secret",
+    "redis.url",
+    "redis.cluster",
+    "redis.sentinels",
+];
 
 /// The configuration as written: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +62,8 @@ impl fmt::Debug for RawAuth {
 pub(super) struct RawRedis {
     pub(super) url: Option<String>,
     pub(super) cluster: Option<RawList>,
+    pub(super) sentinels: Option<RawList>,
+    pub(super) sentinel_master: Option<String>,
     pub(super) prefix: Option<String>,
     pub(super) ca_file: Option<String>,
     pub(super) client_cert: Option<String>,
@@ -78,6 +85,14 @@ impl fmt::Debug for RawRedis {
                     .as_ref()
                     .map(|RawList(urls)| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>()),
             )
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .as_ref()
+                    .map(|RawList(urls)| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>()),
+            )
+            .field("sentinel_master", &self.sentinel_master)
             .field("prefix", &self.prefix)
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)

@@ -295,8 +295,19 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
                 .collect::<Result<_, _>>()?,
             None => base.cluster.clone(),
         },
+        sentinels: match raw.sentinels {
+            Some(RawList(urls)) => urls
+                .into_iter()
+                .map(|u| check_redis_url("redis.sentinels", u))
+                .collect::<Result<_, _>>()?,
+            None => base.sentinels.clone(),
+        },
+        sentinel_master: match raw.sentinel_master {
+            Some(name) => check_prefix("redis.sentinel_master", name)?,
+            None => base.sentinel_master.clone(),
+        },
         prefix: match raw.prefix {
-            Some(p) => check_prefix(p)?,
+            Some(p) => check_prefix("redis.prefix", p)?,
             None => base.prefix.clone(),
         },
         tls: RedisTls {
@@ -316,11 +327,18 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
             base.stream_max_len,
         )?,
     };
-    if redis.url.is_some() && !redis.cluster.is_empty() {
-        return Err(ConfigError::value(
-            "redis.cluster",
-            ValueError::UrlAndCluster,
-        ));
+    let modes = [
+        redis.url.is_some(),
+        !redis.cluster.is_empty(),
+        !redis.sentinels.is_empty(),
+    ];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        let key = if modes[1] {
+            "redis.cluster"
+        } else {
+            "redis.sentinels"
+        };
+        return Err(ConfigError::value(key, ValueError::UrlAndCluster));
     }
     if redis.replica_ack_timeout > MAX_REPLICA_ACK_TIMEOUT {
         return Err(ConfigError::value(
@@ -361,7 +379,7 @@ fn check_redis(raw: RawRedis, base: &RedisConfig) -> Result<RedisConfig, ConfigE
 
 /// A key prefix: 1–32 of `A–Z a–z 0–9 _ - .` (no `:` or braces, which
 /// structure the names after it).
-fn check_prefix(prefix: String) -> Result<String, ConfigError> {
+fn check_prefix(key: &str, prefix: String) -> Result<String, ConfigError> {
     let ok = (1..=32).contains(&prefix.len())
         && prefix
             .bytes()
@@ -370,7 +388,7 @@ fn check_prefix(prefix: String) -> Result<String, ConfigError> {
         Ok(prefix)
     } else {
         Err(ConfigError::value(
-            "redis.prefix",
+            key,
             ValueError::NotAPrefix { value: prefix },
         ))
     }
@@ -550,10 +568,22 @@ mod tests {
         let err = load_toml("[redis]\nurl = \"redis://h/0\"\ncluster = [\"redis://a:7000\"]\n")
             .unwrap_err();
         assert_eq!(err.key(), Some("redis.cluster"), "{err}");
-        assert!(err.to_string().contains("both set"), "{err}");
+        assert!(err.to_string().contains("only one of"), "{err}");
         let err = load_toml("[redis]\ncluster = [\"http://a:7000\"]\n").unwrap_err();
         assert_eq!(err.key(), Some("redis.cluster"), "{err}");
         assert!(!Config::default().redis.shared());
+        let c = load_toml(
+            "[redis]\nsentinels = [\"redis://s1:26379\"]\nsentinel_master = \"scores\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.redis.sentinels, ["redis://s1:26379"]);
+        assert_eq!(c.redis.sentinel_master, "scores");
+        assert!(c.redis.shared());
+        let err = load_toml("[redis]\nurl = \"redis://h/0\"\nsentinels = [\"redis://s:26379\"]\n")
+            .unwrap_err();
+        assert_eq!(err.key(), Some("redis.sentinels"), "{err}");
+        let err = load_toml("[redis]\nsentinel_master = \"a b\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("redis.sentinel_master"), "{err}");
         // The history bound follows games.history.
         let c = load_toml("[redis]\nstream_max_len = 10\n[games]\nhistory = 10\n").unwrap();
         assert_eq!(c.redis.stream_max_len, 10);

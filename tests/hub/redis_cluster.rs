@@ -281,3 +281,67 @@ async fn a_league_fan_sees_new_games_of_the_league_on_every_shard() {
         assert_saw_each_once(&state, game, 0, 1, "the league fan on B");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_follow_a_sentinel_failover_and_lose_no_acknowledged_event() {
+    use scorehub::testing::RedisSentinels;
+    let mut sentinels = RedisSentinels::start("scores");
+    let urls = sentinels.sentinel_urls();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let urls = urls.clone();
+        let first = urls[0].clone();
+        nodes.push(
+            TestHub::start_cluster_with(&first, move |c: &mut Config| {
+                c.redis.url = None;
+                c.redis.sentinels = urls;
+                c.redis.sentinel_master = "scores".into();
+                c.redis.min_replicas_acked = 1;
+                c.redis.replica_ack_timeout = std::time::Duration::from_millis(1000);
+            })
+            .await,
+        );
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        eventually(&format!("node {i} ready"), WAIT, || async {
+            n.get("/readyz").await.status == 200
+        })
+        .await;
+    }
+    let game = GAMES[0];
+    nodes[0].put_game(game).await;
+    let mut fans = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (fan, state) = watch(n, game).await;
+        fans.push((i, fan, state));
+    }
+    const N: u64 = 20;
+    for i in 1..=8 {
+        assert_eq!(post_until_ok(&nodes[i as usize % 2], game, i).await, i);
+    }
+    let old = sentinels.kill9_primary();
+    let killed = std::time::Instant::now();
+    let mut first_ack = None;
+    for i in 9..=N {
+        assert_eq!(post_until_ok(&nodes[i as usize % 2], game, i).await, i);
+        first_ack.get_or_insert_with(|| killed.elapsed());
+    }
+    let new = tokio::task::block_in_place(|| sentinels.wait_for_new_primary(old));
+    assert_ne!(new, old);
+    eprintln!(
+        "primary {old} killed: first event acknowledged again after {first_ack:?} (new primary {new})"
+    );
+    for (i, fan, state) in &mut fans {
+        state.follow(fan, game, N, WAIT).await;
+        drain(fan, state).await;
+        assert_saw_each_once(state, game, 0, N, &format!("the fan on node {i}"));
+    }
+    let apis: Vec<(&str, &Api)> = vec![("0", &nodes[0]), ("1", &nodes[1])];
+    let expected = converged(&apis, game, N).await;
+    for (i, _, state) in &fans {
+        assert_eq!(state.state(game), Some(&expected), "fan on node {i}");
+    }
+    let trail = audit_trail(&nodes[1], game).await;
+    let seqs: Vec<u64> = trail.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "{trail:?}");
+}

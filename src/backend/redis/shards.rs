@@ -14,11 +14,14 @@
 //! bus subscribes again every channel it still routes that the server
 //! dropped, one per call (the client then follows `MOVED` to the new
 //! owner), and asks the game to repair from its stream whatever was
-//! published in between. After a lost connection, every game repairs.
+//! published in between. After a lost connection, every game repairs; and
+//! for a few seconds after any such disturbance every game repairs each
+//! second, as the client's idea of which node owns a channel can lag the
+//! cluster's while a failover settles.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{PushInfo, PushKind, Value};
@@ -35,6 +38,9 @@ use crate::store::redis::RedisStore;
 
 /// Longest wait for one `SSUBSCRIBE` (redirects included).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after a disturbance of the subscriptions every game repairs
+/// each second.
+const SETTLE: Duration = Duration::from_secs(15);
 /// Rounds of one resync before it gives up (the health task starts
 /// another while the cluster answers pings).
 const RESYNC_ATTEMPTS: u32 = 8;
@@ -51,6 +57,9 @@ pub struct ShardBus {
     routes: Routes,
     /// Set while a resync runs (one at a time).
     resyncing: AtomicBool,
+    /// When the subscriptions were last disturbed (a dropped connection or
+    /// channel): for [`SETTLE`] after it, every game repairs each second.
+    disturbed: Mutex<Option<Instant>>,
     /// False from a lost connection until every channel is subscribed again.
     subscribed: AtomicBool,
     pinging: AtomicBool,
@@ -98,6 +107,7 @@ impl ShardBus {
             push,
             routes: Routes::new(created),
             resyncing: AtomicBool::new(false),
+            disturbed: Mutex::new(None),
             subscribed: AtomicBool::new(true),
             pinging: AtomicBool::new(true),
         });
@@ -109,6 +119,22 @@ impl ShardBus {
         ));
         tasks.spawn(run_health(Arc::downgrade(&bus), shutdown, tasks.clone()));
         Ok(bus)
+    }
+
+    /// Notes that subscriptions may have missed frames just now.
+    fn disturb(&self) {
+        *self
+            .disturbed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the subscriptions were disturbed within [`SETTLE`].
+    fn settling(&self) -> bool {
+        self.disturbed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() < SETTLE)
     }
 
     fn conn(&self) -> ClusterConnection {
@@ -299,6 +325,7 @@ async fn run_pushes(
                     .and_then(|c| std::str::from_utf8(c).ok())
                     .map(str::to_owned);
                 if let Some(channel) = channel.filter(|c| b.routes.contains(c)) {
+                    b.disturb();
                     tracing::info!(%channel, "Redis dropped a shard channel (slot moved)");
                     let weak = bus.clone();
                     tasks.spawn(async move {
@@ -311,6 +338,7 @@ async fn run_pushes(
             PushKind::Disconnection => {
                 tracing::warn!("a sharded pub/sub connection dropped; resubscribing");
                 b.subscribed.store(false, Ordering::Relaxed);
+                b.disturb();
                 let weak = bus.clone();
                 tasks.spawn(async move {
                     // Give the client a moment to reconnect the node.
@@ -349,6 +377,16 @@ async fn run_health(
             }
         }
         let subscribed = b.subscribed.load(Ordering::Relaxed);
+        if subscribed && b.settling() {
+            // While a failover or a slot move settles, the client's view of
+            // who owns a channel can lag the cluster's: a frame published
+            // meanwhile may reach no subscription, and no later frame may
+            // reveal the gap. A repair finds it in the stream (cheap when
+            // there is none).
+            for sink in b.routes.game_sinks() {
+                sink.repair().await;
+            }
+        }
         if !subscribed && ok && !b.resyncing.load(Ordering::Acquire) {
             let weak = bus.clone();
             tasks.spawn(async move {

@@ -41,6 +41,15 @@
 //! then writes a counter (`dups` in the meta hash), so `WAIT` covers the
 //! original write even when another node made it.
 //!
+//! ## Topology
+//!
+//! One server (`redis.url`), a Redis Cluster (`redis.cluster`: commands go
+//! to the shard of their key, broadcasts are `SPUBLISH`ed; see [`conn`]),
+//! or a primary found through Sentinels (`redis.sentinels`). A cluster's
+//! connection is rebuilt from the seeds, and a Sentinel's primary asked for
+//! again, when the server a call needed stopped answering: the clients
+//! follow `MOVED` by themselves but not the death of a primary.
+//!
 //! ## Failure
 //!
 //! Connection, IO and timeout errors become [`StoreError::Unavailable`]
@@ -64,6 +73,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::sentinel::{SentinelClient, SentinelServerType};
 use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -169,7 +179,9 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 pub struct RedisStore {
     /// One server: its client (pub/sub opens its own connection with it).
     /// A cluster: a client of the first seed node (for diagnostics).
-    client: Client,
+    client: Arc<RwLock<Client>>,
+    /// With Sentinels: what finds the current primary.
+    sentinel: Option<Arc<tokio::sync::Mutex<SentinelClient>>>,
     /// Replaced when a cluster's topology changed under it (see
     /// [`RedisStore::rebuild_cluster`]).
     conn: Arc<RwLock<Conn>>,
@@ -239,10 +251,12 @@ impl RedisStore {
     /// its key and path.
     pub async fn connect_with(config: &RedisConfig) -> Result<RedisStore, StoreError> {
         let shown_url = config.shown();
-        let key = if config.cluster.is_empty() {
-            "redis.url / SCOREHUB_REDIS__URL"
-        } else {
+        let key = if !config.cluster.is_empty() {
             "redis.cluster / SCOREHUB_REDIS__CLUSTER"
+        } else if !config.sentinels.is_empty() {
+            "redis.sentinels / SCOREHUB_REDIS__SENTINELS"
+        } else {
+            "redis.url / SCOREHUB_REDIS__URL"
         };
         let unreachable = |detail: String| {
             StoreError::Unavailable(format!("redis: cannot reach {shown_url} ({key}): {detail}"))
@@ -252,17 +266,31 @@ impl RedisStore {
             .as_deref()
             .or(config.cluster.first().map(String::as_str))
             .unwrap_or_default();
-        let client = open_client(first, &config.tls)?;
+        let mut sentinel = None;
+        let client = if config.sentinels.is_empty() {
+            open_client(first, &config.tls)?
+        } else {
+            let mut found = SentinelClient::build(
+                config.sentinels.clone(),
+                &config.sentinel_master,
+                None,
+                SentinelServerType::Master,
+            )
+            .map_err(|e| unreachable(e.to_string()))?;
+            let client = match tokio::time::timeout(CALL_TIMEOUT, found.async_get_client()).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    return Err(unreachable(format!("no primary from the Sentinels: {e}")));
+                }
+                Err(_) => return Err(unreachable(format!("no answer within {CALL_TIMEOUT:?}"))),
+            };
+            sentinel = Some(Arc::new(tokio::sync::Mutex::new(found)));
+            client
+        };
         let (conn, cluster) = if config.cluster.is_empty() {
-            let manager = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_number_of_retries(RECONNECT_RETRIES)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_millis(500));
             let connected = tokio::time::timeout(
                 CALL_TIMEOUT,
-                ConnectionManager::new_with_config(client.clone(), manager),
+                ConnectionManager::new_with_config(client.clone(), manager_config()),
             )
             .await;
             match connected {
@@ -289,7 +317,8 @@ impl RedisStore {
             client.get_connection_info().redis_settings().db(),
         );
         let store = RedisStore {
-            client,
+            client: Arc::new(RwLock::new(client)),
+            sentinel,
             conn: Arc::new(RwLock::new(conn)),
             rebuilt: Arc::new(Mutex::new(None)),
             cluster,
@@ -344,9 +373,14 @@ impl RedisStore {
         &self.names
     }
 
-    /// The client, for opening a separate pub/sub connection.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The client of the current server, for opening a separate pub/sub
+    /// connection (with Sentinels: of the primary they named last). On a
+    /// cluster, a client of the first seed node.
+    pub fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The URL with any password redacted, for logs and messages.
@@ -813,6 +847,77 @@ impl RedisStore {
             .clone()
     }
 
+    /// Follows a change of who serves: on a cluster, [`RedisStore::rebuild_cluster`];
+    /// with Sentinels, [`RedisStore::follow_primary`]; else nothing (the
+    /// connection reconnects to its one address by itself).
+    async fn follow_topology(&self) {
+        if self.cluster.is_some() {
+            self.rebuild_cluster().await;
+        } else if self.sentinel.is_some() {
+            self.follow_primary().await;
+        }
+    }
+
+    /// Whether a rebuild may run now (at most one per [`REBUILD_INTERVAL`]).
+    fn may_rebuild(&self) -> bool {
+        let mut last = self.rebuilt.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// With Sentinels: asks them for the current primary and, when it moved
+    /// (a failover), connects to the new one and uses it from now on (the
+    /// pub/sub link follows through [`RedisStore::client`]). At most once
+    /// per [`REBUILD_INTERVAL`].
+    async fn follow_primary(&self) {
+        let Some(sentinel) = &self.sentinel else {
+            return;
+        };
+        if !self.may_rebuild() {
+            return;
+        }
+        let asked = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+            sentinel.lock().await.async_get_client().await
+        })
+        .await;
+        let client = match asked {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::warn!("redis sentinel: no primary named yet: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("redis sentinel: no answer within {:?}", CONNECT_TIMEOUT * 2);
+                return;
+            }
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if self.client().get_connection_info().addr().to_string() == addr {
+            return;
+        }
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
+        )
+        .await;
+        match connected {
+            Ok(Ok(conn)) => {
+                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Conn::Single(conn);
+                *self.client.write().unwrap_or_else(PoisonError::into_inner) = client;
+                tracing::info!(primary = %addr, "redis sentinel: following the new primary");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(primary = %addr, "redis sentinel: cannot reach the new primary yet: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(primary = %addr, "redis sentinel: the new primary does not answer yet")
+            }
+        }
+    }
+
     /// On a cluster: connects anew from the seed nodes, which reads the slot
     /// map again, and uses that connection from now on. The client follows
     /// `MOVED` by itself, but when a primary dies it keeps reconnecting to
@@ -822,12 +927,8 @@ impl RedisStore {
         let Some((seeds, certificates)) = &self.cluster else {
             return;
         };
-        {
-            let mut last = self.rebuilt.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL) {
-                return;
-            }
-            *last = Some(Instant::now());
+        if !self.may_rebuild() {
+            return;
         }
         let client = match conn::cluster_builder(seeds, certificates.clone()).build() {
             Ok(client) => client,
@@ -867,11 +968,16 @@ impl RedisStore {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if !retried && dropped(&e) => {
                     retried = true;
-                    self.rebuild_cluster().await;
+                    self.follow_topology().await;
                 }
                 Ok(Err(e)) if self.is_cluster() && !retried && !answered(&e) => {
                     retried = true;
-                    self.rebuild_cluster().await;
+                    self.follow_topology().await;
+                }
+                Ok(Err(e)) if self.sentinel.is_some() && !retried && read_only(&e) => {
+                    // A demoted primary: ask the Sentinels for the new one.
+                    retried = true;
+                    self.follow_topology().await;
                 }
                 Ok(Err(e)) => {
                     return Err(StoreError::Unavailable(format!(
@@ -880,11 +986,11 @@ impl RedisStore {
                     )));
                 }
                 Err(_) => {
-                    if self.is_cluster() {
-                        // A shard that stopped answering may have been
-                        // replaced: read the slot map again, off this call.
+                    if self.is_cluster() || self.sentinel.is_some() {
+                        // A server that stopped answering may have been
+                        // replaced: look again, off this call.
                         let store = self.clone();
-                        tokio::spawn(async move { store.rebuild_cluster().await });
+                        tokio::spawn(async move { store.follow_topology().await });
                     }
                     return Err(StoreError::Unavailable(format!(
                         "redis: {what} at {}: no answer within {CALL_TIMEOUT:?}",
@@ -1046,6 +1152,22 @@ fn install_crypto_provider() {
 /// (after a restart, a failover, or `SCRIPT FLUSH`).
 fn no_script(e: &RedisError) -> bool {
     e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+}
+
+/// Whether `e` is a replica refusing a write (`READONLY`): the server was
+/// a primary and is not any more.
+fn read_only(e: &RedisError) -> bool {
+    e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly)
+}
+
+/// How the connection to one server reconnects and times out.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// Whether `e` is an answer of a Redis server (as opposed to the client
