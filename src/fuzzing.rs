@@ -60,10 +60,10 @@ impl Outcome {
 const NOW_MS: i64 = 1_790_000_000_000;
 /// The game every event is applied to and every new game is created as.
 const GAME: &str = "fuzz:game";
-/// Most items of `POST /v1/events`, as the batch route enforces.
-const MAX_BATCH: usize = 500;
-/// The first bytes of an event log (`store::file`'s format, version 1).
-const LOG_HEADER: &[u8] = b"SCOREHUB-LOG-1\n";
+// Most items of `POST /v1/events` (the batch route's own limit), and the
+// first bytes of an event log (`store::file`'s format): shared, not copied.
+use crate::http::MAX_BATCH;
+use crate::store::file::MAGIC as LOG_HEADER;
 /// Diffs each replayed game keeps, as `games.history` would.
 const REPLAY_HISTORY: usize = 8;
 

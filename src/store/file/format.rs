@@ -7,7 +7,7 @@ use super::super::{Record, StoreError};
 use crate::domain::GameId;
 
 /// The bytes every log file starts with; the digit is the format version.
-pub(super) const MAGIC: &[u8] = b"SCOREHUB-LOG-1\n";
+pub const MAGIC: &[u8] = b"SCOREHUB-LOG-1\n";
 /// Length of [`MAGIC`], as a file offset.
 pub(super) const MAGIC_LEN: u64 = MAGIC.len() as u64;
 /// Per-record header: payload length and crc32, both `u32` little endian.

@@ -72,6 +72,7 @@ use self::writer::*;
 use super::{Record, StoreError};
 use crate::domain::GameId;
 
+pub use self::format::MAGIC;
 pub use self::index::INDEX_DIR_NAME;
 
 /// Name of the log file inside the storage directory.
