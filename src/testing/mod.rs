@@ -18,8 +18,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub mod cluster;
 mod process;
@@ -62,22 +61,7 @@ impl RedisServer {
     }
 
     fn launch(aof: bool) -> RedisServer {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "scorehub-redis-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            panic!(
-                "cannot create a temp dir {} for redis-server: {e}",
-                dir.display()
-            );
-        }
+        let dir = process::temp_dir("redis");
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let mut server = RedisServer {

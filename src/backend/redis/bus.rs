@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::health::Pinging;
 use super::routes::Routes;
 use crate::backend::{BoxFuture, FrameSink, Transport};
 use crate::domain::{GameId, League};
@@ -38,7 +39,7 @@ pub struct Bus {
     sink: Mutex<Option<PubSubSink>>,
     routes: Routes,
     subscribed: AtomicBool,
-    pinging: AtomicBool,
+    pinging: Pinging,
 }
 
 impl Bus {
@@ -56,7 +57,7 @@ impl Bus {
             sink: Mutex::new(None),
             routes: Routes::new(created),
             subscribed: AtomicBool::new(false),
-            pinging: AtomicBool::new(true),
+            pinging: Pinging::new(),
         });
         tasks.spawn(run_pubsub(Arc::downgrade(&bus), shutdown.clone()));
         tasks.spawn(run_health(Arc::downgrade(&bus), shutdown));
@@ -66,7 +67,7 @@ impl Bus {
     /// `Ok` when events can be accepted: Redis answers pings and the pub/sub
     /// link is up.
     pub fn readiness(&self) -> Result<(), String> {
-        if !self.pinging.load(Ordering::Relaxed) {
+        if !self.pinging.up() {
             return Err("Redis is unreachable".into());
         }
         if !self.subscribed.load(Ordering::Relaxed) {
@@ -254,15 +255,7 @@ async fn run_health(bus: std::sync::Weak<Bus>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         let Some(b) = bus.upgrade() else { return };
-        let ok = b.store.ping().await.is_ok();
-        let was = b.pinging.swap(ok, Ordering::Relaxed);
-        if was != ok {
-            if ok {
-                tracing::info!("Redis reachable again");
-            } else {
-                tracing::warn!("Redis unreachable: refusing events until it returns");
-            }
-        }
+        let ok = b.pinging.check(&b.store, "Redis").await;
         let up = ok && b.subscribed.load(Ordering::Relaxed);
         metrics::gauge!(m::REDIS_UP).set(if up { 1.0 } else { 0.0 });
     }

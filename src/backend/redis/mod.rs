@@ -9,6 +9,7 @@
 //! the link that keeps its replicas current cannot be built.
 
 pub mod bus;
+mod health;
 mod routes;
 pub mod shards;
 

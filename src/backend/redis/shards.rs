@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::health::Pinging;
 use super::routes::Routes;
 use crate::backend::{BoxFuture, FrameSink, Transport};
 use crate::domain::{GameId, League};
@@ -62,7 +63,7 @@ pub struct ShardBus {
     disturbed: Mutex<Option<Instant>>,
     /// False from a lost connection until every channel is subscribed again.
     subscribed: AtomicBool,
-    pinging: AtomicBool,
+    pinging: Pinging,
 }
 
 impl std::fmt::Debug for ShardBus {
@@ -109,7 +110,7 @@ impl ShardBus {
             resyncing: AtomicBool::new(false),
             disturbed: Mutex::new(None),
             subscribed: AtomicBool::new(true),
-            pinging: AtomicBool::new(true),
+            pinging: Pinging::new(),
         });
         tasks.spawn(run_pushes(
             Arc::downgrade(&bus),
@@ -275,7 +276,7 @@ impl Transport for ShardBus {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        if !self.pinging.load(Ordering::Relaxed) {
+        if !self.pinging.up() {
             return Err("Redis Cluster is unreachable".into());
         }
         if !self.subscribed.load(Ordering::Relaxed) {
@@ -367,15 +368,7 @@ async fn run_health(
             () = shutdown.cancelled() => return,
         }
         let Some(b) = bus.upgrade() else { return };
-        let ok = b.store.ping().await.is_ok();
-        let was = b.pinging.swap(ok, Ordering::Relaxed);
-        if was != ok {
-            if ok {
-                tracing::info!("Redis Cluster reachable again");
-            } else {
-                tracing::warn!("Redis Cluster unreachable: refusing events until it returns");
-            }
-        }
+        let ok = b.pinging.check(&b.store, "Redis Cluster").await;
         let subscribed = b.subscribed.load(Ordering::Relaxed);
         if subscribed && b.settling() {
             // While a failover or a slot move settles, the client's view of
