@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::backend::Unready;
 use crate::config::Config;
 use crate::fanout::pressure::Pressure;
 use crate::limits::Limits;
@@ -93,9 +94,9 @@ impl AppState {
     }
 
     /// `Ok` when the hub can accept events, else the reason.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), Unready> {
         if self.shutdown.is_cancelled() {
-            return Err("shutting down".into());
+            return Err(Unready::ShuttingDown);
         }
         self.registry.health()
     }

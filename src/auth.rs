@@ -17,7 +17,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::id::{GameId, League};
+use crate::domain::id::{GameId, IdError, League};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
@@ -88,8 +88,32 @@ fn pattern_matches(pattern: &str, game: &GameId) -> bool {
     }
 }
 
+/// A claim a token may not carry (or be minted with).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// A games pattern that is neither `*`, `league:*` nor a game id.
+    #[error(
+        "games pattern {pattern:?} is invalid: {source} (use a game id such as `nba:2026-11-22-lal-bos`, `nba:*` for a league, or `*`)"
+    )]
+    Pattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with its league or game id.
+        source: IdError,
+    },
+    /// An empty `sub`.
+    #[error("sub is empty (name who the token is for, e.g. `--sub alice`)")]
+    EmptySub,
+    /// A `sub` longer than [`MAX_SUB_CHARS`].
+    #[error("sub is longer than {MAX_SUB_CHARS} characters")]
+    LongSub,
+    /// A `sub` with control characters.
+    #[error("sub contains control characters")]
+    ControlInSub,
+}
+
 /// Checks a game pattern: `*`, `league:*` with a valid league, or a valid game id.
-pub fn validate_pattern(p: &str) -> Result<(), String> {
+pub fn validate_pattern(p: &str) -> Result<(), ClaimError> {
     if p == "*" {
         return Ok(());
     }
@@ -97,21 +121,22 @@ pub fn validate_pattern(p: &str) -> Result<(), String> {
         Some(league) => League::parse(league).map(drop),
         None => GameId::parse(p).map(drop),
     };
-    checked.map_err(|e| {
-        format!("games pattern {p:?} is invalid: {e} (use a game id such as `nba:2026-11-22-lal-bos`, `nba:*` for a league, or `*`)")
+    checked.map_err(|source| ClaimError::Pattern {
+        pattern: p.to_owned(),
+        source,
     })
 }
 
 /// Checks `sub`: 1 to [`MAX_SUB_CHARS`] characters, no control characters.
-fn validate_sub(sub: &str) -> Result<(), String> {
+fn validate_sub(sub: &str) -> Result<(), ClaimError> {
     if sub.is_empty() {
-        return Err("sub is empty (name who the token is for, e.g. `--sub alice`)".to_owned());
+        return Err(ClaimError::EmptySub);
     }
     if sub.chars().count() > MAX_SUB_CHARS {
-        return Err(format!("sub is longer than {MAX_SUB_CHARS} characters"));
+        return Err(ClaimError::LongSub);
     }
     if sub.chars().any(char::is_control) {
-        return Err("sub contains control characters".to_owned());
+        return Err(ClaimError::ControlInSub);
     }
     Ok(())
 }
@@ -289,9 +314,9 @@ impl Auth {
         games: Vec<String>,
         ttl: Duration,
     ) -> Result<String, AuthError> {
-        validate_sub(sub).map_err(AuthError::MintRefused)?;
+        validate_sub(sub).map_err(|e| AuthError::MintRefused(e.to_string()))?;
         for p in &games {
-            validate_pattern(p).map_err(AuthError::MintRefused)?;
+            validate_pattern(p).map_err(|e| AuthError::MintRefused(e.to_string()))?;
         }
         if scope == Scope::Scorekeeper && games.is_empty() {
             return Err(AuthError::MintRefused(
@@ -332,9 +357,9 @@ impl Auth {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::from_jwt(&e))?;
         let claims = data.claims;
-        validate_sub(&claims.sub).map_err(AuthError::BadClaims)?;
+        validate_sub(&claims.sub).map_err(|e| AuthError::BadClaims(e.to_string()))?;
         for p in &claims.games {
-            validate_pattern(p).map_err(AuthError::BadClaims)?;
+            validate_pattern(p).map_err(|e| AuthError::BadClaims(e.to_string()))?;
         }
         Ok(claims)
     }

@@ -139,19 +139,36 @@ pub enum ClientMsg {
     Ping,
 }
 
-/// Decodes a text (JSON) control message. The error is a sentence for the client.
-pub fn decode_text(text: &str) -> Result<ClientMsg, String> {
-    serde_json::from_str(text).map_err(|e| format!("bad message: {e}"))
+/// Why a client's control message was refused; its text is a sentence for
+/// the client (sent back in an `error` frame).
+#[derive(Debug, thiserror::Error)]
+pub enum BadMessage {
+    /// A text frame that is not a control message in JSON.
+    #[error("bad message: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A binary frame that is not a control message in MessagePack.
+    #[error("bad message: {0}")]
+    MessagePack(#[source] rmp_serde::decode::Error),
+}
+
+/// A MessagePack float that is NaN or infinite (see [`check_finite_floats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a float is NaN or infinite; numbers must be finite")]
+pub struct NonFiniteFloat;
+
+/// Decodes a text (JSON) control message.
+pub fn decode_text(text: &str) -> Result<ClientMsg, BadMessage> {
+    serde_json::from_str(text).map_err(BadMessage::Json)
 }
 
 /// Decodes a binary (MessagePack) control message.
-pub fn decode_binary(bytes: &[u8]) -> Result<ClientMsg, String> {
+pub fn decode_binary(bytes: &[u8]) -> Result<ClientMsg, BadMessage> {
     // Nesting is capped as for request bodies: serde buffers an unknown
     // field of a tagged enum recursively, and rmp-serde's own cap (1024)
     // leaves a worker's stack only a thin margin.
     let mut de = rmp_serde::Deserializer::new(bytes);
     de.set_max_depth(MAX_MSGPACK_DEPTH);
-    ClientMsg::deserialize(&mut de).map_err(|e| format!("bad message: {e}"))
+    ClientMsg::deserialize(&mut de).map_err(BadMessage::MessagePack)
 }
 
 /// Deepest nesting of arrays and maps accepted in a MessagePack body: the
@@ -165,7 +182,7 @@ pub const MAX_MSGPACK_DEPTH: usize = 128;
 /// `expected_seq` dropped) or "delete" (a patch removing a key). Walks the
 /// encoding without recursion or allocation; what is not MessagePack at
 /// all is left for the decoder to report.
-pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), String> {
+pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), NonFiniteFloat> {
     /// Takes `n` bytes off the front; `None` past the end.
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
@@ -218,7 +235,7 @@ pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), String> {
                 if let Some(raw) = raw
                     && !f32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]).is_finite()
                 {
-                    return Err("a float is NaN or infinite; numbers must be finite".into());
+                    return Err(NonFiniteFloat);
                 }
                 raw.map(drop)
             }
@@ -228,7 +245,7 @@ pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), String> {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(raw);
                     if !f64::from_be_bytes(b).is_finite() {
-                        return Err("a float is NaN or infinite; numbers must be finite".into());
+                        return Err(NonFiniteFloat);
                     }
                 }
                 raw.map(drop)

@@ -105,7 +105,7 @@ pub struct ErrorBody {
     "code": "bad_request",
     "message": "points: invalid type: string \"3\", expected i64 at line 1 column 60"
 }})))]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// What went wrong.
     pub error: ErrorBody,
 }

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 
 /// Query parameters of type `T`, with a 400 in our format naming the parameter.
 #[derive(Debug, Clone)]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;

@@ -22,7 +22,7 @@
 //! | --- | --- | --- |
 //! | assembly | `server` | picks the backend (one place), builds the router, serves, stops |
 //! | edges | `http`, `ws`, `extract` | routes and fan sessions; `ws` sees a narrow `ws::Context` |
-//! | shared state | `app` | what handlers and sessions share ([`app::AppState`]) |
+//! | shared state | `app` | what handlers and sessions share (`app::AppState`) |
 //! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
 //! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues |
 //! | actor | `game` | one task per game: `plan` (pure), commit, fan out; `replica` for a shared log |
@@ -60,15 +60,29 @@
 //!
 //! Both are compiled only for tests, benches and fuzz targets, never into
 //! the hub.
+//!
+//! ## Visibility
+//!
+//! `pub` modules are what the binary, the benches, the integration tests
+//! and the fuzz targets drive (`server`, `config`, `auth`, `telemetry`;
+//! `backend`, `game`, `registry`, `fanout`, `store`, `codec`, `domain`,
+//! `limits`, `http::openapi`). The edges and shared state (`app`, `ws`,
+//! `extract`, `error`, `metrics`) and the internals of the public modules
+//! (`fanout::wire`, `game::actor`, `store::redis`, the Redis transports)
+//! are `pub(crate)`, so the compiler reports their dead code. To find dead
+//! code in the public modules too, turn every `pub mod` here but `server`,
+//! `config`, `auth` and `telemetry` into `pub(crate) mod` and run
+//! `cargo check --lib`: what it reports unused is used by tests or benches
+//! only, or by nothing.
 
-pub mod app;
+pub(crate) mod app;
 pub mod auth;
 pub mod backend;
 pub mod codec;
 pub mod config;
 pub mod domain;
-pub mod error;
-pub mod extract;
+pub(crate) mod error;
+pub(crate) mod extract;
 pub mod fanout;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -76,7 +90,7 @@ pub mod fuzzing;
 pub mod game;
 pub mod http;
 pub mod limits;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
@@ -84,4 +98,4 @@ pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
-pub mod ws;
+pub(crate) mod ws;

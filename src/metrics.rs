@@ -8,33 +8,33 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Gauge: open WebSocket connections.
-pub const WS_CONNECTIONS: &str = "scorehub_ws_connections";
+pub(crate) const WS_CONNECTIONS: &str = "scorehub_ws_connections";
 /// Gauge: game subscriptions over all connections.
-pub const WS_SUBSCRIPTIONS: &str = "scorehub_ws_subscriptions";
+pub(crate) const WS_SUBSCRIPTIONS: &str = "scorehub_ws_subscriptions";
 /// Gauge: games held in memory.
-pub const GAMES_ACTIVE: &str = "scorehub_games_active";
+pub(crate) const GAMES_ACTIVE: &str = "scorehub_games_active";
 /// Counter `{outcome}`: `applied`, `duplicate`, `rejected`.
-pub const EVENTS_TOTAL: &str = "scorehub_events_total";
+pub(crate) const EVENTS_TOTAL: &str = "scorehub_events_total";
 /// Counter `{kind}`: frames written to sockets.
-pub const FRAMES_SENT: &str = "scorehub_frames_sent_total";
+pub(crate) const FRAMES_SENT: &str = "scorehub_frames_sent_total";
 /// Histogram: event accepted → frame handed to every local socket writer.
-pub const FANOUT_SECONDS: &str = "scorehub_fanout_seconds";
+pub(crate) const FANOUT_SECONDS: &str = "scorehub_fanout_seconds";
 /// Counter `{action}`: `conflated`, `disconnected`.
-pub const SLOW_CONSUMER: &str = "scorehub_slow_consumer_total";
+pub(crate) const SLOW_CONSUMER: &str = "scorehub_slow_consumer_total";
 /// Gauge: 1 when connected to Redis.
-pub const REDIS_UP: &str = "scorehub_redis_up";
+pub(crate) const REDIS_UP: &str = "scorehub_redis_up";
 /// Counter `{route,status}`.
-pub const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
+pub(crate) const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
 /// Histogram `{route}`: request latency.
-pub const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
+pub(crate) const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
 /// Gauge: 1 while `/readyz` would answer 200 (events accepted), else 0.
-pub const READY: &str = "scorehub_ready";
+pub(crate) const READY: &str = "scorehub_ready";
 /// Counter `{reason}`: WebSocket connections closed by the server.
-pub const WS_CLOSED: &str = "scorehub_ws_closed_total";
+pub(crate) const WS_CLOSED: &str = "scorehub_ws_closed_total";
 /// Counter `{kind}`: requests refused by an abuse limit: `events` (per-token
 /// event rate), `ws_connect` (per-address connect rate), `ws_capacity`
 /// (connection cap).
-pub const RATE_LIMITED: &str = "scorehub_rate_limited_total";
+pub(crate) const RATE_LIMITED: &str = "scorehub_rate_limited_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,7 +43,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static FRAMES_SENT_BY_KIND: OnceLock<[metrics::Counter; 4]> = OnceLock::new();
 
 /// The frames-sent counter of one kind.
-pub fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Counter {
+pub(crate) fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Counter {
     use crate::codec::FrameKind;
     let all = FRAMES_SENT_BY_KIND.get_or_init(|| {
         [
@@ -64,7 +64,7 @@ pub fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Counter {
 
 /// Installs the global Prometheus recorder once per process and returns its
 /// handle (later calls, e.g. from tests running several servers, share it).
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()

@@ -6,8 +6,23 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::ParseError;
 
 use crate::config::LogFormat;
+
+/// A log filter that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{origin}: {directives:?} is not a log filter ({source}); use e.g. \"info\" or \"scorehub=debug,info\""
+)]
+pub struct BadLogFilter {
+    /// Where it came from: `log.level` or `RUST_LOG`.
+    pub origin: &'static str,
+    /// The filter as given.
+    pub directives: String,
+    /// What the parser said.
+    pub source: ParseError,
+}
 
 /// Installs the global subscriber: `pretty` = single human-readable lines
 /// (coloured on a terminal), `json` = one JSON object per line with the event's
@@ -17,7 +32,7 @@ use crate::config::LogFormat;
 /// A bad filter is an error naming its source. Once a global subscriber is
 /// installed (by an earlier call, or by a test harness), later calls only check
 /// the filter and change nothing.
-pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+pub fn init_logging(format: LogFormat, level: &str) -> Result<(), BadLogFilter> {
     let filter = build_filter(level, std::env::var("RUST_LOG").ok().as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -39,14 +54,18 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
 }
 
 /// The filter from `RUST_LOG` when set and non-empty, else from `level`.
-fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, String> {
-    let (directives, source) = match rust_log.map(str::trim) {
+fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, BadLogFilter> {
+    let (directives, origin) = match rust_log.map(str::trim) {
         Some(env) if !env.is_empty() => (env, "RUST_LOG"),
         _ => (level, "log.level"),
     };
-    EnvFilter::builder().parse(directives).map_err(|e| {
-        format!("{source}: {directives:?} is not a log filter ({e}); use e.g. \"info\" or \"scorehub=debug,info\"")
-    })
+    EnvFilter::builder()
+        .parse(directives)
+        .map_err(|source| BadLogFilter {
+            origin,
+            directives: directives.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -67,9 +86,9 @@ mod tests {
     #[test]
     fn bad_filters_name_their_source() {
         let e = build_filter("scorehub=loud", None).unwrap_err();
-        assert!(e.starts_with("log.level:"), "{e}");
+        assert!(e.to_string().starts_with("log.level:"), "{e}");
         let e = build_filter("info", Some("x=loud")).unwrap_err();
-        assert!(e.starts_with("RUST_LOG:"), "{e}");
+        assert!(e.to_string().starts_with("RUST_LOG:"), "{e}");
     }
 
     #[test]

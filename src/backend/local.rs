@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, FrameSink, Page, Replayer,
-    Restored, Summary, Transport,
+    Restored, Summary, Transport, Unready,
 };
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, Status};
 use crate::store::file::{FileLog, FileLogOptions};
@@ -136,11 +136,6 @@ impl LocalLog {
     /// `log` with the games of `catalog` (an empty one for an empty log).
     pub fn new(log: Arc<FileLog>, catalog: Catalog) -> LocalLog {
         LocalLog { log, catalog }
-    }
-
-    /// The file log.
-    pub fn file(&self) -> &Arc<FileLog> {
-        &self.log
     }
 }
 
@@ -286,8 +281,8 @@ impl EventLog for LocalLog {
         Box::pin(async move { Ok(ids) })
     }
 
-    fn health(&self) -> Result<(), String> {
-        self.log.health()
+    fn health(&self) -> Result<(), Unready> {
+        self.log.health().map_err(Unready::LogUnwritable)
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -320,7 +315,7 @@ impl Transport for Alone {
         Box::pin(async {})
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Unready> {
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //!   only writer, and there is no one to link to.
 //! - [`redis`]: Redis is the log (an atomic compare-and-set script per
 //!   commit, a stream per game); Redis pub/sub is the transport: classic
-//!   ([`redis::bus`]) on one server, sharded ([`redis::shards`]) on a Redis
+//!   (`redis::bus`) on one server, sharded (`redis::shards`) on a Redis
 //!   Cluster, chosen by the config (`redis.url` or `redis.cluster`).
 //!
 //! Everything above (the registry, the game actors, the routes) sees only
@@ -48,6 +48,30 @@ pub use crate::store::{Commit, CreateOutcome};
 use crate::store::{Record, StoreError};
 
 pub use replay::{ReplayError, Replayer};
+
+/// Why this node cannot accept events now: the `reason` of a `503` from
+/// `/readyz`. Each clears by itself once its cause is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unready {
+    /// SIGTERM arrived: the node drains and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The embedded log's last write or sync failed (disk full, I/O error);
+    /// a probe write each time readiness is asked clears it once the disk
+    /// takes writes again.
+    #[error("the event log cannot write: {0}")]
+    LogUnwritable(String),
+    /// Redis does not answer pings.
+    #[error("{0} is unreachable")]
+    RedisUnreachable(&'static str),
+    /// The pub/sub link to the other nodes is down; it reconnects by itself.
+    #[error("the Redis pub/sub link is down; reconnecting")]
+    PubSubDown,
+    /// The sharded pub/sub link lost its subscriptions (a reshard or a
+    /// failover) and is subscribing again.
+    #[error("the sharded pub/sub link is resubscribing")]
+    Resubscribing,
+}
 
 /// A boxed future, so the traits stay object safe (`dyn EventLog`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -180,8 +204,8 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         league: &'a League,
     ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>>;
 
-    /// `Ok` while commits can succeed, else the reason.
-    fn health(&self) -> Result<(), String>;
+    /// `Ok` while commits can succeed, else why not.
+    fn health(&self) -> Result<(), Unready>;
 
     /// Flushes and stops accepting writes (graceful shutdown).
     fn close(&self) -> BoxFuture<'_, ()>;
@@ -222,8 +246,8 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Stops announcing `league`'s new games.
     fn unfollow_league<'a>(&'a self, league: &'a League) -> BoxFuture<'a, ()>;
 
-    /// `Ok` while the link to the other nodes is up, else the reason.
-    fn readiness(&self) -> Result<(), String>;
+    /// `Ok` while the link to the other nodes is up, else why not.
+    fn readiness(&self) -> Result<(), Unready>;
 }
 
 /// One deployment mode: the log, its transport, and the announcements of
@@ -241,7 +265,7 @@ pub struct Backend {
 
 impl Backend {
     /// `Ok` when events can be accepted: the log and the link are up.
-    pub fn health(log: &dyn EventLog, transport: &dyn Transport) -> Result<(), String> {
+    pub fn health(log: &dyn EventLog, transport: &dyn Transport) -> Result<(), Unready> {
         log.health()?;
         transport.readiness()
     }

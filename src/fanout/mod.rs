@@ -2,11 +2,11 @@
 //!
 //! Below the game actors and above the sockets: an actor hands each frame to
 //! every subscriber's [`outbox::Outbox`], which writes it straight to the
-//! socket with one non-blocking `writev` ([`wire`]) or queues it (bounded,
+//! socket with one non-blocking `writev` (`wire`) or queues it (bounded,
 //! with conflation) for the connection's writer task. [`pressure`] tells when
 //! the node is saturated, so several games' frames for one fan share a write.
 //! Nothing here knows about games' state, storage or HTTP.
 
 pub mod outbox;
 pub mod pressure;
-pub mod wire;
+pub(crate) mod wire;

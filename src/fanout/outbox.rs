@@ -3,7 +3,7 @@
 //!
 //! Game actors push frames here without ever waiting. When nothing is queued
 //! and no writer task holds the socket, a push writes the frame straight to
-//! the socket with one non-blocking `writev` (see [`wire`](super::wire)):
+//! the socket with one non-blocking `writev` (see `fanout::wire`):
 //! the common delivery costs no task wake-up at all. Otherwise, or when the
 //! socket cannot take the whole frame, the frame (or its unsent rest) is
 //! queued and the connection's writer task is woken; it takes the socket,
@@ -75,7 +75,7 @@ pub struct Leftovers {
     /// control frames.
     pub frames: Vec<Wire>,
     /// `frames` starts with what the socket was in the middle of (the rest
-    /// of a cut-short frame), so a socket [mid-frame](Socket::is_mid_frame)
+    /// of a cut-short frame), so a socket mid-frame (`Socket::is_mid_frame`)
     /// can still be finished cleanly.
     pub begun: bool,
 }
@@ -276,7 +276,7 @@ impl Outbox {
     }
 
     /// Queues consecutive diffs of `game` (MessagePack payloads, as
-    /// [`Wire::Binary`]), never waiting: with [`Route::Direct`] and nothing
+    /// `Wire::Binary`), never waiting: with `Route::Direct` and nothing
     /// queued they go out in one non-blocking `writev`. See [`Push`].
     pub fn push_diffs(&self, game: &GameId, frames: &[Wire], route: Route) -> Push {
         let wake;
@@ -335,7 +335,7 @@ impl Outbox {
         Push::Queued
     }
 
-    /// How this push travels: [`Route::Direct`] becomes deferred while the
+    /// How this push travels: `Route::Direct` becomes deferred while the
     /// hub is saturated and the fan follows several games, so its frames
     /// from different games gather into shared writes. A fan of one game
     /// gains nothing from waiting: its frames of one commit already share a

@@ -127,12 +127,12 @@ impl Header {
 }
 
 /// A server ping with an empty payload.
-pub fn ping() -> Bytes {
+pub(crate) fn ping() -> Bytes {
     frame_bytes(Frame::ping(Bytes::new()))
 }
 
 /// A close frame with `code` and `reason`.
-pub fn close(code: u16, reason: &'static str) -> Bytes {
+pub(crate) fn close(code: u16, reason: &'static str) -> Bytes {
     frame_bytes(Frame::close(Some(CloseFrame {
         code: code.into(),
         reason: reason.into(),

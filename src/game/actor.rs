@@ -43,7 +43,7 @@ use crate::fanout::wire::Wire;
 use crate::metrics as m;
 
 /// Most events applied in one group (one durable step).
-pub const MAX_GROUP: usize = 128;
+pub(crate) const MAX_GROUP: usize = 128;
 
 /// How many times a group is re-planned after losing a race to another node.
 const MAX_ATTEMPTS: usize = 8;

@@ -1,6 +1,6 @@
 //! The per-game actor and its handle (Alice Ryhl's actor shape).
 //!
-//! Each game has one [`actor`] task that owns its state, its `seq`, the
+//! Each game has one `actor` task that owns its state, its `seq`, the
 //! idempotency record of every `event_id` it ever applied, a window of recent
 //! encoded diffs for resume, and its subscribers. Everyone else talks to it
 //! through a cloneable [`GameHandle`] over a bounded mailbox. The actor never
@@ -14,7 +14,7 @@
 //! game to its next actor is the registry's job (`registry::Game`), so this
 //! module never calls up.
 
-pub mod actor;
+pub(crate) mod actor;
 mod plan;
 mod replica;
 

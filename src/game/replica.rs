@@ -24,7 +24,7 @@ use super::actor::GameActor;
 use super::plan::{Pending, Plan};
 use super::{ApplyError, ApplyReq, unix_ms};
 use crate::codec;
-use crate::domain::{GameState, SeenIds, patch};
+use crate::domain::{GameId, GameState, SeenIds, patch};
 use crate::fanout::wire::Wire;
 use crate::metrics as m;
 use crate::store::StoreError;
@@ -100,11 +100,13 @@ impl GameActor {
                 }
                 continue;
             }
-            if q == self.state.seq + 1
-                && !self.needs_repair
-                && self.apply_remote(q, d, frame.clone(), decoded.ts).is_ok()
-            {
-                continue;
+            if q == self.state.seq + 1 && !self.needs_repair {
+                match self.apply_remote(q, d, frame.clone(), decoded.ts) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::warn!(game = %self.state.game, "{e}; repairing from the event log")
+                    }
+                }
             }
             self.needs_repair = true;
             if let Err(e) = self.catch_up().await {
@@ -128,12 +130,16 @@ impl GameActor {
         d: &Value,
         frame: Bytes,
         ts: Option<i64>,
-    ) -> Result<(), String> {
-        let mut doc = serde_json::to_value(&self.state).map_err(|e| e.to_string())?;
+    ) -> Result<(), UnusableDiff> {
+        let mut doc = serde_json::to_value(&self.state)?;
         patch::merge(&mut doc, d);
-        let next: GameState = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+        let next: GameState = serde_json::from_value(doc)?;
         if next.seq != q || next.game != self.state.game {
-            return Err(format!("diff q={q} does not lead to seq {q}"));
+            return Err(UnusableDiff::Elsewhere {
+                q,
+                seq: next.seq,
+                game: next.game,
+            });
         }
         self.state = next;
         self.snapshot_cache = None;
@@ -171,7 +177,13 @@ impl GameActor {
                     .and_then(|f| f.d.as_ref().map(|d| (d, f.ts)))
                 {
                     Some((d, ts)) if q == self.state.seq + 1 => {
-                        self.apply_remote(q, d, frame.clone(), ts).is_ok()
+                        match self.apply_remote(q, d, frame.clone(), ts) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(game = %self.state.game, "{e}; reloading the game");
+                                false
+                            }
+                        }
                     }
                     _ => false,
                 };
@@ -222,4 +234,23 @@ impl GameActor {
             tracing::warn!(game = %self.state.game, "cannot repair from the event log yet: {e}");
         }
     }
+}
+
+/// Why a diff from the log or another node does not apply to this replica
+/// (it is then repaired from the log, or the game reloaded).
+#[derive(Debug, thiserror::Error)]
+enum UnusableDiff {
+    /// Merged into the state, it does not make a valid game state.
+    #[error("a diff does not make a valid game state: {0}")]
+    State(#[from] serde_json::Error),
+    /// Merged, it names another seq or game than the frame it came in.
+    #[error("the diff of seq {q} leads to seq {seq} of game {game}")]
+    Elsewhere {
+        /// The frame's seq.
+        q: u64,
+        /// The seq the merged state names.
+        seq: u64,
+        /// The game the merged state names.
+        game: GameId,
+    },
 }

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 
 /// The wire format of a request body, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     /// `application/json` (any parameters, e.g. `charset=utf-8`).
     Json,
     /// `application/msgpack` or `application/x-msgpack`.
@@ -36,7 +36,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// Reads the `Content-Type` header; anything but JSON or MessagePack is a 415.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         let Some(value) = headers.get(header::CONTENT_TYPE) else {
             return Err(ApiError::UnsupportedMediaType(
                 "the request has no Content-Type header".into(),
@@ -61,7 +61,7 @@ impl Encoding {
     /// Decodes a whole body into `T`. A malformed document is a 400 saying so;
     /// a well-formed one of the wrong shape is a 400 naming the field path
     /// (`home.name: missing field ...`, `points: invalid type: ...`).
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
+    pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, ApiError> {
         match self {
             Encoding::Json => decode_json(bytes),
             Encoding::MsgPack => decode_msgpack(bytes),
@@ -114,7 +114,7 @@ fn decode_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// A 400 naming the failing field: `"<prefix>.<path>: <problem>"`. With an
 /// empty `prefix` the path stands alone (`home.name: ...`); a failure at the
 /// root reads `request body: ...` (or `<prefix>: ...`).
-pub fn field_error<E: std::fmt::Display>(
+pub(crate) fn field_error<E: std::fmt::Display>(
     prefix: &str,
     err: serde_path_to_error::Error<E>,
 ) -> ApiError {
@@ -133,7 +133,7 @@ pub fn field_error<E: std::fmt::Display>(
 /// A request body of type `T`, JSON or MessagePack by `Content-Type`, at most
 /// `http.max_body_bytes` long (413 beyond).
 #[derive(Debug, Clone)]
-pub struct Body<T>(pub T);
+pub(crate) struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
@@ -159,7 +159,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// them: by `Content-Length` up front, else while streaming. A body of up to
 /// 16 × `limit` is read to its end (and dropped, for at most 2 s) before the
 /// refusal, so the client gets it.
-pub async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -210,7 +210,7 @@ async fn drain(stream: &mut axum::body::BodyDataStream, max: u64) {
 /// The verified claims of the request's bearer token (401 when missing, malformed,
 /// badly signed or expired). The token itself is never logged nor echoed.
 #[derive(Debug, Clone)]
-pub struct Scorekeeper(pub Claims);
+pub(crate) struct Scorekeeper(pub Claims);
 
 impl FromRequestParts<AppState> for Scorekeeper {
     type Rejection = ApiError;
@@ -236,7 +236,7 @@ impl FromRequestParts<AppState> for Scorekeeper {
 /// The `{id}` path parameter as a validated game id (400 `bad_request` with the
 /// reason when it is malformed).
 #[derive(Debug, Clone)]
-pub struct GamePath(pub GameId);
+pub(crate) struct GamePath(pub GameId);
 
 impl<S: Send + Sync> FromRequestParts<S> for GamePath {
     type Rejection = ApiError;
@@ -253,7 +253,7 @@ impl<S: Send + Sync> FromRequestParts<S> for GamePath {
 /// event). Runs before the body is read, so an unauthorised or throttled
 /// client costs no decoding.
 #[derive(Debug, Clone)]
-pub struct Writer {
+pub(crate) struct Writer {
     /// The token's claims.
     pub claims: Claims,
     /// The game it may write.
@@ -273,7 +273,7 @@ impl FromRequestParts<AppState> for Writer {
 }
 
 /// 403 unless `claims` may write `game`; the message lists what the token covers.
-pub fn check_write(claims: &Claims, game: &GameId) -> Result<(), ApiError> {
+pub(crate) fn check_write(claims: &Claims, game: &GameId) -> Result<(), ApiError> {
     if claims.may_write(game) {
         return Ok(());
     }

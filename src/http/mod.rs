@@ -3,11 +3,11 @@
 //! - `games`: the scorekeeper API and the read side.
 //! - `ops`: health, readiness, metrics, the OpenAPI document.
 //! - [`openapi`]: that document, generated from the handlers and types.
-//! - [`pages`]: the scoreboard, the scorekeeper console and the browser client.
-//! - [`extract`]: extractors that answer in our JSON error format.
+//! - `pages`: the scoreboard, the scorekeeper console and the browser client.
+//! - `extract`: extractors that answer in our JSON error format.
 //! - [`crate::limits`]: abuse limits: events per token, WebSocket connects per
 //!   address, the connection cap.
-//! - `/v1/ws` is the fans' WebSocket ([`crate::ws::ws_handler`]).
+//! - `/v1/ws` is the fans' WebSocket (`crate::ws::ws_handler`).
 //!
 //! The `/v1` routes answer cross-origin requests (CORS) from the origins in
 //! `http.cors_origins` only; by default there are none, so browsers keep them
@@ -22,11 +22,11 @@
 //! `http.max_body_bytes`. Unknown paths get a JSON 404, wrong methods a JSON
 //! 405 (with `Allow`).
 
-pub mod extract;
+pub(crate) mod extract;
 mod games;
 pub mod openapi;
 mod ops;
-pub mod pages;
+pub(crate) mod pages;
 #[cfg(test)]
 mod tests;
 
@@ -128,7 +128,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// `GET /v1/ws`: the fans' WebSocket ([`crate::ws::ws_handler`]), with a
+/// `GET /v1/ws`: the fans' WebSocket (`crate::ws::ws_handler`), with a
 /// request that is no WebSocket upgrade answered in our JSON error format.
 #[utoipa::path(
     get,

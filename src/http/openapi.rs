@@ -13,7 +13,7 @@
 //!   which belong to which kind. The document shows one object per kind, from
 //!   the table [`KINDS`]; tests hold the table to `Event::try_from`.
 //! - **Errors**: one reusable response per error family, built from
-//!   [`ApiError`] values themselves, so each response's codes are the ones the
+//!   `ApiError` values themselves, so each response's codes are the ones the
 //!   hub really sends; a test checks every use sits under its error's status.
 //!
 //! The document is rendered once and served as bytes at `GET /v1/openapi.json`;
@@ -527,7 +527,7 @@ impl ErrorFamily {
     }
 }
 
-/// Declares the error families, one per [`ApiError`] the API answers with: a
+/// Declares the error families, one per `ApiError` the API answers with: a
 /// marker type per family, for `(status = N, response = Name)` in the
 /// handlers' annotations, and [`error_families`] listing them all.
 macro_rules! error_families {
@@ -558,7 +558,7 @@ macro_rules! error_families {
             }
         )+
 
-        /// Every error family of the document built from one [`ApiError`].
+        /// Every error family of the document built from one `ApiError`.
         pub fn error_families() -> Vec<ErrorFamily> {
             vec![$($name::family()),+]
         }

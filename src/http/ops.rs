@@ -104,7 +104,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             no_store(),
             Json(Readiness {
                 status: ReadyStatus::NotReady,
-                reason: Some(reason),
+                reason: Some(reason.to_string()),
             }),
         )
             .into_response(),

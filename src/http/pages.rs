@@ -18,7 +18,7 @@ use crate::app::AppState;
 
 /// The policy on every page and asset: only this origin's scripts, styles and
 /// connections (WebSocket included), no framing, no inline code.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// One embedded file: its path, media type and bytes.
 struct Asset {
@@ -79,7 +79,7 @@ const ASSETS: &[Asset] = &[
 ];
 
 /// The routes of the pages and their assets, to merge into the hub's router.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     ASSETS.iter().fold(Router::new(), |router, asset| {
         router.route(asset.path, get(move || async move { serve(asset) }))
     })

@@ -45,7 +45,7 @@ use std::sync::{Arc, RwLock, Weak};
 use dashmap::DashMap;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::backend::{Backend, CreateOutcome, EventLog, Page, Transport};
+use crate::backend::{Backend, CreateOutcome, EventLog, Page, Transport, Unready};
 use crate::domain::event::fingerprint_of;
 use crate::domain::{GameId, InvalidState, League, NewGame, Status};
 use crate::fanout::outbox::Outbox;
@@ -296,7 +296,7 @@ impl Registry {
     }
 
     /// `Ok` when events can be accepted, else the reason.
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> Result<(), Unready> {
         Backend::health(self.log.as_ref(), self.transport.as_ref())
     }
 

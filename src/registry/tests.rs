@@ -373,7 +373,7 @@ impl EventLog for SlowLoads {
     ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>> {
         self.inner.league_games(league)
     }
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), crate::backend::Unready> {
         self.inner.health()
     }
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -8,7 +8,7 @@
 //! [`crate::backend`].
 
 pub mod file;
-pub mod redis;
+pub(crate) mod redis;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

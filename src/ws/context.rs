@@ -19,7 +19,7 @@ use crate::limits::{Limits, Refusal, Slot};
 /// reference counts and the `[ws]` section), so axum builds one per upgrade
 /// request from the [`AppState`].
 #[derive(Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// The games, through the one module that talks to the registry.
     pub(super) games: Games,
     /// The `[ws]` config section.

@@ -24,7 +24,7 @@ use crate::extract::Query;
 
 /// Query of `GET /v1/ws`: what to subscribe to at once, comma-separated.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     /// Game ids, e.g. `nba:a,nba:b`.
     pub games: Option<String>,
     /// League names, e.g. `nba,nhl`.
@@ -34,7 +34,7 @@ pub struct WsQuery {
 impl WsQuery {
     /// The `sub` message this query stands for (handled before anything the
     /// client sends), or `None` when it names nothing.
-    pub fn initial_sub(&self) -> Option<ClientMsg> {
+    pub(crate) fn initial_sub(&self) -> Option<ClientMsg> {
         let games = split_list(self.games.as_deref());
         let leagues = split_list(self.leagues.as_deref());
         if games.is_empty() && leagues.is_empty() {
@@ -60,7 +60,7 @@ fn split_list(list: Option<&str>) -> Vec<String> {
 
 /// `GET /v1/ws`: upgrades to a fan session (503 while the hub shuts down or
 /// every connection slot is taken, 429 when the address connects too fast).
-pub async fn ws_handler(
+pub(crate) async fn ws_handler(
     ws: WsUpgrade,
     State(ctx): State<Context>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

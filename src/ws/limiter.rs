@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// A token bucket holding at most `burst` tokens, refilled at `per_second`
 /// tokens per second. Each client message takes one token.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     per_second: f64,
     burst: f64,
     tokens: f64,
@@ -18,7 +18,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket. A `burst` of 0 is treated as 1, so at least one message
     /// always gets through.
-    pub fn new(per_second: u32, burst: u32) -> TokenBucket {
+    pub(crate) fn new(per_second: u32, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             per_second: f64::from(per_second),
@@ -29,7 +29,7 @@ impl TokenBucket {
     }
 
     /// Takes one token; `false` when the bucket is empty (the client floods).
-    pub fn try_take(&mut self) -> bool {
+    pub(crate) fn try_take(&mut self) -> bool {
         self.refill(Instant::now());
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -19,16 +19,16 @@
 mod context;
 mod games;
 mod goodbye;
-pub mod handler;
-pub mod limiter;
+pub(crate) mod handler;
+pub(crate) mod limiter;
 mod reader;
 mod session;
 mod subscriptions;
-pub mod upgrade;
+pub(crate) mod upgrade;
 mod writer;
 
-pub use context::Context;
-pub use handler::{WsQuery, ws_handler};
+pub(crate) use context::Context;
+pub(crate) use handler::{WsQuery, ws_handler};
 
 #[cfg(test)]
 mod goodbye_tests;

@@ -133,7 +133,7 @@ pub(super) async fn read_loop(stream: &mut Reader, conn: &Conn, subs: &mut Subsc
         };
         match decoded {
             Ok(msg) => handle_msg(conn, subs, msg).await,
-            Err(e) => conn.send_error("bad_message", &e, None),
+            Err(e) => conn.send_error("bad_message", &e.to_string(), None),
         }
     }
     End::ClientGone

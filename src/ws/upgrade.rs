@@ -28,13 +28,13 @@ use crate::fanout::wire::Socket;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
 #[derive(Debug)]
-pub struct WsUpgrade {
+pub(crate) struct WsUpgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
 }
 
 /// An upgraded connection, split.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     /// Where client frames come from.
     pub read: Box<dyn AsyncRead + Send + Unpin>,
     /// Bytes the client sent right behind its upgrade request (already read
@@ -111,7 +111,7 @@ impl WsUpgrade {
     /// Answers `101 Switching Protocols` and runs `session` on the upgraded
     /// connection once hyper hands it over (in a task of its own), its
     /// kernel send buffer set to `send_buffer_bytes` (0: left to the kernel).
-    pub fn accept<F, Fut>(self, send_buffer_bytes: usize, session: F) -> Response
+    pub(crate) fn accept<F, Fut>(self, send_buffer_bytes: usize, session: F) -> Response
     where
         F: FnOnce(Upgrade) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,

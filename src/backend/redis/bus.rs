@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::health::Pinging;
 use super::routes::Routes;
-use crate::backend::{BoxFuture, FrameSink, Transport};
+use crate::backend::{BoxFuture, FrameSink, Transport, Unready};
 use crate::domain::{GameId, League};
 use crate::metrics as m;
 use crate::store::StoreError;
@@ -34,7 +34,7 @@ use crate::store::redis::RedisStore;
 
 /// This node's pub/sub link to the other nodes.
 #[derive(Debug)]
-pub struct Bus {
+pub(crate) struct Bus {
     store: Arc<RedisStore>,
     sink: Mutex<Option<PubSubSink>>,
     routes: Routes,
@@ -46,7 +46,7 @@ impl Bus {
     /// Starts the pub/sub connection task and the health task on `tasks`;
     /// both end on `shutdown`. Ids of games created in watched leagues are
     /// sent to `created`.
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<RedisStore>,
         created: mpsc::Sender<GameId>,
         shutdown: CancellationToken,
@@ -66,12 +66,12 @@ impl Bus {
 
     /// `Ok` when events can be accepted: Redis answers pings and the pub/sub
     /// link is up.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), Unready> {
         if !self.pinging.up() {
-            return Err("Redis is unreachable".into());
+            return Err(Unready::RedisUnreachable("Redis"));
         }
         if !self.subscribed.load(Ordering::Relaxed) {
-            return Err("the Redis pub/sub link is down; reconnecting".into());
+            return Err(Unready::PubSubDown);
         }
         Ok(())
     }
@@ -177,7 +177,7 @@ impl Transport for Bus {
         Box::pin(self.unsubscribe(self.store.names().league_channel(league)))
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Unready> {
         Bus::readiness(self)
     }
 }

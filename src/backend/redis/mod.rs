@@ -3,15 +3,15 @@
 //! Every node may commit to every game, so the log is *shared*: each node's
 //! game actors are replicas that commit through an atomic compare-and-set
 //! script ([`RedisStore::commit`]) and learn other nodes' events from the
-//! game's channel ([`bus::Bus`] on one server, [`shards::ShardBus`] with
+//! game's channel (`bus::Bus` on one server, `shards::ShardBus` with
 //! sharded pub/sub on a Redis Cluster), catching up from its stream after a
 //! gap. [`connect`] builds the log and its bus together: a Redis log without
 //! the link that keeps its replicas current cannot be built.
 
-pub mod bus;
+pub(crate) mod bus;
 mod health;
 mod routes;
-pub mod shards;
+pub(crate) mod shards;
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use self::bus::Bus;
 use self::shards::ShardBus;
 use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, Page, Restored, Summary,
-    Transport,
+    Transport, Unready,
 };
 use crate::config::RedisConfig;
 use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
@@ -201,7 +201,7 @@ impl EventLog for RedisLog {
         Box::pin(self.store.league_games(league))
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unready> {
         // The bus pings Redis and reports it with the link (readiness).
         Ok(())
     }

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::health::Pinging;
 use super::routes::Routes;
-use crate::backend::{BoxFuture, FrameSink, Transport};
+use crate::backend::{BoxFuture, FrameSink, Transport, Unready};
 use crate::domain::{GameId, League};
 use crate::metrics as m;
 use crate::store::StoreError;
@@ -49,7 +49,7 @@ const RESYNC_ATTEMPTS: u32 = 8;
 const RESUBSCRIBE_ATTEMPTS: u32 = 20;
 
 /// This node's sharded pub/sub link to the other nodes.
-pub struct ShardBus {
+pub(crate) struct ShardBus {
     store: Arc<RedisStore>,
     /// Replaced when the cluster changed under it (a primary died).
     conn: RwLock<ClusterConnection>,
@@ -79,7 +79,7 @@ impl ShardBus {
     /// Opens the subscription connection and starts the push and health
     /// tasks on `tasks`, until `shutdown`. Ids of games created in followed
     /// leagues go to `created`.
-    pub async fn start(
+    pub(crate) async fn start(
         store: Arc<RedisStore>,
         created: mpsc::Sender<GameId>,
         shutdown: CancellationToken,
@@ -275,12 +275,12 @@ impl Transport for ShardBus {
         Box::pin(self.sunsubscribe(self.store.names().league_channel(league)))
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Unready> {
         if !self.pinging.up() {
-            return Err("Redis Cluster is unreachable".into());
+            return Err(Unready::RedisUnreachable("Redis Cluster"));
         }
         if !self.subscribed.load(Ordering::Relaxed) {
-            return Err("the sharded pub/sub link is resubscribing".into());
+            return Err(Unready::Resubscribing);
         }
         Ok(())
     }

@@ -16,19 +16,11 @@ use super::{CONNECT_TIMEOUT, RECONNECT_RETRIES, RESPONSE_TIMEOUT};
 
 /// One server or a cluster; cheap to clone (clones share the sockets).
 #[derive(Clone)]
-pub enum Conn {
+pub(crate) enum Conn {
     /// One server (or a managed endpoint in front of one).
     Single(ConnectionManager),
     /// A Redis Cluster, one multiplexed connection per node.
     Cluster(ClusterConnection),
-}
-
-impl Conn {
-    /// Whether this is a Redis Cluster (sharded pub/sub, one slot per
-    /// pipeline).
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
-    }
 }
 
 impl ConnectionLike for Conn {
@@ -61,7 +53,7 @@ impl ConnectionLike for Conn {
 
 /// A cluster client builder over the seed nodes `seeds`, with the store's
 /// timeouts and, for `rediss://` seeds, `certificates` beyond the system's.
-pub fn cluster_builder(
+pub(crate) fn cluster_builder(
     seeds: &[String],
     certificates: Option<::redis::TlsCertificates>,
 ) -> ClusterClientBuilder {

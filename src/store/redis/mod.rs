@@ -78,13 +78,13 @@ use ::redis::{Client, RedisError, RedisResult, Script, Value};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-pub mod conn;
-pub mod names;
+pub(crate) mod conn;
+pub(crate) mod names;
 #[cfg(test)]
 mod tests;
 
 use self::conn::Conn;
-pub use self::names::{Channel, Names};
+pub(crate) use self::names::Names;
 use super::{Commit, CreateOutcome, Record, StoreError};
 use crate::config::{RedisConfig, RedisTls, redact_url};
 use crate::domain::{Fingerprint, GameId, GameState, League, Status};
@@ -235,6 +235,7 @@ pub struct CommitEvent {
 impl RedisStore {
     /// Connects to `url` with the default settings (prefix `sh`, no
     /// replica acknowledgements); see [`RedisStore::connect_with`].
+    #[cfg(test)]
     pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
         RedisStore::connect_with(&RedisConfig {
             url: Some(url.to_owned()),

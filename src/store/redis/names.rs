@@ -21,7 +21,9 @@ pub struct Names {
     channels: String,
 }
 
-/// A channel a node may be subscribed to, as read back from its name.
+/// A channel a node may be subscribed to, as read back from its name (for
+/// tests: the transports route by the names they subscribed).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Channel {
     /// Diff frames of one game.
@@ -73,6 +75,7 @@ impl Names {
 
     /// The inverse of [`Names::game_channel`] and [`Names::league_channel`];
     /// `None` for a name of another deployment or no name of ours.
+    #[cfg(test)]
     pub fn parse_channel(&self, name: &[u8]) -> Option<Channel> {
         let name = std::str::from_utf8(name).ok()?;
         let rest = name

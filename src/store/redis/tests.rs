@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::names::Channel;
 use super::*;
 use crate::codec;
 use crate::domain::{Action, Event, NewGame, NewTeam, Side};
