@@ -146,6 +146,7 @@ fn actor_apply(c: &mut Criterion) {
             created_fingerprint: [0; 16],
             seen: SeenIds::new(),
             history: VecDeque::new(),
+            lost: 0,
         };
         let handle = rt.block_on(async { GameHandle::spawn(restored, log.clone(), cfg) });
         let fans = Arc::new(outboxes(n));

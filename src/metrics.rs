@@ -35,6 +35,10 @@ pub(crate) const WS_CLOSED: &str = "scorehub_ws_closed_total";
 /// event rate), `ws_connect` (per-address connect rate), `ws_capacity`
 /// (connection cap).
 pub(crate) const RATE_LIMITED: &str = "scorehub_rate_limited_total";
+/// Counter: times a game's replica found that the shared log no longer holds
+/// the history it applied (a Redis failover or restart lost writes); its
+/// fans got a fresh snapshot.
+pub(crate) const LOST_WRITES: &str = "scorehub_lost_writes_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -132,12 +136,17 @@ fn describe() {
         RATE_LIMITED,
         "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (connection cap)."
     );
+    describe_counter!(
+        LOST_WRITES,
+        "Games whose shared log lost history this node had applied (a failover or restart lost writes); their fans got a fresh snapshot."
+    );
     // Touch every series so it exists from the first scrape.
     let _ = metrics::histogram!(FANOUT_SECONDS);
     metrics::gauge!(WS_CONNECTIONS).set(0.0);
     metrics::gauge!(WS_SUBSCRIPTIONS).set(0.0);
     metrics::gauge!(GAMES_ACTIVE).set(0.0);
     metrics::gauge!(REDIS_UP).set(0.0);
+    metrics::counter!(LOST_WRITES).absolute(0);
     for outcome in ["applied", "duplicate", "rejected"] {
         metrics::counter!(EVENTS_TOTAL, "outcome" => outcome).absolute(0);
     }

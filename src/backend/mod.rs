@@ -88,6 +88,10 @@ pub struct Restored {
     pub seen: SeenIds,
     /// Recent diffs, oldest first: `(seq, encoded diff frame)`.
     pub history: VecDeque<(u64, Bytes)>,
+    /// The highest seq some node applied that the log then lost (0: none):
+    /// seqs up to it may have been seen by fans with other content, so a
+    /// resume at or below it is answered with a snapshot.
+    pub lost: u64,
 }
 
 /// What this node knows of a game without IO (see [`EventLog::summary`]).
@@ -203,6 +207,18 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         &'a self,
         league: &'a League,
     ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>>;
+
+    /// Records that this node had applied `game` up to `seq` and the log
+    /// no longer holds that history (it lost writes), so that every node
+    /// answers resumes at or below `seq` with a snapshot
+    /// ([`Restored::lost`]). An exclusive log never goes back: nothing to do.
+    fn note_lost<'a>(
+        &'a self,
+        _game: &'a GameId,
+        _seq: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// `Ok` while commits can succeed, else why not.
     fn health(&self) -> Result<(), Unready>;

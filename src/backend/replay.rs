@@ -204,6 +204,7 @@ impl Replayer {
             created_fingerprint: rb.created_fingerprint,
             seen: rb.seen,
             history,
+            lost: 0,
         })
     }
 }

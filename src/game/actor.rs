@@ -80,6 +80,10 @@ pub(crate) struct GameActor {
     /// The replica may be behind the log (a failed or lost commit, a gap, a
     /// reconnect): catch up before the next plan.
     pub(super) needs_repair: bool,
+    /// The highest seq of this game some node applied that the log then
+    /// lost ([`Restored::lost`]): fans may hold other content for seqs up to
+    /// it, so a resume at or below it gets a snapshot.
+    pub(super) lost: u64,
     /// When to announce this game as idle (so it can be unloaded).
     idle: Option<IdleUnload>,
     /// Last local request or subscription.
@@ -115,6 +119,7 @@ impl GameActor {
             log,
             cfg,
             needs_repair: false,
+            lost: restored.lost,
             idle,
             last_local: tokio::time::Instant::now(),
             announced: false,
@@ -177,7 +182,8 @@ impl GameActor {
         // A conflated fan waiting for a snapshot cannot resume from diffs.
         let waiting = sub.outbox.is_stale(&game);
         let resumable = since.filter(|_| !waiting).filter(|&s| {
-            s <= self.state.seq
+            (self.lost == 0 || s > self.lost)
+                && s <= self.state.seq
                 && (s == self.state.seq || self.history.front().is_some_and(|(q, _)| *q <= s + 1))
         });
         match resumable {
@@ -413,7 +419,7 @@ impl GameActor {
                     // The log is behind this replica: it lost writes (a
                     // restart from an older snapshot, a failover). It is the
                     // source of truth, so this replica starts over from it.
-                    if let Err(e) = self.reload().await {
+                    if let Err(e) = self.reload(None).await {
                         return fill(results, &e.to_string());
                     }
                 }

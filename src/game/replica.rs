@@ -8,7 +8,9 @@
 //!   ([`GameActor::catch_up`]), diff by diff;
 //! - reloads the whole game and snapshots every fan when diffs cannot bring
 //!   it up to date or the log went back in its history
-//!   ([`GameActor::reload`]);
+//!   ([`GameActor::reload`]); in the latter case it also raises the game's
+//!   `lost` mark in the log, so that no node resumes a fan from a seq the
+//!   log lost (the fan gets a snapshot);
 //! - asks the log about event ids it has not seen before refusing an event
 //!   ([`GameActor::learn_ids`]).
 //!
@@ -93,7 +95,7 @@ impl GameActor {
                 let diverged = self.kept_frame(q).is_some_and(|kept| *kept != frame);
                 if diverged {
                     self.flush_remote();
-                    if let Err(e) = self.reload().await {
+                    if let Err(e) = self.reload(Some(self.state.seq)).await {
                         tracing::warn!(game = %self.state.game, "cannot reload from the event log yet: {e}");
                         self.needs_repair = true;
                     }
@@ -165,6 +167,17 @@ impl GameActor {
     async fn catch_up_pages(&mut self) -> Result<(), StoreError> {
         let game = self.state.game.clone();
         let log = self.log.clone();
+        // The log must still hold this replica's seq, with the same frame:
+        // if it went back in its history (it lost writes) and another node
+        // wrote that seq anew, the diffs after it would apply to a state the
+        // log never had.
+        if let Some(kept) = self.kept_frame(self.state.seq).cloned() {
+            let at = self.state.seq;
+            let first = log.frames_after(&game, at - 1, 1).await?;
+            if !matches!(first.first(), Some((q, frame)) if *q == at && *frame == kept) {
+                return self.reload(Some(at)).await;
+            }
+        }
         loop {
             let frames = log
                 .frames_after(&game, self.state.seq, CATCH_UP_PAGE)
@@ -189,7 +202,7 @@ impl GameActor {
                 };
                 if !ok {
                     self.flush_remote();
-                    return self.reload().await;
+                    return self.reload(None).await;
                 }
             }
             if n < CATCH_UP_PAGE {
@@ -201,7 +214,10 @@ impl GameActor {
     }
 
     /// Re-reads the whole game from the log and snapshots every fan.
-    pub(super) async fn reload(&mut self) -> Result<(), StoreError> {
+    /// `diverged_at`: this replica's seq, when its history up to there is
+    /// known to differ from the log's (the log lost writes and another node
+    /// wrote those seqs anew); a log behind this replica says so by itself.
+    pub(super) async fn reload(&mut self, diverged_at: Option<u64>) -> Result<(), StoreError> {
         let game = self.state.game.clone();
         let log = self.log.clone();
         let Some(mut loaded) = log.load(&game, self.cfg.history).await? else {
@@ -210,12 +226,21 @@ impl GameActor {
             )));
         };
         tracing::info!(%game, from = self.state.seq, to = loaded.state.seq, "replica reloaded from the event log");
-        if loaded.state.seq < self.state.seq {
+        let applied = self.state.seq;
+        if loaded.state.seq < applied || diverged_at.is_some() {
             // Ids this replica saw may be of events the log lost; the log's
             // own record (checked by every commit) is the truth.
-            tracing::warn!(%game, from = self.state.seq, to = loaded.state.seq, "the event log holds fewer events of this game than this replica applied: it lost writes");
+            tracing::warn!(%game, from = applied, to = loaded.state.seq, "the event log does not hold the history this replica applied: it lost writes; fans get a fresh snapshot");
+            metrics::counter!(m::LOST_WRITES).increment(1);
             self.seen = SeenIds::new();
+            // Fans of any node may hold seqs up to `applied` with content
+            // the log no longer has: none may resume from there.
+            self.lost = self.lost.max(applied);
+            if let Err(e) = log.note_lost(&game, applied).await {
+                tracing::warn!(%game, "cannot record the lost writes in the event log: {e}; other nodes learn of them when they diverge themselves");
+            }
         }
+        self.lost = self.lost.max(loaded.lost);
         self.seen.absorb(&mut loaded.seen);
         self.state = loaded.state;
         // Frames committed after the state was read come by the transport.

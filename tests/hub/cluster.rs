@@ -136,7 +136,7 @@ pub(crate) async fn converged(nodes: &[(&str, &Api)], game: &str, seq: u64) -> V
 }
 
 /// The value of an unlabelled metric in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
         rest.trim().parse().ok()

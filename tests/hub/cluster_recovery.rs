@@ -11,8 +11,8 @@ use reqwest::Method;
 use scorehub::testing::RedisServer;
 use serde_json::{Value, json};
 
-use crate::cluster::{RECOVERY, redis_conn, watch};
-use crate::common::{Body, TestHub, WAIT, eventually, score};
+use crate::cluster::{RECOVERY, metric, redis_conn, watch};
+use crate::common::{Body, Fan, TestHub, WAIT, eventually, score};
 
 const G: &str = "nba:recovery";
 
@@ -144,6 +144,52 @@ async fn a_node_ahead_of_redis_after_it_lost_writes_serves_what_redis_holds() {
     assert_eq!(
         last, truth,
         "A serves a state Redis never had (same seq, other content)"
+    );
+
+    // A's fan held seqs 2 and 3 of the lost history: it must get a fresh
+    // snapshot, never a diff of the new history applied to the old state.
+    state_a.follow(&mut fan_a, G, 4, RECOVERY).await;
+    assert_eq!(
+        state_a.state(G),
+        Some(&truth),
+        "A's fan holds a state Redis never had: {:?}",
+        state_a.log
+    );
+    assert!(
+        state_a.snapshots(G) >= 2,
+        "A's fan got no fresh snapshot after the rollback: {:?}",
+        state_a.log
+    );
+
+    // A fan of the lost history that resumes (at 2 or 3, seqs it saw with
+    // other content) gets a snapshot: on A, which saw the loss, and on a
+    // node started afterwards, which learns it from Redis.
+    let d = TestHub::start_cluster(&redis.url()).await;
+    for (node, name) in [(&a, "A"), (&d, "D")] {
+        for since in [2, 3] {
+            let mut fan = Fan::connect(&node.ws_url("")).await;
+            fan.send_json(&json!({"op": "sub", "games": [G], "since": {G: since}}))
+                .await;
+            let f = fan.next_frame(WAIT).await;
+            assert_eq!(
+                (f.t.as_str(), f.q),
+                ("s", Some(4)),
+                "a resume on {name} at {since}, a seq the log lost, must get a snapshot: {f:?}"
+            );
+            assert_eq!(f.d.as_ref(), Some(&truth), "{f:?}");
+        }
+    }
+    // A resume at or after the loss point's end still gets diffs.
+    let mut fan = Fan::connect(&d.ws_url("")).await;
+    fan.send_json(&json!({"op": "sub", "games": [G], "since": {G: 4}}))
+        .await;
+    assert_eq!(c.post_ok(G, score("x5", "away", 1)).await, 5);
+    let f = fan.next_frame(WAIT).await;
+    assert_eq!((f.t.as_str(), f.q), ("d", Some(5)), "{f:?}");
+    let lost = metric(&a.get("/metrics").await.text, "scorehub_lost_writes_total");
+    assert!(
+        lost >= Some(1.0),
+        "A counts the game whose history Redis lost: {lost:?}"
     );
 }
 

@@ -127,6 +127,7 @@ impl EventLog for RedisLog {
                 created_fingerprint: loaded.created_fingerprint,
                 seen: SeenIds::new(),
                 history,
+                lost: loaded.lost,
             }))
         })
     }
@@ -199,6 +200,14 @@ impl EventLog for RedisLog {
         league: &'a League,
     ) -> BoxFuture<'a, Result<Vec<GameId>, StoreError>> {
         Box::pin(self.store.league_games(league))
+    }
+
+    fn note_lost<'a>(
+        &'a self,
+        game: &'a GameId,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.store.note_lost(game, seq))
     }
 
     fn health(&self) -> Result<(), Unready> {

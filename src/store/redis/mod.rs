@@ -17,7 +17,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `sh:{nba:x}:state` | string | the state as JSON (with its `seq`) |
-//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability) |
+//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability), `lost` (the highest seq a node applied that Redis lost) |
 //! | `sh:{nba:x}:ids` | hash | `event_id` → `<fingerprint hex>:<seq>` (idempotency) |
 //! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack); trimmed to about `redis.stream_max_len` entries (never fewer) |
 //! | `sh:games` | sorted set | every game id, score 0, read lexicographically |
@@ -170,7 +170,18 @@ end
 return {'applied', last}
 "#;
 
+/// Raises the game's `lost` mark (meta hash) to ARGV[1] if it is lower:
+/// the highest seq some node applied that Redis then lost.
+const NOTE_LOST_LUA: &str = r#"
+local had = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
+if tonumber(ARGV[1]) > had then
+  redis.call('HSET', KEYS[1], 'lost', ARGV[1])
+end
+return 1
+"#;
+
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_LUA));
+static NOTE_LOST: LazyLock<Script> = LazyLock::new(|| Script::new(NOTE_LOST_LUA));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 
 /// The Redis store of cluster mode. Cheap to clone: clones share one
@@ -217,6 +228,9 @@ pub struct Loaded {
     pub state: GameState,
     /// Digest of the body that created the game.
     pub created_fingerprint: Fingerprint,
+    /// The highest seq a node applied that Redis lost (0: none); see
+    /// [`RedisStore::note_lost`].
+    pub lost: u64,
 }
 
 /// One event to commit, prepared by the caller for the seq it will get.
@@ -486,10 +500,13 @@ impl RedisStore {
         let mut pipe = ::redis::pipe();
         pipe.cmd("GET")
             .arg(self.names.key(id, "state"))
-            .cmd("HGET")
+            .cmd("HMGET")
             .arg(self.names.key(id, "meta"))
-            .arg("created_fp");
-        let (state, fp): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .arg("created_fp")
+            .arg("lost");
+        /// `created_fp` and `lost` of the meta hash.
+        type Meta = (Option<Vec<u8>>, Option<u64>);
+        let (state, (fp, lost)): (Option<Vec<u8>>, Meta) = self
             .call(&format!("load game {id}"), |mut c| {
                 let pipe = &pipe;
                 async move { pipe.query_async(&mut c).await }
@@ -507,7 +524,28 @@ impl RedisStore {
         Ok(Some(Loaded {
             state,
             created_fingerprint,
+            lost: lost.unwrap_or(0),
         }))
+    }
+
+    /// Records that a node had applied game `id` up to `seq` and Redis no
+    /// longer holds that history (a failover or a restart lost writes):
+    /// the game's `lost` mark becomes at least `seq`. Fans asking to resume
+    /// at or below it get a snapshot, never diffs of the other history.
+    pub async fn note_lost(&self, id: &GameId, seq: u64) -> Result<(), StoreError> {
+        let mut eval = ::redis::cmd("EVALSHA");
+        eval.arg(NOTE_LOST.get_hash())
+            .arg(1)
+            .arg(self.names.key(id, "meta"))
+            .arg(seq);
+        self.eval_acked(
+            id,
+            &format!("mark lost writes of game {id}"),
+            &NOTE_LOST,
+            eval,
+        )
+        .await
+        .map(drop)
     }
 
     /// Applies `events` to the game, atomically, if none of their ids was

@@ -167,7 +167,8 @@ async fn create_is_idempotent_by_fingerprint_and_announced() {
         loaded,
         Loaded {
             state: state.clone(),
-            created_fingerprint: fp
+            created_fingerprint: fp,
+            lost: 0,
         }
     );
 
@@ -942,4 +943,19 @@ async fn without_min_replicas_acked_no_commit_waits() {
     assert_eq!(calls.get("evalsha"), Some(&4), "{calls:?}");
     assert_eq!(calls.get("script|load"), Some(&2), "{calls:?}");
     assert_eq!(calls.get("wait"), None, "{calls:?}");
+}
+
+/// The `lost` mark only rises (two nodes may report different seqs, in any
+/// order), and `load` hands it on.
+#[tokio::test]
+async fn the_lost_mark_only_rises_and_is_loaded() {
+    let (_server, store) = setup().await;
+    let state = create(&store, "nba:lost", Status::Live).await;
+    let id = state.game.clone();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().lost, 0);
+    store.note_lost(&id, 7).await.unwrap();
+    store.note_lost(&id, 3).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().lost, 7);
+    store.note_lost(&id, 9).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().lost, 9);
 }
