@@ -936,6 +936,57 @@ fn mib(bytes: Option<u64>) -> String {
     )
 }
 
+/// The cluster rows of the table: shards, failover, losses.
+fn cluster_rows(cluster: &ClusterReport) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    for shard in &cluster.shards {
+        rows.push(("shard", shard.line()));
+    }
+    if let Some(f) = &cluster.failover {
+        rows.push((
+            "failover",
+            format!(
+                "kill -9 of primary :{} at {} into the window ({} games on its shard); \
+                 first 200 on them after the kill: {}; {} posts refused or failed before \
+                 that, {} after the kill in all, {} accepted after the kill; new primary {}",
+                f.killed_port,
+                f.killed_at_s.map_or_else(
+                    || "never (the run ended first)".to_string(),
+                    |s| format!("{s:.2} s")
+                ),
+                f.games_on_shard,
+                f.recovery_s.map_or_else(
+                    || "NONE before posting stopped".to_string(),
+                    |s| format!("{s:.2} s later")
+                ),
+                f.failed_before_recovery,
+                f.failed_after_kill,
+                f.acked_after_kill,
+                f.new_primary_port
+                    .map_or_else(|| "unknown".to_string(), |p| format!(":{p}"))
+            ),
+        ));
+    }
+    let l = &cluster.losses;
+    rows.push((
+        "events lost",
+        format!(
+            "{} of {} acknowledged events missing from the history{}",
+            l.lost,
+            l.acknowledged,
+            if l.unreadable_games > 0 {
+                format!(" ({} games' histories unreadable)", l.unreadable_games)
+            } else {
+                String::new()
+            }
+        ),
+    ));
+    for sample in &l.samples {
+        rows.push(("  lost", sample.clone()));
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Latency, NodeReport, Report, StalledReport};
@@ -1176,53 +1227,4 @@ mod tests {
         assert!(json["hub_rss_max_bytes"].is_null());
         assert_eq!(json["hub_rss_samples"], serde_json::json!([]));
     }
-}
-
-/// The cluster rows of the table: shards, failover, losses.
-fn cluster_rows(cluster: &ClusterReport) -> Vec<(&'static str, String)> {
-    let mut rows = Vec::new();
-    for shard in &cluster.shards {
-        rows.push(("shard", shard.line()));
-    }
-    if let Some(f) = &cluster.failover {
-        rows.push((
-            "failover",
-            format!(
-                "kill -9 of primary :{} at {} into the window ({} games on its shard); \
-                 first 200 on them {} later; {} posts refused or failed before that, {} \
-                 after the kill in all, {} accepted after the kill; new primary {}",
-                f.killed_port,
-                f.killed_at_s.map_or_else(
-                    || "never (the run ended first)".to_string(),
-                    |s| format!("{s:.2} s")
-                ),
-                f.games_on_shard,
-                f.recovery_s
-                    .map_or_else(|| "NEVER".to_string(), |s| format!("{s:.2} s")),
-                f.failed_before_recovery,
-                f.failed_after_kill,
-                f.acked_after_kill,
-                f.new_primary_port
-                    .map_or_else(|| "unknown".to_string(), |p| format!(":{p}"))
-            ),
-        ));
-    }
-    let l = &cluster.losses;
-    rows.push((
-        "events lost",
-        format!(
-            "{} of {} acknowledged events missing from the history{}",
-            l.lost,
-            l.acknowledged,
-            if l.unreadable_games > 0 {
-                format!(" ({} games' histories unreadable)", l.unreadable_games)
-            } else {
-                String::new()
-            }
-        ),
-    ));
-    for sample in &l.samples {
-        rows.push(("  lost", sample.clone()));
-    }
-    rows
 }

@@ -673,6 +673,9 @@ async fn measure(
             .push("--no-state-check: churned fans' states were not checked".into());
     }
     report.notes.extend(kill_note);
+    if doomed.is_some() {
+        report.notes.extend(replicas_note(&hubs.info));
+    }
     report.judge();
     Ok(report)
 }
@@ -928,4 +931,26 @@ fn by_node(
         Latency::in_micros(&all_sent),
         Latency::in_micros(&all_cross),
     ))
+}
+
+/// A warning when a failover run cannot get `200`s back on the killed
+/// shard: after the promotion its new primary has one replica fewer than
+/// before, and `WAIT` needs `redis.min_replicas_acked` of them.
+fn replicas_note(info: &HubInfo) -> Option<String> {
+    let replicas = info.cluster_replicas?;
+    let acked: usize = info
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("SCOREHUB_REDIS__MIN_REPLICAS_ACKED="))?
+        .parse()
+        .ok()?;
+    (acked >= replicas).then(|| {
+        format!(
+            "min_replicas_acked = {acked} with {replicas} replica(s) per primary: once a replica \
+             is promoted its shard has {} replica(s) left, so its events are answered 503 until \
+             one is added; run with --replicas {} to see the shard recover",
+            replicas - 1,
+            acked + 1
+        )
+    })
 }
