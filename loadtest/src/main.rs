@@ -928,6 +928,56 @@ mod tests {
     }
 
     #[test]
+    fn cluster_starts_three_hubs_on_a_redis_cluster() {
+        let parse = |args: &[&str]| -> anyhow::Result<Plan> {
+            let mut argv = vec!["loadtest", "--fans", "10", "--hub-bin", "/bin/true"];
+            argv.extend_from_slice(args);
+            Plan::from_cli(Cli::try_parse_from(argv)?)
+        };
+        let started = parse(&["--scenario", "cluster", "--replicas", "1"]).expect("valid");
+        match &started.target {
+            Target::Launch(launch) => {
+                assert_eq!(launch.nodes, 3);
+                assert!(launch.redis_bin.is_none(), "no single redis-server");
+                let cluster = launch.cluster.as_ref().expect("a cluster");
+                assert_eq!((cluster.primaries, cluster.replicas), (3, 1));
+            }
+            Target::Given { .. } => panic!("expected a launch"),
+        }
+        let failover = parse(&[
+            "--scenario",
+            "cluster",
+            "--replicas",
+            "2",
+            "--kill-primary-at",
+            "3s",
+        ])
+        .expect("valid");
+        assert_eq!(
+            failover.kill_primary_at,
+            Some(std::time::Duration::from_secs(3))
+        );
+        let err = parse(&["--scenario", "cluster", "--kill-primary-at", "3s"])
+            .expect_err("no replica to take over");
+        assert!(err.to_string().contains("--replicas 1"), "{err}");
+        let err = parse(&[
+            "--scenario",
+            "cluster",
+            "--replicas",
+            "1",
+            "--kill-primary-at",
+            "30s",
+        ])
+        .expect_err("after the window");
+        assert!(err.to_string().contains("measured window"), "{err}");
+        assert!(parse(&["--replicas", "1"]).is_err(), "cluster only");
+        assert!(parse(&["--scenario", "cluster", "--redis"]).is_err());
+        let err = plan(&["--scenario", "cluster", "--url", "http://127.0.0.1:1"])
+            .expect_err("needs --hub-bin");
+        assert!(err.to_string().contains("--hub-bin"), "{err}");
+    }
+
+    #[test]
     fn league_names_follow_the_contract() {
         assert!(valid_league("lt"));
         assert!(valid_league("nba-2_x"));
