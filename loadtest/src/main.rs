@@ -125,6 +125,11 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
                   loadtest --hub-bin target/release/scorehub --idle --fans 10000 --duration 5s\n\n  \
                   Two hubs sharing a private Redis, events on one, fans on the other:\n    \
                   loadtest --hub-bin target/release/scorehub --scenario two-nodes --redis --nodes 2\n\n  \
+                  Three hubs on a 3-shard Redis Cluster; then a primary killed 5 s into the \
+                  window, with 2 replicas each and every event confirmed by a replica:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario cluster --fans 2000\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario cluster --replicas 2 \
+                  --kill-primary-at 5s --posters 64 --hub-env SCOREHUB_REDIS__MIN_REPLICAS_ACKED=1\n\n  \
                   A hub someone else started (pid for CPU and memory figures):\n    \
                   TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --scope admin --ttl 1h)\n    \
                   loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --hub-pid \"$(pgrep -x scorehub)\"\n\n\
