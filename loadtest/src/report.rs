@@ -446,6 +446,10 @@ pub(crate) struct Report {
     pub(crate) states_checked: u64,
     /// Of those, different from either hub state.
     pub(crate) state_mismatches: u64,
+    /// Cluster runs with mismatches: mismatches when the hubs are read
+    /// again a few seconds later (not a correctness counter: it tells a
+    /// lasting disagreement from hubs still repairing).
+    pub(crate) state_mismatches_rechecked: Option<u64>,
     /// Churn: fans replaced per second asked for.
     pub(crate) churn_rate: f64,
     /// Churn: fans that follow one game each and never leave, the reference

@@ -45,6 +45,9 @@ pub(crate) const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 /// is read, so that handshake buffers freed late are not counted.
 pub(crate) const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
+/// How long after a cluster run's state mismatches the hubs are read again.
+const RECHECK_AFTER: Duration = Duration::from_secs(5);
+
 /// How long a hub the run started may take to become ready.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
@@ -516,9 +519,24 @@ async fn measure(
             "posting stopped"
         }
     ));
-    let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
-    let targets = check::seqs(&hub, &plan.game_ids)?;
-    let (caught_up, catch_up) = check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
+    let (hub, caught_up, catch_up) = if probe.is_some() {
+        let (caught_up, waited) = check::wait_caught_up_with_all(
+            &fans.progress,
+            &node_apis,
+            &plan.game_ids,
+            &rotation,
+            plan.settle,
+        )
+        .await?;
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        (hub, caught_up, waited)
+    } else {
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        let targets = check::seqs(&hub, &plan.game_ids)?;
+        let (caught_up, waited) =
+            check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
+        (hub, caught_up, waited)
+    };
 
     let connected = fans.connected;
     let connect_errors = fans.failed;
@@ -534,6 +552,28 @@ async fn measure(
     )
     .await?;
     let states = check::compare(&outcomes, &hub, &views, &plan.game_ids);
+    // In a cluster, a mismatch may be hubs still repairing after a
+    // failover: read the hubs again a little later and say whether it lasts.
+    let recheck = if probe.is_some() && states.mismatches > 0 {
+        progress(format_args!(
+            "{} state mismatches; reading the hubs again in {RECHECK_AFTER:?}",
+            states.mismatches
+        ));
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        let views = check::node_views(
+            &hubs.fan_nodes,
+            &node_apis,
+            &hubs.scorekeeper,
+            &plan.game_ids,
+            &rotation,
+        )
+        .await?;
+        let again = check::compare(&outcomes, &hub, &views, &plan.game_ids);
+        Some((again.mismatches, again.samples.into_iter().next()))
+    } else {
+        None
+    };
     let cluster_report = match &probe {
         Some(probe) => {
             let losses = match &acks {
@@ -673,6 +713,14 @@ async fn measure(
             .push("--no-state-check: churned fans' states were not checked".into());
     }
     report.notes.extend(kill_note);
+    if let Some((mismatches, sample)) = recheck {
+        report.state_mismatches_rechecked = Some(mismatches);
+        report.notes.push(format!(
+            "the hubs read again {RECHECK_AFTER:?} later (fans' states as they ended): \
+             {mismatches} mismatches{}",
+            sample.map(|s| format!(", e.g. {s}")).unwrap_or_default()
+        ));
+    }
     if doomed.is_some() {
         report.notes.extend(replicas_note(&hubs.info));
     }
