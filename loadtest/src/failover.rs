@@ -35,12 +35,20 @@ const READ_CONCURRENCY: usize = 8;
 /// How many lost events are described in the report.
 const MAX_SAMPLES: usize = 5;
 
+/// An acknowledged event: `(game index, seq, event_id)`.
+type Ack = (usize, u64, String);
+
+/// A refused event: `(game index, event_id)`.
+type Refusal = (usize, String);
+
 /// Every event the hub acknowledged with `200` (not a duplicate) during the
 /// run, warm-up included: `(game index, seq, event_id)`.
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
     /// The acknowledgements, in no particular order.
-    list: Mutex<Vec<(usize, u64, String)>>,
+    list: Mutex<Vec<Ack>>,
+    /// Events answered otherwise (not `429`) or not at all: `(game, event_id)`.
+    refused: Mutex<Vec<Refusal>>,
 }
 
 impl Acks {
@@ -52,14 +60,29 @@ impl Acks {
             .push((game, seq, event_id));
     }
 
-    /// The acknowledgements so far.
-    fn take(&self) -> Vec<(usize, u64, String)> {
-        std::mem::take(
+    /// Notes an event answered otherwise than `200` (or not at all).
+    pub(crate) fn refused(&self, game: usize, event_id: String) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((game, event_id));
+    }
+
+    /// The acknowledgements and refusals so far.
+    fn take(&self) -> (Vec<Ack>, Vec<Refusal>) {
+        let list = std::mem::take(
             &mut *self
                 .list
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        );
+        let refused = std::mem::take(
+            &mut *self
+                .refused
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        (list, refused)
     }
 }
 
@@ -195,6 +218,11 @@ pub(crate) struct LossCheck {
     pub(crate) lost: u64,
     /// Games whose history could not be read (their events are not checked).
     pub(crate) unreadable_games: u64,
+    /// Events answered otherwise than `200` (or not at all, `429` aside).
+    pub(crate) refused: u64,
+    /// Of those, in the history all the same (the hub says a `503` may
+    /// have been applied; a client's retry of the same id is a duplicate).
+    pub(crate) refused_but_applied: u64,
     /// A few lost events, described; and why a history was unreadable.
     pub(crate) samples: Vec<String>,
 }
@@ -202,10 +230,10 @@ pub(crate) struct LossCheck {
 /// Reads every game's history from `api` and looks up each acknowledged
 /// event in it.
 pub(crate) async fn check_losses(api: &Api, game_ids: &[String], acks: &Acks) -> LossCheck {
-    let acks = acks.take();
+    let (acks, refused) = acks.take();
     let mut wanted: Vec<bool> = vec![false; game_ids.len()];
-    for (game, _, _) in &acks {
-        if let Some(w) = wanted.get_mut(*game) {
+    for game in acks.iter().map(|a| a.0).chain(refused.iter().map(|r| r.0)) {
+        if let Some(w) = wanted.get_mut(game) {
             *w = true;
         }
     }
@@ -224,6 +252,7 @@ pub(crate) async fn check_losses(api: &Api, game_ids: &[String], acks: &Acks) ->
     .await;
     let mut check = LossCheck {
         acknowledged: acks.len() as u64,
+        refused: refused.len() as u64,
         ..LossCheck::default()
     };
     let mut by_game: HashMap<usize, HashMap<String, u64>> = HashMap::new();
@@ -240,6 +269,10 @@ pub(crate) async fn check_losses(api: &Api, game_ids: &[String], acks: &Acks) ->
             }
         }
     }
+    check.refused_but_applied = refused
+        .iter()
+        .filter(|(game, id)| by_game.get(game).is_some_and(|h| h.contains_key(id)))
+        .count() as u64;
     for (game, seq, event_id) in acks {
         let Some(history) = by_game.get(&game) else {
             continue;

@@ -318,15 +318,21 @@ async fn run_poster(
                 u8::try_from(node).unwrap_or(u8::MAX),
             );
             if let Some(acks) = &plan.acks {
-                acks.record(game_index, *seq, event_id);
+                acks.record(game_index, *seq, event_id.clone());
             }
             if counted && let Some(count) = plan.accepted_per_game.get(game_index) {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let accepted = matches!(reply, Ok(PostReply::Accepted { .. }));
         if let Some(watch) = &plan.failover {
-            let accepted = matches!(reply, Ok(PostReply::Accepted { .. }));
             watch.on_answer(game_index, sent_ns, plan.sent.now_ns(), accepted);
+        }
+        if !accepted
+            && !matches!(reply, Ok(PostReply::RateLimited))
+            && let Some(acks) = &plan.acks
+        {
+            acks.refused(game_index, format!("{}-{n}", plan.run_id));
         }
         let failure = match &reply {
             Ok(PostReply::Accepted { .. }) => None,

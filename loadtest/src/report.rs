@@ -975,9 +975,12 @@ fn cluster_rows(cluster: &ClusterReport) -> Vec<(&'static str, String)> {
     rows.push((
         "events lost",
         format!(
-            "{} of {} acknowledged events missing from the history{}",
+            "{} of {} acknowledged events missing from the history; {} of {} refused \
+             events applied all the same{}",
             l.lost,
             l.acknowledged,
+            l.refused_but_applied,
+            l.refused,
             if l.unreadable_games > 0 {
                 format!(" ({} games' histories unreadable)", l.unreadable_games)
             } else {
