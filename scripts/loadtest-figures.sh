@@ -33,6 +33,11 @@ FIGURES=(
     "churn-2k|--scenario churn --games 10 --fans 2000 --subs-per-fan 2 --rate 200 --churn-rate 100 --duration 10s"
     "two-nodes-2k|--scenario two-nodes --fans 2000 --rate 200 --duration 10s"
     "two-nodes-10k|--scenario two-nodes --games 500 --fans 10000 --subs-per-fan 20 --rate 2000 --duration 10s"
+    # Three hubs on a 3-shard Redis Cluster, events posted to every hub.
+    "cluster-2k|--scenario cluster --fans 2000 --rate 200 --duration 20s"
+    # A primary killed 5 s into the window; 2 replicas per primary, since with
+    # min_replicas_acked=1 the promoted replica needs one left to confirm to.
+    "cluster-failover-2k|--scenario cluster --replicas 2 --fans 2000 --rate 200 --duration 20s --kill-primary-at 5s --posters 64 --settle 10s --hub-env SCOREHUB_REDIS__MIN_REPLICAS_ACKED=1"
     # One fan that never reads, against the same run without it. A 16 KiB
     # kernel send buffer (both runs) makes it reach conflation and the
     # 1008 within the window instead of after minutes of kernel buffering.
@@ -42,7 +47,7 @@ FIGURES=(
 
 if [[ ${1:-} == --list ]]; then
     for figure in "${FIGURES[@]}"; do
-        printf '%-14s loadtest --hub-bin $HUB_BIN %s\n' "${figure%%|*}" "${figure#*|}"
+        printf '%-20s loadtest --hub-bin $HUB_BIN %s\n' "${figure%%|*}" "${figure#*|}"
     done
     exit 0
 fi

@@ -141,6 +141,50 @@ impl Api {
             .with_context(|| format!("GET {url}: the body is not JSON"))
     }
 
+    /// One page of game `id`'s event history (`GET /v1/games/{id}/events`)
+    /// after `since`: `(seq, event_id)` of each entry, oldest first, and the
+    /// `since` of the next page.
+    pub(crate) async fn events_page(
+        &self,
+        id: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, String)>, u64)> {
+        let url = format!(
+            "{}/v1/games/{id}/events?since={since}&limit={limit}",
+            self.base
+        );
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = short_body(response).await;
+            bail!("GET {url} answered {status}; body: {text}");
+        }
+        let page: Value = response
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: the body is not JSON"))?;
+        let entries = page
+            .get("events")
+            .and_then(Value::as_array)
+            .with_context(|| format!("GET {url}: no `events` list in {page}"))?
+            .iter()
+            .filter_map(|entry| {
+                let seq = entry.get("seq")?.as_u64()?;
+                let id = entry.get("event_id")?.as_str()?;
+                Some((seq, id.to_string()))
+            })
+            .collect();
+        let next = page.get("next").and_then(Value::as_u64).unwrap_or(since);
+        Ok((entries, next))
+    }
+
     /// Posts one event to game `id`. A transport failure is an `Err`; every
     /// HTTP answer is a [`PostReply`].
     pub(crate) async fn post_event(&self, id: &str, event: &Value) -> Result<PostReply> {

@@ -115,6 +115,50 @@ pub(crate) async fn wait_caught_up(
     }
 }
 
+/// The highest `seq` of each game over the hubs of `apis` (0 for a game
+/// never created): in a cluster a hub's own view may lag the others'.
+pub(crate) async fn highest_seqs(
+    apis: &[Api],
+    ids: &[String],
+    rotation: &Rotation,
+) -> Result<Vec<u64>> {
+    let mut best = vec![0; ids.len()];
+    for api in apis {
+        let states = hub_states(api, ids, rotation).await?;
+        for (best, seq) in best.iter_mut().zip(seqs(&states, ids)?) {
+            *best = (*best).max(seq);
+        }
+    }
+    Ok(best)
+}
+
+/// Cluster runs: waits, for at most `max_wait`, until every fan has the
+/// highest `seq` any hub of `apis` reports for each of its games, and the
+/// hubs report the same again afterwards (after a failover hubs keep
+/// repairing from the streams for a while). Returns whether that happened
+/// and the time waited.
+pub(crate) async fn wait_caught_up_with_all(
+    fans: &[(FanSpec, Arc<Progress>)],
+    apis: &[Api],
+    ids: &[String],
+    rotation: &Rotation,
+    max_wait: Duration,
+) -> Result<(bool, Duration)> {
+    let start = Instant::now();
+    let mut targets = highest_seqs(apis, ids, rotation).await?;
+    loop {
+        let left = max_wait.saturating_sub(start.elapsed());
+        let (caught_up, _) = wait_caught_up(fans, &targets, left).await;
+        let again = highest_seqs(apis, ids, rotation).await?;
+        let settled = again == targets;
+        if (caught_up && settled) || start.elapsed() >= max_wait {
+            return Ok((caught_up && settled, start.elapsed()));
+        }
+        targets = again;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The result of comparing fans' states with the hub's.
 #[derive(Debug, Default)]
 pub(crate) struct StateCheck {

@@ -39,7 +39,7 @@ use crate::{
     dial,
     merge::merge_patch,
     rotation::Rotation,
-    sent::SentTimes,
+    sent::{Sent, SentTimes},
 };
 
 /// How long one WebSocket handshake may take.
@@ -70,6 +70,11 @@ pub(crate) struct FanNode {
     pub(crate) latency: Mutex<Histogram<u64>>,
     /// Send → receive latency of this node's fans in microseconds.
     pub(crate) send_latency: Mutex<Histogram<u64>>,
+    /// The same, only for events posted to another hub than this node.
+    pub(crate) cross_latency: Mutex<Histogram<u64>>,
+    /// The index of this node among the hubs events are posted to, when
+    /// events are posted to it.
+    pub(crate) poster: Option<u8>,
 }
 
 /// What every fan of a run shares.
@@ -318,6 +323,11 @@ pub(crate) struct Book {
     pending_latency: Vec<u64>,
     /// Send → receive samples (µs) not yet added to the shared histogram.
     pending_send_latency: Vec<u64>,
+    /// Of those, the events posted to another hub than the fan's.
+    pending_cross_latency: Vec<u64>,
+    /// The fan's node's index among the hubs events are posted to (`None`:
+    /// no event is posted to it; every event comes from another node).
+    own_poster: Option<u8>,
     /// Measured diffs whose send time was not known yet: (game, seq, mono_ns).
     unmatched: Vec<(usize, u64, u64)>,
     /// Checkpoints so far ([`Record::Checkpoints`]).
@@ -364,10 +374,30 @@ impl Book {
             counters: FanCounters::default(),
             pending_latency: Vec::with_capacity(LATENCY_BATCH),
             pending_send_latency: Vec::with_capacity(LATENCY_BATCH),
+            pending_cross_latency: Vec::new(),
+            own_poster: None,
             unmatched: Vec::new(),
             checkpoints: Vec::new(),
             history,
             first_problem: None,
+        }
+    }
+
+    /// Says which of the hubs events are posted to is the fan's own node,
+    /// so that send → receive samples of events posted elsewhere are also
+    /// kept apart (cross-node latency).
+    pub(crate) fn posted_here(mut self, poster: Option<u8>) -> Self {
+        self.own_poster = poster;
+        self
+    }
+
+    /// One send → receive sample of an event sent at `sent`, received at
+    /// `received_ns`.
+    fn send_sample(&mut self, sent: Sent, received_ns: u64) {
+        let us = received_ns.saturating_sub(sent.ns) / 1000;
+        self.pending_send_latency.push(us);
+        if self.own_poster != Some(sent.node) {
+            self.pending_cross_latency.push(us);
         }
     }
 
@@ -516,9 +546,7 @@ impl Book {
                 None => self.problem("diff without ts".into()),
             }
             match sent.sent_at(game, q) {
-                Some(sent_ns) => self
-                    .pending_send_latency
-                    .push(at.mono_ns.saturating_sub(sent_ns) / 1000),
+                Some(when) => self.send_sample(when, at.mono_ns),
                 None if self.unmatched.len() < MAX_UNMATCHED => {
                     self.unmatched.push((game, q, at.mono_ns));
                 }
@@ -554,15 +582,18 @@ impl Book {
     /// Matches the diffs received before their send time was known with the
     /// send times known now.
     fn match_sends(&mut self, sent: &SentTimes) {
-        let samples = &mut self.pending_send_latency;
+        let mut matched = Vec::new();
         self.unmatched
             .retain(|&(game, seq, received)| match sent.sent_at(game, seq) {
-                Some(sent_ns) => {
-                    samples.push(received.saturating_sub(sent_ns) / 1000);
+                Some(when) => {
+                    matched.push((when, received));
                     false
                 }
                 None => true,
             });
+        for (when, received) in matched {
+            self.send_sample(when, received);
+        }
     }
 
     /// True when enough latency samples are buffered to be worth a lock.
@@ -575,6 +606,7 @@ impl Book {
     fn flush_latency(&mut self, node: &FanNode) {
         record_all(&mut self.pending_latency, &node.latency);
         record_all(&mut self.pending_send_latency, &node.send_latency);
+        record_all(&mut self.pending_cross_latency, &node.cross_latency);
     }
 
     /// Ends the bookkeeping: a last attempt at matching send times (every
@@ -830,12 +862,13 @@ pub(crate) async fn run_fan(
         FanKind::Reference => Record::History,
         FanKind::Churning { .. } => Record::Checkpoints,
     };
-    let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state, record);
     // The orchestrator builds every spec from `shared.nodes`.
     let node = shared
         .nodes
         .get(spec.node)
         .expect("a fan's node index is within FanShared::nodes");
+    let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state, record)
+        .posted_here(node.poster);
     let url = ws_url(&node.ws_base, &shared.game_ids, &spec);
     let mut outcome = FanOutcome {
         index: spec.index,
@@ -1175,15 +1208,17 @@ mod tests {
         let sent = SentTimes::new(2);
         let mut b = book(Record::Nothing);
         b.on_frame(&snapshot("lt:g2", 0, json!({})), &at(0, 0, true), &sent);
-        sent.record(1, 1, 1_000_000);
+        sent.record(1, 1, 1_000_000, 0);
         b.on_frame(&diff("lt:g2", 1, json!({})), &at(0, 1_250_000, true), &sent);
         assert_eq!(b.pending_send_latency, vec![250], "known at once: µs");
         // The diff of seq 2 arrives before the poster knows its seq.
         b.on_frame(&diff("lt:g2", 2, json!({})), &at(0, 3_000_000, true), &sent);
         assert_eq!(b.unmatched.len(), 1);
-        sent.record(1, 2, 2_900_000);
+        sent.record(1, 2, 2_900_000, 1);
         b.on_frame(&diff("lt:g2", 3, json!({})), &at(0, 4_000_000, true), &sent);
         assert_eq!(b.pending_send_latency, vec![250, 100]);
+        // The book has no own poster: every event counts as cross-node.
+        assert_eq!(b.pending_cross_latency, vec![250, 100]);
         // Seq 3's send time never becomes known: unmatched at the end.
         let node = super::FanNode {
             ws_base: "ws://127.0.0.1:1".into(),
@@ -1192,11 +1227,28 @@ mod tests {
             send_latency: std::sync::Mutex::new(
                 crate::poster::latency_histogram().expect("histogram"),
             ),
+            cross_latency: std::sync::Mutex::new(
+                crate::poster::latency_histogram().expect("histogram"),
+            ),
+            poster: None,
         };
         b.finish(&node, &sent);
         assert_eq!(b.counters.send_unmatched, 1);
         let hist = node.send_latency.lock().expect("not poisoned");
         assert_eq!(hist.len(), 2);
+    }
+
+    #[test]
+    fn cross_node_latency_counts_only_events_posted_to_another_hub() {
+        let sent = SentTimes::new(2);
+        let mut b = book(Record::Nothing).posted_here(Some(1));
+        b.on_frame(&snapshot("lt:g2", 0, json!({})), &at(0, 0, true), &sent);
+        sent.record(1, 1, 1_000_000, 1);
+        sent.record(1, 2, 1_000_000, 2);
+        b.on_frame(&diff("lt:g2", 1, json!({})), &at(0, 1_100_000, true), &sent);
+        b.on_frame(&diff("lt:g2", 2, json!({})), &at(0, 1_300_000, true), &sent);
+        assert_eq!(b.pending_send_latency, vec![100, 300]);
+        assert_eq!(b.pending_cross_latency, vec![300], "seq 1 was posted here");
     }
 
     #[test]
@@ -1230,6 +1282,10 @@ mod tests {
             send_latency: std::sync::Mutex::new(
                 crate::poster::latency_histogram().expect("histogram"),
             ),
+            cross_latency: std::sync::Mutex::new(
+                crate::poster::latency_histogram().expect("histogram"),
+            ),
+            poster: None,
         };
         churning.finish(&node, &sent);
         let marks: Vec<(u64, u64, bool)> = churning

@@ -27,7 +27,10 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::system::ProcessKind;
+use crate::{
+    cluster::{self, ClusterNode, ClusterPlan},
+    system::ProcessKind,
+};
 
 /// How long a hub may take to log `listening addr=`.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
@@ -43,15 +46,19 @@ const STOP_WAIT: Duration = Duration::from_secs(12);
 const LISTENING: &str = "listening addr=";
 
 /// Environment variables the run sets itself, which `--hub-env` may not.
-const RESERVED: [&str; 4] = [
+const RESERVED: [&str; 5] = [
     "SCOREHUB_HTTP__LISTEN",
     "SCOREHUB_AUTH__SECRET",
     "SCOREHUB_REDIS__URL",
+    "SCOREHUB_REDIS__CLUSTER",
     "SCOREHUB_CONFIG",
 ];
 
 /// Process ids of every child started, for [`kill_all_now`].
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Children the run killed on purpose ([`kill9`]): their death is no news.
+static KILLED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// The hub's log format (`log.format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
@@ -83,6 +90,8 @@ pub(crate) struct LaunchPlan {
     pub(crate) nodes: usize,
     /// The `redis-server` binary, when the hubs share a private Redis.
     pub(crate) redis_bin: Option<PathBuf>,
+    /// A private Redis Cluster the hubs share instead (`--scenario cluster`).
+    pub(crate) cluster: Option<ClusterPlan>,
     /// The hubs' log format.
     pub(crate) log_format: LogFormat,
     /// Extra `SCOREHUB_*` settings for every hub, e.g. `SCOREHUB_STORAGE__FSYNC=false`.
@@ -111,15 +120,15 @@ pub(crate) fn parse_hub_env(text: &str) -> Result<(String, String), String> {
 
 /// One started process.
 #[derive(Debug)]
-struct Started {
+pub(crate) struct Started {
     /// Its name in messages, e.g. `hub 1`.
-    name: String,
+    pub(crate) name: String,
     /// The process (killed if dropped while running).
-    child: Child,
+    pub(crate) child: Child,
     /// Its process id.
-    pid: u32,
+    pub(crate) pid: u32,
     /// Where its stdout and stderr go.
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 /// The processes of a run, running.
@@ -131,6 +140,8 @@ pub(crate) struct Launched {
     path: PathBuf,
     /// The private redis-server.
     redis: Option<Started>,
+    /// The private Redis Cluster's nodes.
+    cluster: Vec<ClusterNode>,
     /// The hubs, node 1 first.
     hubs: Vec<Started>,
     /// The hubs' addresses, same order.
@@ -172,10 +183,22 @@ pub(crate) async fn start(plan: &LaunchPlan) -> Result<Launched> {
             format!("redis://127.0.0.1:{port}/0"),
         ));
     }
+    let cluster = match &plan.cluster {
+        Some(cluster_plan) => cluster::start(cluster_plan, &path).await?,
+        None => Vec::new(),
+    };
+    if !cluster.is_empty() {
+        let seeds: Vec<String> = cluster
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect();
+        env.push(("SCOREHUB_REDIS__CLUSTER".to_string(), seeds.join(",")));
+    }
     let mut launched = Launched {
         dir: Some(dir),
         path: path.clone(),
         redis: redis.map(|(started, _)| started),
+        cluster,
         hubs: Vec::new(),
         addrs: Vec::new(),
         token: String::new(),
@@ -211,7 +234,22 @@ impl Launched {
         if let Some(redis) = &self.redis {
             list.push((redis.name.clone(), ProcessKind::Redis, redis.pid));
         }
+        for node in &self.cluster {
+            list.push((
+                node.started.name.clone(),
+                ProcessKind::Redis,
+                node.started.pid,
+            ));
+        }
         list
+    }
+
+    /// The Redis Cluster's nodes as `(port, pid)` (empty without one).
+    pub(crate) fn cluster_nodes(&self) -> Vec<(u16, u32)> {
+        self.cluster
+            .iter()
+            .map(|n| (n.port, n.started.pid))
+            .collect()
     }
 
     /// The temporary directory, when it is kept after the run.
@@ -232,14 +270,29 @@ impl Launched {
         if let Some(redis) = self.redis.take() {
             notes.extend(stop_process(redis).await);
         }
+        let nodes = std::mem::take(&mut self.cluster);
+        let stopping = nodes.into_iter().map(|n| stop_process(n.started));
+        for note in futures_util::future::join_all(stopping).await {
+            notes.extend(note);
+        }
         notes
     }
 }
 
 /// Sends SIGTERM and waits; kills after [`STOP_WAIT`]. Returns a note unless
 /// the process exited with status 0.
-async fn stop_process(mut started: Started) -> Option<String> {
+pub(crate) async fn stop_process(mut started: Started) -> Option<String> {
     let name = started.name.clone();
+    let killed = KILLED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .contains(&started.pid);
+    if killed {
+        // Reaped here; it died when the run meant it to.
+        let _ = tokio::time::timeout(STOP_WAIT, started.child.wait()).await;
+        forget_child(started.pid);
+        return None;
+    }
     if let Some(pid) = i32::try_from(started.pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -286,6 +339,21 @@ pub(crate) fn kill_all_now() {
     }
 }
 
+/// Kills child `pid` with SIGKILL on purpose (a failover run's primary):
+/// no cleanup, as a crash would. Stopping it later reports nothing.
+pub(crate) fn kill9(pid: u32) -> Result<()> {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .with_context(|| format!("{pid} is not a process id"))?;
+    KILLED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(pid);
+    rustix::process::kill_process(target, rustix::process::Signal::KILL)
+        .with_context(|| format!("kill -9 {pid}"))
+}
+
 /// Remembers a child for [`kill_all_now`].
 fn remember_child(pid: u32) {
     CHILDREN
@@ -295,7 +363,7 @@ fn remember_child(pid: u32) {
 }
 
 /// Forgets a child that has exited.
-fn forget_child(pid: u32) {
+pub(crate) fn forget_child(pid: u32) {
     CHILDREN
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -320,7 +388,7 @@ fn scrubbed(bin: &Path, dir: &Path, env: &[(String, String)]) -> Command {
 }
 
 /// Spawns `cmd` with stdout and stderr appended to `log`.
-fn spawn_logged(mut cmd: Command, name: &str, log: &Path) -> Result<Started> {
+pub(crate) fn spawn_logged(mut cmd: Command, name: &str, log: &Path) -> Result<Started> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = file
         .try_clone()
@@ -435,7 +503,7 @@ fn random_secret() -> Result<String> {
 
 /// A port free right now on 127.0.0.1 (another process could take it before
 /// it is used; the caller retries).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr().context("finding a free port")?.port())
 }
@@ -491,7 +559,7 @@ async fn start_redis(bin: &Path, dir: &Path) -> Result<(Started, u16)> {
 }
 
 /// True when a Redis on `port` answers `PING` with `+PONG`.
-async fn ping_redis(port: u16) -> bool {
+pub(crate) async fn ping_redis(port: u16) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         stream.write_all(b"PING\r\n").await?;
@@ -506,7 +574,7 @@ async fn ping_redis(port: u16) -> bool {
 }
 
 /// The last 30 lines of a log file, for error messages.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().collect();

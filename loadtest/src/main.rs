@@ -28,6 +28,11 @@
 //! - `main.rs`: command line, validation into a [`Plan`], the process's edges.
 //! - `run`: the phases of a run, in order.
 //! - `launch`: starting hubs and redis-server for `--hub-bin`.
+//! - `cluster`: a private Redis Cluster (`--scenario cluster`), its shards,
+//!   slots and command counts.
+//! - `resp`: the few Redis commands the run sends itself (RESP2).
+//! - `failover`: acknowledged events checked against the histories, and
+//!   the failover figures (`--kill-primary-at`).
 //! - `nodes`: `--url` and `--fan-url` checked (loopback rule) into HTTP and
 //!   WebSocket bases.
 //! - `scenario`: traffic shapes (who follows what, where events go).
@@ -48,13 +53,16 @@
 mod api;
 mod check;
 mod churn;
+mod cluster;
 mod dial;
+mod failover;
 mod fan;
 mod launch;
 mod merge;
 mod nodes;
 mod poster;
 mod report;
+mod resp;
 mod rotation;
 mod run;
 mod scenario;
@@ -82,6 +90,9 @@ const MAX_STALLED: usize = 1000;
 
 /// Most hub processes `--nodes` may start.
 const MAX_NODES: usize = 4;
+
+/// Shards (primaries) of the Redis Cluster of `--scenario cluster`.
+const CLUSTER_SHARDS: usize = 3;
 
 /// Most games (over all generations) a `--game-events` run may name.
 const MAX_GAME_IDS: u64 = 20_000;
@@ -114,6 +125,11 @@ const DEFAULT_URL: &str = "http://127.0.0.1:8080";
                   loadtest --hub-bin target/release/scorehub --idle --fans 10000 --duration 5s\n\n  \
                   Two hubs sharing a private Redis, events on one, fans on the other:\n    \
                   loadtest --hub-bin target/release/scorehub --scenario two-nodes --redis --nodes 2\n\n  \
+                  Three hubs on a 3-shard Redis Cluster; then a primary killed 5 s into the \
+                  window, with 2 replicas each and every event confirmed by a replica:\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario cluster --fans 2000\n    \
+                  loadtest --hub-bin target/release/scorehub --scenario cluster --replicas 2 \
+                  --kill-primary-at 5s --posters 64 --hub-env SCOREHUB_REDIS__MIN_REPLICAS_ACKED=1\n\n  \
                   A hub someone else started (pid for CPU and memory figures):\n    \
                   TOKEN=$(scorehub token --sub loadtest --games 'lt:*' --scope admin --ttl 1h)\n    \
                   loadtest --url http://127.0.0.1:8080 --token \"$TOKEN\" --hub-pid \"$(pgrep -x scorehub)\"\n\n\
@@ -166,6 +182,24 @@ struct Cli {
     /// to the first; fans connect to the others.
     #[arg(long, default_value_t = 1, requires = "hub_bin")]
     nodes: usize,
+
+    /// `--scenario cluster`: replicas per primary of the Redis Cluster (3
+    /// primaries). A failover run (`--kill-primary-at`) needs at least 1.
+    #[arg(long, default_value_t = 0, requires = "hub_bin")]
+    replicas: usize,
+
+    /// The redis-cli binary, for `--scenario cluster` (`redis-cli --cluster
+    /// create`).
+    #[arg(long, value_name = "PATH", default_value = "redis-cli")]
+    redis_cli_bin: PathBuf,
+
+    /// `--scenario cluster --replicas 1`: this far into the measured window,
+    /// `kill -9` the primary of the shard holding most of the games, and
+    /// report the time until that shard's games get `200` again, the posts
+    /// refused meanwhile, and acknowledged events lost (give
+    /// `--hub-env SCOREHUB_REDIS__MIN_REPLICAS_ACKED=1` for none).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    kill_primary_at: Option<Duration>,
 
     /// With `--hub-bin`: a hub setting for every started hub, e.g.
     /// `SCOREHUB_STORAGE__FSYNC=false` (repeatable). Inherited SCOREHUB_*
@@ -352,6 +386,8 @@ struct Plan {
     max_connect_errors: usize,
     /// Rebuild states from diffs.
     check_state: bool,
+    /// `--kill-primary-at`.
+    kill_primary_at: Option<Duration>,
 }
 
 impl Plan {
@@ -397,9 +433,31 @@ impl Plan {
             cli.scenario != Scenario::HotGame || games == 1,
             "--scenario hot-game is one game; drop --games {games} (or use many-games)"
         );
+        if let Some(at) = cli.kill_primary_at {
+            ensure!(
+                cli.scenario == Scenario::Cluster && cli.replicas >= 1,
+                "--kill-primary-at is for --scenario cluster with --replicas 1 (or more): \
+                 a primary without a replica has nobody to take over"
+            );
+            ensure!(
+                at < duration,
+                "--kill-primary-at {at:?} is not inside the measured window (--duration \
+                 {duration:?}); kill earlier or measure longer"
+            );
+        }
+        ensure!(
+            cli.replicas <= 2,
+            "--replicas must be 0..=2, got {}",
+            cli.replicas
+        );
+        ensure!(
+            cli.replicas == 0 || cli.scenario == Scenario::Cluster,
+            "--replicas is for --scenario cluster"
+        );
         let target = target(&cli)?;
         let fan_node_count = match &target {
             Target::Given { fan_nodes, .. } => fan_nodes.len(),
+            Target::Launch(launch) if launch.cluster.is_some() => launch.nodes,
             Target::Launch(launch) => launch.nodes.saturating_sub(1).max(1),
         };
         ensure!(
@@ -521,6 +579,7 @@ impl Plan {
             connect_concurrency: cli.connect_concurrency,
             max_connect_errors: cli.max_connect_errors,
             check_state: !cli.no_state_check,
+            kill_primary_at: cli.kill_primary_at,
         })
     }
 
@@ -537,8 +596,14 @@ impl Plan {
             }
             Target::Given { .. } => Duration::ZERO,
         };
+        // Forming the cluster, and reading every history back at the end.
+        let cluster = match &self.target {
+            Target::Launch(launch) if launch.cluster.is_some() => Duration::from_secs(90),
+            _ => Duration::ZERO,
+        };
         Duration::from_secs(60)
             + launch
+            + cluster
             + connect
             + run::SNAPSHOT_WAIT
             + run::IDLE_SETTLE
@@ -553,6 +618,11 @@ impl Plan {
 /// The hubs of the run, from the command line.
 fn target(cli: &Cli) -> Result<Target> {
     let Some(hub_bin) = &cli.hub_bin else {
+        ensure!(
+            cli.scenario != Scenario::Cluster,
+            "--scenario cluster starts its own Redis Cluster and hubs: give --hub-bin PATH \
+             (e.g. --hub-bin target/release/scorehub) instead of --url"
+        );
         let url = cli.url.as_deref().unwrap_or(DEFAULT_URL);
         let scorekeeper = nodes::scorekeeper_url(url, cli.allow_remote)?;
         let fan_nodes = nodes::fan_nodes(&cli.fan_urls, &scorekeeper, cli.allow_remote)?;
@@ -578,9 +648,17 @@ fn target(cli: &Cli) -> Result<Target> {
             hub_pids: cli.hub_pids.clone(),
         });
     };
-    // Two nodes means two hubs sharing a Redis: start what that takes.
+    // Two nodes means two hubs sharing a Redis, a cluster three hubs on a
+    // Redis Cluster: start what that takes.
+    let cluster = cli.scenario == Scenario::Cluster;
+    ensure!(
+        !(cluster && cli.redis),
+        "--scenario cluster starts a Redis Cluster; drop --redis (a single redis-server)"
+    );
     let (nodes, redis) = if cli.scenario.needs_another_node() {
         (cli.nodes.max(2), true)
+    } else if cluster {
+        (if cli.nodes > 1 { cli.nodes } else { 3 }, false)
     } else {
         (cli.nodes, cli.redis)
     };
@@ -588,7 +666,7 @@ fn target(cli: &Cli) -> Result<Target> {
         (1..=MAX_NODES).contains(&nodes),
         "--nodes must be 1..={MAX_NODES}, got {nodes}"
     );
-    if nodes > 1 && !redis {
+    if nodes > 1 && !redis && !cluster {
         bail!("--nodes {nodes} needs --redis: several hubs share their state through Redis");
     }
     // The hubs run in a temporary directory, where a relative path would be
@@ -606,6 +684,16 @@ fn target(cli: &Cli) -> Result<Target> {
         nodes,
         redis_bin: if redis {
             Some(absolute(&cli.redis_bin, "--redis-bin")?)
+        } else {
+            None
+        },
+        cluster: if cluster {
+            Some(crate::cluster::ClusterPlan {
+                redis_bin: absolute(&cli.redis_bin, "--redis-bin")?,
+                cli_bin: absolute(&cli.redis_cli_bin, "--redis-cli-bin")?,
+                primaries: CLUSTER_SHARDS,
+                replicas: cli.replicas,
+            })
         } else {
             None
         },
@@ -842,6 +930,56 @@ mod tests {
         }
         let err = plan(&args).expect_err("3 nodes, 2 fans");
         assert!(err.to_string().contains("every node needs a fan"), "{err}");
+    }
+
+    #[test]
+    fn cluster_starts_three_hubs_on_a_redis_cluster() {
+        let parse = |args: &[&str]| -> anyhow::Result<Plan> {
+            let mut argv = vec!["loadtest", "--fans", "10", "--hub-bin", "/bin/true"];
+            argv.extend_from_slice(args);
+            Plan::from_cli(Cli::try_parse_from(argv)?)
+        };
+        let started = parse(&["--scenario", "cluster", "--replicas", "1"]).expect("valid");
+        match &started.target {
+            Target::Launch(launch) => {
+                assert_eq!(launch.nodes, 3);
+                assert!(launch.redis_bin.is_none(), "no single redis-server");
+                let cluster = launch.cluster.as_ref().expect("a cluster");
+                assert_eq!((cluster.primaries, cluster.replicas), (3, 1));
+            }
+            Target::Given { .. } => panic!("expected a launch"),
+        }
+        let failover = parse(&[
+            "--scenario",
+            "cluster",
+            "--replicas",
+            "2",
+            "--kill-primary-at",
+            "3s",
+        ])
+        .expect("valid");
+        assert_eq!(
+            failover.kill_primary_at,
+            Some(std::time::Duration::from_secs(3))
+        );
+        let err = parse(&["--scenario", "cluster", "--kill-primary-at", "3s"])
+            .expect_err("no replica to take over");
+        assert!(err.to_string().contains("--replicas 1"), "{err}");
+        let err = parse(&[
+            "--scenario",
+            "cluster",
+            "--replicas",
+            "1",
+            "--kill-primary-at",
+            "30s",
+        ])
+        .expect_err("after the window");
+        assert!(err.to_string().contains("measured window"), "{err}");
+        assert!(parse(&["--replicas", "1"]).is_err(), "cluster only");
+        assert!(parse(&["--scenario", "cluster", "--redis"]).is_err());
+        let err = plan(&["--scenario", "cluster", "--url", "http://127.0.0.1:1"])
+            .expect_err("needs --hub-bin");
+        assert!(err.to_string().contains("--hub-bin"), "{err}");
     }
 
     #[test]

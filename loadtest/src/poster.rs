@@ -27,6 +27,7 @@ use tokio::{
 
 use crate::{
     api::{Api, PostReply},
+    failover::{Acks, FailoverWatch},
     rotation::{self, Rotation},
     scenario::Scenario,
     sent::SentTimes,
@@ -55,6 +56,17 @@ pub(crate) struct PosterPlan {
     pub(crate) rotation: Arc<Rotation>,
     /// Where send times are noted.
     pub(crate) sent: Arc<SentTimes>,
+    /// Per game index: events answered `200` (not duplicates) while measuring.
+    pub(crate) accepted_per_game: Arc<[AtomicU64]>,
+    /// Where every `200` is noted, for the loss check (cluster runs).
+    pub(crate) acks: Option<Arc<Acks>>,
+    /// Told about every answer, for the failover figures (`--kill-primary-at`).
+    pub(crate) failover: Option<Arc<FailoverWatch>>,
+}
+
+/// One counter per game, for [`PosterPlan::accepted_per_game`].
+pub(crate) fn per_game_counters(games: usize) -> Arc<[AtomicU64]> {
+    (0..games).map(|_| AtomicU64::new(0)).collect()
 }
 
 /// Posting results over the measured window.
@@ -130,9 +142,12 @@ pub(crate) struct Posting {
     posters: Vec<JoinHandle<Result<PosterTotals>>>,
 }
 
-/// Starts the ticker and `plan.posters` posters. Counting happens only while
-/// `measuring` is set; events are posted from the start (the warm-up).
-pub(crate) fn start(api: Api, plan: PosterPlan, measuring: Arc<AtomicBool>) -> Posting {
+/// Starts the ticker and `plan.posters` posters, posting the `n`th event to
+/// `apis[n % apis.len()]` (games are created through the first). Counting
+/// happens only while `measuring` is set; events are posted from the start
+/// (the warm-up).
+pub(crate) fn start(apis: Vec<Api>, plan: PosterPlan, measuring: Arc<AtomicBool>) -> Posting {
+    let apis: Arc<[Api]> = apis.into();
     let (stop, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(0));
     let backlog = plan.posters.max(1) * BACKLOG_PER_POSTER;
@@ -147,7 +162,7 @@ pub(crate) fn start(api: Api, plan: PosterPlan, measuring: Arc<AtomicBool>) -> P
     let posters = (0..plan.posters.max(1))
         .map(|_| {
             tokio::spawn(run_poster(
-                api.clone(),
+                Arc::clone(&apis),
                 plan.clone(),
                 Arc::clone(&permits),
                 Arc::clone(&next_event),
@@ -220,7 +235,7 @@ async fn run_ticker(
 
 /// One poster: takes a permit, posts the next event, counts the answer.
 async fn run_poster(
-    api: Api,
+    apis: Arc<[Api]>,
     plan: PosterPlan,
     permits: Arc<Semaphore>,
     next_event: Arc<AtomicU64>,
@@ -228,6 +243,9 @@ async fn run_poster(
     mut stop: watch::Receiver<bool>,
 ) -> Result<PosterTotals> {
     let mut totals = PosterTotals::new()?;
+    let Some(creator) = apis.first() else {
+        return Ok(totals);
+    };
     loop {
         let permit = tokio::select! {
             biased;
@@ -255,7 +273,7 @@ async fn run_poster(
             }
             continue;
         };
-        let game_index = match plan.rotation.ensure(&api, slot, generation).await {
+        let game_index = match plan.rotation.ensure(creator, slot, generation).await {
             Ok(game_index) => game_index,
             Err(e) => {
                 totals
@@ -273,12 +291,14 @@ async fn run_poster(
         };
         let event_id = format!("{}-{n}", plan.run_id);
         let event = if last {
-            json!({"event_id": event_id, "kind": "status", "status": "final"})
+            json!({"event_id": &event_id, "kind": "status", "status": "final"})
         } else {
             let team = if n.is_multiple_of(2) { "home" } else { "away" };
-            json!({"event_id": event_id, "kind": "score", "team": team, "points": 1})
+            json!({"event_id": &event_id, "kind": "score", "team": team, "points": 1})
         };
         let counted = measuring.load(Ordering::Relaxed);
+        let node = usize::try_from(n % apis.len() as u64).unwrap_or(0);
+        let api = &apis[node];
         let sent_ns = plan.sent.now_ns();
         let sent = Instant::now();
         let reply = api.post_event(game, &event).await;
@@ -291,7 +311,28 @@ async fn run_poster(
             seq: Some(seq),
         }) = &reply
         {
-            plan.sent.record(game_index, *seq, sent_ns);
+            plan.sent.record(
+                game_index,
+                *seq,
+                sent_ns,
+                u8::try_from(node).unwrap_or(u8::MAX),
+            );
+            if let Some(acks) = &plan.acks {
+                acks.record(game_index, *seq, event_id.clone());
+            }
+            if counted && let Some(count) = plan.accepted_per_game.get(game_index) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let accepted = matches!(reply, Ok(PostReply::Accepted { .. }));
+        if let Some(watch) = &plan.failover {
+            watch.on_answer(game_index, sent_ns, plan.sent.now_ns(), accepted);
+        }
+        if !accepted
+            && !matches!(reply, Ok(PostReply::RateLimited))
+            && let Some(acks) = &plan.acks
+        {
+            acks.refused(game_index, format!("{}-{n}", plan.run_id));
         }
         let failure = match &reply {
             Ok(PostReply::Accepted { .. }) => None,

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::{
+    failover::{FailoverReport, LossCheck},
     scenario::Scenario,
     stalled,
     system::{FdLimit, MachineReport, ProcessKind, ProcessReport, RssSeries},
@@ -145,12 +146,85 @@ pub(crate) struct HubInfo {
     pub(crate) nodes: usize,
     /// A private redis-server was started.
     pub(crate) redis: bool,
+    /// A private Redis Cluster was started: replicas per primary.
+    pub(crate) cluster_replicas: Option<usize>,
     /// The hubs' log format, when started.
     pub(crate) log_format: Option<String>,
     /// `--hub-env` settings.
     pub(crate) env: Vec<String>,
     /// The temporary directory, when kept (`--keep-hub-dir`).
     pub(crate) dir: Option<String>,
+}
+
+/// What one shard of the Redis Cluster did in the measured window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct ShardReport {
+    /// Its primary's port at the window's start.
+    pub(crate) primary_port: u16,
+    /// Its replicas' ports.
+    pub(crate) replica_ports: Vec<u16>,
+    /// Its slot ranges, e.g. `0-5460`.
+    pub(crate) slots: String,
+    /// Games of the run whose keys hash to it.
+    pub(crate) games: usize,
+    /// Events answered `200` on those games while measuring.
+    pub(crate) events_applied: u64,
+    /// Commands its primary ran in the window (`INFO commandstats` after −
+    /// before), the run's own `info` calls left out.
+    pub(crate) commands: Option<u64>,
+    /// `commands / events_applied`.
+    pub(crate) commands_per_event: Option<f64>,
+    /// Per command: calls in the window divided by events applied.
+    pub(crate) per_event: BTreeMap<String, f64>,
+    /// Why the figures are missing (the primary was killed, say).
+    pub(crate) problem: Option<String>,
+}
+
+impl ShardReport {
+    /// One line for the table.
+    fn line(&self) -> String {
+        let mut line = format!(
+            "primary :{} (replicas {:?}), slots {}, {} games, {} events applied",
+            self.primary_port, self.replica_ports, self.slots, self.games, self.events_applied
+        );
+        match (self.commands, self.commands_per_event) {
+            (Some(commands), Some(per_event)) => {
+                let mut split: Vec<(&String, &f64)> = self.per_event.iter().collect();
+                split.sort_by(|a, b| b.1.total_cmp(a.1));
+                let top: Vec<String> = split
+                    .iter()
+                    .take(6)
+                    .map(|(name, n)| format!("{name} {n:.2}"))
+                    .collect();
+                let _ = write!(
+                    line,
+                    ": {commands} commands, {per_event:.2} per event ({})",
+                    top.join(", ")
+                );
+            }
+            (Some(commands), None) => {
+                let _ = write!(line, ": {commands} commands");
+            }
+            _ => {}
+        }
+        if let Some(problem) = &self.problem {
+            let _ = write!(line, " ({problem})");
+        }
+        line
+    }
+}
+
+/// What the cluster scenario measures besides the common figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct ClusterReport {
+    /// Replicas per primary.
+    pub(crate) replicas: usize,
+    /// Per shard, in slot order.
+    pub(crate) shards: Vec<ShardReport>,
+    /// The failover (`--kill-primary-at`).
+    pub(crate) failover: Option<FailoverReport>,
+    /// Acknowledged events looked up in the games' histories.
+    pub(crate) losses: LossCheck,
 }
 
 /// What became of the `--stalled` clients, which never read after their
@@ -285,8 +359,13 @@ pub(crate) struct Report {
     pub(crate) hub_rss_last_bytes: Option<u64>,
     /// `(hub_rss_idle - hub_rss_before) / fans connected`.
     pub(crate) bytes_per_idle_connection: Option<f64>,
-    /// CPU-seconds of the redis-server started for the run, during the window.
+    /// CPU-seconds of the redis-server (or Redis Cluster nodes) started for
+    /// the run, during the window.
     pub(crate) redis_cpu_s: Option<f64>,
+    /// Deliveries per CPU-second of the Redis processes.
+    pub(crate) deliveries_per_redis_cpu_s: Option<f64>,
+    /// Deliveries per CPU-second of the hubs and Redis processes together.
+    pub(crate) deliveries_per_hub_and_redis_cpu_s: Option<f64>,
     /// CPU-seconds of this load generator during the window: when it nears
     /// the cores left by the hub, latency figures include its own queueing.
     pub(crate) loadtest_cpu_s: Option<f64>,
@@ -332,6 +411,9 @@ pub(crate) struct Report {
     /// to the fan's receipt of its diff, on this process's monotonic clock
     /// (includes the HTTP request, the hub's commit and its fan-out).
     pub(crate) send_latency_us: Latency,
+    /// Send → receive latency, µs, of events posted to another hub than the
+    /// fan's (cluster: node A → a fan on node B ≠ A; two-nodes: every event).
+    pub(crate) cross_node_send_latency_us: Latency,
     /// Measured diffs whose send time was not known (not posted by this run).
     pub(crate) send_unmatched: u64,
     /// Diffs stamped in the future by the local clock (hub on another clock).
@@ -342,6 +424,12 @@ pub(crate) struct Report {
     /// node's `ws://` base (just `--url`'s without `--fan-url`).
     #[serde(serialize_with = "nodes_by_url")]
     pub(crate) nodes: Vec<NodeReport>,
+
+    /// `--scenario cluster`: shards, failover, lost events.
+    pub(crate) cluster: Option<ClusterReport>,
+    /// Events acknowledged `200` and missing from the history afterwards
+    /// (cluster runs; a correctness counter).
+    pub(crate) events_lost: u64,
 
     /// Diffs that skipped sequence numbers.
     pub(crate) gaps: u64,
@@ -358,6 +446,10 @@ pub(crate) struct Report {
     pub(crate) states_checked: u64,
     /// Of those, different from either hub state.
     pub(crate) state_mismatches: u64,
+    /// Cluster runs with mismatches: mismatches when the hubs are read
+    /// again a few seconds later (not a correctness counter: it tells a
+    /// lasting disagreement from hubs still repairing).
+    pub(crate) state_mismatches_rechecked: Option<u64>,
     /// Churn: fans replaced per second asked for.
     pub(crate) churn_rate: f64,
     /// Churn: fans that follow one game each and never leave, the reference
@@ -411,7 +503,8 @@ impl Report {
             + self.diffs_without_snapshot
             + self.bad_frames
             + self.state_mismatches
-            + self.churn_mismatches;
+            + self.churn_mismatches
+            + self.events_lost;
         self.ok = self.correctness_failures == 0;
     }
 
@@ -491,6 +584,12 @@ impl Report {
             ("latency ms", self.latency_ms.line()),
             ("send→recv µs", self.send_latency_us.line_with(0)),
         ];
+        if self.nodes.len() > 1 || !matches!(self.nodes.as_slice(), [node] if node.scorekeeper) {
+            rows.push((
+                "  cross-node µs",
+                self.cross_node_send_latency_us.line_with(0),
+            ));
+        }
         rows.extend(self.stalled.rows());
         if self.send_unmatched > 0 {
             rows.push((
@@ -510,6 +609,9 @@ impl Report {
                 rows.push(("  latency ms", node.latency_ms.line()));
                 rows.push(("  send→recv µs", node.send_latency_us.line_with(0)));
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            rows.extend(cluster_rows(cluster));
         }
         rows.extend([
             (
@@ -625,6 +727,15 @@ impl Report {
             .filter(|&s| s > 0.0 && self.deliveries > 0)
             .map(|s| self.deliveries as f64 / s);
         self.redis_cpu_s = sum_f(ProcessKind::Redis, |p| p.cpu_s);
+        let per = |cpu: Option<f64>| {
+            cpu.filter(|&s| s > 0.0 && self.deliveries > 0)
+                .map(|s| self.deliveries as f64 / s)
+        };
+        self.deliveries_per_redis_cpu_s = per(self.redis_cpu_s);
+        self.deliveries_per_hub_and_redis_cpu_s = match (self.hub_cpu_s, self.redis_cpu_s) {
+            (Some(hub), Some(redis)) => per(Some(hub + redis)),
+            _ => None,
+        };
         self.loadtest_cpu_s = sum_f(ProcessKind::Loadtest, |p| p.cpu_s);
         self.hub_rss_before_bytes = sum_u(|p| p.rss_before_bytes);
         self.hub_rss_idle_bytes = sum_u(|p| p.rss_idle_bytes);
@@ -651,6 +762,20 @@ impl Report {
         }
     }
 
+    /// The "redis cpu" row, when Redis processes were measured.
+    fn redis_row(&self) -> Option<(&'static str, String)> {
+        let cpu = self.redis_cpu_s?;
+        let d = |v: Option<f64>| v.map_or_else(|| "no".to_string(), |d| format!("{d:.0}"));
+        Some((
+            "redis cpu",
+            format!(
+                "{cpu:.2} s: {} deliveries per Redis CPU-second, {} per CPU-second of hubs + Redis",
+                d(self.deliveries_per_redis_cpu_s),
+                d(self.deliveries_per_hub_and_redis_cpu_s)
+            ),
+        ))
+    }
+
     /// The "hub" row: how the hub was run.
     fn hub_line(&self) -> String {
         let hub = &self.hub;
@@ -672,10 +797,11 @@ impl Report {
             hub.bin.as_deref().unwrap_or("?"),
             hub.nodes,
             if hub.nodes == 1 { "" } else { "s" },
-            if hub.redis {
-                " + private redis-server"
-            } else {
-                ", single node"
+            match hub.cluster_replicas {
+                Some(replicas) =>
+                    format!(" + private Redis Cluster, 3 primaries with {replicas} replica(s) each"),
+                None if hub.redis => " + private redis-server".to_string(),
+                None => ", single node".to_string(),
             },
             hub.log_format.as_deref().unwrap_or("?")
         );
@@ -703,6 +829,7 @@ impl Report {
                 _ => "unknown (no hub pid)".into(),
             },
         ));
+        rows.extend(self.redis_row());
         if let (Some(before), Some(idle)) = (self.hub_rss_before_bytes, self.hub_rss_idle_bytes) {
             rows.push((
                 "hub memory",
@@ -811,6 +938,60 @@ fn mib(bytes: Option<u64>) -> String {
         || "?".to_string(),
         |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
     )
+}
+
+/// The cluster rows of the table: shards, failover, losses.
+fn cluster_rows(cluster: &ClusterReport) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    for shard in &cluster.shards {
+        rows.push(("shard", shard.line()));
+    }
+    if let Some(f) = &cluster.failover {
+        rows.push((
+            "failover",
+            format!(
+                "kill -9 of primary :{} at {} into the window ({} games on its shard); \
+                 first 200 on them after the kill: {}; {} posts refused or failed before \
+                 that, {} after the kill in all, {} accepted after the kill; new primary {}",
+                f.killed_port,
+                f.killed_at_s.map_or_else(
+                    || "never (the run ended first)".to_string(),
+                    |s| format!("{s:.2} s")
+                ),
+                f.games_on_shard,
+                f.recovery_s.map_or_else(
+                    || "NONE before posting stopped".to_string(),
+                    |s| format!("{s:.2} s later")
+                ),
+                f.failed_before_recovery,
+                f.failed_after_kill,
+                f.acked_after_kill,
+                f.new_primary_port
+                    .map_or_else(|| "unknown".to_string(), |p| format!(":{p}"))
+            ),
+        ));
+    }
+    let l = &cluster.losses;
+    rows.push((
+        "events lost",
+        format!(
+            "{} of {} acknowledged events missing from the history; {} of {} refused \
+             events applied all the same{}",
+            l.lost,
+            l.acknowledged,
+            l.refused_but_applied,
+            l.refused,
+            if l.unreadable_games > 0 {
+                format!(" ({} games' histories unreadable)", l.unreadable_games)
+            } else {
+                String::new()
+            }
+        ),
+    ));
+    for sample in &l.samples {
+        rows.push(("  lost", sample.clone()));
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -22,12 +22,13 @@ use crate::{
     api::Api,
     check,
     churn::{self, ChurnPlan, Churner},
-    dial,
+    cluster, dial,
+    failover::{self, Acks, FailoverReport, FailoverWatch},
     fan::{self, FanCounters, FanKind, FanNode, FanOutcome, FanShared, FanSpec, Leave, Progress},
     launch::{self, Launched},
     nodes::HubUrls,
     poster::{self, PosterPlan, latency_histogram},
-    report::{HubInfo, Latency, NodeReport, Report, StalledReport},
+    report::{ClusterReport, HubInfo, Latency, NodeReport, Report, StalledReport},
     rotation::Rotation,
     sent::SentTimes,
     stalled::Stalled,
@@ -44,6 +45,9 @@ pub(crate) const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 /// is read, so that handshake buffers freed late are not counted.
 pub(crate) const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
+/// How long after a cluster run's state mismatches the hubs are read again.
+const RECHECK_AFTER: Duration = Duration::from_secs(5);
+
 /// How long a hub the run started may take to become ready.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
@@ -53,6 +57,10 @@ struct Hubs {
     scorekeeper: HubUrls,
     /// Where fans connect.
     fan_nodes: Vec<HubUrls>,
+    /// Where events are posted, round-robin (cluster: every hub; else `--url`).
+    posters: Vec<HubUrls>,
+    /// The Redis Cluster's nodes `(port, pid)`, when the run started one.
+    cluster: Vec<(u16, u32)>,
     /// Bearer token.
     token: String,
     /// Processes to measure: `(role, kind, pid)`.
@@ -104,6 +112,8 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
                 Hubs {
                     scorekeeper: scorekeeper.clone(),
                     fan_nodes: fan_nodes.clone(),
+                    posters: vec![scorekeeper.clone()],
+                    cluster: Vec::new(),
                     token: token.clone(),
                     processes,
                     info: HubInfo {
@@ -122,6 +132,8 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
                 launch_plan.hub_bin.display(),
                 if launch_plan.redis_bin.is_some() {
                     " with a private redis-server"
+                } else if launch_plan.cluster.is_some() {
+                    " on a private Redis Cluster"
                 } else {
                     ""
                 }
@@ -129,12 +141,21 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
             let launched = launch::start(launch_plan).await?;
             let urls = launched.urls();
             let scorekeeper = crate::nodes::scorekeeper_url(&urls[0], false)?;
-            let fan_urls = if urls.len() > 1 {
+            let in_cluster = launch_plan.cluster.is_some();
+            // A cluster run has fans on, and posts to, every hub.
+            let fan_urls = if in_cluster {
+                urls.clone()
+            } else if urls.len() > 1 {
                 urls[1..].to_vec()
             } else {
                 Vec::new()
             };
             let fan_nodes = crate::nodes::fan_nodes(&fan_urls, &scorekeeper, false)?;
+            let posters = if in_cluster {
+                fan_nodes.clone()
+            } else {
+                vec![scorekeeper.clone()]
+            };
             let mut processes = launched.processes();
             if let Some(first) = processes.first_mut()
                 && launch_plan.nodes > 1
@@ -149,6 +170,7 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
                 bin: Some(launch_plan.hub_bin.display().to_string()),
                 nodes: launch_plan.nodes,
                 redis: launch_plan.redis_bin.is_some(),
+                cluster_replicas: launch_plan.cluster.as_ref().map(|c| c.replicas),
                 log_format: Some(format!("{:?}", launch_plan.log_format).to_lowercase()),
                 env: launch_plan
                     .hub_env
@@ -161,6 +183,8 @@ async fn prepare(plan: &Plan) -> Result<(Hubs, Option<Launched>)> {
                 Hubs {
                     scorekeeper,
                     fan_nodes,
+                    posters,
+                    cluster: launched.cluster_nodes(),
                     token: launched.token.clone(),
                     processes,
                     info,
@@ -248,6 +272,12 @@ async fn measure(
             addr: dial::resolve(&node.ws).await?,
             latency: Mutex::new(latency_histogram()?),
             send_latency: Mutex::new(latency_histogram()?),
+            cross_latency: Mutex::new(latency_histogram()?),
+            poster: hubs
+                .posters
+                .iter()
+                .position(|p| p == node)
+                .and_then(|i| u8::try_from(i).ok()),
         });
     }
     let shared = Arc::new(FanShared {
@@ -309,6 +339,51 @@ async fn measure(
         None
     };
 
+    // Cluster runs: the shards, where each game lives, the doomed primary.
+    let probe = if hubs.cluster.is_empty() {
+        None
+    } else {
+        Some(cluster::Probe::new(&hubs.cluster, &plan.game_ids).await?)
+    };
+    let acks = probe.as_ref().map(|_| Arc::new(Acks::default()));
+    let doomed = match (&probe, plan.kill_primary_at) {
+        (Some(probe), Some(_)) => {
+            let shard = probe.busiest_shard();
+            let port = probe
+                .shards
+                .get(shard)
+                .map(|s| s.primary)
+                .context("no shard")?;
+            let pid = probe.pid_of(port).with_context(|| {
+                format!("the primary on port {port} was not started by the run")
+            })?;
+            progress(format_args!(
+                "the primary on port {port} ({} games) will be killed {:.1} s into the window",
+                probe.games_on(shard),
+                plan.kill_primary_at.unwrap_or_default().as_secs_f64()
+            ));
+            Some((
+                shard,
+                port,
+                pid,
+                Arc::new(FailoverWatch::new(probe.on_shard(shard))),
+            ))
+        }
+        _ => None,
+    };
+    let accepted_per_game = poster::per_game_counters(plan.game_ids.len());
+    let poster_apis = hubs
+        .posters
+        .iter()
+        .map(|node| {
+            if *node == hubs.scorekeeper {
+                Ok(api.clone())
+            } else {
+                Api::new(&node.http, &hubs.token, plan.posters + CREATE_CONCURRENCY)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     let mut churner = None;
     let posting = if plan.idle {
         progress(format_args!(
@@ -329,7 +404,7 @@ async fn measure(
             plan.duration.as_secs_f64()
         ));
         let posting = poster::start(
-            api.clone(),
+            poster_apis,
             PosterPlan {
                 rate: plan.rate,
                 posters: plan.posters,
@@ -338,6 +413,9 @@ async fn measure(
                 scenario: plan.scenario,
                 rotation: Arc::clone(&rotation),
                 sent: Arc::clone(&sent),
+                accepted_per_game: Arc::clone(&accepted_per_game),
+                acks: acks.clone(),
+                failover: doomed.as_ref().map(|(_, _, _, watch)| Arc::clone(watch)),
             },
             Arc::clone(&measuring),
         );
@@ -359,8 +437,23 @@ async fn measure(
         sleep_unless_interrupted(plan.warmup, interrupted).await;
         Some(posting)
     };
+    let commands_before = match &probe {
+        Some(probe) => probe.commandstats().await,
+        None => Vec::new(),
+    };
     meter.sample_cpu(false);
+    let window_start_ns = sent.now_ns();
     measuring.store(true, Ordering::Relaxed);
+    let killer = match (&doomed, plan.kill_primary_at) {
+        (Some((_, port, pid, watch)), Some(at)) => Some(failover::kill_later(
+            *pid,
+            *port,
+            at,
+            Arc::clone(watch),
+            Arc::clone(&sent),
+        )),
+        _ => None,
+    };
     let hub_pids = hubs
         .processes
         .iter()
@@ -371,6 +464,21 @@ async fn measure(
     let measured = sleep_unless_interrupted(plan.duration, interrupted).await;
     measuring.store(false, Ordering::Relaxed);
     meter.sample_cpu(true);
+    let commands_after = match &probe {
+        Some(probe) => probe.commandstats().await,
+        None => Vec::new(),
+    };
+    let mut kill_note = None;
+    if let Some(killer) = killer {
+        if killer.is_finished() {
+            if let Ok(Err(e)) = killer.await {
+                kill_note = Some(format!("killing the primary failed: {e:#}"));
+            }
+        } else {
+            killer.abort();
+            kill_note = Some("the window ended before the primary was killed".to_string());
+        }
+    }
     let rss_series = rss_sampler.stop().await;
     let churned = match churner {
         Some(churner) => Some(churner.stop().await?),
@@ -411,9 +519,24 @@ async fn measure(
             "posting stopped"
         }
     ));
-    let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
-    let targets = check::seqs(&hub, &plan.game_ids)?;
-    let (caught_up, catch_up) = check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
+    let (hub, caught_up, catch_up) = if probe.is_some() {
+        let (caught_up, waited) = check::wait_caught_up_with_all(
+            &fans.progress,
+            &node_apis,
+            &plan.game_ids,
+            &rotation,
+            plan.settle,
+        )
+        .await?;
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        (hub, caught_up, waited)
+    } else {
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        let targets = check::seqs(&hub, &plan.game_ids)?;
+        let (caught_up, waited) =
+            check::wait_caught_up(&fans.progress, &targets, plan.settle).await;
+        (hub, caught_up, waited)
+    };
 
     let connected = fans.connected;
     let connect_errors = fans.failed;
@@ -429,6 +552,55 @@ async fn measure(
     )
     .await?;
     let states = check::compare(&outcomes, &hub, &views, &plan.game_ids);
+    // In a cluster, a mismatch may be hubs still repairing after a
+    // failover: read the hubs again a little later and say whether it lasts.
+    let recheck = if probe.is_some() && states.mismatches > 0 {
+        progress(format_args!(
+            "{} state mismatches; reading the hubs again in {RECHECK_AFTER:?}",
+            states.mismatches
+        ));
+        tokio::time::sleep(RECHECK_AFTER).await;
+        let hub = check::hub_states(&api, &plan.game_ids, &rotation).await?;
+        let views = check::node_views(
+            &hubs.fan_nodes,
+            &node_apis,
+            &hubs.scorekeeper,
+            &plan.game_ids,
+            &rotation,
+        )
+        .await?;
+        let again = check::compare(&outcomes, &hub, &views, &plan.game_ids);
+        Some((again.mismatches, again.samples.into_iter().next()))
+    } else {
+        None
+    };
+    let cluster_report = match &probe {
+        Some(probe) => {
+            let losses = match &acks {
+                Some(acks) => failover::check_losses(&api, &plan.game_ids, acks).await,
+                None => failover::LossCheck::default(),
+            };
+            let accepted: Vec<u64> = accepted_per_game
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect();
+            let failover = match &doomed {
+                Some((shard, port, _, watch)) => {
+                    let mut figures = FailoverReport::from_watch(watch, *port, window_start_ns);
+                    figures.new_primary_port = probe.primary_now(*shard, *port).await;
+                    Some(figures)
+                }
+                None => None,
+            };
+            Some(ClusterReport {
+                replicas: hubs.info.cluster_replicas.unwrap_or(0),
+                shards: probe.shard_reports(&accepted, &commands_before, &commands_after),
+                failover,
+                losses,
+            })
+        }
+        None => None,
+    };
     let churn_check = churn::verify(&outcomes, &plan.game_ids);
 
     let mut counters = FanCounters::default();
@@ -455,7 +627,7 @@ async fn measure(
         }
     }
     let secs = measured.as_secs_f64().max(f64::EPSILON);
-    let (nodes, latency, send_latency) =
+    let (nodes, latency, send_latency, cross_latency) =
         by_node(hubs, &shared, &outcomes, &states.mismatches_per_node, secs)?;
     let posted = match posted {
         Some(posted) => posted,
@@ -497,6 +669,9 @@ async fn measure(
         snapshots: counters.snapshots,
         latency_ms: latency,
         send_latency_us: send_latency,
+        cross_node_send_latency_us: cross_latency,
+        events_lost: cluster_report.as_ref().map_or(0, |c| c.losses.lost),
+        cluster: cluster_report,
         send_unmatched: counters.send_unmatched,
         stalled,
         clock_skew: counters.clock_skew,
@@ -536,6 +711,18 @@ async fn measure(
         report
             .notes
             .push("--no-state-check: churned fans' states were not checked".into());
+    }
+    report.notes.extend(kill_note);
+    if let Some((mismatches, sample)) = recheck {
+        report.state_mismatches_rechecked = Some(mismatches);
+        report.notes.push(format!(
+            "the hubs read again {RECHECK_AFTER:?} later (fans' states as they ended): \
+             {mismatches} mismatches{}",
+            sample.map(|s| format!(", e.g. {s}")).unwrap_or_default()
+        ));
+    }
+    if doomed.is_some() {
+        report.notes.extend(replicas_note(&hubs.info));
     }
     report.judge();
     Ok(report)
@@ -727,8 +914,8 @@ async fn sleep_unless_interrupted(
     start.elapsed()
 }
 
-/// The per-node breakdown (fan node order), and the `ts` and send → receive
-/// latencies over all nodes. `mismatches[n]` is node `n`'s count of state
+/// The per-node breakdown (fan node order), and the `ts`, send → receive
+/// and cross-node send → receive latencies over all nodes. `mismatches[n]` is node `n`'s count of state
 /// mismatches; rates are per `secs` of measuring.
 fn by_node(
     hubs: &Hubs,
@@ -736,9 +923,10 @@ fn by_node(
     outcomes: &[FanOutcome],
     mismatches: &[u64],
     secs: f64,
-) -> Result<(Vec<NodeReport>, Latency, Latency)> {
+) -> Result<(Vec<NodeReport>, Latency, Latency, Latency)> {
     let mut all = latency_histogram()?;
     let mut all_sent = latency_histogram()?;
+    let mut all_cross = latency_histogram()?;
     let mut nodes = Vec::with_capacity(hubs.fan_nodes.len());
     for (index, (urls, node)) in hubs.fan_nodes.iter().zip(&shared.nodes).enumerate() {
         // Every fan task has ended, so nobody else holds the locks; a poisoned
@@ -756,6 +944,14 @@ fn by_node(
         all_sent
             .add(&*sent_hist)
             .context("merging the nodes' send latency histograms")?;
+        all_cross
+            .add(
+                &*node
+                    .cross_latency
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            )
+            .context("merging the nodes' cross-node latency histograms")?;
         nodes.push(NodeReport {
             url: urls.ws.clone(),
             http: urls.http.clone(),
@@ -781,5 +977,28 @@ fn by_node(
         nodes,
         Latency::from_micros(&all),
         Latency::in_micros(&all_sent),
+        Latency::in_micros(&all_cross),
     ))
+}
+
+/// A warning when a failover run cannot get `200`s back on the killed
+/// shard: after the promotion its new primary has one replica fewer than
+/// before, and `WAIT` needs `redis.min_replicas_acked` of them.
+fn replicas_note(info: &HubInfo) -> Option<String> {
+    let replicas = info.cluster_replicas?;
+    let acked: usize = info
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("SCOREHUB_REDIS__MIN_REPLICAS_ACKED="))?
+        .parse()
+        .ok()?;
+    (acked >= replicas).then(|| {
+        format!(
+            "min_replicas_acked = {acked} with {replicas} replica(s) per primary: once a replica \
+             is promoted its shard has {} replica(s) left, so its events are answered 503 until \
+             one is added; run with --replicas {} to see the shard recover",
+            replicas - 1,
+            acked + 1
+        )
+    })
 }

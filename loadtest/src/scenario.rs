@@ -33,6 +33,12 @@ pub(crate) enum Scenario {
     /// `--hub-bin`, two hubs and a private redis-server are started: events
     /// go to the first hub, fans to the second.
     TwoNodes,
+    /// A Redis Cluster of 3 shards (`--replicas` each) and 3 hubs, all
+    /// started by the run (`--hub-bin`): events go round-robin to every hub,
+    /// fans sit on every hub; the report adds cross-node latency, Redis
+    /// commands per event per shard and, with `--kill-primary-at`, the
+    /// failover figures.
+    Cluster,
 }
 
 /// Where one fan connects and what it follows.
@@ -53,6 +59,7 @@ impl Scenario {
             Scenario::ManyGames => "many-games",
             Scenario::Churn => "churn",
             Scenario::TwoNodes => "two-nodes",
+            Scenario::Cluster => "cluster",
         }
     }
 
@@ -61,7 +68,7 @@ impl Scenario {
         match self {
             Scenario::HotGame => 1,
             Scenario::ManyGames => 500,
-            Scenario::Steady | Scenario::Churn | Scenario::TwoNodes => 10,
+            Scenario::Steady | Scenario::Churn | Scenario::TwoNodes | Scenario::Cluster => 10,
         }
     }
 

@@ -11,7 +11,7 @@
 //! ([`crate::fan`] does that).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU8, AtomicU64, Ordering},
     time::Instant,
 };
 
@@ -38,6 +38,18 @@ pub(crate) struct SentTimes {
     start: Instant,
     /// Per game, a power-of-two number of slots; `0` is an empty slot.
     rings: Box<[Box<[AtomicU64]>]>,
+    /// Per game and slot, the index of the hub the event was posted to
+    /// (cluster runs post to every hub, round-robin).
+    nodes: Box<[Box<[AtomicU8]>]>,
+}
+
+/// When and where one event was posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// [`SentTimes::now_ns`] just before the request.
+    pub(crate) ns: u64,
+    /// The index of the hub it was posted to, in posting order.
+    pub(crate) node: u8,
 }
 
 impl SentTimes {
@@ -58,6 +70,9 @@ impl SentTimes {
             rings: (0..games)
                 .map(|_| (0..per_game).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
+            nodes: (0..games)
+                .map(|_| (0..per_game).map(|_| AtomicU8::new(0)).collect())
+                .collect(),
         }
     }
 
@@ -67,30 +82,44 @@ impl SentTimes {
     }
 
     /// Notes that event `seq` of game `game` was sent at `sent_ns` (from
-    /// [`Self::now_ns`]). Unknown games and times past the limit are ignored.
-    pub(crate) fn record(&self, game: usize, seq: u64, sent_ns: u64) {
-        let Some(ring) = self.rings.get(game) else {
+    /// [`Self::now_ns`]) to hub `node`. Unknown games and times past the
+    /// limit are ignored.
+    pub(crate) fn record(&self, game: usize, seq: u64, sent_ns: u64, node: u8) {
+        let (Some(ring), Some(nodes)) = (self.rings.get(game), self.nodes.get(game)) else {
             return;
         };
         if sent_ns > MAX_NANOS {
             return;
         }
-        let slot = &ring[slot_index(seq, ring.len())];
+        let index = slot_index(seq, ring.len());
+        // The node first: a reader that sees the new time sees it too.
+        nodes[index].store(node, Ordering::Relaxed);
+        let slot = &ring[index];
         slot.store(
             ((sent_ns + 1) << TAG_BITS) | (seq & TAG_MASK),
             Ordering::Release,
         );
     }
 
-    /// When event `seq` of game `game` was sent, if it is known (and not yet
-    /// overwritten by a later event of that game).
-    pub(crate) fn sent_at(&self, game: usize, seq: u64) -> Option<u64> {
-        let ring = self.rings.get(game)?;
-        let packed = ring[slot_index(seq, ring.len())].load(Ordering::Acquire);
+    /// When and where event `seq` of game `game` was sent, if it is known
+    /// (and not being overwritten by a later event of that game).
+    pub(crate) fn sent_at(&self, game: usize, seq: u64) -> Option<Sent> {
+        let (ring, nodes) = (self.rings.get(game)?, self.nodes.get(game)?);
+        let index = slot_index(seq, ring.len());
+        let packed = ring[index].load(Ordering::Acquire);
         if packed == 0 || packed & TAG_MASK != seq & TAG_MASK {
             return None;
         }
-        Some((packed >> TAG_BITS) - 1)
+        let node = nodes[index].load(Ordering::Relaxed);
+        // A writer in between may have changed the node: then the slot
+        // changed too, and this event's entry is gone.
+        if ring[index].load(Ordering::Acquire) != packed {
+            return None;
+        }
+        Some(Sent {
+            ns: (packed >> TAG_BITS) - 1,
+            node,
+        })
     }
 }
 
@@ -108,23 +137,36 @@ mod tests {
     fn a_recorded_send_is_found_by_game_and_seq() {
         let sent = SentTimes::new(3);
         assert_eq!(sent.sent_at(1, 7), None);
-        sent.record(1, 7, 12_345);
-        assert_eq!(sent.sent_at(1, 7), Some(12_345));
+        sent.record(1, 7, 12_345, 2);
+        assert_eq!(
+            sent.sent_at(1, 7),
+            Some(super::Sent {
+                ns: 12_345,
+                node: 2
+            })
+        );
         assert_eq!(sent.sent_at(0, 7), None, "another game");
         assert_eq!(sent.sent_at(1, 8), None, "another seq");
-        sent.record(1, 0, 0);
-        assert_eq!(sent.sent_at(1, 0), Some(0), "time zero is a time");
-        sent.record(9, 1, 1);
+        sent.record(1, 0, 0, 0);
+        assert_eq!(
+            sent.sent_at(1, 0).map(|s| s.ns),
+            Some(0),
+            "time zero is a time"
+        );
+        sent.record(9, 1, 1, 0);
         assert_eq!(sent.sent_at(9, 1), None, "unknown games are ignored");
     }
 
     #[test]
     fn a_later_event_in_the_same_slot_replaces_the_earlier_one() {
         let sent = SentTimes::with_slots(1, 64);
-        sent.record(0, 5, 100);
-        sent.record(0, 5 + 64, 200);
+        sent.record(0, 5, 100, 0);
+        sent.record(0, 5 + 64, 200, 1);
         assert_eq!(sent.sent_at(0, 5), None, "overwritten: not mistaken");
-        assert_eq!(sent.sent_at(0, 5 + 64), Some(200));
+        assert_eq!(
+            sent.sent_at(0, 5 + 64).map(|s| (s.ns, s.node)),
+            Some((200, 1))
+        );
     }
 
     #[test]

@@ -502,6 +502,8 @@ mod tests {
                 addr,
                 latency: Mutex::new(latency_histogram().expect("histogram")),
                 send_latency: Mutex::new(latency_histogram().expect("histogram")),
+                cross_latency: Mutex::new(latency_histogram().expect("histogram")),
+                poster: None,
             }],
             game_ids: vec!["lt:g1".to_string()].into(),
             measuring: Arc::new(AtomicBool::new(false)),

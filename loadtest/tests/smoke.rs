@@ -2,11 +2,12 @@
 //! for two nodes a private redis-server), runs its small fixed load, and
 //! reports the hub's CPU and memory with every correctness counter at 0 (the
 //! one-hub run with two clients that never read, `--stalled 2`; a churn run
-//! whose games end after 20 events, `--game-events 20`).
+//! whose games end after 20 events, `--game-events 20`; three hubs on a
+//! 3-shard Redis Cluster, `--scenario cluster`).
 //!
 //! The hub binary is `HUB_BIN` when set, else the `scorehub` built next to
 //! this test's `loadtest` (as `cargo test --workspace` builds it). These tests
-//! fail, never skip, when it or redis-server is missing.
+//! fail, never skip, when it, redis-server or redis-cli is missing.
 
 use std::{
     path::PathBuf,
@@ -143,4 +144,43 @@ fn smoke_across_two_hubs_sharing_a_redis_it_starts() {
         .iter()
         .any(|p| p["kind"] == "redis");
     assert!(redis, "{report:#}");
+}
+
+#[test]
+fn smoke_across_three_hubs_on_a_redis_cluster_it_starts() {
+    let (output, report) = smoke(&["--scenario", "cluster"]);
+    assert_measured(&output, &report, 3);
+    assert_eq!(report["hub"]["cluster_replicas"], 0, "{report:#}");
+    let redis = report["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter(|p| p["kind"] == "redis" && p["cpu_s"].is_number())
+        .count();
+    assert_eq!(redis, 3, "one process per primary: {report:#}");
+    assert!(
+        report["deliveries_per_hub_and_redis_cpu_s"].is_number(),
+        "{report:#}"
+    );
+    assert!(
+        report["cross_node_send_latency_us"]["count"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "fans on other hubs than the one posted to: {report:#}"
+    );
+    let shards = report["cluster"]["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 3, "{report:#}");
+    for shard in shards {
+        // The smoke's 3 games land on 3 shards.
+        assert_eq!(shard["games"], 1, "{report:#}");
+        assert!(shard["commands_per_event"].is_number(), "{report:#}");
+        assert!(shard["per_event"]["evalsha"].is_number(), "{report:#}");
+    }
+    assert_eq!(report["events_lost"], 0, "{report:#}");
+    assert!(
+        report["cluster"]["losses"]["acknowledged"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report:#}"
+    );
 }
