@@ -95,15 +95,13 @@ impl Bus {
         let Some(mut sink) = self.sink() else {
             return Ok(());
         };
-        match tokio::time::timeout(PUBSUB_CONNECT_TIMEOUT, sink.subscribe(&channel)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "redis: cannot subscribe {channel}: {e}"
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "redis: no answer to SUBSCRIBE {channel} within {PUBSUB_CONNECT_TIMEOUT:?}"
-            ))),
-        }
+        super::subscribe_within(
+            "SUBSCRIBE",
+            &channel,
+            PUBSUB_CONNECT_TIMEOUT,
+            sink.subscribe(&channel),
+        )
+        .await
     }
 
     async fn unsubscribe(&self, channel: String) {

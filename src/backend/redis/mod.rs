@@ -220,3 +220,22 @@ impl EventLog for RedisLog {
         Box::pin(async {})
     }
 }
+
+/// Awaits `call`, a `command` (`SUBSCRIBE` or `SSUBSCRIBE`) of `channel`,
+/// for at most `limit`; both transports' errors name the command and channel.
+async fn subscribe_within(
+    command: &str,
+    channel: &str,
+    limit: std::time::Duration,
+    call: impl std::future::Future<Output = ::redis::RedisResult<()>>,
+) -> Result<(), StoreError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+            "redis: cannot {command} {channel}: {e}"
+        ))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis: no answer to {command} {channel} within {limit:?}"
+        ))),
+    }
+}

@@ -161,15 +161,13 @@ impl ShardBus {
 
     async fn ssubscribe(&self, channel: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, conn.ssubscribe(channel)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "redis: cannot SSUBSCRIBE {channel}: {e}"
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "redis: no answer to SSUBSCRIBE {channel} within {SUBSCRIBE_TIMEOUT:?}"
-            ))),
-        }
+        super::subscribe_within(
+            "SSUBSCRIBE",
+            channel,
+            SUBSCRIBE_TIMEOUT,
+            conn.ssubscribe(channel),
+        )
+        .await
     }
 
     async fn sunsubscribe(&self, channel: String) {
