@@ -84,17 +84,14 @@ cp -a "$CARGO_SRC/bin" "$ROOT_DIR/root/.cargo/bin"
 chroot "$ROOT_DIR" env DEBIAN_FRONTEND=noninteractive bash -c \
     'apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates'
 # This network's own setup, as every machine on it has it: the local CAs of its egress
-# proxy (/usr/local/share/ca-certificates) and the variables of /etc/environment that
+# proxy (/usr/local/share/ca-certificates) and the variables of this environment that
 # point TLS clients (pip, node, curl) at the system bundle. Nothing of the project's.
 if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
     mkdir -p "$ROOT_DIR/usr/local/share/ca-certificates"
     cp /usr/local/share/ca-certificates/*.crt "$ROOT_DIR/usr/local/share/ca-certificates/"
     chroot "$ROOT_DIR" update-ca-certificates
 fi
-NET_ENV=()
-if [[ -f /etc/environment ]]; then
-    mapfile -t NET_ENV < <(grep -E '^[A-Z0-9_]*(CERT|CA_|_CA)[A-Z0-9_]*=' /etc/environment | tr -d '"' || true)
-fi
+mapfile -t NET_ENV < <(env | grep -E '^[A-Z0-9_]*(CERT|CA_|_CA)[A-Z0-9_]*=' || true)
 
 step "this checkout (committed files only) into /root/scorehub"
 rm -rf "$ROOT_DIR/root/scorehub"
