@@ -136,7 +136,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     operation_id = "websocket",
     tag = "fans",
     summary = "Fans' WebSocket (live state)",
-    description = "Upgrades to a WebSocket; no token needed. Client messages are JSON text or MessagePack binary frames: `{\"op\":\"sub\",\"games\":[...],\"leagues\":[...],\"since\":{id: seq}}`, `{\"op\":\"unsub\",...}`, `{\"op\":\"ping\"}`. Server frames are binary MessagePack maps: snapshot `{t:\"s\",g,q,d}`, diff `{t:\"d\",g,q,d,ts}` (d is a JSON Merge Patch from q-1 to q), error `{t:\"e\",code,msg,g?}`, pong `{t:\"p\"}`. See CONTRACT.md section 3.",
+    description = "Upgrades to a WebSocket; no token needed. Client messages are JSON text or MessagePack binary frames: `{\"op\":\"sub\",\"games\":[...],\"leagues\":[...],\"since\":{id: seq}}`, `{\"op\":\"unsub\",...}`, `{\"op\":\"ping\"}`. Server frames are binary MessagePack maps: snapshot `{t:\"s\",g,q,d}`, diff `{t:\"d\",g,q,d,ts}` (d is a JSON Merge Patch from q-1 to q), error `{t:\"e\",code,msg,g?}`, pong `{t:\"p\"}`. The README (\"Watching frames\") and web/README.md describe the frames and the browser client.",
     params(
         ("games" = Option<String>, Query, description = "Comma-separated game ids to subscribe to at once."),
         ("leagues" = Option<String>, Query, description = "Comma-separated leagues to subscribe to at once."),

@@ -135,7 +135,7 @@ tests:
             exp_annotations:
               summary: "scorehub solo:8080 is not ready: it refuses events"
               description: "solo:8080 cannot accept events (its /readyz answers 503 with the reason): scorekeepers posting to it get 503 not_ready. Reads and fans keep working."
-              runbook_url: "README.md#scorehubnotready"
+              runbook_url: "docs/RUNBOOK.md#scorehubnotready"
 "#,
             rules = rules.display()
         ),
