@@ -82,36 +82,125 @@ pub struct Event {
 #[serde(deny_unknown_fields)]
 pub struct RawEvent {
     /// Game id; only in batch items (and ignored by the single-event route when equal).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub game: Option<String>,
     /// See [`Event::event_id`].
     pub event_id: String,
     /// `score`, `clock`, `status` or `set`.
     pub kind: String,
     /// See [`Event::expected_seq`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_seq",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expected_seq: Option<u64>,
     /// `score`: `home` or `away`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub team: Option<String>,
     /// `score`: points to add.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_int",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub points: Option<i64>,
     /// `clock`: new period.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_int",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub period: Option<u32>,
     /// `clock`: milliseconds on the clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_seq",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ms: Option<u64>,
     /// `clock`: whether it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running: Option<bool>,
     /// `status`: the new status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<String>,
     /// `set`: a JSON Merge Patch of the state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub patch: Option<Value>,
+}
+
+/// An optional field that, when present, must hold a value: `null` is
+/// refused like any other wrong type (the API document allows no `null`), and
+/// only a missing field is `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// An optional integer field. Besides integers it takes a float with no
+/// fractional part (`725.0` is the integer 725 in JSON and in the API
+/// document's JSON Schema); anything out of `T`'s range is refused.
+fn present_int<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::de::{Error, Unexpected};
+    let n = serde_json::Number::deserialize(deserializer)?;
+    let whole: i128 = if let Some(u) = n.as_u64() {
+        u.into()
+    } else if let Some(i) = n.as_i64() {
+        i.into()
+    } else {
+        let f = n.as_f64().unwrap_or(f64::NAN);
+        // Within ±2^63 (so the cast is exact) and whole.
+        if f.fract() != 0.0 || f.abs() >= 2f64.powi(63) {
+            return Err(D::Error::invalid_value(Unexpected::Float(f), &"an integer"));
+        }
+        f as i128
+    };
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format_args!("{whole} is out of range for this field")))
+}
+
+/// A seq or a clock reading: an integer from 0 to 2^63-1 (the `int64`
+/// range, which every client language holds), integral floats included.
+fn present_seq<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v: Option<i64> = present_int(deserializer)?;
+    v.map(|v| {
+        u64::try_from(v).map_err(|_| {
+            serde::de::Error::custom(format_args!("{v} is below 0; it must be 0 or more"))
+        })
+    })
+    .transpose()
 }
 
 /// Why an event was refused. `BadRequest` maps to HTTP 400 (the body is malformed),

@@ -212,7 +212,7 @@ pub(super) async fn post_event(
     {
         count_rejected();
         let shown: String = named.chars().take(100).collect();
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::InvalidEvent(format!(
             "game: the body names game {shown:?} but the path names {game}; drop `game` from the body or post to that game's URL"
         )));
     }
@@ -268,7 +268,7 @@ pub(super) struct BatchResults {
     operation_id = "postEvents",
     tag = "scorekeeper",
     summary = "Apply a batch of events, in order",
-    description = "Applies 1 to 500 events in order (also across games). Each item is checked and applied on its own, exactly like `POST /v1/games/{id}/events`, and is idempotent by itself: a scorekeeper catching up after being offline can resend the whole batch. A refused item does not fail the request; its entry in `results` carries the error. The batch costs one unit of the token's event rate per item, admitted or refused (429) as a whole.",
+    description = "Applies 1 to 500 events in order (also across games). Each item is checked and applied on its own, exactly like `POST /v1/games/{id}/events`, and is idempotent by itself: a scorekeeper catching up after being offline can resend the whole batch. Every item is parsed first: an item its schema refuses (a missing or unknown field, a wrong type, an unknown kind or team) refuses the whole batch with 400 or 422, the message naming `events[i]`, and nothing is applied. A refusal that depends on the game (403 token may not write it, 404 unknown game, 409, 412, 422 from the game's state) does not fail the request: that item's entry in `results` carries the error and the other items are applied. The batch costs one unit of the token's event rate per item, admitted or refused (429) as a whole.",
     request_body(
         description = "The events, each naming its game.",
         content((Batch = "application/json"), (Batch = "application/msgpack")),
@@ -280,6 +280,7 @@ pub(super) struct BatchResults {
         (status = 401, response = doc::Unauthorized),
         (status = 413, response = doc::PayloadTooLarge),
         (status = 415, response = doc::UnsupportedMediaType),
+        (status = 422, response = doc::InvalidEvent),
         (status = 429, response = doc::RateLimited),
         (status = 500, response = doc::Internal),
         (status = 503, response = doc::NotReady),
@@ -304,16 +305,20 @@ pub(super) async fn post_batch(
     // A batch costs one unit of the token's event rate per item, all or nothing.
     state.limits.charge_events(&claims, n)?;
     let by: Arc<str> = Arc::from(claims.sub.as_str());
+    // Every item is parsed before any is submitted: a batch with a malformed
+    // item is refused whole (400 or 422, naming the item), and nothing of it
+    // is applied, so the fixed batch can simply be sent again.
+    let mut parsed = Vec::with_capacity(n);
+    for (index, item) in batch.events.into_iter().enumerate() {
+        parsed.push(parse_item(index, item).inspect_err(|_| count_rejected())?);
+    }
     // Submit every item in order without waiting (each game's mailbox keeps
     // the order, and its actor commits what is queued as one group), then
     // collect the outcomes in order.
     let mut submitted = Vec::with_capacity(n);
-    for (index, item) in batch.events.into_iter().enumerate() {
-        let named = item
-            .get("game")
-            .and_then(Value::as_str)
-            .map(|g| g.chars().take(100).collect::<String>());
-        submitted.push((named, submit_item(&state, &claims, &by, index, item).await));
+    for (game, event) in parsed {
+        let named = Some(game.as_str().to_owned());
+        submitted.push((named, submit_item(&state, &claims, &by, game, event).await));
     }
     let mut results = Vec::with_capacity(n);
     for (named, submitted) in submitted {
@@ -339,42 +344,49 @@ pub(super) async fn post_batch(
     Ok(Json(BatchResults { results }))
 }
 
-/// Checks one batch item as `POST /v1/games/{id}/events` would, and queues it
-/// in its game's mailbox.
-async fn submit_item(
-    state: &AppState,
-    claims: &Claims,
-    by: &Arc<str>,
-    index: usize,
-    item: Value,
-) -> Result<(GameId, Pending), ApiError> {
-    let received = Instant::now();
+/// Parses one batch item: an event object that names its game. Any error
+/// here is the item's shape (what the item schema refuses), so it refuses the
+/// whole batch; the message starts with `events[index]`.
+fn parse_item(index: usize, item: Value) -> Result<(GameId, Event), ApiError> {
     let prefix = format!("events[{index}]");
     if !item.is_object() {
-        count_rejected();
         return Err(ApiError::BadRequest(format!(
             "{prefix}: each item must be an event object with `game`, `event_id` and `kind`"
         )));
     }
-    let raw: RawEvent = serde_path_to_error::deserialize(item)
-        .map_err(|e| field_error(&prefix, e))
-        .inspect_err(|_| count_rejected())?;
+    let raw: RawEvent =
+        serde_path_to_error::deserialize(item).map_err(|e| field_error(&prefix, e))?;
     let Some(named) = raw.game.as_deref() else {
-        count_rejected();
         return Err(ApiError::BadRequest(format!(
             "{prefix}.game: missing; every batch item names its game"
         )));
     };
-    let game = GameId::parse(named).map_err(|e| {
-        count_rejected();
-        ApiError::BadRequest(format!("{prefix}.game: {e}"))
+    let game =
+        GameId::parse(named).map_err(|e| ApiError::BadRequest(format!("{prefix}.game: {e}")))?;
+    let event = Event::try_from(raw).map_err(|e| match ApiError::from(e) {
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("{prefix}: {m}")),
+        ApiError::InvalidEvent(m) => ApiError::InvalidEvent(format!("{prefix}: {m}")),
+        other => other,
     })?;
+    Ok((game, event))
+}
+
+/// Checks a parsed batch item as `POST /v1/games/{id}/events` would (the
+/// token, the game), and queues it in its game's mailbox. Errors here depend
+/// on the game, not the item's shape: they are the item's result.
+async fn submit_item(
+    state: &AppState,
+    claims: &Claims,
+    by: &Arc<str>,
+    game: GameId,
+    event: Event,
+) -> Result<(GameId, Pending), ApiError> {
+    let received = Instant::now();
     check_write(claims, &game).inspect_err(|_| count_rejected())?;
     let Some(handle) = state.registry.find(&game).await? else {
         count_rejected();
         return Err(ApiError::GameNotFound(game));
     };
-    let event = Event::try_from(raw).inspect_err(|_| count_rejected())?;
     let pending = handle.submit(event, by.clone(), received).await?;
     Ok((game, pending))
 }
@@ -625,7 +637,7 @@ fn json_len(value: &impl Serialize) -> usize {
     operation_id = "listEvents",
     tag = "read",
     summary = "A game's event history (the audit trail)",
-    description = "Applied events, oldest first, with who posted them and when. Any valid token. A page holds at most `limit` events and about 4 MiB of them: a page of large events can hold fewer. Go on with `since` = `next` until a page comes back empty.",
+    description = "Applied events, oldest first, with who posted them and when. Any valid token. A page holds at most `limit` events and about 4 MiB of them: a page of large events can hold fewer. Go on with `since` = `next` until a page comes back empty. An empty parameter counts as absent.",
     params(GamePath, EventsQuery),
     security(("bearerAuth" = [])),
     responses(
@@ -643,7 +655,7 @@ pub(super) async fn list_events(
     GamePath(game): GamePath,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let since = number_param("since", &q.since, 0u64, 0, u64::MAX)?;
+    let since = number_param("since", &q.since, 0u64, 0, i64::MAX.unsigned_abs())?;
     let limit = number_param("limit", &q.limit, DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT)?;
     if state.registry.find(&game).await?.is_none() {
         return Err(ApiError::GameNotFound(game));

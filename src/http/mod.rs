@@ -140,6 +140,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     params(
         ("games" = Option<String>, Query, description = "Comma-separated game ids to subscribe to at once."),
         ("leagues" = Option<String>, Query, description = "Comma-separated leagues to subscribe to at once."),
+        ("Connection" = String, Header, description = "Must include the token `upgrade` (any case).", pattern = r"^([^,]*,)*[ \t]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \t]*(,.*)?$"),
+        ("Upgrade" = String, Header, description = "Must include the token `websocket` (any case).", pattern = r"^([^,]*,)*[ \t]*[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt][ \t]*(,.*)?$"),
+        ("Sec-WebSocket-Version" = String, Header, description = "Must include `13` (RFC 6455).", pattern = r"^([^,]*,)*[ \t]*13[ \t]*(,.*)?$"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes in base64 (24 characters), as RFC 6455 asks.", pattern = r"^[A-Za-z0-9+/]{21}[AQgw]==$"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol."),

@@ -28,7 +28,8 @@ use bytes::Bytes;
 use serde_json::json;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{
-    AdditionalProperties, AllOfBuilder, Discriminator, ObjectBuilder, OneOfBuilder, Schema, Type,
+    AdditionalProperties, AllOfBuilder, Discriminator, KnownFormat, ObjectBuilder, OneOfBuilder,
+    Schema, SchemaFormat, Type,
 };
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{
@@ -98,6 +99,7 @@ struct Components;
 
 impl Modify for Components {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        allow_empty_queries(openapi, &["/v1/games", "/v1/games/{id}/events"]);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearerAuth",
@@ -115,6 +117,34 @@ impl Modify for Components {
             components
                 .responses
                 .insert(family.name.to_owned(), family.response().into());
+        }
+    }
+}
+
+/// The read routes take `?league=` like `?league` absent (what an HTML form
+/// sends for an empty field): each query parameter's schema becomes "this, or
+/// the empty string", so the document says exactly what the server takes.
+fn allow_empty_queries(openapi: &mut utoipa::openapi::OpenApi, paths: &[&str]) {
+    for path in paths {
+        let Some(item) = openapi.paths.paths.get_mut(*path) else {
+            continue;
+        };
+        let Some(get) = item.get.as_mut() else {
+            continue;
+        };
+        for param in get.parameters.iter_mut().flatten() {
+            let RefOr::T(param) = param else {
+                continue;
+            };
+            if param.parameter_in != ParameterIn::Query {
+                continue;
+            }
+            if let Some(schema) = param.schema.take() {
+                let empty = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(0));
+                param.schema = Some(OneOfBuilder::new().item(schema).item(empty).into());
+            }
         }
     }
 }
@@ -230,12 +260,27 @@ fn points_schema() -> RefOr<Schema> {
         .into()
 }
 
-fn period_schema() -> RefOr<Schema> {
-    u32::schema()
+/// What the server takes: any `u32` (no `format`, whose `int32` would stop at 2^31-1).
+fn i64_range(min: i64, max: i64) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .into()
 }
 
+fn period_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(u32::MAX))
+        .into()
+}
+
+/// What the server takes: 0 to 2^63-1 (the `int64` range, so 64-bit clients agree).
 fn ms_schema() -> RefOr<Schema> {
-    u64::schema()
+    i64_range(0, i64::MAX)
 }
 
 fn running_schema() -> RefOr<Schema> {
@@ -268,7 +313,9 @@ fn event_id_schema() -> RefOr<Schema> {
 fn expected_seq_schema() -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
         .minimum(Some(0))
+        .maximum(Some(i64::MAX))
         .description(Some(
             "Optimistic concurrency: apply only if the game's current seq equals this, else `412 seq_mismatch` and nothing is applied.",
         ))
@@ -279,7 +326,7 @@ fn game_schema(batch: bool) -> RefOr<Schema> {
     let description = if batch {
         "The game this item applies to."
     } else {
-        "Optional: when present it must equal the path's game id (else 400)."
+        "Optional: when present it must equal the path's game id (else 422)."
     };
     AllOfBuilder::new()
         .item(Ref::from_schema_name(GameId::name()))
@@ -838,7 +885,10 @@ mod tests {
             .iter()
             .find(|p| p["name"] == "limit")
             .expect("limit parameter");
-        assert_eq!(limit["schema"]["maximum"], games::MAX_GAMES_LIMIT);
+        assert_eq!(
+            limit["schema"]["oneOf"][0]["maximum"],
+            games::MAX_GAMES_LIMIT
+        );
         let params = doc["paths"]["/v1/games/{id}/events"]["get"]["parameters"]
             .as_array()
             .expect("parameters");
@@ -846,7 +896,10 @@ mod tests {
             .iter()
             .find(|p| p["name"] == "limit")
             .expect("limit parameter");
-        assert_eq!(limit["schema"]["maximum"], games::MAX_EVENTS_LIMIT);
+        assert_eq!(
+            limit["schema"]["oneOf"][0]["maximum"],
+            games::MAX_EVENTS_LIMIT
+        );
         assert_eq!(
             doc["components"]["schemas"]["GameId"]["pattern"],
             crate::domain::id::GAME_ID_PATTERN

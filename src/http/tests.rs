@@ -566,19 +566,33 @@ async fn post_event_outcomes() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.message().contains("points"), "{}", r.message());
 
+    // A body naming another game is well-formed but makes no sense here: 422.
     let mut e = score("e6", "home", 1);
     e["game"] = json!("nba:other");
     let r = app.post_event("nba:g1", e).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.message().contains("nba:other"), "{}", r.message());
+    // `null` is not a game id (the document allows none)...
+    let mut e = score("e6", "home", 1);
+    e["game"] = Value::Null;
+    let r = app.post_event("nba:g1", e).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // ...and integers written as floats are integers (JSON Schema says so).
+    let r = app
+        .post_event(
+            "nba:g1",
+            json!({"event_id": "e6f", "kind": "score", "team": "home", "points": 1.0, "expected_seq": 1.0}),
+        )
+        .await;
+    assert_eq!(r.body["seq"], 2, "{}", r.text);
 
     let mut e = score("e7", "home", 1);
     e["game"] = json!("nba:g1");
     let r = app.post_event("nba:g1", e).await;
-    assert_eq!(r.body["seq"], 2, "{}", r.text);
+    assert_eq!(r.body["seq"], 3, "{}", r.text);
 
     let r = app.get("/v1/games/nba:g1").await;
-    assert_eq!(r.body["home"]["score"], 3);
+    assert_eq!(r.body["home"]["score"], 4);
 }
 
 #[tokio::test]
@@ -844,20 +858,15 @@ async fn batch() {
         item("nba:g1", "a", "home", json!(2)),
         item("nba:g2", "b", "away", json!(3)),
         item("nba:g1", "a", "home", json!(2)),
-        item("nba:g1", "c", "home", json!("x")),
         item("nfl:g1", "d", "home", json!(1)),
         item("nba:none", "e", "home", json!(1)),
         item("nba:g1", "a", "home", json!(5)),
-        item("nba:g1", "f", "left", json!(1)),
-        {"event_id": "g", "kind": "score", "team": "home", "points": 1},
-        item("bad id", "h", "home", json!(1)),
-        item("nba:g1", "i", "away", json!(1)),
-        7,
+        item("nba:g1", "i", "away", json!(1.0)),
     ]});
     let r = post(body, Some(&app.nba)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let results = r.body["results"].as_array().unwrap();
-    assert_eq!(results.len(), 12);
+    assert_eq!(results.len(), 7);
     assert_eq!(
         results[0],
         json!({"game": "nba:g1", "seq": 1, "duplicate": false})
@@ -876,44 +885,70 @@ async fn batch() {
             .unwrap_or("")
             .to_owned()
     };
-    assert_eq!(code(3), "bad_request");
-    assert!(
-        results[3]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("events[3].points: invalid type"),
-        "{}",
-        results[3]
-    );
-    assert_eq!(results[3]["game"], "nba:g1");
-    assert_eq!(code(4), "forbidden");
-    assert_eq!(code(5), "game_not_found");
-    assert_eq!(code(6), "event_id_conflict");
-    assert_eq!(code(7), "invalid_event");
-    assert_eq!(code(8), "bad_request");
-    assert!(results[8].get("game").is_none());
-    assert!(
-        results[8]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("events[8].game"),
-        "{}",
-        results[8]
-    );
-    assert_eq!(code(9), "bad_request");
+    // Refusals that depend on the game are the item's result.
+    assert_eq!(code(3), "forbidden");
+    assert_eq!(results[3]["game"], "nfl:g1");
+    assert_eq!(code(4), "game_not_found");
+    assert_eq!(code(5), "event_id_conflict");
     assert_eq!(
-        results[10],
+        results[6],
         json!({"game": "nba:g1", "seq": 2, "duplicate": false})
     );
-    assert_eq!(code(11), "bad_request");
-    assert!(
-        results[11]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("events[11]: each item must be an event object"),
-        "{}",
-        results[11]
-    );
+
+    // An item its schema refuses refuses the whole batch, naming the item, and
+    // nothing of the batch is applied (the good item `j` never lands).
+    let mut unknown_field = item("nba:g1", "k", "home", json!(1));
+    unknown_field["extra"] = json!(1);
+    let mut null_game = item("nba:g1", "k", "home", json!(1));
+    null_game["game"] = Value::Null;
+    let malformed = [
+        (
+            item("nba:g1", "c", "home", json!("x")),
+            StatusCode::BAD_REQUEST,
+            "events[1].points: invalid type",
+        ),
+        (
+            item("nba:g1", "c", "home", json!(1.5)),
+            StatusCode::BAD_REQUEST,
+            "events[1].points: invalid value",
+        ),
+        (
+            item("nba:g1", "f", "left", json!(1)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "events[1]: ",
+        ),
+        (
+            json!({"event_id": "g", "kind": "score", "team": "home", "points": 1}),
+            StatusCode::BAD_REQUEST,
+            "events[1].game: missing",
+        ),
+        (
+            item("bad id", "h", "home", json!(1)),
+            StatusCode::BAD_REQUEST,
+            "events[1].game: ",
+        ),
+        (
+            null_game,
+            StatusCode::BAD_REQUEST,
+            "events[1].game: invalid type: null",
+        ),
+        (
+            unknown_field,
+            StatusCode::BAD_REQUEST,
+            "events[1].extra: unknown field",
+        ),
+        (
+            json!(7),
+            StatusCode::BAD_REQUEST,
+            "events[1]: each item must be an event object",
+        ),
+    ];
+    for (bad, status, prefix) in malformed {
+        let body = json!({"events": [item("nba:g1", "j", "home", json!(1)), bad]});
+        let r = post(body, Some(&app.nba)).await;
+        assert_eq!(r.status, status, "{}", r.text);
+        assert!(r.message().starts_with(prefix), "{prefix}: {}", r.message());
+    }
 
     // Retrying the whole batch changes nothing.
     let r = post(json!({"events": [item("nba:g1", "a", "home", json!(2)), item("nba:g1", "i", "away", json!(1))]}), Some(&app.nba)).await;

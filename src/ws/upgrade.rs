@@ -99,6 +99,11 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             .get(header::SEC_WEBSOCKET_KEY)
             .cloned()
             .ok_or_else(|| refuse("the Sec-WebSocket-Key header is missing"))?;
+        if !is_websocket_key(key.as_bytes()) {
+            return Err(refuse(
+                "the Sec-WebSocket-Key header must be 16 bytes in base64, 24 characters",
+            ));
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -148,6 +153,16 @@ fn limit_send_buffer(tcp: &TcpStream, bytes: usize) {
 }
 
 /// Whether the comma-separated header `name` holds `token` (any case).
+/// Whether `key` is what RFC 6455 (4.1) asks of `Sec-WebSocket-Key`: 16
+/// bytes in base64, so 22 base64 digits (the last one with its low four bits
+/// zero) and `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let digit = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    matches!(key, [head @ .., last, b'=', b'='] if head.len() == 21
+        && head.iter().all(digit)
+        && matches!(last, b'A' | b'Q' | b'g' | b'w'))
+}
+
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -168,6 +183,22 @@ mod tests {
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn only_16_bytes_in_base64_are_a_key() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZR==",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub2 jZQ==",
+        ] {
+            assert!(!is_websocket_key(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[tokio::test]

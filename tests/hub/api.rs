@@ -446,7 +446,7 @@ async fn batch_applies_in_order_with_per_item_results() {
     let events = vec![
         item(a, score("e1", "home", 1)),
         item(b, score("e1", "away", 2)),
-        item(a, score("bad", "visitors", 1)),
+        item("nba:gone", score("bad", "home", 1)),
         item("nba:missing", score("e1", "home", 1)),
         item(a, score("e1", "home", 1)),
         item(a, score("e1", "home", 5)),
@@ -477,7 +477,7 @@ async fn batch_applies_in_order_with_per_item_results() {
         );
         err["code"].as_str().expect("code").to_owned()
     };
-    code(2); // unknown team
+    code(2); // unknown game (a malformed item would refuse the whole batch)
     assert_eq!(code(3), "game_not_found");
     assert_eq!(results[4], json!({"game": a, "seq": 1, "duplicate": true}));
     assert_eq!(code(5), "event_id_conflict");
