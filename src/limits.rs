@@ -589,7 +589,11 @@ mod tests {
                 total: None
             }
         );
-        assert_eq!(http_caps(8192, Some(10)).http, 2, "a tiny limit still serves");
+        assert_eq!(
+            http_caps(8192, Some(10)).http,
+            2,
+            "a tiny limit still serves"
+        );
     }
 
     #[test]

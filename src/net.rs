@@ -272,15 +272,9 @@ mod tests {
     async fn an_idle_connection_expires_after_the_idle_timeout() {
         let epoch = Instant::now();
         let a = Activity::new(epoch);
-        assert_eq!(
-            a.verdict(T, Instant::now()),
-            Verdict::Until(epoch + T.idle)
-        );
+        assert_eq!(a.verdict(T, Instant::now()), Verdict::Until(epoch + T.idle));
         tokio::time::advance(T.idle).await;
-        assert_eq!(
-            a.verdict(T, Instant::now()),
-            Verdict::Expired(Expiry::Idle)
-        );
+        assert_eq!(a.verdict(T, Instant::now()), Verdict::Expired(Expiry::Idle));
     }
 
     #[tokio::test(start_paused = true)]
@@ -322,10 +316,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         a.on_read();
         let head = Instant::now();
-        assert_eq!(
-            a.verdict(T, head),
-            Verdict::Until(head + T.header_read)
-        );
+        assert_eq!(a.verdict(T, head), Verdict::Until(head + T.header_read));
     }
 
     #[tokio::test(start_paused = true)]

@@ -240,16 +240,14 @@ pub enum ValueError {
     },
     /// A CIDR network in `http.trusted_proxies` with bits set past its prefix.
     #[error(
-        "{value:?} has address bits set past its prefix; write the network {network:?}, \
-         or the single address {address:?}"
+        "\"{net}\" has address bits set past its prefix; write the network \"{}\", \
+         or the single address \"{}\"",
+        net.trunc(),
+        net.addr()
     )]
     HostBitsSet {
-        /// The entry as written.
-        value: String,
-        /// The network it names, bits past the prefix cleared.
-        network: String,
-        /// The address alone.
-        address: String,
+        /// The entry, parsed.
+        net: ipnet::IpNet,
     },
     /// Neither `x-forwarded-for` nor `forwarded`.
     #[error(

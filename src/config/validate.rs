@@ -72,7 +72,8 @@ impl RawConfig {
             trusted_proxies: match http.trusted_proxies {
                 Some(RawList(networks)) => networks
                     .iter()
-                    .map(|n| parse_network(n))
+                    .map(String::as_str)
+                    .map(parse_network)
                     .collect::<Result<_, _>>()?,
                 None => base.http.trusted_proxies.clone(),
             },
@@ -292,14 +293,7 @@ fn parse_network(s: &str) -> Result<ipnet::IpNet, ConfigError> {
         )
     })?;
     if net.trunc() != net {
-        return Err(ConfigError::value(
-            KEY,
-            ValueError::HostBitsSet {
-                value: s.to_owned(),
-                network: net.trunc().to_string(),
-                address: net.addr().to_string(),
-            },
-        ));
+        return Err(ConfigError::value(KEY, ValueError::HostBitsSet { net }));
     }
     Ok(net)
 }
@@ -807,7 +801,10 @@ mod tests {
         assert_eq!(c.http.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.http.max_connections, 7);
         for (var, key) in [
-            ("SCOREHUB_HTTP__HEADER_READ_TIMEOUT", "http.header_read_timeout"),
+            (
+                "SCOREHUB_HTTP__HEADER_READ_TIMEOUT",
+                "http.header_read_timeout",
+            ),
             ("SCOREHUB_HTTP__BODY_TIMEOUT", "http.body_timeout"),
             ("SCOREHUB_HTTP__IDLE_TIMEOUT", "http.idle_timeout"),
             ("SCOREHUB_HTTP__MAX_CONNECTIONS", "http.max_connections"),
@@ -825,12 +822,22 @@ mod tests {
              proxy_header = \"Forwarded\"\n",
         )
         .unwrap();
-        let shown: Vec<String> = c.http.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
         assert_eq!(c.http.proxy_header, crate::config::ProxyHeader::Forwarded);
         let e = env(&[("SCOREHUB_HTTP__TRUSTED_PROXIES", "127.0.0.1, ::1")]);
         let c = Config::load_from(None, &e).unwrap();
-        let shown: Vec<String> = c.http.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(shown, ["127.0.0.1/32", "::1/128"]);
         assert_eq!(
             c.http.proxy_header,
@@ -841,7 +848,10 @@ mod tests {
         for (bad, says) in [
             ("10.0.0.0/33", "is not an IP address or network"),
             ("proxy.internal", "is not an IP address or network"),
-            ("10.0.0.1/8", "write the network \"10.0.0.0/8\", or the single address \"10.0.0.1\""),
+            (
+                "10.0.0.1/8",
+                "write the network \"10.0.0.0/8\", or the single address \"10.0.0.1\"",
+            ),
         ] {
             let e = env(&[("SCOREHUB_HTTP__TRUSTED_PROXIES", bad)]);
             let err = Config::load_from(None, &e).unwrap_err();
@@ -852,7 +862,11 @@ mod tests {
         }
         let err = load_toml("[http]\nproxy_header = \"x-real-ip\"\n").unwrap_err();
         assert_eq!(err.key(), Some("http.proxy_header"));
-        assert!(err.to_string().contains("\"x-forwarded-for\" or \"forwarded\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"x-forwarded-for\" or \"forwarded\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -87,9 +87,9 @@ where
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout {
-                        after: this.after,
-                    })))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout { after: this.after }))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -198,7 +198,9 @@ mod tests {
     async fn a_stalled_body_fails_with_a_body_timeout_at_its_deadline() {
         let started = Instant::now();
         let body = DeadlineBody::new(Stalled, Duration::from_secs(30));
-        let err = body.collect().await.err().expect("times out");
+        let Err(err) = body.collect().await else {
+            panic!("a stalled body must time out");
+        };
         assert_eq!(started.elapsed(), Duration::from_secs(30));
         assert_eq!(
             timed_out(err.as_ref()),
@@ -232,10 +234,13 @@ mod tests {
             InFlight::begin(activity.clone()),
         );
         assert!(activity.in_flight());
-        let mut body = std::pin::pin!(body);
+        let mut body = body;
         let frame = body.frame().await.expect("a frame").expect("data");
         assert_eq!(frame.into_data().ok().as_deref(), Some(&b"hello"[..]));
-        assert!(!activity.in_flight(), "ended with the last frame, before drop");
+        assert!(
+            !activity.in_flight(),
+            "ended with the last frame, before drop"
+        );
         drop(body);
         assert!(!activity.in_flight());
 

@@ -224,7 +224,10 @@ mod tests {
 
     #[test]
     fn x_forwarded_for_is_walked_from_the_right_skipping_trusted_hops() {
-        let p = proxies(&["10.0.0.0/24", "192.168.7.7/32"], ProxyHeader::XForwardedFor);
+        let p = proxies(
+            &["10.0.0.0/24", "192.168.7.7/32"],
+            ProxyHeader::XForwardedFor,
+        );
         // client -> 192.168.7.7 -> 10.0.0.2 -> hub
         let h = headers("x-forwarded-for", &["203.0.113.9, 192.168.7.7"]);
         assert_eq!(p.client(ip(PROXY), &h), ip("203.0.113.9"));

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::error::{ErrorBody, ErrorEnvelope};
-use crate::limits::{HttpCaps, FULL_RETRY_AFTER, Limits, TOO_MANY_CONNECTIONS};
+use crate::limits::{FULL_RETRY_AFTER, HttpCaps, Limits, TOO_MANY_CONNECTIONS};
 use crate::metrics as m;
 use crate::net::Activity;
 
@@ -129,7 +129,9 @@ impl Conns {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
         // The map holds no invariant a panic elsewhere could break.
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -236,7 +238,10 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
         assert!(head.contains("connection: close"), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "too_many_connections");
         assert!(json["error"]["message"].as_str().unwrap().contains('7'));

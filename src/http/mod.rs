@@ -101,7 +101,10 @@ pub fn router(state: AppState) -> Router {
                 // logged by the error layer with their reason; keep this quiet.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(middleware::from_fn_with_state(proxies, client_ip::client_ip))
+        .layer(middleware::from_fn_with_state(
+            proxies,
+            client_ip::client_ip,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),

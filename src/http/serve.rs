@@ -177,41 +177,44 @@ async fn serve_connection(
             }
         })
     };
-    let conn = http.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    // Once set, the connection is finishing its request and then closes.
-    let mut finishing = false;
-    let why = loop {
-        let recheck = match activity.verdict(settings.timeouts, Instant::now()) {
-            Verdict::Until(at) => at,
-            Verdict::Expired(expiry) => break Some(expiry.label()),
-        };
-        tokio::select! {
-            biased;
-            served = conn.as_mut() => {
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-                }
-                break None;
-            }
-            () = hard_stop.cancelled() => break None,
-            () = stop.cancelled(), if !finishing => {
-                if !activity.in_flight() {
+    // The connection is closed (dropped) at the end of this block.
+    let why = {
+        let conn = http.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        // Once set, the connection is finishing its request and then closes.
+        let mut finishing = false;
+        loop {
+            let recheck = match activity.verdict(settings.timeouts, Instant::now()) {
+                Verdict::Until(at) => at,
+                Verdict::Expired(expiry) => break Some(expiry.label()),
+            };
+            tokio::select! {
+                biased;
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                    }
                     break None;
                 }
-                conn.as_mut().graceful_shutdown();
-                finishing = true;
-            }
-            () = activity.changed(), if !finishing => {
-                if activity.is_evicted() {
+                () = hard_stop.cancelled() => break None,
+                () = stop.cancelled(), if !finishing => {
                     if !activity.in_flight() {
-                        break Some("evicted");
+                        break None;
                     }
                     conn.as_mut().graceful_shutdown();
                     finishing = true;
                 }
+                () = activity.changed(), if !finishing => {
+                    if activity.is_evicted() {
+                        if !activity.in_flight() {
+                            break Some("evicted");
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        finishing = true;
+                    }
+                }
+                () = tokio::time::sleep_until(recheck), if !finishing => {}
             }
-            () = tokio::time::sleep_until(recheck), if !finishing => {}
         }
     };
     if let Some(reason) = why {
@@ -221,6 +224,5 @@ async fn serve_connection(
         }
         tracing::debug!(%peer, reason, "HTTP connection closed by the hub");
     }
-    drop(conn);
     drop(admitted);
 }
