@@ -50,6 +50,16 @@ pub enum ApiError {
     /// 412 `seq_mismatch`: `expected_seq` does not match the game.
     #[error("{0}")]
     SeqMismatch(String),
+    /// 408 `request_timeout`: the body did not arrive within
+    /// `http.body_timeout`; the connection is closed after the answer.
+    #[error(
+        "the request body did not arrive within {} (http.body_timeout); send the whole body at once, or check the network between the client and the hub",
+        humantime::format_duration(*after)
+    )]
+    RequestTimeout {
+        /// `http.body_timeout`.
+        after: Duration,
+    },
     /// 413 `payload_too_large`: the body is over the configured limit.
     #[error(
         "request body is larger than the limit of {limit} bytes (http.max_body_bytes); send a smaller body, or split a batch into several requests"
@@ -121,6 +131,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::EventIdConflict(_) | ApiError::GameExists(_) => StatusCode::CONFLICT,
             ApiError::SeqMismatch(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidEvent(_) | ApiError::InvalidGame(_) => {
@@ -144,6 +155,7 @@ impl ApiError {
             ApiError::EventIdConflict(_) => "event_id_conflict",
             ApiError::GameExists(_) => "game_exists",
             ApiError::SeqMismatch(_) => "seq_mismatch",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::InvalidEvent(_) => "invalid_event",
@@ -206,6 +218,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotReady(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RequestTimeout { .. } => {
+                // The rest of the body may still come: the connection cannot
+                // carry another request.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

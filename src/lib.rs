@@ -91,6 +91,7 @@ pub mod game;
 pub mod http;
 pub mod limits;
 pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -61,8 +61,59 @@ pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// File descriptors never given to fan connections: the event log and its
 /// index files, Redis, scorekeepers' and probes' HTTP connections, and the
-/// listener's headroom.
+/// listener's headroom (of which [`FILE_RESERVE`] go to no connection at all).
 pub const FD_RESERVE: u64 = 512;
+
+/// File descriptors never given to any connection, HTTP or WebSocket: the
+/// event log, the index files being read, Redis, the listener.
+pub const FILE_RESERVE: u64 = 128;
+
+/// The caps on plain HTTP connections (`http.max_connections`), fitted to
+/// the open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpCaps {
+    /// Most plain HTTP connections open at once.
+    pub http: usize,
+    /// Most HTTP and fan connections open at once together: the open-file
+    /// limit less [`FILE_RESERVE`]; `None` when the limit is unknown or
+    /// unlimited.
+    pub total: Option<usize>,
+}
+
+/// The HTTP caps for `configured` (`http.max_connections`) under the
+/// open-file limit `fd_limit`: HTTP and fan connections together leave
+/// [`FILE_RESERVE`] descriptors, and the HTTP cap is never above that total.
+/// Fans alone stop at [`FD_RESERVE`] ([`connection_cap`]), so even with
+/// every fan slot taken `FD_RESERVE - FILE_RESERVE` HTTP connections fit.
+pub fn http_caps(configured: usize, fd_limit: Option<u64>) -> HttpCaps {
+    let total = fd_limit.map(|limit| {
+        usize::try_from(limit.saturating_sub(FILE_RESERVE))
+            .unwrap_or(usize::MAX)
+            .max(2)
+    });
+    HttpCaps {
+        http: total.map_or(configured, |t| configured.min(t)).max(1),
+        total,
+    }
+}
+
+impl HttpCaps {
+    /// [`http_caps`] under this process's open-file limit; warns when it
+    /// lowers `configured`.
+    pub fn fitted(configured: usize) -> HttpCaps {
+        let fd_limit = open_file_limit();
+        let caps = http_caps(configured, fd_limit);
+        if caps.http < configured {
+            tracing::warn!(
+                max_connections = configured,
+                open_file_limit = fd_limit,
+                cap = caps.http,
+                "http.max_connections is above what the open-file limit allows; HTTP connections are capped at the open-file limit minus {FILE_RESERVE}. Raise the limit (ulimit -n, LimitNOFILE= in systemd, nofile in Docker) to allow more"
+            );
+        }
+        caps
+    }
+}
 
 /// The connection cap: `configured`, lowered so that fan connections leave
 /// [`FD_RESERVE`] descriptors of the open-file limit `fd_limit` (unknown or
@@ -520,6 +571,29 @@ mod tests {
         let limits = Limits::new(&LimitsConfig::default());
         let want = connection_cap(LimitsConfig::default().max_connections, open_file_limit());
         assert_eq!(limits.slots.max, want);
+    }
+
+    #[test]
+    fn http_connections_and_fans_together_leave_the_file_reserve() {
+        let caps = http_caps(8192, Some(20_000));
+        assert_eq!(caps.http, 8192);
+        assert_eq!(caps.total, Some(20_000 - 128));
+        // Every fan slot taken still leaves room for HTTP connections.
+        let fans = connection_cap(50_000, Some(20_000));
+        assert_eq!(caps.total.unwrap() - fans, 512 - 128);
+        assert_eq!(http_caps(50_000, Some(1_000)).http, 1_000 - 128);
+        assert_eq!(
+            http_caps(8192, None),
+            HttpCaps {
+                http: 8192,
+                total: None
+            }
+        );
+        assert_eq!(
+            http_caps(8192, Some(10)).http,
+            2,
+            "a tiny limit still serves"
+        );
     }
 
     #[test]

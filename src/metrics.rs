@@ -27,13 +27,19 @@ pub(crate) const REDIS_UP: &str = "scorehub_redis_up";
 pub(crate) const HTTP_REQUESTS: &str = "scorehub_http_requests_total";
 /// Histogram `{route}`: request latency.
 pub(crate) const HTTP_SECONDS: &str = "scorehub_http_request_duration_seconds";
+/// Gauge: open HTTP connections (not counting those upgraded to WebSocket).
+pub(crate) const HTTP_CONNECTIONS: &str = "scorehub_http_connections";
+/// Counter `{reason}`: HTTP connections the hub closed before the client
+/// did: `header_timeout`, `idle_timeout`, `body_timeout`, `evicted`.
+pub(crate) const HTTP_CLOSED: &str = "scorehub_http_closed_total";
 /// Gauge: 1 while `/readyz` would answer 200 (events accepted), else 0.
 pub(crate) const READY: &str = "scorehub_ready";
 /// Counter `{reason}`: WebSocket connections closed by the server.
 pub(crate) const WS_CLOSED: &str = "scorehub_ws_closed_total";
 /// Counter `{kind}`: requests refused by an abuse limit: `events` (per-token
 /// event rate), `ws_connect` (per-address connect rate), `ws_capacity`
-/// (connection cap).
+/// (fan connection cap), `http_capacity` (HTTP connection cap, every
+/// connection busy).
 pub(crate) const RATE_LIMITED: &str = "scorehub_rate_limited_total";
 /// Counter: times a game's replica found that the shared log no longer holds
 /// the history it applied (a Redis failover or restart lost writes); its
@@ -128,13 +134,21 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency by route."
     );
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Open HTTP connections, not counting those upgraded to WebSocket."
+    );
+    describe_counter!(
+        HTTP_CLOSED,
+        "HTTP connections closed by the hub, by reason: header_timeout, idle_timeout, body_timeout, evicted (to make room)."
+    );
     describe_counter!(
         WS_CLOSED,
         "WebSocket connections closed by the server, by reason."
     );
     describe_counter!(
         RATE_LIMITED,
-        "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (connection cap)."
+        "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (fan connection cap), http_capacity (HTTP connection cap)."
     );
     describe_counter!(
         LOST_WRITES,
@@ -146,6 +160,10 @@ fn describe() {
     metrics::gauge!(WS_SUBSCRIPTIONS).set(0.0);
     metrics::gauge!(GAMES_ACTIVE).set(0.0);
     metrics::gauge!(REDIS_UP).set(0.0);
+    metrics::gauge!(HTTP_CONNECTIONS).set(0.0);
+    for reason in ["header_timeout", "idle_timeout", "body_timeout", "evicted"] {
+        metrics::counter!(HTTP_CLOSED, "reason" => reason).absolute(0);
+    }
     metrics::counter!(LOST_WRITES).absolute(0);
     for outcome in ["applied", "duplicate", "rejected"] {
         metrics::counter!(EVENTS_TOTAL, "outcome" => outcome).absolute(0);
@@ -156,7 +174,7 @@ fn describe() {
     for action in ["conflated", "disconnected"] {
         metrics::counter!(SLOW_CONSUMER, "action" => action).absolute(0);
     }
-    for kind in ["events", "ws_connect", "ws_capacity"] {
+    for kind in ["events", "ws_connect", "ws_capacity", "http_capacity"] {
         metrics::counter!(RATE_LIMITED, "kind" => kind).absolute(0);
     }
     // From 0, so `increase()` sees the first failed write.

@@ -4,17 +4,18 @@
 //! The backend is picked in one place ([`Hub::start`]): Redis when
 //! `redis.url` is set, else the local file log.
 //!
-//! Shutdown follows mini-redis: a [`CancellationToken`] tells every fan
-//! session to close with code 1001, a [`TaskTracker`] waits for them, axum
-//! finishes in-flight requests, the background tasks stop, then the log is
-//! flushed.
+//! Serving itself (accepting, connection limits, timeouts) is
+//! `crate::http::serve`'s.
+//!
+//! Shutdown follows mini-redis: a [`CancellationToken`] stops the accept
+//! loop and tells every HTTP connection to finish its request and every fan
+//! session to close with code 1001, [`TaskTracker`]s wait for them, the
+//! background tasks stop, then the log is flushed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,7 @@ use crate::app::AppState;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::game::{ActorConfig, IdleUnload};
+use crate::http::serve;
 use crate::registry::{self, Registry};
 use crate::store::StoreError;
 use crate::store::file::FileLogOptions;
@@ -156,9 +158,11 @@ impl Hub {
         app(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains: fans get
-    /// close 1001, in-flight requests finish, the log is flushed. Bounded by
-    /// `http.shutdown_timeout` (see [`crate::config::ShutdownBudget`]).
+    /// Serves on `listener` until `shutdown` resolves, then drains: the
+    /// listener closes, idle HTTP connections close, in-flight requests
+    /// finish, fans get close 1001, the log is flushed. Bounded by
+    /// `http.shutdown_timeout` (see [`crate::config::ShutdownBudget`]); HTTP
+    /// connections still open at the deadline are dropped.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -168,47 +172,37 @@ impl Hub {
         let router = app(state.clone());
         let token = state.shutdown.clone();
         let drain = state.config.http.shutdown_budget().drain();
-        let signal = {
+        let settings = serve::Settings::for_hub(&state);
+        state.background.spawn(until(token.clone(), {
             let token = token.clone();
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing fan connections, finishing requests");
                 token.cancel();
             }
-        };
-        // Frames are small and already batched per flush: send them now.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+        }));
         state.background.spawn(housekeeping(state.clone()));
         state
             .background
             .spawn(state.pressure.clone().probe(token.clone()));
-        let server = server.into_future();
+        let hard_stop = CancellationToken::new();
+        let server = serve::run(listener, router, settings, token.clone(), hard_stop.clone());
         tokio::pin!(server);
-        let served = tokio::select! {
-            served = &mut server => served,
+        tokio::select! {
+            () = &mut server => {}
             () = token.cancelled() => {
                 // One deadline for the whole drain, requests and fans alike,
                 // leaving time to flush the log within the shutdown budget.
                 let deadline = tokio::time::Instant::now() + drain;
-                let served = match tokio::time::timeout_at(deadline, &mut server).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        tracing::warn!(
-                            grace_ms = drain.as_millis() as u64,
-                            "requests still in flight at the shutdown deadline are dropped"
-                        );
-                        Ok(())
-                    }
-                };
+                if tokio::time::timeout_at(deadline, &mut server).await.is_err() {
+                    tracing::warn!(
+                        grace_ms = drain.as_millis() as u64,
+                        "requests still in flight at the shutdown deadline are dropped"
+                    );
+                    hard_stop.cancel();
+                    // Each connection's task drops its connection at once.
+                    let _ = tokio::time::timeout(BACKGROUND_STOP, &mut server).await;
+                }
                 state.sessions.close();
                 if tokio::time::timeout_at(deadline, state.sessions.wait()).await.is_err() {
                     tracing::warn!(
@@ -216,9 +210,8 @@ impl Hub {
                         "fan sessions did not close in time"
                     );
                 }
-                served
             }
-        };
+        }
         state.sessions.close();
         token.cancel();
         state.background.close();
@@ -230,7 +223,7 @@ impl Hub {
         }
         state.registry.close().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

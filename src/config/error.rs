@@ -228,6 +228,36 @@ pub enum ValueError {
          (or unset it to run a single node)"
     )]
     NotARedisUrl,
+    /// An entry of `http.trusted_proxies` that is neither an IP address nor a
+    /// CIDR network.
+    #[error(
+        "{value:?} is not an IP address or network; write an address (\"10.0.0.7\", \
+         \"fd00::7\") or a CIDR network (\"10.0.0.0/8\", \"fd00::/8\")"
+    )]
+    NotANetwork {
+        /// The entry as written.
+        value: String,
+    },
+    /// A CIDR network in `http.trusted_proxies` with bits set past its prefix.
+    #[error(
+        "\"{net}\" has address bits set past its prefix; write the network \"{}\", \
+         or the single address \"{}\"",
+        net.trunc(),
+        net.addr()
+    )]
+    HostBitsSet {
+        /// The entry, parsed.
+        net: ipnet::IpNet,
+    },
+    /// Neither `x-forwarded-for` nor `forwarded`.
+    #[error(
+        "{value:?} is not a forwarding header (use \"x-forwarded-for\" or \"forwarded\" (RFC 7239): \
+         the one your proxies append the client's address to)"
+    )]
+    NotAProxyHeader {
+        /// The value as written.
+        value: String,
+    },
     /// Neither `pretty` nor `json`.
     #[error("{value:?} is not a log format (use \"pretty\" or \"json\")")]
     NotALogFormat {

@@ -129,6 +129,64 @@ pub struct HttpConfig {
     /// from their pages (CORS), or `["*"]` for any. Default empty: same origin
     /// only, no CORS headers.
     pub cors_origins: Vec<String>,
+    /// A request head (request line and headers) must arrive whole within
+    /// this long of its first byte, or the connection is closed: a client
+    /// trickling its headers (slowloris) holds a connection this long at
+    /// most. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this long of its head, or the
+    /// request is answered `408 request_timeout` and the connection closed.
+    /// Default 30 s.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long (a keep-alive
+    /// connection between requests, or a new one that sent nothing) is
+    /// closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Most HTTP connections open at once, not counting those upgraded to a
+    /// WebSocket (fans: `limits.max_connections`). When every one is taken,
+    /// the one idle longest is closed to make room, or, when all have a
+    /// request in flight, the new connection is refused. Lowered to fit the
+    /// open-file limit (see [`crate::limits::http_caps`]). Default
+    /// 8192.
+    pub max_connections: usize,
+    /// Networks of the reverse proxies in front of the hub (CIDR, or single
+    /// addresses as /32 or /128). Only from a peer inside one of them is the
+    /// [`HttpConfig::proxy_header`] believed for the client's address; from
+    /// any other peer it is ignored. Default empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies append the client's address to. The
+    /// other forwarding header is never read: a client could have written it
+    /// and a proxy that does not maintain it passes it along unchanged.
+    /// Default [`ProxyHeader::XForwardedFor`].
+    pub proxy_header: ProxyHeader,
+}
+
+/// The forwarding header a reverse proxy appends the client's address to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most load
+    /// balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+impl ProxyHeader {
+    /// The config spelling, which is also the header's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyHeader::XForwardedFor => "x-forwarded-for",
+            ProxyHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+impl fmt::Display for ProxyHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for HttpConfig {
@@ -138,6 +196,12 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             shutdown_timeout: ShutdownBudget::TOTAL,
             cors_origins: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 8192,
+            trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
         }
     }
 }
@@ -524,6 +588,12 @@ mod tests {
                 max_body_bytes: 1,
                 shutdown_timeout: Duration::from_secs(1),
                 cors_origins: vec!["https://elsewhere.example".into()],
+                header_read_timeout: Duration::from_secs(1),
+                body_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+                max_connections: 1,
+                trusted_proxies: vec!["10.9.8.0/24".parse().unwrap()],
+                proxy_header: ProxyHeader::Forwarded,
             },
             auth: AuthConfig {
                 secret: Some("s".repeat(40)),

@@ -42,6 +42,12 @@ pub(super) struct RawHttp {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) shutdown_timeout: Option<RawDuration>,
     pub(super) cors_origins: Option<RawList>,
+    pub(super) header_read_timeout: Option<RawDuration>,
+    pub(super) body_timeout: Option<RawDuration>,
+    pub(super) idle_timeout: Option<RawDuration>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) trusted_proxies: Option<RawList>,
+    pub(super) proxy_header: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

@@ -13,7 +13,7 @@ use super::error::{ConfigError, ValueError};
 use super::raw::{RawConfig, RawDuration, RawList, RawRedis};
 use super::{
     AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
-    MIN_SECRET_BYTES, RedisConfig, RedisTls, ShutdownBudget, StorageConfig, WsConfig,
+    MIN_SECRET_BYTES, ProxyHeader, RedisConfig, RedisTls, ShutdownBudget, StorageConfig, WsConfig,
 };
 
 impl RawConfig {
@@ -48,6 +48,38 @@ impl RawConfig {
             cors_origins: match http.cors_origins {
                 Some(RawList(origins)) => check_cors_origins(origins)?,
                 None => base.http.cors_origins.clone(),
+            },
+            header_read_timeout: duration(
+                "http.header_read_timeout",
+                http.header_read_timeout,
+                base.http.header_read_timeout,
+            )?,
+            body_timeout: duration(
+                "http.body_timeout",
+                http.body_timeout,
+                base.http.body_timeout,
+            )?,
+            idle_timeout: duration(
+                "http.idle_timeout",
+                http.idle_timeout,
+                base.http.idle_timeout,
+            )?,
+            max_connections: positive(
+                "http.max_connections",
+                http.max_connections,
+                base.http.max_connections,
+            )?,
+            trusted_proxies: match http.trusted_proxies {
+                Some(RawList(networks)) => networks
+                    .iter()
+                    .map(String::as_str)
+                    .map(parse_network)
+                    .collect::<Result<_, _>>()?,
+                None => base.http.trusted_proxies.clone(),
+            },
+            proxy_header: match http.proxy_header.as_deref() {
+                Some(h) => parse_proxy_header(h)?,
+                None => base.http.proxy_header,
             },
         };
         if http.shutdown_timeout > ShutdownBudget::TOTAL {
@@ -231,6 +263,52 @@ fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
             },
         )
     })
+}
+
+/// One entry of `http.trusted_proxies`: a CIDR network (`10.0.0.0/8`,
+/// `fd00::/8`) or a single address (taken as /32 or /128). A network with
+/// bits set below its prefix (`10.0.0.1/8`) is refused with the network it
+/// probably means: it is usually a typo for a single address or a shorter
+/// prefix, and silently widening it could trust more peers than intended.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, ConfigError> {
+    const KEY: &str = "http.trusted_proxies";
+    let s = s.trim();
+    if !s.contains('/') {
+        return match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => Err(ConfigError::value(
+                KEY,
+                ValueError::NotANetwork {
+                    value: s.to_owned(),
+                },
+            )),
+        };
+    }
+    let net: ipnet::IpNet = s.parse().map_err(|_| {
+        ConfigError::value(
+            KEY,
+            ValueError::NotANetwork {
+                value: s.to_owned(),
+            },
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(ConfigError::value(KEY, ValueError::HostBitsSet { net }));
+    }
+    Ok(net)
+}
+
+fn parse_proxy_header(s: &str) -> Result<ProxyHeader, ConfigError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => Ok(ProxyHeader::XForwardedFor),
+        "forwarded" => Ok(ProxyHeader::Forwarded),
+        _ => Err(ConfigError::value(
+            "http.proxy_header",
+            ValueError::NotAProxyHeader {
+                value: s.to_owned(),
+            },
+        )),
+    }
 }
 
 fn check_secret(secret: String) -> Result<String, ConfigError> {
@@ -703,6 +781,92 @@ mod tests {
             assert!(msg.contains(expected), "{var}={value}: {msg}");
             assert!(msg.contains(&format!("from {var}")), "{msg}");
         }
+    }
+
+    #[test]
+    fn http_timeouts_and_connection_cap_come_from_file_and_env() {
+        let c = load_toml(
+            "[http]\nheader_read_timeout = \"2s\"\nbody_timeout = \"5s\"\nmax_connections = 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60), "default");
+        assert_eq!(c.http.max_connections, 100);
+        let e = env(&[
+            ("SCOREHUB_HTTP__IDLE_TIMEOUT", "1m 30s"),
+            ("SCOREHUB_HTTP__MAX_CONNECTIONS", "7"),
+        ]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.http.max_connections, 7);
+        for (var, key) in [
+            (
+                "SCOREHUB_HTTP__HEADER_READ_TIMEOUT",
+                "http.header_read_timeout",
+            ),
+            ("SCOREHUB_HTTP__BODY_TIMEOUT", "http.body_timeout"),
+            ("SCOREHUB_HTTP__IDLE_TIMEOUT", "http.idle_timeout"),
+            ("SCOREHUB_HTTP__MAX_CONNECTIONS", "http.max_connections"),
+        ] {
+            let err = Config::load_from(None, &env(&[(var, "0")])).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{err}");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_from_a_list_or_env_string() {
+        let c = load_toml(
+            "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]\n\
+             proxy_header = \"Forwarded\"\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        assert_eq!(c.http.proxy_header, crate::config::ProxyHeader::Forwarded);
+        let e = env(&[("SCOREHUB_HTTP__TRUSTED_PROXIES", "127.0.0.1, ::1")]);
+        let c = Config::load_from(None, &e).unwrap();
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["127.0.0.1/32", "::1/128"]);
+        assert_eq!(
+            c.http.proxy_header,
+            crate::config::ProxyHeader::XForwardedFor,
+            "default"
+        );
+
+        for (bad, says) in [
+            ("10.0.0.0/33", "is not an IP address or network"),
+            ("proxy.internal", "is not an IP address or network"),
+            (
+                "10.0.0.1/8",
+                "write the network \"10.0.0.0/8\", or the single address \"10.0.0.1\"",
+            ),
+        ] {
+            let e = env(&[("SCOREHUB_HTTP__TRUSTED_PROXIES", bad)]);
+            let err = Config::load_from(None, &e).unwrap_err();
+            assert_eq!(err.key(), Some("http.trusted_proxies"), "{bad}");
+            let msg = err.to_string();
+            assert!(msg.contains(says), "{msg}");
+            assert!(msg.contains("SCOREHUB_HTTP__TRUSTED_PROXIES"), "{msg}");
+        }
+        let err = load_toml("[http]\nproxy_header = \"x-real-ip\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("http.proxy_header"));
+        assert!(
+            err.to_string()
+                .contains("\"x-forwarded-for\" or \"forwarded\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::bodies::{BodyTimeout, timed_out};
 use crate::app::AppState;
 use crate::auth::{Claims, parse_bearer};
 use crate::domain::GameId;
@@ -156,7 +157,9 @@ const DRAIN_FACTOR: u64 = 16;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// Reads the whole body, refusing more than `limit` bytes without buffering
-/// them: by `Content-Length` up front, else while streaming. A body of up to
+/// them: by `Content-Length` up front, else while streaming. A body that
+/// misses its deadline (`http.body_timeout`, set by `super::bodies`) is a
+/// `408`. A body of up to
 /// 16 × `limit` is read to its end (and dropped, for at most 2 s) before the
 /// refusal, so the client gets it.
 pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
@@ -177,6 +180,11 @@ pub(crate) async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, 
     let mut buf = Vec::with_capacity(capacity);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
+            if let Some(BodyTimeout { after }) = timed_out(&e) {
+                metrics::counter!(crate::metrics::HTTP_CLOSED, "reason" => "body_timeout")
+                    .increment(1);
+                return ApiError::RequestTimeout { after };
+            }
             tracing::debug!(error = %e, "reading the request body failed");
             ApiError::BadRequest(
                 "the request body could not be read completely; send it again".into(),

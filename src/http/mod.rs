@@ -5,6 +5,12 @@
 //! - [`openapi`]: that document, generated from the handlers and types.
 //! - `pages`: the scoreboard, the scorekeeper console and the browser client.
 //! - `extract`: extractors that answer in our JSON error format.
+//! - `serve`: the accept loop and each connection's task (hyper HTTP/1,
+//!   the header-read, idle and body timeouts, stopping).
+//! - `conns`: the connection table: the HTTP connection cap, eviction of
+//!   the longest-idle connection, the open-file budget.
+//! - `bodies`: the request body's deadline, the response's end.
+//! - `client_ip`: the client's address behind trusted proxies.
 //! - [`crate::limits`]: abuse limits: events per token, WebSocket connects per
 //!   address, the connection cap.
 //! - `/v1/ws` is the fans' WebSocket (`crate::ws::ws_handler`).
@@ -15,27 +21,31 @@
 //!
 //! Middleware, outermost first: a request id (`x-request-id`, generated when
 //! absent and copied to the response), security headers (`nosniff`,
-//! `no-referrer`, `X-Frame-Options: DENY`, on every response), a trace span per
-//! request (method, matched route, request id; never the query string nor
-//! headers, which may hold tokens), metrics labelled by the matched route
+//! `no-referrer`, `X-Frame-Options: DENY`, on every response), the client's
+//! address (`client_ip`), a trace span per request (method, matched route,
+//! request id, client address; never the query string nor headers, which
+//! may hold tokens), metrics labelled by the matched route
 //! template (never the raw URI), and axum's body limit matching
 //! `http.max_body_bytes`. Unknown paths get a JSON 404, wrong methods a JSON
 //! 405 (with `Allow`).
 
+pub(crate) mod bodies;
+mod client_ip;
+pub(crate) mod conns;
 pub(crate) mod extract;
 mod games;
 pub mod openapi;
 mod ops;
 pub(crate) mod pages;
+pub(crate) mod serve;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::rejection::ExtensionRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +57,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::extract::Query;
+use crate::extract::{ClientIp, Query};
 use crate::metrics as m;
 use crate::ws::WsQuery;
 use crate::ws::upgrade::WsUpgrade;
@@ -65,6 +75,7 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 /// The complete router: API, WebSocket, operations, with all middleware.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
+    let proxies = Arc::new(client_ip::Proxies::new(&state.config.http));
     // The 405 fallback is set before the CORS layer so that it is wrapped too
     // (a preflight `OPTIONS` reaches the layer through it).
     let api = games::routes()
@@ -90,6 +101,10 @@ pub fn router(state: AppState) -> Router {
                 // logged by the error layer with their reason; keep this quiet.
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
+        .layer(middleware::from_fn_with_state(
+            proxies,
+            client_ip::client_ip,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
@@ -155,17 +170,17 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 async fn fans(
     upgrade: Result<WsUpgrade, ApiError>,
     state: State<crate::ws::Context>,
-    peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
+    client: Result<ClientIp, ApiError>,
     query: Query<WsQuery>,
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(refusal) => return refusal.into_response(),
     };
-    match peer {
-        Ok(peer) => crate::ws::ws_handler(upgrade, state, peer, query).await,
+    match client {
+        Ok(client) => crate::ws::ws_handler(upgrade, state, client, query).await,
         // Only a router served without connect info (a bug) gets here.
-        Err(e) => ApiError::Internal(format!("no peer address: {}", e.body_text())).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -177,18 +192,21 @@ fn route_of(req: &Request) -> String {
         .to_owned()
 }
 
-/// The span of one request: method, route template and request id only.
+/// The span of one request: method, route template, request id and the
+/// client's address (see `client_ip`) only.
 fn request_span(req: &Request) -> tracing::Span {
     let request_id = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let client = req.extensions().get::<ClientIp>().map(|ClientIp(ip)| *ip);
     tracing::info_span!(
         "request",
         method = %req.method(),
         route = %route_of(req),
         request_id = %request_id,
+        client = client.map(tracing::field::display),
     )
 }
 

@@ -639,6 +639,9 @@ error_families! {
     /// 412: `expected_seq` is not the game's seq.
     SeqMismatch: ApiError::SeqMismatch(String::new()),
         "`expected_seq` is not the game's current seq; nothing was applied.", [];
+    /// 408: the body did not arrive in time.
+    RequestTimeout: ApiError::RequestTimeout { after: std::time::Duration::ZERO },
+        "The body did not arrive whole within `http.body_timeout` (default 30 s) of the request head; the connection is closed. Send it again: events are idempotent.", [];
     /// 413: the body is over the limit.
     PayloadTooLarge: ApiError::PayloadTooLarge { limit: 0 },
         "The body is larger than `http.max_body_bytes` (default 65536).", [];

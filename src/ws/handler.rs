@@ -1,16 +1,16 @@
 //! The entry of `GET /v1/ws`: admission, then the upgrade.
 //!
 //! [`ws_handler`] refuses a fan while the hub shuts down (503), asks the
-//! hub's limits for a connection slot (per-address connect rate: 429;
+//! hub's limits for a connection slot for the client's address (the
+//! forwarded one behind a trusted proxy; per-address connect rate: 429;
 //! connection cap: 503), upgrades, and runs the session on the hub's
 //! session tracker, so shutdown waits for it. The slot is held until the
 //! session ends. The query (`?games=..&leagues=..`) becomes the session's
 //! first `sub`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -20,7 +20,7 @@ use super::session;
 use super::upgrade::WsUpgrade;
 use crate::codec::ClientMsg;
 use crate::error::ApiError;
-use crate::extract::Query;
+use crate::extract::{ClientIp, Query};
 
 /// Query of `GET /v1/ws`: what to subscribe to at once, comma-separated.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,13 +63,13 @@ fn split_list(list: Option<&str>) -> Vec<String> {
 pub(crate) async fn ws_handler(
     ws: WsUpgrade,
     State(ctx): State<Context>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Query(query): Query<WsQuery>,
 ) -> Response {
     if ctx.shutdown.is_cancelled() {
         return shutting_down();
     }
-    let slot = match ctx.admit_fan(addr.ip()) {
+    let slot = match ctx.admit_fan(client) {
         Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
     };
@@ -81,7 +81,7 @@ pub(crate) async fn ws_handler(
     ws.accept(send_buffer, move |io| async move {
         let conn_id = ctx.next_conn_id();
         // Debug level: entered on every poll, so free when debug is off.
-        let span = tracing::debug_span!("ws", conn_id, peer = %addr);
+        let span = tracing::debug_span!("ws", conn_id, client = %client);
         session::run(io, conn_id, ctx, initial)
             .instrument(span)
             .await;

@@ -1,8 +1,6 @@
 //! What the fan session tests share: a hub serving `/v1/ws` on a free
 //! port, games to follow, and a client that reads server frames.
 
-use std::future::IntoFuture;
-
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpStream;
@@ -77,15 +75,20 @@ fn open(ws: WsConfig) -> (AppState, tempfile::TempDir) {
     (hub.state().clone(), dir)
 }
 
-/// Serves `app` on 127.0.0.1:0 with peer addresses.
+/// Serves `app` on 127.0.0.1:0 as the hub does (`crate::http::serve`).
 async fn serve(state: AppState, dir: tempfile::TempDir, app: Router) -> TestHub {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = axum::serve(
+    let settings = crate::http::serve::Settings::for_hub(&state);
+    // Serving outlives the hub's shutdown token: the tests see what a fan
+    // that connects while the hub stops gets.
+    tokio::spawn(crate::http::serve::run(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    );
-    tokio::spawn(serve.into_future());
+        app,
+        settings,
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     TestHub {
         state,
         addr,

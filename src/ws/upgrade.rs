@@ -3,9 +3,10 @@
 //! The hub takes the upgraded connection itself instead of through axum's
 //! `WebSocket`, because the session writes pre-encoded frames straight to
 //! the socket (see [`wire`](crate::fanout::wire)) and reads client frames with
-//! tungstenite from the read half only. Whenever the connection is a plain
-//! TCP stream (as `axum::serve` gives it) it is unwrapped from hyper and
-//! split into owned halves, so a game actor writes to it with
+//! tungstenite from the read half only. Whenever the connection is the
+//! hub's TCP stream (as [`crate::http::serve`] gives it, watched by
+//! [`crate::net::Watched`]) it is unwrapped from hyper and from the watch
+//! and split into owned halves, so a game actor writes to it with
 //! `try_write_vectored`: no lock shared with the reader, no waker, and no
 //! share of the actor's cooperative-scheduling budget (which would make all
 //! but the first 128 writes of a fan-out wait for a later poll).
@@ -18,13 +19,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto::upgrade::downcast;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::error::ApiError;
 use crate::fanout::wire::Socket;
+use crate::net::Watched;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
 #[derive(Debug)]
@@ -46,9 +47,9 @@ pub(crate) struct Upgrade {
 
 impl Upgrade {
     fn new(upgraded: Upgraded, send_buffer_bytes: usize) -> Upgrade {
-        match downcast::<TokioIo<TcpStream>>(upgraded) {
+        match upgraded.downcast::<TokioIo<Watched>>() {
             Ok(parts) => {
-                let tcp = parts.io.into_inner();
+                let tcp = parts.io.into_inner().into_tcp();
                 limit_send_buffer(&tcp, send_buffer_bytes);
                 let (read, write) = tcp.into_split();
                 Upgrade {
@@ -58,7 +59,7 @@ impl Upgrade {
                 }
             }
             Err(upgraded) => {
-                // Not a plain TCP stream: go through hyper's object.
+                // Not the hub's TCP stream: go through hyper's object.
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
                 Upgrade {
                     read: Box::new(read),

@@ -25,6 +25,11 @@
 //!   primaries, 3 replicas): sharded pub/sub, resharding, a primary killed.
 //! - `cluster_recovery`: retries that reach another node, Redis losing
 //!   acknowledged writes, a commit stuck behind a busy script.
+//! - `connections`: HTTP connections under abuse: headers or bodies sent
+//!   a byte at a time, thousands of idle keep-alive connections, more
+//!   connections than the cap, SIGTERM with half-sent requests.
+//! - `proxies`: the client's address behind trusted reverse proxies
+//!   (`X-Forwarded-For`, `Forwarded`), spoofing from untrusted peers.
 //! - `lifecycle`: a request stalled at SIGTERM, secrets in start-up errors,
 //!   the not-ready alert for a failed event log.
 //! - `input_edges`: numbers at their limits, NaN in MessagePack, deep
@@ -36,6 +41,7 @@ mod api;
 mod cluster;
 mod cluster_recovery;
 mod common;
+mod connections;
 mod faults;
 mod fuzz_corpus;
 mod input_edges;
@@ -43,6 +49,7 @@ mod lifecycle;
 mod limits;
 mod process;
 mod prometheus;
+mod proxies;
 mod redis_cluster;
 mod unload;
 mod ws;
