@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Restored, Summary};
 use crate::codec;
-use crate::domain::{Fingerprint, GameId, GameState, Seen, SeenIds, patch};
+use crate::domain::{Fingerprint, GameId, GameState, Retention, Seen, SeenIds, Status, patch};
 use crate::store::Record;
 
 /// The log contradicts itself: it cannot be folded into games.
@@ -59,6 +59,10 @@ struct Rebuild {
     created_fingerprint: Fingerprint,
     seen: SeenIds,
     tail: VecDeque<(u64, Value, i64)>,
+    /// See [`Summary::finished_at`].
+    finished_at: Option<i64>,
+    /// Records folded: the creation and every event.
+    records: u64,
 }
 
 /// Folds log records, in log order, into games.
@@ -99,11 +103,13 @@ impl Replayer {
                 game,
                 state,
                 fingerprint,
+                at,
                 ..
             } => {
                 if self.games.contains_key(&game) {
                     return Err(ReplayError::CreatedTwice(game));
                 }
+                let finished_at = Retention::finished_at(state.status, at);
                 let state =
                     serde_json::to_value(&state).map_err(|e| ReplayError::InvalidState {
                         game: game.clone(),
@@ -117,6 +123,8 @@ impl Replayer {
                         created_fingerprint: fingerprint,
                         seen: SeenIds::new(),
                         tail: VecDeque::new(),
+                        finished_at,
+                        records: 1,
                     },
                 );
             }
@@ -141,6 +149,8 @@ impl Replayer {
                 }
                 patch::merge(&mut rb.state, &diff);
                 rb.seq = seq;
+                rb.records += 1;
+                rb.finished_at = finished_status(&rb.state).then_some(at);
                 if self.keep_seen {
                     rb.seen.insert(&event.event_id, Seen { fingerprint, seq });
                 }
@@ -166,6 +176,8 @@ impl Replayer {
                     Summary {
                         state: std::sync::Arc::new(state),
                         created_fingerprint: rb.created_fingerprint,
+                        finished_at: rb.finished_at,
+                        records: rb.records,
                     },
                 ))
             })
@@ -207,6 +219,17 @@ impl Replayer {
             lost: 0,
         })
     }
+}
+
+/// Whether a state being folded (JSON) has a finished status. A status
+/// that is missing or not a status is not finished: the fold's final check
+/// ([`replayed_state`]) reports such a state.
+fn finished_status(state: &Value) -> bool {
+    state
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(Status::parse)
+        .is_some_and(Status::is_finished)
 }
 
 /// A replayed game's state, checked.

@@ -72,6 +72,7 @@ fn scored(state: &GameState, event_id: &str, points: i64) -> (CommitEvent, GameS
         fingerprint,
         frame: codec::diff(&state.game, next.seq, &diff, 2_000),
         record: rmp_serde::to_vec_named(&record).unwrap(),
+        at: 2_000,
     };
     (event, next)
 }
