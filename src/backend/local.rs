@@ -473,13 +473,268 @@ impl Transport for Alone {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
     use super::*;
+    use crate::codec;
     use crate::domain::{NewGame, NewTeam};
+    use crate::testing::GameRecords;
+
+    const NO_SYNC: FileLogOptions = FileLogOptions { fsync: false };
+
+    thread_local! {
+        /// The time of [`test_clock`], per test thread.
+        static NOW: Cell<i64> = const { Cell::new(0) };
+    }
+
+    fn test_clock() -> i64 {
+        NOW.with(Cell::get)
+    }
+
+    fn gid(s: &str) -> GameId {
+        GameId::parse(s).unwrap()
+    }
+
+    /// Appends `records` to a fresh log under `dir`, then closes it.
+    async fn write_log(dir: &Path, records: Vec<Record>) -> u64 {
+        let file = FileLog::open(dir, NO_SYNC, |_| Ok(())).unwrap();
+        file.append(records).await.unwrap();
+        file.close().await;
+        let len = std::fs::metadata(file.path()).unwrap().len();
+        drop(file);
+        len
+    }
+
+    /// A game created at `at` with `scores` events after it, each 1 ms later.
+    fn game(id: &str, at: i64, scores: u64) -> (GameRecords, Vec<Record>) {
+        let mut g = GameRecords::new(gid(id));
+        let mut records = vec![g.created(at)];
+        for i in 1..=scores {
+            records.push(g.score(at + i as i64));
+        }
+        (g, records)
+    }
+
+    /// Commits `record` (an event of `state`'s game) to `log`.
+    async fn commit_one(log: &LocalLog, record: &Record, state: Arc<GameState>) -> Commit {
+        let Record::Event {
+            game, seq, event, ..
+        } = record
+        else {
+            panic!("not an event: {record:?}");
+        };
+        let frame = codec::diff(game, *seq, &serde_json::json!({}), record.at());
+        let committing = [Committing {
+            event_id: &event.event_id,
+            fingerprint: event.fingerprint(),
+            record,
+            frame: &frame,
+        }];
+        log.commit(game, seq - 1, &committing, &state)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_game_past_retention_is_gone_after_restart_and_the_log_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        // Finished long ago, with most of the log's records.
+        let (mut old, mut records) = game("nba:old", 1_000, 30);
+        records.push(old.status(Status::Final, 2_000));
+        // Finished a moment ago, and live.
+        let (mut recent, more) = game("nba:recent", now, 2);
+        records.extend(more);
+        records.push(recent.status(Status::Final, now));
+        let (_, more) = game("nba:live", now, 5);
+        records.extend(more);
+        let before = write_log(dir.path(), records).await;
+
+        let (backend, games) = open(dir.path(), NO_SYNC, Retention::default()).unwrap();
+        assert_eq!(games, 2, "nba:old is not counted");
+        let log = backend.log;
+        let after = std::fs::metadata(dir.path().join(crate::store::file::LOG_FILE_NAME))
+            .unwrap()
+            .len();
+        assert!(after < before / 2, "compacted: {before} -> {after} bytes");
+
+        let old_id = gid("nba:old");
+        assert!(log.summary(&old_id).is_none());
+        assert!(log.load(&old_id, 4).await.unwrap().is_none());
+        assert!(log.events(&old_id, 0, 100).await.unwrap().is_empty());
+        let nba = League::parse("nba").unwrap();
+        assert_eq!(
+            log.league_games(&nba).await.unwrap(),
+            vec![gid("nba:live"), gid("nba:recent")]
+        );
+        let page = log.list(None, None, 10, None).await.unwrap();
+        let listed: Vec<&str> = page.games.iter().map(|g| g.game.as_str()).collect();
+        assert_eq!(listed, ["nba:live", "nba:recent"]);
+
+        // The games kept are intact, seqs and history included (their
+        // index was rebuilt for the records' new offsets).
+        let live = log.load(&gid("nba:live"), 3).await.unwrap().unwrap();
+        assert_eq!((live.state.seq, live.state.home.score), (5, 5));
+        assert_eq!(
+            live.history.iter().map(|(q, _)| *q).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        let events = log.events(&gid("nba:live"), 0, 100).await.unwrap();
+        assert_eq!(
+            events.iter().map(|r| r.at()).collect::<Vec<_>>(),
+            (1..=5).map(|i| now + i).collect::<Vec<_>>()
+        );
+        let recent_state = log.summary(&gid("nba:recent")).unwrap();
+        assert_eq!(recent_state.state.status, Status::Final);
+        assert_eq!(recent_state.finished_at, Some(now));
+
+        // Compacted away, the id is free again.
+        let fresh = GameRecords::new(old_id.clone()).created(now);
+        let Record::Created {
+            state, fingerprint, ..
+        } = &fresh
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            log.create(state, *fingerprint, &fresh).await.unwrap(),
+            CreateOutcome::Created
+        );
+        log.close().await;
+        drop(log);
+
+        // A later start finds nothing to compact, and the new life of the id.
+        let (backend, games) = open(dir.path(), NO_SYNC, Retention::default()).unwrap();
+        assert_eq!(games, 3);
+        assert_eq!(backend.log.summary(&old_id).unwrap().state.seq, 0);
+        backend.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn below_a_quarter_an_expired_game_stays_in_the_log_unknown_and_its_id_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let (mut old, mut records) = game("nba:old", 1_000, 0);
+        records.push(old.status(Status::Cancelled, 2_000));
+        let (_, more) = game("nba:live", now, 20);
+        records.extend(more);
+        let before = write_log(dir.path(), records).await;
+
+        let (backend, games) = open(dir.path(), NO_SYNC, Retention::default()).unwrap();
+        assert_eq!(games, 1);
+        let after = std::fs::metadata(dir.path().join(crate::store::file::LOG_FILE_NAME))
+            .unwrap()
+            .len();
+        assert_eq!(after, before, "2 of 23 records: not worth a compaction");
+        let old_id = gid("nba:old");
+        assert!(backend.log.summary(&old_id).is_none());
+        assert!(backend.log.load(&old_id, 4).await.unwrap().is_none());
+        let page = backend.log.list(None, None, 10, None).await.unwrap();
+        assert_eq!(page.games.len(), 1);
+        let again = GameRecords::new(old_id).created(now);
+        let Record::Created {
+            state, fingerprint, ..
+        } = &again
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            backend
+                .log
+                .create(state, *fingerprint, &again)
+                .await
+                .unwrap(),
+            CreateOutcome::Retired,
+            "the log holds one life per game"
+        );
+        // A longer retention keeps it.
+        backend.log.close().await;
+        drop(backend);
+        let forever = Retention::new(crate::config::MAX_RETENTION);
+        let (backend, games) = open(dir.path(), NO_SYNC, forever).unwrap();
+        assert_eq!(games, 2);
+        backend.log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_game_expires_while_the_node_runs_and_reopening_stops_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(FileLog::open(dir.path(), NO_SYNC, |_| Ok(())).unwrap());
+        let retention = Retention::new(Duration::from_millis(100));
+        let log = LocalLog::new(file, Catalog::with_clock(retention, test_clock));
+        NOW.with(|n| n.set(1_000));
+        let mut g = GameRecords::new(gid("nba:x"));
+        let created = g.created(1_000);
+        let Record::Created {
+            state, fingerprint, ..
+        } = &created
+        else {
+            unreachable!()
+        };
+        log.create(state, *fingerprint, &created).await.unwrap();
+        let mut state = state.clone();
+        let mut step = |record: &Record, status: Status| {
+            state.seq += 1;
+            state.status = status;
+            (record.clone(), Arc::new(state.clone()))
+        };
+
+        let (r, s) = step(&g.status(Status::Final, 1_000), Status::Final);
+        assert!(matches!(
+            commit_one(&log, &r, s).await,
+            Commit::Applied { last_seq: 1 }
+        ));
+        NOW.with(|n| n.set(1_099));
+        assert!(log.summary(&gid("nba:x")).is_some(), "inside retention");
+        // Reopened just in time: the clock stops.
+        let (r, s) = step(&g.status(Status::Live, 1_099), Status::Live);
+        commit_one(&log, &r, s).await;
+        NOW.with(|n| n.set(10_000));
+        assert!(
+            log.summary(&gid("nba:x")).is_some(),
+            "a live game never expires"
+        );
+        // Finished again: the clock restarts from that event.
+        let (r, s) = step(&g.status(Status::Final, 10_000), Status::Final);
+        commit_one(&log, &r, s).await;
+        NOW.with(|n| n.set(10_099));
+        assert_eq!(
+            log.summary(&gid("nba:x")).unwrap().finished_at,
+            Some(10_000)
+        );
+        NOW.with(|n| n.set(10_100));
+        assert!(log.summary(&gid("nba:x")).is_none(), "past retention");
+        assert!(log.load(&gid("nba:x"), 4).await.unwrap().is_none());
+        assert!(log.events(&gid("nba:x"), 0, 10).await.unwrap().is_empty());
+        assert!(
+            log.list(None, None, 10, None)
+                .await
+                .unwrap()
+                .games
+                .is_empty()
+        );
+        let nba = League::parse("nba").unwrap();
+        assert!(log.league_games(&nba).await.unwrap().is_empty());
+        assert_eq!(
+            log.create(state_of(&created), *fingerprint, &created)
+                .await
+                .unwrap(),
+            CreateOutcome::Retired
+        );
+        log.close().await;
+    }
+
+    fn state_of(record: &Record) -> &GameState {
+        match record {
+            Record::Created { state, .. } => state,
+            Record::Event { .. } => panic!("not a creation"),
+        }
+    }
 
     /// A log holding the creation of `nba:x` (seq 0), and its state.
     async fn one_game(dir: &Path) -> (Arc<FileLog>, GameState) {
-        let file =
-            Arc::new(FileLog::open(dir, FileLogOptions { fsync: false }, |_| Ok(())).unwrap());
+        let file = Arc::new(FileLog::open(dir, NO_SYNC, |_| Ok(())).unwrap());
         let id = GameId::parse("nba:x").unwrap();
         let state = NewGame {
             home: NewTeam { name: "H".into() },

@@ -239,3 +239,51 @@ fn replayed_state(id: &GameId, state: Value) -> Result<GameState, ReplayError> {
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+    use crate::testing::GameRecords;
+
+    fn summary_of(records: Vec<Record>) -> Summary {
+        let mut replayer = Replayer::states();
+        for record in records {
+            replayer.record(record).unwrap();
+        }
+        let mut summaries = replayer.into_summaries().unwrap();
+        assert_eq!(summaries.len(), 1);
+        summaries.pop().unwrap().1
+    }
+
+    #[test]
+    fn finished_at_follows_the_last_event_that_leaves_the_game_finished() {
+        let mut g = GameRecords::new(GameId::parse("nba:x").unwrap());
+        let mut records = vec![g.created(10), g.score(20)];
+        let s = summary_of(records.clone());
+        assert_eq!((s.finished_at, s.records), (None, 2));
+
+        records.push(g.status(Status::Final, 30));
+        let s = summary_of(records.clone());
+        assert_eq!((s.finished_at, s.records), (Some(30), 3));
+        assert_eq!(s.state.status, Status::Final);
+
+        // A correction after the final whistle restarts the clock.
+        records.push(g.score(40));
+        assert_eq!(summary_of(records.clone()).finished_at, Some(40));
+
+        // Reopening clears it; cancelling finishes it again.
+        records.push(g.status(Status::Live, 50));
+        assert_eq!(summary_of(records.clone()).finished_at, None);
+        records.push(g.status(Status::Postponed, 55));
+        assert_eq!(
+            summary_of(records.clone()).finished_at,
+            None,
+            "postponed is not finished"
+        );
+        records.push(g.status(Status::Cancelled, 60));
+        let s = summary_of(records);
+        assert_eq!((s.finished_at, s.records), (Some(60), 7));
+    }
+}
