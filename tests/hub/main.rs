@@ -29,6 +29,9 @@
 //!   the not-ready alert for a failed event log.
 //! - `input_edges`: numbers at their limits, NaN in MessagePack, deep
 //!   control messages, token edge cases.
+//! - `retention`: finished games past `games.retention` are gone (404,
+//!   unlisted), compacted out of the event log at the next start, expired
+//!   from Redis and swept from its index; retries inside it are duplicates.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -44,5 +47,6 @@ mod limits;
 mod process;
 mod prometheus;
 mod redis_cluster;
+mod retention;
 mod unload;
 mod ws;

@@ -165,9 +165,10 @@ return {'created'}
 /// (`PEXPIREAT`, restarted by each commit that leaves it finished; `SET`
 /// clears the state's TTL, so it is set again), which the meta hash keeps
 /// as `expires`; a commit that reopens the game `PERSIST`s them. A game
-/// that stays unfinished costs nothing more than one `HDEL`.
+/// that stays unfinished costs nothing more (`expires` is read with `seq`).
 const COMMIT_LUA: &str = r#"
-local cur = redis.call('HGET', KEYS[2], 'seq')
+local meta = redis.call('HMGET', KEYS[2], 'seq', 'expires')
+local cur = meta[1]
 if not cur then
   return {'missing'}
 end
@@ -200,7 +201,8 @@ if ARGV[8] ~= '' then
   for k = 1, 4 do
     redis.call('PEXPIREAT', KEYS[k], ARGV[8])
   end
-elseif redis.call('HDEL', KEYS[2], 'expires') == 1 then
+elseif meta[2] then
+  redis.call('HDEL', KEYS[2], 'expires')
   for k = 1, 4 do
     redis.call('PERSIST', KEYS[k])
   end
