@@ -262,7 +262,7 @@ impl From<EventError> for ApiError {
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
-            CreateError::Exists(_) => ApiError::GameExists(e.to_string()),
+            CreateError::Exists(_) | CreateError::Retired(_) => ApiError::GameExists(e.to_string()),
             CreateError::Invalid(inner) => ApiError::InvalidGame(inner.0),
             CreateError::Unavailable(store) => ApiError::from(store),
             CreateError::Interrupted(_) => ApiError::NotReady(e.to_string()),

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::AppState;
 use crate::backend::{self, Backend};
 use crate::config::Config;
+use crate::domain::Retention;
 use crate::game::{ActorConfig, IdleUnload};
 use crate::http::serve;
 use crate::registry::{self, Registry};
@@ -71,7 +72,10 @@ impl Hub {
         let metrics = crate::metrics::install();
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
-        let backend = backend::redis::connect(&config.redis, shutdown.clone(), &background).await?;
+        let retention = Retention::new(config.games.retention);
+        let backend =
+            backend::redis::connect(&config.redis, retention, shutdown.clone(), &background)
+                .await?;
         tracing::info!(redis = %config.redis.shown(), cluster = !config.redis.cluster.is_empty(), "cluster mode: Redis is the source of truth");
         Ok(Hub::assemble(
             backend, config, secret, metrics, shutdown, background,
@@ -97,6 +101,7 @@ impl Hub {
             FileLogOptions {
                 fsync: config.storage.fsync,
             },
+            Retention::new(config.games.retention),
         )?;
         tracing::info!(
             games,

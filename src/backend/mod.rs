@@ -101,6 +101,13 @@ pub struct Summary {
     pub state: Arc<GameState>,
     /// Digest of the body that created the game.
     pub created_fingerprint: Fingerprint,
+    /// Server time (Unix ms) of the last record that left the game finished
+    /// (`final` or `cancelled`); `None` while it is not finished. Its
+    /// retention runs from here ([`crate::domain::Retention`]).
+    pub finished_at: Option<i64>,
+    /// How many log records the game has (its creation and its events):
+    /// what dropping it would save.
+    pub records: u64,
 }
 
 /// One event of a commit, prepared by the caller for the seq it will get.

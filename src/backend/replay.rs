@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Restored, Summary};
 use crate::codec;
-use crate::domain::{Fingerprint, GameId, GameState, Seen, SeenIds, patch};
+use crate::domain::{Fingerprint, GameId, GameState, Retention, Seen, SeenIds, Status, patch};
 use crate::store::Record;
 
 /// The log contradicts itself: it cannot be folded into games.
@@ -59,6 +59,10 @@ struct Rebuild {
     created_fingerprint: Fingerprint,
     seen: SeenIds,
     tail: VecDeque<(u64, Value, i64)>,
+    /// See [`Summary::finished_at`].
+    finished_at: Option<i64>,
+    /// Records folded: the creation and every event.
+    records: u64,
 }
 
 /// Folds log records, in log order, into games.
@@ -99,11 +103,13 @@ impl Replayer {
                 game,
                 state,
                 fingerprint,
+                at,
                 ..
             } => {
                 if self.games.contains_key(&game) {
                     return Err(ReplayError::CreatedTwice(game));
                 }
+                let finished_at = Retention::finished_at(state.status, at);
                 let state =
                     serde_json::to_value(&state).map_err(|e| ReplayError::InvalidState {
                         game: game.clone(),
@@ -117,6 +123,8 @@ impl Replayer {
                         created_fingerprint: fingerprint,
                         seen: SeenIds::new(),
                         tail: VecDeque::new(),
+                        finished_at,
+                        records: 1,
                     },
                 );
             }
@@ -141,6 +149,8 @@ impl Replayer {
                 }
                 patch::merge(&mut rb.state, &diff);
                 rb.seq = seq;
+                rb.records += 1;
+                rb.finished_at = finished_status(&rb.state).then_some(at);
                 if self.keep_seen {
                     rb.seen.insert(&event.event_id, Seen { fingerprint, seq });
                 }
@@ -166,6 +176,8 @@ impl Replayer {
                     Summary {
                         state: std::sync::Arc::new(state),
                         created_fingerprint: rb.created_fingerprint,
+                        finished_at: rb.finished_at,
+                        records: rb.records,
                     },
                 ))
             })
@@ -209,10 +221,69 @@ impl Replayer {
     }
 }
 
+/// Whether a state being folded (JSON) has a finished status. A status
+/// that is missing or not a status is not finished: the fold's final check
+/// ([`replayed_state`]) reports such a state.
+fn finished_status(state: &Value) -> bool {
+    state
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(Status::parse)
+        .is_some_and(Status::is_finished)
+}
+
 /// A replayed game's state, checked.
 fn replayed_state(id: &GameId, state: Value) -> Result<GameState, ReplayError> {
     serde_json::from_value(state).map_err(|e| ReplayError::InvalidState {
         game: id.clone(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+    use crate::testing::GameRecords;
+
+    fn summary_of(records: Vec<Record>) -> Summary {
+        let mut replayer = Replayer::states();
+        for record in records {
+            replayer.record(record).unwrap();
+        }
+        let mut summaries = replayer.into_summaries().unwrap();
+        assert_eq!(summaries.len(), 1);
+        summaries.pop().unwrap().1
+    }
+
+    #[test]
+    fn finished_at_follows_the_last_event_that_leaves_the_game_finished() {
+        let mut g = GameRecords::new(GameId::parse("nba:x").unwrap());
+        let mut records = vec![g.created(10), g.score(20)];
+        let s = summary_of(records.clone());
+        assert_eq!((s.finished_at, s.records), (None, 2));
+
+        records.push(g.status(Status::Final, 30));
+        let s = summary_of(records.clone());
+        assert_eq!((s.finished_at, s.records), (Some(30), 3));
+        assert_eq!(s.state.status, Status::Final);
+
+        // A correction after the final whistle restarts the clock.
+        records.push(g.score(40));
+        assert_eq!(summary_of(records.clone()).finished_at, Some(40));
+
+        // Reopening clears it; cancelling finishes it again.
+        records.push(g.status(Status::Live, 50));
+        assert_eq!(summary_of(records.clone()).finished_at, None);
+        records.push(g.status(Status::Postponed, 55));
+        assert_eq!(
+            summary_of(records.clone()).finished_at,
+            None,
+            "postponed is not finished"
+        );
+        records.push(g.status(Status::Cancelled, 60));
+        let s = summary_of(records);
+        assert_eq!((s.finished_at, s.records), (Some(60), 7));
+    }
 }

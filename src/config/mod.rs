@@ -491,7 +491,18 @@ pub struct GamesConfig {
     /// Cluster: its Redis channel is unsubscribed too; it loads again from
     /// Redis. Default 60 s.
     pub idle_unload: Duration,
+    /// How long a finished game (status `final` or `cancelled`) is kept
+    /// after the last event that left it finished; then it is gone, like a
+    /// game never created. Cluster: its Redis keys expire. Single node: it
+    /// is no longer served, and its records leave the event log at the
+    /// next start whose compaction it makes worth it. Default 7 days; at
+    /// most [`MAX_RETENTION`].
+    pub retention: Duration,
 }
+
+/// Longest `games.retention` (100 years): expiry times must stay far
+/// inside what Redis and Unix milliseconds hold.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 31_557_600);
 
 impl Default for GamesConfig {
     fn default() -> Self {
@@ -499,6 +510,7 @@ impl Default for GamesConfig {
             history: 1000,
             mailbox: 1024,
             idle_unload: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -634,6 +646,7 @@ mod tests {
                 history: 1,
                 mailbox: 1,
                 idle_unload: Duration::from_secs(1),
+                retention: Duration::from_secs(1),
             },
             limits: LimitsConfig {
                 events_per_second: 1,

@@ -146,6 +146,7 @@ pub(super) struct RawGames {
     pub(super) history: Option<usize>,
     pub(super) mailbox: Option<usize>,
     pub(super) idle_unload: Option<RawDuration>,
+    pub(super) retention: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

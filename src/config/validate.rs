@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::error::{ConfigError, ValueError};
 use super::raw::{RawConfig, RawDuration, RawList, RawRedis};
 use super::{
-    AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat,
+    AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat, MAX_RETENTION,
     MIN_SECRET_BYTES, ProxyHeader, RedisConfig, RedisTls, ShutdownBudget, StorageConfig, WsConfig,
 };
 
@@ -167,7 +167,17 @@ impl RawConfig {
                 games.idle_unload,
                 base.games.idle_unload,
             )?,
+            retention: duration("games.retention", games.retention, base.games.retention)?,
         };
+        if games.retention > MAX_RETENTION {
+            return Err(ConfigError::value(
+                "games.retention",
+                ValueError::AboveMax {
+                    given: games.retention,
+                    max: MAX_RETENTION,
+                },
+            ));
+        }
 
         if redis.stream_max_len < games.history {
             return Err(ConfigError::value(
@@ -907,6 +917,37 @@ mod tests {
         let err = load_toml("[limits]\nevents_per_secnd = 5\n").unwrap_err();
         assert_eq!(err.key(), Some("limits.events_per_secnd"));
         assert!(err.to_string().contains("did you mean events_per_second?"));
+    }
+
+    #[test]
+    fn games_retention_is_a_positive_bounded_duration() {
+        assert_eq!(
+            Config::default().games.retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        let c = load_toml("[games]\nretention = \"36h\"\n").unwrap();
+        assert_eq!(c.games.retention, Duration::from_secs(36 * 3600));
+        let e = env(&[("SCOREHUB_GAMES__RETENTION", "250ms")]);
+        let c = Config::load_from(None, &e).unwrap();
+        assert_eq!(c.games.retention, Duration::from_millis(250));
+        for (value, says) in [
+            ("0", "games.retention: \"0\" must be longer than zero"),
+            ("0s", "games.retention: \"0s\" must be longer than zero"),
+            ("off", "games.retention: \"off\" is not a duration"),
+            (
+                "101years",
+                "games.retention: 101years is too long (use at most \"100years\")",
+            ),
+        ] {
+            let e = env(&[("SCOREHUB_GAMES__RETENTION", value)]);
+            let err = Config::load_from(None, &e).unwrap_err();
+            assert_eq!(err.key(), Some("games.retention"), "{value}");
+            let msg = err.to_string();
+            assert!(msg.contains(says), "{value}: {msg}");
+            assert!(msg.contains("from SCOREHUB_GAMES__RETENTION"), "{msg}");
+        }
+        let err = load_toml("[games]\nretention = 7\n").unwrap_err();
+        assert_eq!(err.key(), Some("games.retention"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod id;
 pub mod patch;
+pub mod retention;
 pub mod seen;
 pub mod state;
 
@@ -12,5 +13,6 @@ mod proptests;
 
 pub use event::{Action, Event, EventError, Fingerprint, RawEvent, Side, apply};
 pub use id::{GameId, IdError, League};
+pub use retention::Retention;
 pub use seen::{Seen, SeenIds};
 pub use state::{Clock, GameState, InvalidState, NewGame, NewTeam, Scalar, Status, Team};

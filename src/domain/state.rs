@@ -52,6 +52,13 @@ impl Status {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// Whether the game is over for good (`final` or `cancelled`): the
+    /// statuses that start its retention clock (see [`super::Retention`]).
+    /// `postponed` is not: the game is still to be played.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Final | Status::Cancelled)
+    }
+
     /// The lowercase wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -59,6 +59,12 @@ pub enum CreateError {
     /// The game exists with a different creating body (409).
     #[error("game {0} already exists with a different body; GET it, or choose another id")]
     Exists(GameId),
+    /// A game of this id finished and passed `games.retention`; its records
+    /// are still in the event log, so the id cannot be used again yet (409).
+    #[error(
+        "game {0} finished longer ago than games.retention; its id can be used again once a restart has compacted the event log; choose another id"
+    )]
+    Retired(GameId),
     /// The body is well-formed but not acceptable (422).
     #[error(transparent)]
     Invalid(#[from] InvalidState),
@@ -130,11 +136,22 @@ impl Registry {
     // ----- lookups -----------------------------------------------------------
 
     /// The handle of a game whose actor runs on this node (no IO).
+    ///
+    /// With an exclusive log, which knows every game, an actor of a game
+    /// the log no longer knows (past `games.retention`) is dropped here:
+    /// the game answers as never created from then on.
     pub fn get(&self, id: &GameId) -> Option<GameHandle> {
-        self.games
+        let handle = self
+            .games
             .get(id)
             .map(|h| h.value().clone())
-            .filter(|h| !h.is_closed())
+            .filter(|h| !h.is_closed())?;
+        if self.log.exclusive() && self.log.summary(id).is_none() {
+            self.remove(id);
+            tracing::debug!(game = %id, "dropped the actor of a game past its retention");
+            return None;
+        }
+        Some(handle)
     }
 
     /// Whether the game's actor is in memory (no IO).
@@ -390,6 +407,7 @@ impl Registry {
             CreateOutcome::Created => Created::New,
             CreateOutcome::Exists { fingerprint: fp } if fp == fingerprint => Created::Existing,
             CreateOutcome::Exists { .. } => return Err(CreateError::Exists(id.clone())),
+            CreateOutcome::Retired => return Err(CreateError::Retired(id.clone())),
         };
         let actor = self.load_locked(id).await?.ok_or_else(|| {
             StoreError::Unavailable(format!("game {id} is missing right after its creation"))

@@ -36,10 +36,18 @@ fn fixture() -> Fixture {
 
 /// [`fixture`] with the log wrapped by `wrap`.
 fn fixture_with(wrap: impl FnOnce(Arc<dyn EventLog>) -> Arc<dyn EventLog>) -> Fixture {
+    fixture_over(Catalog::default(), wrap)
+}
+
+/// [`fixture_with`] over `catalog`.
+fn fixture_over(
+    catalog: Catalog,
+    wrap: impl FnOnce(Arc<dyn EventLog>) -> Arc<dyn EventLog>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let file =
         Arc::new(FileLog::open(dir.path(), FileLogOptions { fsync: false }, |_| Ok(())).unwrap());
-    let backend = local::backend(LocalLog::new(file.clone(), Catalog::default()));
+    let backend = local::backend(LocalLog::new(file.clone(), catalog));
     let (announce, idle) = mpsc::channel(16);
     let registry = Registry::new(
         wrap(backend.log),
@@ -423,4 +431,68 @@ async fn a_slow_load_of_one_game_delays_no_other() {
         f.registry.locks.is_empty(),
         "every game lock was given back"
     );
+}
+
+thread_local! {
+    /// The time of [`test_clock`] on this test's thread; 0: the real time.
+    static NOW: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn test_clock() -> i64 {
+    match NOW.with(std::cell::Cell::get) {
+        0 => unix_ms(),
+        now => now,
+    }
+}
+
+/// Inside its retention a finished game answers retried events as
+/// duplicates (and a reused id with another body as a conflict); past it,
+/// the actor still loaded is dropped and the game answers as never created.
+#[tokio::test]
+async fn a_finished_game_keeps_idempotency_inside_retention_and_is_dropped_past_it() {
+    let retention = crate::domain::Retention::new(Duration::from_secs(60));
+    let f = fixture_over(Catalog::with_clock(retention, test_clock), |log| log);
+    let id = gid("nba:fin");
+    let game = game_with_events(&f, &id, 2).await;
+    let whistle = || {
+        Event::try_from(RawEvent {
+            event_id: "fin".into(),
+            kind: "status".into(),
+            status: Some("final".into()),
+            ..RawEvent::default()
+        })
+        .unwrap()
+    };
+    assert_eq!(apply(&game, whistle()).await.unwrap().seq, 3);
+    let finished_at = f.registry.log().summary(&id).unwrap().finished_at.unwrap();
+
+    NOW.with(|n| n.set(finished_at + 59_999));
+    for (event, seq) in [(score("e1", 1), 1), (whistle(), 3)] {
+        assert_eq!(
+            apply(&game, event).await,
+            Ok(Applied {
+                seq,
+                duplicate: true
+            })
+        );
+    }
+    assert!(matches!(
+        apply(&game, score("e2", 5)).await,
+        Err(ApplyError::Conflict { seq: 2, .. })
+    ));
+    assert!(f.registry.is_loaded(&id));
+    assert_eq!(f.registry.find(&id).await.unwrap().unwrap().state().seq, 3);
+
+    NOW.with(|n| n.set(finished_at + 60_000));
+    assert!(f.registry.get(&id).is_none(), "past retention");
+    assert!(!f.registry.is_loaded(&id));
+    assert_eq!(f.registry.len(), 0, "the actor was dropped");
+    assert!(f.registry.find(&id).await.unwrap().is_none());
+    assert!(f.registry.load(&id).await.unwrap().is_none());
+    let page = f.registry.list(None, None, 10, None).await.unwrap();
+    assert!(page.games.is_empty());
+    assert!(matches!(
+        f.registry.create(id.clone(), new_game(), "t").await,
+        Err(CreateError::Retired(_))
+    ));
 }

@@ -61,6 +61,13 @@ impl Record {
             Record::Created { game, .. } | Record::Event { game, .. } => game,
         }
     }
+
+    /// The server time of the record, Unix ms.
+    pub fn at(&self) -> i64 {
+        match self {
+            Record::Created { at, .. } | Record::Event { at, .. } => *at,
+        }
+    }
 }
 
 /// Why storage refused or failed.
@@ -118,6 +125,10 @@ pub enum CreateOutcome {
         /// Digest of the creating body.
         fingerprint: Fingerprint,
     },
+    /// A game of this id finished and passed its retention, but its records
+    /// are still in the log (the file log, until a start-up compacts it):
+    /// the id cannot be created again yet. Nothing changed.
+    Retired,
 }
 
 /// What committing a run of events to a game did. Only `Applied` wrote

@@ -10,6 +10,8 @@
 //!   `redis-sentinel`s, with kill and failover.
 //! - [`TlsRedis`] (`tls`): a `redis-server` speaking TLS with certificates
 //!   made for the test (CA, server, client).
+//! - [`GameRecords`] (`records`): log records of made-up games, valid for
+//!   the replay.
 //!
 //! Tests that need Redis **fail** when `redis-server`, `redis-cli` or
 //! `redis-sentinel` is missing; they never skip silently.
@@ -22,10 +24,12 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 mod process;
+pub mod records;
 pub mod sentinel;
 pub mod tls;
 
 pub use cluster::RedisCluster;
+pub use records::GameRecords;
 pub use sentinel::RedisSentinels;
 pub use tls::TlsRedis;
 

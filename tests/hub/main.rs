@@ -34,6 +34,9 @@
 //!   the not-ready alert for a failed event log.
 //! - `input_edges`: numbers at their limits, NaN in MessagePack, deep
 //!   control messages, token edge cases.
+//! - `retention`: finished games past `games.retention` are gone (404,
+//!   unlisted), compacted out of the event log at the next start, expired
+//!   from Redis and swept from its index; retries inside it are duplicates.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -51,5 +54,6 @@ mod process;
 mod prometheus;
 mod proxies;
 mod redis_cluster;
+mod retention;
 mod unload;
 mod ws;

@@ -27,7 +27,7 @@ use super::{
     Transport, Unready,
 };
 use crate::config::RedisConfig;
-use crate::domain::{Fingerprint, GameId, GameState, League, Seen, SeenIds, Status};
+use crate::domain::{Fingerprint, GameId, GameState, League, Retention, Seen, SeenIds, Status};
 use crate::store::redis::{CommitEvent, RedisStore};
 use crate::store::{Record, StoreError};
 
@@ -37,13 +37,18 @@ const ANNOUNCED_QUEUE: usize = 1024;
 /// Connects to Redis at `config.url`, or to the Redis Cluster of
 /// `config.cluster` (it must answer now), and starts the pub/sub link
 /// (classic, or sharded on a cluster), whose tasks run on `tasks` until
-/// `shutdown`.
+/// `shutdown`. Finished games expire after `retention`.
 pub async fn connect(
     config: &RedisConfig,
+    retention: Retention,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<Backend, StoreError> {
-    let store = Arc::new(RedisStore::connect_with(config).await?);
+    let store = Arc::new(
+        RedisStore::connect_with(config)
+            .await?
+            .with_retention(retention),
+    );
     let (created, announced) = mpsc::channel(ANNOUNCED_QUEUE);
     let bus: Arc<dyn Transport> = if store.is_cluster() {
         ShardBus::start(store.clone(), created, shutdown, tasks).await?
@@ -93,6 +98,7 @@ impl EventLog for RedisLog {
                         fingerprint: e.fingerprint,
                         frame: e.frame.clone(),
                         record: rmp_serde::to_vec_named(e.record)?,
+                        at: e.record.at(),
                     })
                 })
                 .collect::<Result<Vec<_>, rmp_serde::encode::Error>>()

@@ -82,3 +82,61 @@ pub(super) enum IndexError {
     #[error("the event log is closed (the server is shutting down)")]
     Closed,
 }
+
+/// Why a compaction failed. Every failure before the new file takes the
+/// log's name leaves the log as it was.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CompactError {
+    /// Reading a record of the log failed.
+    #[error("cannot read {} at byte {offset} to compact it: {source}", path.display())]
+    Read {
+        /// The log file.
+        path: PathBuf,
+        /// Where in the log.
+        offset: u64,
+        /// The IO error.
+        #[source]
+        source: io::Error,
+    },
+    /// A record of the log could not be decoded (it replayed a moment ago).
+    #[error("cannot decode the record of {} at byte {offset} to compact it: {source}", path.display())]
+    Decode {
+        /// The log file.
+        path: PathBuf,
+        /// Where in the log.
+        offset: u64,
+        /// The decoding error.
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    /// Writing or syncing the new file failed (disk full, IO error).
+    #[error("cannot write the compacted event log {}: {source}", path.display())]
+    Write {
+        /// The new file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: io::Error,
+    },
+    /// The new file could not be renamed over the log.
+    #[error("cannot put the compacted event log in place of {}: {source}", path.display())]
+    Rename {
+        /// The log file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: io::Error,
+    },
+    /// An unfinished compaction left by a crash could not be removed.
+    #[error(
+        "cannot remove {} (an unfinished compaction left by a crash; the event log itself is intact): {source}. Delete it by hand",
+        path.display()
+    )]
+    Leftover {
+        /// The leftover file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: io::Error,
+    },
+}

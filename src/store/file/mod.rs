@@ -42,6 +42,7 @@
 //!   unloaded from memory is rebuilt without scanning the log, and memory
 //!   grows with games, not with events.
 
+mod compact;
 mod error;
 mod format;
 mod index;
@@ -72,6 +73,7 @@ use self::writer::*;
 use super::{Record, StoreError};
 use crate::domain::GameId;
 
+pub use self::compact::{COMPACT_FILE_NAME, Compaction};
 pub use self::format::MAGIC;
 pub use self::index::INDEX_DIR_NAME;
 
@@ -98,6 +100,8 @@ impl Default for FileLogOptions {
 /// The embedded append-only event log. `Send + Sync`; share it in an `Arc`.
 pub struct FileLog {
     shared: Arc<Shared>,
+    /// How it was opened (a compaction opens the new file the same way).
+    opts: FileLogOptions,
     tx: mpsc::Sender<Cmd>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -136,10 +140,14 @@ impl FileLog {
     /// [`StoreError::Corrupt`]; an unusable directory with [`StoreError::Open`].
     /// Only one process may hold the log open. This call blocks on disk IO:
     /// run it at start-up, or inside `spawn_blocking` from async code.
+    ///
+    /// A compacted log left beside it by a compaction that never finished
+    /// ([`COMPACT_FILE_NAME`]; see [`FileLog::compact`]) is removed: the
+    /// log itself is still the one from before that compaction.
     pub fn open(
         dir: &Path,
         opts: FileLogOptions,
-        mut on_record: impl FnMut(Record) -> Result<(), String>,
+        on_record: impl FnMut(Record) -> Result<(), String>,
     ) -> Result<FileLog, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             dir: dir.display().to_string(),
@@ -166,6 +174,25 @@ impl FileLog {
                 return Err(open_err(format!("cannot lock {}: {e}", path.display())));
             }
         }
+        compact::remove_leftover(&path).map_err(|e| open_err(e.to_string()))?;
+        FileLog::start(dir, &path, file, opts, on_record)
+    }
+
+    /// Opens the log in `file` (at `path` in `dir`, locked by the caller):
+    /// checks its header, replays it through `on_record`, checks the index
+    /// and starts the writer thread (see [`FileLog::open`]).
+    fn start(
+        dir: &Path,
+        path: &Path,
+        file: File,
+        opts: FileLogOptions,
+        mut on_record: impl FnMut(Record) -> Result<(), String>,
+    ) -> Result<FileLog, StoreError> {
+        let path = path.to_path_buf();
+        let open_err = |reason: String| StoreError::Open {
+            dir: dir.display().to_string(),
+            reason,
+        };
         let io_err = |what: &str, e: io::Error| open_err(format!("{what} {}: {e}", path.display()));
         let file_len = file.metadata().map_err(|e| io_err("cannot stat", e))?.len();
 
@@ -243,6 +270,7 @@ impl FileLog {
             .map_err(|e| open_err(format!("cannot start the log writer thread: {e}")))?;
         Ok(FileLog {
             shared,
+            opts,
             tx,
             closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),

@@ -866,3 +866,134 @@ fn probe_clears_health_once_writing_works_again() {
     drop(writer);
     assert_eq!(replayed(dir.path()), vec![created(&g), event(&g, 1)]);
 }
+
+fn compact_path(dir: &Path) -> PathBuf {
+    dir.join(COMPACT_FILE_NAME)
+}
+
+/// Compaction drops every record of the games it is given, keeps the others
+/// byte for byte (their index rebuilt for the new offsets), and the log
+/// goes on: appends continue, a dropped id can start again, and a stale
+/// index file of a dropped game (a crash before it was removed) is harmless.
+#[tokio::test]
+async fn compaction_drops_whole_games_and_keeps_the_rest_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (gid("nba:a"), gid("nba:b"), gid("nhl:c"));
+    let mut all = vec![created(&a), created(&b)];
+    for seq in 1..=20 {
+        all.push(event(&a, seq));
+        if seq <= 5 {
+            all.push(event(&b, seq));
+        }
+    }
+    all.push(created(&c));
+    let (log, _) = open_collect(dir.path()).unwrap();
+    log.append(all.clone()).await.unwrap();
+    let before = file_len(dir.path());
+    let a_index = log.shared.index.path_of(&a);
+    let stale_index = std::fs::read(&a_index).unwrap();
+
+    let mut seen = Vec::new();
+    let (log, done) = log
+        .compact(&HashSet::from([a.clone()]), |r| {
+            seen.push(r);
+            Ok(())
+        })
+        .unwrap();
+    let done = done.expect("compacted");
+    let kept: Vec<Record> = all.iter().filter(|r| *r.game() != a).cloned().collect();
+    assert_eq!(seen, kept, "the reopen replays exactly the records kept");
+    assert_eq!(
+        done,
+        Compaction {
+            games_dropped: 1,
+            records_before: 28,
+            records_after: 7,
+            bytes_before: before,
+            bytes_after: MAGIC_LEN + kept.iter().map(frame_len).sum::<u64>(),
+        }
+    );
+    assert_eq!(file_len(dir.path()), done.bytes_after);
+    assert!(!compact_path(dir.path()).exists(), "no leftover");
+    assert!(!a_index.exists(), "the dropped game's index is removed");
+    assert!(
+        FileLog::open(dir.path(), NO_SYNC, |_| Ok(())).is_err(),
+        "the compacted log is locked by its owner"
+    );
+
+    // b's records moved: its index is rebuilt and reads find them.
+    let want_b: Vec<Record> = (1..=5).map(|s| event(&b, s)).collect();
+    assert_eq!(log.events(&b, 0, 100).await.unwrap(), want_b);
+    assert_eq!(log.game_records(&c).await.unwrap(), vec![created(&c)]);
+    assert!(log.events(&a, 0, 100).await.unwrap().is_empty());
+    assert!(log.game_records(&a).await.unwrap().is_empty());
+
+    // A crash between the rename and the index cleanup would have left a's
+    // old index file: a new life of the id writes over it.
+    std::fs::write(&a_index, &stale_index).unwrap();
+    log.append(vec![event(&b, 6), created(&a), event(&a, 1)])
+        .await
+        .unwrap();
+    assert_eq!(log.events(&a, 0, 100).await.unwrap(), vec![event(&a, 1)]);
+    log.close().await;
+    drop(log);
+
+    let (log, seen) = open_collect(dir.path()).unwrap();
+    let mut want = kept;
+    want.extend([event(&b, 6), created(&a), event(&a, 1)]);
+    assert_eq!(seen, want);
+    assert_eq!(log.events(&a, 0, 100).await.unwrap(), vec![event(&a, 1)]);
+    assert_eq!(log.events(&b, 4, 100).await.unwrap().len(), 2);
+}
+
+/// A crash before the rename leaves the old log complete and an unfinished
+/// compacted file beside it: the next open removes the file and replays the
+/// old log, all of it.
+#[tokio::test]
+async fn a_leftover_compaction_is_removed_at_open_and_the_log_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_game(dir.path(), 4).await;
+    let before = std::fs::read(log_path(dir.path())).unwrap();
+    // Half a compacted copy: the header and part of a record.
+    let mut partial = before[..before.len() / 2].to_vec();
+    partial.truncate(partial.len().max(MAGIC.len() + 3));
+    std::fs::write(compact_path(dir.path()), &partial).unwrap();
+
+    let (log, seen) = open_collect(dir.path()).unwrap();
+    assert_eq!(seen, records);
+    assert!(
+        !compact_path(dir.path()).exists(),
+        "the leftover is removed"
+    );
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
+    log.close().await;
+}
+
+/// When the compacted file cannot be written, the old log stays and opens
+/// again as it was.
+#[tokio::test]
+async fn a_compaction_that_cannot_write_keeps_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_game(dir.path(), 3).await;
+    let before = std::fs::read(log_path(dir.path())).unwrap();
+    let (log, _) = open_collect(dir.path()).unwrap();
+    // Something in the way: the new file cannot be created.
+    std::fs::create_dir(compact_path(dir.path())).unwrap();
+    let mut seen = Vec::new();
+    let (log, done) = log
+        .compact(&HashSet::from([gid("nba:lal-bos")]), |r| {
+            seen.push(r);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(done, None);
+    assert_eq!(seen, records);
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
+    log.append(vec![event(&gid("nba:lal-bos"), 4)])
+        .await
+        .unwrap();
+    log.close().await;
+    drop(log);
+    std::fs::remove_dir(compact_path(dir.path())).unwrap();
+    assert_eq!(replayed(dir.path()).len(), records.len() + 1);
+}

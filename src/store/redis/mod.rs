@@ -17,10 +17,11 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `sh:{nba:x}:state` | string | the state as JSON (with its `seq`) |
-//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability), `lost` (the highest seq a node applied that Redis lost) |
+//! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability), `lost` (the highest seq a node applied that Redis lost), `expires` (while finished: when its keys expire, Unix ms) |
 //! | `sh:{nba:x}:ids` | hash | `event_id` → `<fingerprint hex>:<seq>` (idempotency) |
 //! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack); trimmed to about `redis.stream_max_len` entries (never fewer) |
 //! | `sh:games` | sorted set | every game id, score 0, read lexicographically |
+//! | `sh:expiring` | sorted set | finished games' ids, scored by their expiry (Unix ms), until swept |
 //!
 //! A league's games are the range `[nba:` … `(nba;` of `sh:games` (`;` follows
 //! `:`, and league names cannot contain either), so no per-league index is kept.
@@ -28,6 +29,20 @@
 //! Channels: `sh:g:{nba:x}` carries the diff frames of the game (the payload is
 //! exactly the bytes fans get); `sh:l:nba` carries the id of a game just created
 //! in the league.
+//!
+//! ## Retention
+//!
+//! A finished game (`final` or `cancelled`) is kept for `games.retention`
+//! after the commit that last left it finished (the time of its last
+//! event's record): the commit script `PEXPIREAT`s the game's four keys to
+//! that moment, each commit leaving it finished moves them, and one that
+//! reopens it `PERSIST`s them, all inside the one script call on the
+//! game's slot. Once they expire the game is gone (`load` finds nothing,
+//! a commit answers `missing`) and its id can be created anew. Its id then
+//! leaves `sh:games` when a listing sweeps `sh:expiring`
+//! ([`RedisStore::sweep_expired`]); see [`RedisStore::note_expiry`] for
+//! why that set is written by a command of its own. The expiry is this
+//! node's clock plus the retention; Redis's clock applies it.
 //!
 //! ## Durability
 //!
@@ -87,7 +102,7 @@ use self::conn::Conn;
 pub(crate) use self::names::Names;
 use super::{Commit, CreateOutcome, Record, StoreError};
 use crate::config::{RedisConfig, RedisTls, redact_url};
-use crate::domain::{Fingerprint, GameId, GameState, League, Status};
+use crate::domain::{Fingerprint, GameId, GameState, League, Retention, Status};
 /// Each TCP connect attempt gives up after this long.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A command without an answer after this long fails.
@@ -105,12 +120,16 @@ const LIST_CHUNK_MAX: usize = 1_000;
 /// Most ids one [`RedisStore::list`] call examines before it returns a short
 /// page with a cursor (so a rare status filter over many games stays cheap).
 const LIST_SCAN_BUDGET: usize = 5_000;
+/// Most due entries of `<prefix>:expiring` one [`RedisStore::sweep_expired`]
+/// examines.
+const SWEEP_BATCH: usize = 100;
 
 /// Creates a game if absent.
 ///
 /// KEYS: state, meta. ARGV: state JSON, created fingerprint (hex), the
 /// `Record::Created` (MessagePack), `1` to write when the game exists (so a
-/// `WAIT` after it covers the original create).
+/// `WAIT` after it covers the original create), the game's expiry (Unix ms)
+/// when it is created finished, else empty.
 /// Reply: `{"created"}` or `{"exists", <fingerprint hex>}`.
 const CREATE_LUA: &str = r#"
 local fp = redis.call('HGET', KEYS[2], 'created_fp')
@@ -122,6 +141,11 @@ if fp then
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'seq', '0', 'created_fp', ARGV[2], 'created', ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], 'expires', ARGV[5])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+end
 return {'created'}
 "#;
 
@@ -131,18 +155,26 @@ return {'created'}
 /// KEYS: state, meta, ids, log. ARGV: expected seq, final state JSON, game
 /// channel, n, stream length to keep, `1` to write on a duplicate (so a
 /// `WAIT` after it covers the original), the publish command (`PUBLISH`, or
-/// `SPUBLISH` on a cluster), then for each event: event_id, fingerprint
-/// (hex), diff frame, `Record::Event` (MessagePack).
+/// `SPUBLISH` on a cluster), the game's expiry (Unix ms) when the final
+/// state is finished, else empty; then for each event: event_id,
+/// fingerprint (hex), diff frame, `Record::Event` (MessagePack).
 /// Reply: `{"missing"}`, `{"seen", <index>, "<fp hex>:<seq>"}`,
 /// `{"stale", "<current seq>"}` or `{"applied", "<last seq>"}`.
+///
+/// Retention: a finished game's four keys expire together at its expiry
+/// (`PEXPIREAT`, restarted by each commit that leaves it finished; `SET`
+/// clears the state's TTL, so it is set again), which the meta hash keeps
+/// as `expires`; a commit that reopens the game `PERSIST`s them. A game
+/// that stays unfinished costs nothing more (`expires` is read with `seq`).
 const COMMIT_LUA: &str = r#"
-local cur = redis.call('HGET', KEYS[2], 'seq')
+local meta = redis.call('HMGET', KEYS[2], 'seq', 'expires')
+local cur = meta[1]
 if not cur then
   return {'missing'}
 end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  local seen = redis.call('HGET', KEYS[3], ARGV[8 + 4 * i])
+  local seen = redis.call('HGET', KEYS[3], ARGV[9 + 4 * i])
   if seen then
     if ARGV[6] == '1' then
       redis.call('HINCRBY', KEYS[2], 'dups', 1)
@@ -155,7 +187,7 @@ if cur ~= ARGV[1] then
 end
 local seq = tonumber(cur)
 for i = 0, n - 1 do
-  local a = 8 + 4 * i
+  local a = 9 + 4 * i
   seq = seq + 1
   local s = string.format('%d', seq)
   redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1] .. ':' .. s)
@@ -164,15 +196,30 @@ end
 local last = string.format('%d', seq)
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'seq', last)
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[2], 'expires', ARGV[8])
+  for k = 1, 4 do
+    redis.call('PEXPIREAT', KEYS[k], ARGV[8])
+  end
+elseif meta[2] then
+  redis.call('HDEL', KEYS[2], 'expires')
+  for k = 1, 4 do
+    redis.call('PERSIST', KEYS[k])
+  end
+end
 for i = 0, n - 1 do
-  redis.call(ARGV[7], ARGV[3], ARGV[10 + 4 * i])
+  redis.call(ARGV[7], ARGV[3], ARGV[11 + 4 * i])
 end
 return {'applied', last}
 "#;
 
 /// Raises the game's `lost` mark (meta hash) to ARGV[1] if it is lower:
-/// the highest seq some node applied that Redis then lost.
+/// the highest seq some node applied that Redis then lost. A game whose
+/// meta hash is gone (expired) is left alone.
 const NOTE_LOST_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
 local had = tonumber(redis.call('HGET', KEYS[1], 'lost') or '0')
 if tonumber(ARGV[1]) > had then
   redis.call('HSET', KEYS[1], 'lost', ARGV[1])
@@ -180,7 +227,20 @@ end
 return 1
 "#;
 
+/// Removes each member ARGV[2i+1] of the sorted set KEYS[1] whose score is
+/// still ARGV[2i+2] (so an entry a commit just moved is kept).
+const ZREM_IF_SCORE_LUA: &str = r#"
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"#;
+
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_LUA));
+static ZREM_IF_SCORE: LazyLock<Script> = LazyLock::new(|| Script::new(ZREM_IF_SCORE_LUA));
 static NOTE_LOST: LazyLock<Script> = LazyLock::new(|| Script::new(NOTE_LOST_LUA));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 
@@ -209,6 +269,8 @@ pub struct RedisStore {
     replica_ack_timeout: Duration,
     /// Entries kept per game stream.
     stream_max_len: usize,
+    /// How long finished games are kept.
+    retention: Retention,
 }
 
 impl fmt::Debug for RedisStore {
@@ -244,6 +306,9 @@ pub struct CommitEvent {
     pub frame: Bytes,
     /// The `Record::Event` as MessagePack with field names (the audit trail).
     pub record: Vec<u8>,
+    /// The record's server time, Unix ms (the last event's starts a
+    /// finished game's retention).
+    pub at: i64,
 }
 
 impl RedisStore {
@@ -342,12 +407,25 @@ impl RedisStore {
             min_replicas_acked: config.min_replicas_acked,
             replica_ack_timeout: config.replica_ack_timeout,
             stream_max_len: config.stream_max_len,
+            retention: Retention::default(),
         };
         match store.ping().await {
             Ok(()) => Ok(store),
             Err(StoreError::Unavailable(detail)) => Err(unreachable(detail)),
             Err(e) => Err(e),
         }
+    }
+
+    /// This store keeping finished games for `retention` (default: 7 days).
+    pub fn with_retention(mut self, retention: Retention) -> RedisStore {
+        self.retention = retention;
+        self
+    }
+
+    /// When `state`, reached by a record at `at`, expires (Unix ms): `None`
+    /// when it is not finished.
+    fn expiry(&self, state: &GameState, at: i64) -> Option<i64> {
+        Retention::finished_at(state.status, at).map(|f| self.retention.expires_at(f))
     }
 
     /// Whether Redis is a cluster (sharded pub/sub: `SPUBLISH`).
@@ -436,6 +514,7 @@ impl RedisStore {
         }
         let state_json = serde_json::to_vec(state)
             .map_err(|e| bug(format!("game {id}: cannot encode the state: {e}")))?;
+        let expires = self.expiry(state, record.at());
         let record = rmp_serde::to_vec_named(record)
             .map_err(|e| bug(format!("game {id}: cannot encode the record: {e}")))?;
         // Listed first: a game that exists is always listed (`list` skips
@@ -460,7 +539,8 @@ impl RedisStore {
                 "1"
             } else {
                 "0"
-            });
+            })
+            .arg(expires.map(|e| e.to_string()).unwrap_or_default());
         let reply = self
             .eval_acked(id, &format!("create game {id}"), &CREATE, eval)
             .await?;
@@ -475,9 +555,13 @@ impl RedisStore {
             },
             _ => return Err(bad_reply(id, "create", &reply)),
         };
+        if let (CreateOutcome::Created, Some(expires)) = (outcome, expires) {
+            self.note_expiry(id, expires).await;
+        }
         let announce = match outcome {
             CreateOutcome::Created => true,
             CreateOutcome::Exists { fingerprint: f } => f == fingerprint,
+            CreateOutcome::Retired => false,
         };
         if announce {
             let mut publish = ::redis::cmd(self.publish_command());
@@ -582,6 +666,7 @@ impl RedisStore {
         }
         let state_json = serde_json::to_vec(state)
             .map_err(|e| bug(format!("game {id}: cannot encode the state: {e}")))?;
+        let expires = events.last().and_then(|e| self.expiry(state, e.at));
         let mut eval = ::redis::cmd("EVALSHA");
         eval.arg(COMMIT.get_hash())
             .arg(4)
@@ -599,7 +684,8 @@ impl RedisStore {
             } else {
                 "0"
             })
-            .arg(self.publish_command());
+            .arg(self.publish_command())
+            .arg(expires.map(|e| e.to_string()).unwrap_or_default());
         for e in events {
             eval.arg(e.event_id.as_str())
                 .arg(hex(&e.fingerprint))
@@ -629,7 +715,38 @@ impl RedisStore {
             }
             _ => None,
         };
-        parsed.ok_or_else(|| bad_reply(id, "commit", &reply))
+        let commit = parsed.ok_or_else(|| bad_reply(id, "commit", &reply))?;
+        if let (Commit::Applied { .. }, Some(expires)) = (commit, expires) {
+            self.note_expiry(id, expires).await;
+        }
+        Ok(commit)
+    }
+
+    /// Enters a finished game in `<prefix>:expiring` (score: its expiry), so
+    /// [`RedisStore::sweep_expired`] takes it out of `<prefix>:games` once
+    /// its keys are gone.
+    ///
+    /// A command of its own after the game's script: on a cluster the set
+    /// lives in another slot than the game's keys. A node that dies (or a
+    /// Redis that fails) in between leaves the game out of the set: its
+    /// keys still expire on time, and only its id stays in the games index,
+    /// where listing skips it (an id without a state key, like a create
+    /// that failed half-way). So a failure here is logged, not returned:
+    /// the commit itself is applied.
+    async fn note_expiry(&self, id: &GameId, expires: i64) {
+        let mut zadd = ::redis::cmd("ZADD");
+        zadd.arg(self.names.expiring())
+            .arg(expires)
+            .arg(id.as_str());
+        let added: Result<i64, StoreError> = self
+            .call(&format!("note the expiry of game {id}"), |mut c| {
+                let cmd = &zadd;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await;
+        if let Err(e) = added {
+            tracing::warn!(game = %id, error = %e, "cannot enter a finished game in the expiring set; its keys still expire, its id stays listed (and skipped)");
+        }
     }
 
     /// What the game's idempotency record holds for each of `event_ids`
@@ -766,6 +883,7 @@ impl RedisStore {
         if limit == 0 {
             return Ok((Vec::new(), None));
         }
+        self.sweep_before_listing().await;
         let (lo, hi) = league_range(league);
         let mut min = match cursor {
             Some(c) if lo.as_deref().is_none_or(|lo| c.as_str() >= &lo[1..]) => {
@@ -843,6 +961,7 @@ impl RedisStore {
     /// The ids of every game of `league`, in order. An id whose create failed
     /// half-way may be among them (its [`RedisStore::load`] gives `None`).
     pub async fn league_games(&self, league: &League) -> Result<Vec<GameId>, StoreError> {
+        self.sweep_before_listing().await;
         let (lo, hi) = league_range(Some(league));
         let (lo, hi) = (lo.unwrap_or_default(), hi.unwrap_or_default());
         let mut cmd = ::redis::cmd("ZRANGE");
@@ -854,6 +973,167 @@ impl RedisStore {
             })
             .await?;
         Ok(ids.iter().filter_map(|id| GameId::parse(id).ok()).collect())
+    }
+
+    /// [`RedisStore::sweep_expired`], whose failure only costs listing a few
+    /// ids it skips anyway (their state keys are gone).
+    async fn sweep_before_listing(&self) {
+        if let Err(e) = self.sweep_expired().await {
+            tracing::warn!(error = %e, "cannot sweep expired games out of the games index");
+        }
+    }
+
+    /// Takes games whose keys have expired out of `<prefix>:games`, so the
+    /// index follows the games kept, not every game ever created; answers
+    /// how many. Examines at most [`SWEEP_BATCH`] entries of
+    /// `<prefix>:expiring` that are due by this node's clock; Redis's own
+    /// clock decides (a game counts as gone once its state key is).
+    ///
+    /// Each due entry ends one of three ways: the game is gone (its id
+    /// leaves both sets); it was reopened (no `expires` in its meta hash:
+    /// the entry goes); or it expires later than the entry says (a commit
+    /// finished it again: the entry moves). An entry is removed only while
+    /// its score is the one read, so one a commit just moved stays. A game
+    /// created again under the same id while its id is being removed is
+    /// listed again at once, unless its creation lands between the check
+    /// that finds it again and the removal; then it stays unlisted until
+    /// its `PUT` is repeated (which lists it again).
+    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let mut range = ::redis::cmd("ZRANGE");
+        range
+            .arg(self.names.expiring())
+            .arg("-inf")
+            .arg(unix_now_ms())
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH)
+            .arg("WITHSCORES");
+        let due: Vec<(String, String)> = self
+            .call("read the expiring games", |mut c| {
+                let cmd = &range;
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+        let found = self.expiry_of(&ids).await?;
+        let mut gone = Vec::new();
+        let mut settled = Vec::new();
+        let mut moved = Vec::new();
+        for ((id, score), (exists, expires)) in due.iter().zip(found) {
+            match (exists, expires) {
+                (false, _) => {
+                    gone.push(id.as_str());
+                    settled.push((id.as_str(), score.as_str()));
+                }
+                // Finished again later; or not yet expired by Redis's clock.
+                (true, Some(expires)) if expires != *score => moved.push((id.as_str(), expires)),
+                (true, Some(_)) => {}
+                (true, None) => settled.push((id.as_str(), score.as_str())),
+            }
+        }
+        if !gone.is_empty() {
+            let mut zrem = ::redis::cmd("ZREM");
+            zrem.arg(self.names.games()).arg(&gone);
+            let _: i64 = self
+                .call("unlist expired games", |mut c| {
+                    let cmd = &zrem;
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await?;
+            // Created again under the same id meanwhile: list it again.
+            let again = self.expiry_of(&gone).await?;
+            let back: Vec<&str> = gone
+                .iter()
+                .zip(again)
+                .filter(|(_, (exists, _))| *exists)
+                .map(|(id, _)| *id)
+                .collect();
+            if !back.is_empty() {
+                let mut zadd = ::redis::cmd("ZADD");
+                zadd.arg(self.names.games());
+                for id in &back {
+                    zadd.arg(0).arg(*id);
+                }
+                let _: i64 = self
+                    .call("list games created again", |mut c| {
+                        let cmd = &zadd;
+                        async move { cmd.query_async(&mut c).await }
+                    })
+                    .await?;
+            }
+        }
+        if !moved.is_empty() {
+            let mut zadd = ::redis::cmd("ZADD");
+            zadd.arg(self.names.expiring());
+            for (id, expires) in &moved {
+                zadd.arg(expires.as_str()).arg(*id);
+            }
+            let _: i64 = self
+                .call("move expiring games", |mut c| {
+                    let cmd = &zadd;
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await?;
+        }
+        if !settled.is_empty() {
+            let mut eval = ::redis::cmd("EVALSHA");
+            eval.arg(ZREM_IF_SCORE.get_hash())
+                .arg(1)
+                .arg(self.names.expiring());
+            for (id, score) in &settled {
+                eval.arg(*id).arg(*score);
+            }
+            let _: i64 = self
+                .call_script("drop settled expiring entries", &ZREM_IF_SCORE, |mut c| {
+                    let eval = &eval;
+                    async move { eval.query_async(&mut c).await }
+                })
+                .await?;
+        }
+        Ok(gone.len())
+    }
+
+    /// For each of `ids` (read back from an index): whether its state key
+    /// exists, and the `expires` of its meta hash. One pipeline on one
+    /// server; on a cluster one per game (its keys share a slot), all in
+    /// flight at once.
+    async fn expiry_of(&self, ids: &[&str]) -> Result<Vec<(bool, Option<String>)>, StoreError> {
+        let pipe_of = |pipe: &mut ::redis::Pipeline, id: &str| {
+            pipe.cmd("EXISTS")
+                .arg(self.names.key_of(id, "state"))
+                .cmd("HGET")
+                .arg(self.names.key_of(id, "meta"))
+                .arg("expires");
+        };
+        if self.is_cluster() {
+            let reads = ids.iter().map(|id| {
+                let mut pipe = ::redis::pipe();
+                pipe_of(&mut pipe, id);
+                async move {
+                    self.call("read game expiries", |mut c| {
+                        let pipe = &pipe;
+                        async move { pipe.query_async::<(bool, Option<String>)>(&mut c).await }
+                    })
+                    .await
+                }
+            });
+            return futures_util::future::try_join_all(reads).await;
+        }
+        let mut pipe = ::redis::pipe();
+        for id in ids {
+            pipe_of(&mut pipe, id);
+        }
+        let flat: Vec<(bool, Option<String>)> = self
+            .call("read game expiries", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        Ok(flat)
     }
 
     /// Up to `count` ids of `sh:games` in the lexicographic range `min`..`max`.
@@ -1227,6 +1507,13 @@ fn league_range(league: Option<&League>) -> (Option<String>, Option<String>) {
         Some(l) => (Some(format!("[{l}:")), Some(format!("({l};"))),
         None => (None, None),
     }
+}
+
+/// This node's time, Unix ms.
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A caller broke a precondition: refuse rather than store something wrong.

@@ -62,6 +62,12 @@ impl Names {
         format!("{}:games", self.keys)
     }
 
+    /// `<prefix>:expiring`: the sorted set of finished games, scored by
+    /// their expiry (Unix ms), that the games index still lists.
+    pub fn expiring(&self) -> String {
+        format!("{}:expiring", self.keys)
+    }
+
     /// `<channels>:g:{<id>}`: the channel of a game's diff frames.
     pub fn game_channel(&self, id: &GameId) -> String {
         format!("{}:g:{{{id}}}", self.channels)
@@ -120,6 +126,7 @@ mod tests {
         assert_eq!(names.key(&gid("nba:x"), "log"), "sh:{nba:x}:log");
         assert_eq!(names.key_of("nba:x", "state"), "sh:{nba:x}:state");
         assert_eq!(names.games(), "sh:games");
+        assert_eq!(names.expiring(), "sh:expiring");
         for bad in [
             &b"sh:g:{nba:x"[..],
             b"xx:g:{nba:x}",

@@ -32,13 +32,15 @@ fn initial(id: &GameId, status: Status) -> GameState {
     .unwrap()
 }
 
+/// The creation of `state`, now (a game created finished is inside its
+/// retention).
 fn created(state: &GameState, fingerprint: Fingerprint) -> Record {
     Record::Created {
         game: state.game.clone(),
         state: state.clone(),
         fingerprint,
         by: "tester".into(),
-        at: 1_000,
+        at: unix_now_ms(),
     }
 }
 
@@ -58,20 +60,22 @@ fn scored(state: &GameState, event_id: &str, points: i64) -> (CommitEvent, GameS
         },
     };
     let fingerprint = event.fingerprint();
+    let at = unix_now_ms();
     let record = Record::Event {
         game: state.game.clone(),
         seq: next.seq,
         event,
         fingerprint,
         by: "tester".into(),
-        at: 2_000,
+        at,
         diff: diff.clone(),
     };
     let event = CommitEvent {
         event_id: event_id.into(),
         fingerprint,
-        frame: codec::diff(&state.game, next.seq, &diff, 2_000),
+        frame: codec::diff(&state.game, next.seq, &diff, at),
         record: rmp_serde::to_vec_named(&record).unwrap(),
+        at,
     };
     (event, next)
 }
@@ -341,6 +345,7 @@ async fn one_script_call_and_one_publish_per_event() {
         "publish",
         "xadd",
         "hget",
+        "hmget",
         "hset",
         "set",
         "config|resetstat",
@@ -958,4 +963,231 @@ async fn the_lost_mark_only_rises_and_is_loaded() {
     assert_eq!(store.load(&id).await.unwrap().unwrap().lost, 7);
     store.note_lost(&id, 9).await.unwrap();
     assert_eq!(store.load(&id).await.unwrap().unwrap().lost, 9);
+}
+
+// ----- retention -------------------------------------------------------------
+
+/// The event `event_id` setting `status` on top of `state` at `at`, and the
+/// state after it.
+fn status_at(
+    state: &GameState,
+    event_id: &str,
+    status: Status,
+    at: i64,
+) -> (CommitEvent, GameState) {
+    let mut next = state.clone();
+    next.seq += 1;
+    next.status = status;
+    let diff = json!({"seq": next.seq, "status": status.as_str()});
+    let event = Event {
+        event_id: event_id.into(),
+        expected_seq: None,
+        action: Action::Status { status },
+    };
+    let fingerprint = event.fingerprint();
+    let record = Record::Event {
+        game: state.game.clone(),
+        seq: next.seq,
+        event,
+        fingerprint,
+        by: "tester".into(),
+        at,
+        diff: diff.clone(),
+    };
+    let event = CommitEvent {
+        event_id: event_id.into(),
+        fingerprint,
+        frame: codec::diff(&state.game, next.seq, &diff, at),
+        record: rmp_serde::to_vec_named(&record).unwrap(),
+        at,
+    };
+    (event, next)
+}
+
+/// Commits one event, expecting success.
+async fn commit_ok(store: &RedisStore, state: &GameState, event: CommitEvent, next: &GameState) {
+    let outcome = store.commit(&state.game, state.seq, &[event], next).await;
+    assert_eq!(outcome.unwrap(), Commit::Applied { last_seq: next.seq });
+}
+
+/// The four keys of a game.
+fn game_keys(store: &RedisStore, id: &GameId) -> [String; 4] {
+    ["state", "meta", "ids", "log"].map(|suffix| store.names().key(id, suffix))
+}
+
+async fn raw(store: &RedisStore) -> ::redis::aio::MultiplexedConnection {
+    store
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `PEXPIRETIME` of each of the game's keys (-1: none, -2: no key).
+async fn expire_times(store: &RedisStore, id: &GameId) -> Vec<i64> {
+    let mut conn = raw(store).await;
+    let mut out = Vec::new();
+    for key in game_keys(store, id) {
+        let t: i64 = ::redis::cmd("PEXPIRETIME")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.push(t);
+    }
+    out
+}
+
+async fn zscore(store: &RedisStore, set: &str, id: &GameId) -> Option<i64> {
+    let mut conn = raw(store).await;
+    ::redis::cmd("ZSCORE")
+        .arg(set)
+        .arg(id.as_str())
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn meta_expires(store: &RedisStore, id: &GameId) -> Option<i64> {
+    let mut conn = raw(store).await;
+    ::redis::cmd("HGET")
+        .arg(store.names().key(id, "meta"))
+        .arg("expires")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_finished_game_gets_ttls_that_move_with_its_events_and_reopening_persists_them() {
+    let server = RedisServer::start();
+    let hour = Duration::from_secs(3600);
+    let store = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .with_retention(Retention::new(hour));
+    let state = create(&store, "nba:x", Status::Live).await;
+    let id = state.game.clone();
+    let state = apply(&store, &state, &["e1"]).await;
+    assert_eq!(
+        expire_times(&store, &id).await,
+        [-1; 4],
+        "a live game keeps its keys"
+    );
+    let expiring = store.names().expiring();
+    assert_eq!(zscore(&store, &expiring, &id).await, None);
+
+    let now = unix_now_ms();
+    let (event, finished) = status_at(&state, "fin", Status::Final, now);
+    commit_ok(&store, &state, event.clone(), &finished).await;
+    let expires = now + 3_600_000;
+    assert_eq!(expire_times(&store, &id).await, [expires; 4]);
+    assert_eq!(meta_expires(&store, &id).await, Some(expires));
+    assert_eq!(zscore(&store, &expiring, &id).await, Some(expires));
+
+    // Inside retention a retry is still a duplicate, with its seq.
+    let retry = store.commit(&id, state.seq, &[event], &finished).await;
+    assert!(
+        matches!(
+            retry.unwrap(),
+            Commit::Seen { index: 0, seq, .. } if seq == finished.seq
+        ),
+        "a retried event of a finished game is seen, with its seq"
+    );
+
+    // A correction after the final whistle restarts the clock.
+    let (event, corrected) = status_at(&finished, "fin2", Status::Final, now + 5);
+    commit_ok(&store, &finished, event, &corrected).await;
+    assert_eq!(expire_times(&store, &id).await, [expires + 5; 4]);
+    assert_eq!(zscore(&store, &expiring, &id).await, Some(expires + 5));
+
+    // Reopened: the keys stay for good, the clock is cleared.
+    let (event, reopened) = status_at(&corrected, "again", Status::Live, now + 9);
+    commit_ok(&store, &corrected, event, &reopened).await;
+    assert_eq!(expire_times(&store, &id).await, [-1; 4]);
+    assert_eq!(meta_expires(&store, &id).await, None);
+    assert_eq!(store.load(&id).await.unwrap().unwrap().state, reopened);
+
+    // A game created finished expires too (it has a state and a meta hash).
+    let cancelled = create(&store, "nba:off", Status::Cancelled).await;
+    let times = expire_times(&store, &cancelled.game).await;
+    assert_eq!(times[0], times[1]);
+    assert!(times[0] > 0, "{times:?}");
+    assert_eq!(&times[2..], [-2, -2], "no ids or log yet");
+}
+
+#[tokio::test]
+async fn past_retention_a_finished_game_is_gone_from_its_keys_and_from_listing() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .with_retention(Retention::new(Duration::from_millis(300)));
+    let done = create(&store, "nba:done", Status::Live).await;
+    let live = create(&store, "nba:live", Status::Live).await;
+    let back = create(&store, "nba:back", Status::Live).await;
+    let (event, finished) = status_at(&done, "fin", Status::Final, unix_now_ms());
+    commit_ok(&store, &done, event, &finished).await;
+    // Finished, then reopened: its entry in the expiring set goes stale.
+    let (event, back_finished) = status_at(&back, "fin", Status::Final, unix_now_ms());
+    commit_ok(&store, &back, event, &back_finished).await;
+    let (event, back_live) = status_at(&back_finished, "again", Status::Live, unix_now_ms());
+    commit_ok(&store, &back_finished, event, &back_live).await;
+
+    let id = done.game.clone();
+    let keys = game_keys(&store, &id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = raw(&store).await;
+        let left: i64 = ::redis::cmd("EXISTS")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} keys of {id} left after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    let (event, next) = status_at(&finished, "late", Status::Live, unix_now_ms());
+    assert_eq!(
+        store
+            .commit(&id, finished.seq, &[event], &next)
+            .await
+            .unwrap(),
+        Commit::Missing
+    );
+
+    // Listing sweeps it out of the games index (the stale entry of the
+    // reopened game goes, the game stays).
+    let (games, _) = store.list(None, None, 10, None).await.unwrap();
+    let listed: Vec<&str> = games.iter().map(|g| g.game.as_str()).collect();
+    assert_eq!(listed, ["nba:back", "nba:live"]);
+    let (games_set, expiring) = (store.names().games(), store.names().expiring());
+    assert_eq!(zscore(&store, &games_set, &id).await, None, "unlisted");
+    assert_eq!(zscore(&store, &expiring, &id).await, None);
+    assert_eq!(zscore(&store, &expiring, &back.game).await, None);
+    assert_eq!(zscore(&store, &games_set, &back.game).await, Some(0));
+    assert_eq!(zscore(&store, &games_set, &live.game).await, Some(0));
+    let nba = League::parse("nba").unwrap();
+    assert_eq!(
+        store.league_games(&nba).await.unwrap(),
+        vec![back.game.clone(), live.game.clone()]
+    );
+    assert_eq!(
+        store.sweep_expired().await.unwrap(),
+        0,
+        "nothing left to sweep"
+    );
+
+    // The id is free: a new game of it starts at seq 0 and is listed.
+    let again = create(&store, "nba:done", Status::Scheduled).await;
+    assert_eq!(store.load(&id).await.unwrap().unwrap().state, again);
+    let (games, _) = store.list(Some(&nba), None, 10, None).await.unwrap();
+    assert_eq!(games.len(), 3);
 }
