@@ -21,7 +21,7 @@
 //! | layer | modules | job |
 //! | --- | --- | --- |
 //! | assembly | `server` | picks the backend (one place), builds the router, serves, stops |
-//! | edges | `http`, `ws`, `extract` | routes and fan sessions; `ws` sees a narrow `ws::Context` |
+//! | edges | `http`, `ws`, `extract` | serving connections, routes and fan sessions; `ws` sees a narrow `ws::Context` |
 //! | shared state | `app` | what handlers and sessions share (`app::AppState`) |
 //! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
 //! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues |
@@ -29,7 +29,7 @@
 //! | fan-out | `fanout` | outboxes with conflation, the wire, the saturation signal |
 //! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus; on a Redis Cluster, sharded pub/sub) |
 //! | engines | `store` | the file log on disk; the Redis scripts, keys and streams |
-//! | base | `metrics`, `codec`, `auth`, `config`, `domain`, `telemetry` | metric names; frames ↔ MessagePack; tokens; settings; pure game rules; logs |
+//! | base | `metrics`, `codec`, `auth`, `config`, `domain`, `telemetry`, `net` | metric names; frames ↔ MessagePack; tokens; settings; pure game rules; logs; what an HTTP connection is doing |
 //!
 //! - `config`: raw file + env → validated [`config::Config`].
 //! - `auth`: HS256 tokens, scopes, game patterns.
@@ -46,10 +46,17 @@
 //! - `ws`: the upgrade and fan sessions (reader, writer, goodbye), which
 //!   reach the games through one module (`ws::games`).
 //! - `extract`: extractors shared by `http` and `ws` (our JSON error format).
-//! - `http`: scorekeeper, read and operations routes.
+//! - `http`: scorekeeper, read and operations routes; serving them
+//!   (`http::serve`: the accept loop, the HTTP connection cap with
+//!   eviction in `http::conns`, header-read, body and idle timeouts) and the
+//!   client's address behind trusted proxies (`http::client_ip`).
+//! - `net`: one HTTP connection's activity (idle, reading a head, a request
+//!   in flight) and the TCP stream that reports it, unwrapped again for
+//!   WebSocket upgrades.
 //! - `error`: API errors → status + JSON body.
 //! - `metrics`: metric names, Prometheus recorder.
-//! - `limits`: per-token event rates, per-address connects, the connection cap.
+//! - `limits`: per-token event rates, per-address connects, the connection
+//!   caps fitted to the open-file limit.
 //! - `server`: assembly, serve, graceful shutdown.
 //! - `telemetry`: structured logs.
 //! - `testing` (hidden, feature `testing`): test fixtures: a real

@@ -13,9 +13,11 @@
 //!   address (an IPv4 address, or an IPv6 /64, since one host usually holds a
 //!   whole /64): `limits.ws_connects_per_ip_per_second` sustained,
 //!   `limits.ws_connect_burst` at once; beyond, 429 with `Retry-After`.
-//!   Loopback peers skip it while `limits.exempt_loopback` is set: a reverse
-//!   proxy on the same host would otherwise make every fan one address, and
-//!   the load test opens thousands of connections from 127.0.0.1.
+//!   The address is the client's as `crate::http::client_ip` resolves it
+//!   (behind a proxy in `http.trusted_proxies`, the forwarded one). Loopback
+//!   addresses skip it while `limits.exempt_loopback` is set: the load test
+//!   opens thousands of connections from 127.0.0.1 (and, without trusted
+//!   proxies, a proxy on the same host would make every fan one address).
 //! - **Connection cap.** At most `limits.max_connections` fan connections are
 //!   open; a [`Slot`] is taken before the upgrade and released when the
 //!   session ends (or the upgrade never happens). When none is free, 503 with
@@ -24,9 +26,12 @@
 //!   could not open the event log's index files, accept API requests or
 //!   reconnect to Redis, so scorekeepers would get errors for the sake of one
 //!   more fan.
+//! - **HTTP connections** ([`HttpCaps`]): `http.max_connections`, and HTTP
+//!   and fan connections together below the open-file limit less
+//!   [`FILE_RESERVE`]; enforced at accept by `crate::http::conns`.
 //!
 //! Every refusal counts in `scorehub_rate_limited_total{kind}` (`events`,
-//! `ws_connect`, `ws_capacity`). The keyed buckets grow with distinct keys;
+//! `ws_connect`, `ws_capacity`, and `http_capacity` from the HTTP table). The keyed buckets grow with distinct keys;
 //! keys whose bucket is full again (indistinguishable from new) are swept at
 //! most once per [`SWEEP_EVERY`], on the request path, so memory follows the
 //! number of recently active clients.

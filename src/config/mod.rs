@@ -535,8 +535,10 @@ pub struct LimitsConfig {
     pub ws_connects_per_ip_per_second: u32,
     /// New WebSocket connections one address may open at once above the rate. Default 100.
     pub ws_connect_burst: u32,
-    /// Whether loopback peers (127.0.0.0/8, ::1) skip the per-address limit:
-    /// a reverse proxy on the same host, or the load test. Default `true`.
+    /// Whether loopback client addresses (127.0.0.0/8, ::1) skip the
+    /// per-address limit: the load test, or a reverse proxy on the same host
+    /// that is not in `http.trusted_proxies` (one that is has its clients'
+    /// forwarded addresses counted). Default `true`.
     pub exempt_loopback: bool,
     /// Most WebSocket connections open at once; further upgrades get 503. Default 50000.
     pub max_connections: usize,
