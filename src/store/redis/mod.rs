@@ -985,7 +985,7 @@ impl RedisStore {
 
     /// Takes games whose keys have expired out of `<prefix>:games`, so the
     /// index follows the games kept, not every game ever created; answers
-    /// how many. Examines at most [`SWEEP_BATCH`] entries of
+    /// how many. Examines at most `SWEEP_BATCH` (100) entries of
     /// `<prefix>:expiring` that are due by this node's clock; Redis's own
     /// clock decides (a game counts as gone once its state key is).
     ///
