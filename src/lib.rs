@@ -34,7 +34,7 @@
 //! - `config`: raw file + env → validated [`config::Config`].
 //! - `auth`: HS256 tokens, scopes, game patterns.
 //! - `domain`: game ids, state, events, merge-patch diffs, the idempotency
-//!   record; pure, no IO.
+//!   record, the retention of finished games; pure, no IO.
 //! - `backend`: one module per deployment mode, each pairing its log with
 //!   its transport; a new mode is a new module here plus one arm in `server`.
 //! - `store`: the storage engines the backends drive.

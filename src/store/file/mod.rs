@@ -41,6 +41,11 @@
 //!   read just the records asked for with positional reads, so an idle game
 //!   unloaded from memory is rebuilt without scanning the log, and memory
 //!   grows with games, not with events.
+//! - **Compaction, at start-up only.** [`FileLog::compact`] rewrites the log
+//!   without the records of games it is given (the backend gives it the
+//!   games past their retention), beside the log, then renames it over
+//!   (module `compact`): one append-only writer at run time, and start-up
+//!   replay that follows the games kept.
 
 mod compact;
 mod error;
