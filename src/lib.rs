@@ -99,6 +99,7 @@ pub mod http;
 pub mod limits;
 pub(crate) mod metrics;
 pub(crate) mod net;
+pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod store;

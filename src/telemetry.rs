@@ -53,6 +53,12 @@ pub fn init_logging(format: LogFormat, level: &str) -> Result<(), BadLogFilter> 
     Ok(())
 }
 
+/// Checks the filter [`init_logging`] would use (`RUST_LOG` when set and
+/// non-empty, else `level`) without installing anything: `scorehub check`.
+pub fn check_filter(level: &str) -> Result<(), BadLogFilter> {
+    build_filter(level, std::env::var("RUST_LOG").ok().as_deref()).map(drop)
+}
+
 /// The filter from `RUST_LOG` when set and non-empty, else from `level`.
 fn build_filter(level: &str, rust_log: Option<&str>) -> Result<EnvFilter, BadLogFilter> {
     let (directives, origin) = match rust_log.map(str::trim) {

@@ -167,21 +167,24 @@ impl Replayer {
 
     /// Every game folded so far, as summaries.
     pub fn into_summaries(self) -> Result<Vec<(GameId, Summary)>, ReplayError> {
-        self.games
-            .into_iter()
-            .map(|(id, rb)| {
-                let state = replayed_state(&id, rb.state)?;
-                Ok((
-                    id,
-                    Summary {
-                        state: std::sync::Arc::new(state),
-                        created_fingerprint: rb.created_fingerprint,
-                        finished_at: rb.finished_at,
-                        records: rb.records,
-                    },
-                ))
-            })
+        self.into_each_summary()
+            .map(|(id, summary)| Ok((id, summary?)))
             .collect()
+    }
+
+    /// Every game folded so far, each with its summary or why its state is
+    /// not a valid game (`scorehub games list` and `log verify` report
+    /// those and go on).
+    pub fn into_each_summary(self) -> impl Iterator<Item = (GameId, Result<Summary, ReplayError>)> {
+        self.games.into_iter().map(|(id, rb)| {
+            let summary = replayed_state(&id, rb.state).map(|state| Summary {
+                state: std::sync::Arc::new(state),
+                created_fingerprint: rb.created_fingerprint,
+                finished_at: rb.finished_at,
+                records: rb.records,
+            });
+            (id, summary)
+        })
     }
 
     /// Folds one game's records (all of them, in order) into a game ready to

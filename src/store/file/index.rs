@@ -104,8 +104,24 @@ pub(super) enum Verdict {
     Stale(&'static str),
 }
 
+/// An index file read whole, for `scorehub log verify` ([`IndexDir::load`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Loaded {
+    /// There is no index file for the game.
+    Missing,
+    /// The file does not start with the index header.
+    NoHeader,
+    /// Its entries, from seq 0; `partial` bytes after the last whole entry.
+    Entries {
+        /// Entry `i` is the one of seq `i`.
+        entries: Vec<Entry>,
+        /// Bytes of an incomplete entry at the end (0 when none).
+        partial: u64,
+    },
+}
+
 /// Byte position of the entry of `seq` in an index file.
-fn position(seq: u64) -> u64 {
+pub(super) fn position(seq: u64) -> u64 {
     ENTRY_LEN * (seq + 1)
 }
 
@@ -121,6 +137,38 @@ impl IndexDir {
         let dir = storage_dir.join(INDEX_DIR_NAME);
         std::fs::create_dir_all(&dir)?;
         Ok(IndexDir { dir })
+    }
+
+    /// The index directory inside `storage_dir`, as it is: nothing is
+    /// created (for read-only checks).
+    pub(super) fn at(storage_dir: &Path) -> IndexDir {
+        IndexDir {
+            dir: storage_dir.join(INDEX_DIR_NAME),
+        }
+    }
+
+    /// The directory itself.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `game`'s index file read whole (blocking; opened read-only, never
+    /// changed).
+    pub(super) fn load(&self, game: &GameId) -> io::Result<Loaded> {
+        let bytes = match std::fs::read(self.path_of(game)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+            Err(e) => return Err(e),
+        };
+        let Some(body) = bytes.strip_prefix(INDEX_MAGIC.as_slice()) else {
+            return Ok(Loaded::NoHeader);
+        };
+        let chunks = body.chunks_exact(ENTRY_LEN as usize);
+        let partial = chunks.remainder().len() as u64;
+        Ok(Loaded::Entries {
+            entries: chunks.map(Entry::from_bytes).collect(),
+            partial,
+        })
     }
 
     /// Path of `game`'s index file.

@@ -46,6 +46,11 @@
 //!   games past their retention), beside the log, then renames it over
 //!   (module `compact`): one append-only writer at run time, and start-up
 //!   replay that follows the games kept.
+//! - **Checks that change nothing.** [`scan`] (module `verify`) reads the
+//!   log and its index without writing, locking or repairing anything, and
+//!   reports every damaged place with its byte offset instead of stopping at
+//!   the first: what `scorehub log verify` and `scorehub games list` run,
+//!   beside a stopped hub.
 
 mod compact;
 mod error;
@@ -55,6 +60,7 @@ mod read;
 mod replay;
 #[cfg(test)]
 mod tests;
+mod verify;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -81,6 +87,7 @@ use crate::domain::GameId;
 pub use self::compact::{COMPACT_FILE_NAME, Compaction};
 pub use self::format::MAGIC;
 pub use self::index::INDEX_DIR_NAME;
+pub use self::verify::{Problem, ProblemKind, Scan, ScanError, ScanOptions, log_in_use, scan};
 
 /// Name of the log file inside the storage directory.
 pub const LOG_FILE_NAME: &str = "events.log";
