@@ -37,6 +37,10 @@
 //! - `retention`: finished games past `games.retention` are gone (404,
 //!   unlisted), compacted out of the event log at the next start, expired
 //!   from Redis and swept from its index; retries inside it are duplicates.
+//! - `ops`: the operators' commands: `check` (valid config, typo key,
+//!   unusable storage dir), `log verify` (clean, flipped byte, torn tail,
+//!   wrong index entry, never changing a file), `games list` (from a hub's
+//!   log, from Redis).
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -50,6 +54,7 @@ mod fuzz_corpus;
 mod input_edges;
 mod lifecycle;
 mod limits;
+mod ops;
 mod process;
 mod prometheus;
 mod proxies;
