@@ -21,6 +21,7 @@
 //! | layer | modules | job |
 //! | --- | --- | --- |
 //! | assembly | `server` | picks the backend (one place), builds the router, serves, stops |
+//! | commands | `ops` | operators' commands run beside the hub, not in it: `check`, `log verify`, `games list` |
 //! | edges | `http`, `ws`, `extract` | serving connections, routes and fan sessions; `ws` sees a narrow `ws::Context` |
 //! | shared state | `app` | what handlers and sessions share (`app::AppState`) |
 //! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
@@ -58,6 +59,10 @@
 //! - `limits`: per-token event rates, per-address connects, the connection
 //!   caps fitted to the open-file limit.
 //! - `server`: assembly, serve, graceful shutdown.
+//! - `ops`: the operators' commands: `check` (config, environment and
+//!   `storage.dir`, without starting), `log verify` (the event log and its
+//!   index, read-only, through `store::file::scan`), `games list` (from the
+//!   log, folded by `backend::Replayer`, or from Redis).
 //! - `telemetry`: structured logs.
 //! - `testing` (hidden, feature `testing`): test fixtures: a real
 //!   `redis-server`, a Redis Cluster, Redis Sentinels.
@@ -71,14 +76,14 @@
 //! ## Visibility
 //!
 //! `pub` modules are what the binary, the benches, the integration tests
-//! and the fuzz targets drive (`server`, `config`, `auth`, `telemetry`;
+//! and the fuzz targets drive (`server`, `config`, `auth`, `telemetry`, `ops`;
 //! `backend`, `game`, `registry`, `fanout`, `store`, `codec`, `domain`,
 //! `limits`, `http::openapi`). The edges and shared state (`app`, `ws`,
 //! `extract`, `error`, `metrics`) and the internals of the public modules
 //! (`fanout::wire`, `game::actor`, `store::redis`, the Redis transports)
 //! are `pub(crate)`, so the compiler reports their dead code. To find dead
 //! code in the public modules too, turn every `pub mod` here but `server`,
-//! `config`, `auth` and `telemetry` into `pub(crate) mod` and run
+//! `config`, `auth`, `telemetry` and `ops` into `pub(crate) mod` and run
 //! `cargo check --lib`: what it reports unused is used by tests or benches
 //! only, or by nothing.
 
