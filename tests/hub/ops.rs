@@ -27,7 +27,11 @@ fn write_config(dir: &Path, name: &str, text: &str) -> String {
 /// run from the temp dir (`storage` may not exist, or be a file).
 fn run_on(storage: &Path, args: &[&str]) -> CliOutput {
     let dir = storage.to_string_lossy().into_owned();
-    run_cli(args, &[("SCOREHUB_STORAGE__DIR", &dir)], &std::env::temp_dir())
+    run_cli(
+        args,
+        &[("SCOREHUB_STORAGE__DIR", &dir)],
+        &std::env::temp_dir(),
+    )
 }
 
 fn code(out: &CliOutput) -> Option<i32> {

@@ -997,3 +997,123 @@ async fn a_compaction_that_cannot_write_keeps_the_log_as_it_was() {
     std::fs::remove_dir(compact_path(dir.path())).unwrap();
     assert_eq!(replayed(dir.path()).len(), records.len() + 1);
 }
+
+/// Scans `dir` checking the index; answers the scan and the offsets handed on.
+fn scan_all(dir: &Path) -> (Scan, Vec<u64>) {
+    let mut offsets = Vec::new();
+    let scanned = scan(dir, ScanOptions { index: true }, |at, _| offsets.push(at)).unwrap();
+    (scanned, offsets)
+}
+
+#[tokio::test]
+async fn scan_of_a_clean_log_finds_nothing_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_game(dir.path(), 5).await;
+    let before = std::fs::read(log_path(dir.path())).unwrap();
+    let (s, offsets) = scan_all(dir.path());
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+    assert_eq!((s.records, s.games, s.index_files), (6, 1, 1));
+    assert_eq!(offsets.len(), records.len());
+    assert_eq!(offsets[0], MAGIC_LEN);
+    assert!(!s.in_use);
+    assert_eq!(std::fs::read(log_path(dir.path())).unwrap(), before);
+}
+
+#[tokio::test]
+async fn scan_reports_every_damaged_record_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_game(dir.path(), 8).await;
+    let at = |i: usize| MAGIC_LEN + records[..i].iter().map(frame_len).sum::<u64>();
+    // A payload byte of record 2, the length of record 5.
+    flip_byte(&log_path(dir.path()), at(2) + HEADER_LEN as u64 + 3);
+    flip_byte(&log_path(dir.path()), at(5) + 2);
+    let (s, offsets) = scan_all(dir.path());
+    let found: Vec<(ProblemKind, Option<u64>)> =
+        s.problems.iter().map(|p| (p.kind, p.offset)).collect();
+    // The damage, then what it does to the game's seqs (event 2 is gone).
+    assert_eq!(
+        found[..3],
+        [
+            (ProblemKind::Damaged, Some(at(2))),
+            (ProblemKind::Inconsistent, Some(at(3))),
+            (ProblemKind::Damaged, Some(at(5))),
+        ],
+        "{:?}",
+        s.problems
+    );
+    assert!(
+        s.problems[1].detail.contains("a gap or a repeat"),
+        "{:?}",
+        s.problems[1]
+    );
+    assert!(
+        s.problems[2].detail.contains(&format!("at byte {}", at(6))),
+        "{:?}",
+        s.problems[2]
+    );
+    assert_eq!(s.records, 7, "every intact record is read");
+    assert_eq!(
+        offsets,
+        [at(0), at(1)],
+        "a broken game's later records are not handed on"
+    );
+}
+
+#[test]
+fn scan_reports_contradictions_at_their_offsets() {
+    let g = gid("nba:a");
+    let cases = [
+        (
+            vec![created(&g), event(&g, 1), event(&g, 3)],
+            "a gap or a repeat",
+        ),
+        (
+            vec![created(&g), event(&g, 1), created(&g)],
+            "created a second time",
+        ),
+        (
+            vec![event(&gid("nba:b"), 1), created(&g), event(&g, 1)],
+            "before the game is created",
+        ),
+    ];
+    for (records, why) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(encode(&records).unwrap().0);
+        std::fs::write(log_path(dir.path()), bytes).unwrap();
+        let s = scan(dir.path(), ScanOptions::default(), |_, _| {}).unwrap();
+        let bad_at = if why.contains("before") {
+            MAGIC_LEN
+        } else {
+            MAGIC_LEN + records[..2].iter().map(frame_len).sum::<u64>()
+        };
+        assert_eq!(s.problems.len(), 1, "{why}: {:?}", s.problems);
+        let p = &s.problems[0];
+        assert_eq!(
+            (p.kind, p.offset),
+            (ProblemKind::Inconsistent, Some(bad_at)),
+            "{p:?}"
+        );
+        assert!(p.detail.contains(why), "{p:?}");
+    }
+}
+
+#[tokio::test]
+async fn scan_sees_a_torn_tail_and_a_running_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = write_game(dir.path(), 3).await;
+    let last = MAGIC_LEN + records[..3].iter().map(frame_len).sum::<u64>();
+    truncate_to(&log_path(dir.path()), last + 5);
+    let (log, _) = open_collect(dir.path()).unwrap();
+    assert_eq!(file_len(dir.path()), last, "open drops the torn tail");
+    truncate_to(&log_path(dir.path()), last + 5);
+    let (s, _) = scan_all(dir.path());
+    assert!(s.in_use, "the open log's lock is seen");
+    assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+    assert_eq!(
+        (s.problems[0].kind, s.problems[0].offset),
+        (ProblemKind::TornTail, Some(last))
+    );
+    assert_eq!(file_len(dir.path()), last + 5, "scan truncates nothing");
+    log.close().await;
+}
