@@ -54,7 +54,7 @@ enum LogCommand {
     /// Reads every record (length, checksum, decoding, each game's seqs,
     /// the fold into a valid game state) and compares every game's index
     /// file with the log, reporting each problem with its byte offset. Never
-    /// writes, locks or repairs anything. Meant for a stopped hub's log or a
+    /// writes, holds a lock or repairs anything. Meant for a stopped hub's log or a
     /// copy of it: beside a running hub, the group being written may show as
     /// a torn tail. Exits 0 when clean (printing records and games counted),
     /// 1 when problems were found, 2 for bad usage or config or no log.
