@@ -134,6 +134,7 @@ fn actor_apply(c: &mut Criterion) {
     let cfg = ActorConfig {
         mailbox: 1024,
         history: 256,
+        fan_shards: 2,
     };
 
     let mut g = c.benchmark_group("actor_apply");

@@ -208,6 +208,17 @@ impl Hub {
                     // Each connection's task drops its connection at once.
                     let _ = tokio::time::timeout(BACKGROUND_STOP, &mut server).await;
                 }
+                // Every frame committed reaches its fans' outboxes before
+                // they are closed (fan shards may run behind their actors).
+                if tokio::time::timeout_at(deadline, state.registry.flush_fanout())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        grace_ms = drain.as_millis() as u64,
+                        "fan-out did not finish in time"
+                    );
+                }
                 state.sessions.close();
                 if tokio::time::timeout_at(deadline, state.sessions.wait()).await.is_err() {
                     tracing::warn!(
@@ -248,6 +259,10 @@ fn actor_config(config: &Config) -> ActorConfig {
     ActorConfig {
         mailbox: config.games.mailbox,
         history: config.games.history,
+        fan_shards: match config.games.fan_shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     }
 }
 

@@ -498,6 +498,11 @@ pub struct GamesConfig {
     /// next start whose compaction it makes worth it. Default 7 days; at
     /// most [`MAX_RETENTION`].
     pub retention: Duration,
+    /// Shards (tasks) over which a game with more than
+    /// [`crate::fanout::fans::INLINE_FANS`] fans spreads them, so one
+    /// event's fan-out runs on every core. Default 0: one per CPU the
+    /// process may run on.
+    pub fan_shards: usize,
 }
 
 /// Longest `games.retention` (100 years): expiry times must stay far
@@ -511,6 +516,7 @@ impl Default for GamesConfig {
             mailbox: 1024,
             idle_unload: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
+            fan_shards: 0,
         }
     }
 }
@@ -649,6 +655,7 @@ mod tests {
                 mailbox: 1,
                 idle_unload: Duration::from_secs(1),
                 retention: Duration::from_secs(1),
+                fan_shards: 1,
             },
             limits: LimitsConfig {
                 events_per_second: 1,

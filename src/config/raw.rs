@@ -147,6 +147,7 @@ pub(super) struct RawGames {
     pub(super) mailbox: Option<usize>,
     pub(super) idle_unload: Option<RawDuration>,
     pub(super) retention: Option<RawDuration>,
+    pub(super) fan_shards: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -168,6 +168,7 @@ impl RawConfig {
                 base.games.idle_unload,
             )?,
             retention: duration("games.retention", games.retention, base.games.retention)?,
+            fan_shards: games.fan_shards.unwrap_or(base.games.fan_shards),
         };
         if games.retention > MAX_RETENTION {
             return Err(ConfigError::value(

@@ -24,7 +24,7 @@
 //! may the registry load the game again for a new actor (with an exclusive
 //! log, the actor is its game's only writer).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use super::{
 use crate::backend::{Commit, Committing, EventLog};
 use crate::codec;
 use crate::domain::GameState;
-use crate::fanout::outbox::{Push, Route};
+use crate::fanout::fans::{Fans, First};
 use crate::fanout::wire::Wire;
 use crate::metrics as m;
 
@@ -59,6 +59,9 @@ pub struct ActorConfig {
     pub mailbox: usize,
     /// Diffs kept for resume.
     pub history: usize,
+    /// Shards a game with many fans spreads them over (see
+    /// [`crate::fanout::fans`]); at least 1.
+    pub fan_shards: usize,
 }
 
 /// One game's actor: its state, idempotency record, history and fans.
@@ -66,8 +69,7 @@ pub(crate) struct GameActor {
     pub(super) state: GameState,
     pub(super) seen: SeenIds,
     pub(super) history: VecDeque<(u64, Bytes)>,
-    subs: Vec<Subscriber>,
-    index: HashMap<u64, usize>,
+    fans: Fans,
     pub(super) snapshot_cache: Option<Bytes>,
     /// Remote frames applied but not yet fanned out (a shared log).
     pub(super) outgoing: Vec<Wire>,
@@ -106,11 +108,10 @@ impl GameActor {
         idle: Option<IdleUnload>,
     ) -> GameActor {
         GameActor {
+            fans: Fans::new(restored.state.game.clone(), cfg.fan_shards),
             state: restored.state,
             seen: restored.seen,
             history: restored.history,
-            subs: Vec::new(),
-            index: HashMap::new(),
             snapshot_cache: None,
             outgoing: Vec::new(),
             rx,
@@ -132,7 +133,7 @@ impl GameActor {
     fn idle_deadline(&self) -> Option<tokio::time::Instant> {
         let idle = self.idle.as_ref()?;
         let due = self.last_local + idle.after;
-        (self.subs.is_empty() && !self.announced && !self.stopping)
+        (self.fans.is_empty() && !self.announced && !self.stopping)
             .then(|| self.announce_retry.map_or(due, |retry| retry.max(due)))
     }
 
@@ -144,7 +145,7 @@ impl GameActor {
 
     fn announce_idle(&mut self) {
         if let Some(idle) = &self.idle
-            && self.subs.is_empty()
+            && self.fans.is_empty()
             && self.last_local.elapsed() >= idle.after
         {
             self.announced = idle.announce.try_send(self.state.game.clone()).is_ok();
@@ -158,7 +159,7 @@ impl GameActor {
             .idle
             .as_ref()
             .is_some_and(|i| self.last_local.elapsed() >= i.after);
-        if self.subs.is_empty() && idle {
+        if self.fans.is_empty() && idle {
             self.stopping = true;
         }
         self.stopping
@@ -174,103 +175,52 @@ impl GameActor {
 
     fn subscribe(&mut self, sub: Subscriber, since: Option<u64>) {
         let conn_id = sub.outbox.conn_id();
-        let already = self.index.contains_key(&conn_id);
-        if already && since.is_none() {
+        if self.fans.contains(conn_id) && since.is_none() {
             return;
         }
-        let game = self.state.game.clone();
+        let game = &self.state.game;
         // A conflated fan waiting for a snapshot cannot resume from diffs.
-        let waiting = sub.outbox.is_stale(&game);
+        let waiting = sub.outbox.is_stale(game);
         let resumable = since.filter(|_| !waiting).filter(|&s| {
             (self.lost == 0 || s > self.lost)
                 && s <= self.state.seq
                 && (s == self.state.seq || self.history.front().is_some_and(|(q, _)| *q <= s + 1))
         });
-        match resumable {
-            Some(s) => {
-                for (_, frame) in self.history.iter().filter(|(q, _)| *q > s) {
-                    match sub.outbox.push_diff(&game, frame) {
-                        Push::Queued | Push::Skipped => {}
-                        Push::Conflated => {
-                            metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated")
-                                .increment(1);
-                        }
-                        Push::Closed => return,
-                    }
-                }
-            }
-            None => {
-                let frame = self.snapshot_frame();
-                if !sub.outbox.push_snapshot(&game, frame) {
-                    return;
-                }
-            }
-        }
-        if !already {
-            self.index.insert(conn_id, self.subs.len());
-            self.subs.push(sub);
-            metrics::gauge!(m::WS_SUBSCRIPTIONS).increment(1.0);
-        }
+        let first = match resumable {
+            Some(s) => First::Diffs(
+                self.history
+                    .iter()
+                    .filter(|(q, _)| *q > s)
+                    .map(|(_, frame)| frame.clone())
+                    .collect(),
+            ),
+            None => First::Snapshot(self.snapshot_frame()),
+        };
+        self.fans.subscribe(sub.outbox, first);
     }
 
     fn unsubscribe(&mut self, conn_id: u64) {
-        let Some(i) = self.index.remove(&conn_id) else {
-            return;
-        };
-        self.subs.swap_remove(i);
-        if let Some(moved) = self.subs.get(i) {
-            self.index.insert(moved.outbox.conn_id(), i);
-        }
-        metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(1.0);
+        self.fans.unsubscribe(conn_id);
     }
 
     fn resync(&mut self, conn_id: u64) {
-        let Some(&i) = self.index.get(&conn_id) else {
-            return;
-        };
-        let frame = self.snapshot_frame();
-        let outbox = self.subs[i].outbox.clone();
-        if !outbox.push_snapshot(&self.state.game, frame) {
-            self.unsubscribe(conn_id);
+        if self.fans.contains(conn_id) {
+            let frame = self.snapshot_frame();
+            self.fans.resync(conn_id, frame);
         }
     }
 
-    /// Hands consecutive encoded diffs to every subscriber without waiting:
-    /// each fan gets all of them in one write when its socket is idle.
-    pub(super) fn fan_out(&mut self, frames: &[Wire]) {
-        if frames.is_empty() {
-            return;
-        }
-        let game = self.state.game.clone();
-        let mut closed = Vec::new();
-        for sub in &self.subs {
-            match sub.outbox.push_diffs(&game, frames, Route::Direct) {
-                Push::Queued | Push::Skipped => {}
-                Push::Conflated => {
-                    metrics::counter!(m::SLOW_CONSUMER, "action" => "conflated").increment(1);
-                }
-                Push::Closed => closed.push(sub.outbox.conn_id()),
-            }
-        }
-        for conn_id in closed {
-            self.unsubscribe(conn_id);
-        }
+    /// Hands consecutive encoded diffs to every subscriber without waiting
+    /// (`received`: when each one's event arrived, for the fan-out metric).
+    pub(super) fn fan_out(&mut self, frames: Vec<Wire>, received: Vec<Instant>) {
+        self.fans.fan_out(frames, received);
     }
 
     /// Sends every subscriber a fresh snapshot (after a repair that could not
     /// be done diff by diff).
     pub(super) fn snapshot_all(&mut self) {
         let frame = self.snapshot_frame();
-        let game = self.state.game.clone();
-        let closed: Vec<u64> = self
-            .subs
-            .iter()
-            .filter(|s| !s.outbox.push_snapshot(&game, frame.clone()))
-            .map(|s| s.outbox.conn_id())
-            .collect();
-        for conn_id in closed {
-            self.unsubscribe(conn_id);
-        }
+        self.fans.snapshot_all(frame);
     }
 
     // ----- the write path ----------------------------------------------------
@@ -290,11 +240,12 @@ impl GameActor {
             .iter()
             .map(|(_, _, _, frame)| Wire::Binary(frame.clone()))
             .collect();
-        self.fan_out(&frames);
-        for (i, seq, _, frame) in applied {
-            if let Some(at) = received.get(i) {
-                metrics::histogram!(m::FANOUT_SECONDS).record(at.elapsed().as_secs_f64());
-            }
+        let times: Vec<Instant> = applied
+            .iter()
+            .filter_map(|(i, _, _, _)| received.get(*i).copied())
+            .collect();
+        self.fan_out(frames, times);
+        for (_, seq, _, frame) in applied {
             self.push_history(seq, frame);
         }
     }
@@ -558,9 +509,12 @@ pub(crate) async fn run(mut actor: GameActor) {
                 actor.on_remote(frames).await;
             }
             Cmd::Repair => actor.repair().await,
+            Cmd::Flush { reply } => {
+                let _ = reply.send(actor.fans.flush());
+            }
         }
     }
-    metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(actor.subs.len() as f64);
+    metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(actor.fans.len() as f64);
     if let Some(reply) = unloading {
         let _ = reply.send(true);
     }

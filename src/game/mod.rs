@@ -137,6 +137,11 @@ pub(crate) enum Cmd {
     },
     /// Catch up from the log (after a reconnect or a dropped frame).
     Repair,
+    /// Answers with receivers that complete once every frame handed to the
+    /// game's fans so far has been pushed to them (shutdown drain).
+    Flush {
+        reply: oneshot::Sender<Vec<oneshot::Receiver<()>>>,
+    },
 }
 
 /// The sending side of a game's mailbox: where the transport delivers the
@@ -329,6 +334,18 @@ impl GameHandle {
     /// Removes a fan.
     pub async fn unsubscribe(&self, conn_id: u64) {
         let _ = self.tx.send(Cmd::Unsubscribe { conn_id }).await;
+    }
+
+    /// Waits until every frame the actor handed to its fans so far has been
+    /// pushed into their outboxes (fan shards may run behind the actor).
+    pub async fn flush_fanout(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Flush { reply }).await.is_err() {
+            return;
+        }
+        for shard in rx.await.unwrap_or_default() {
+            let _ = shard.await;
+        }
     }
 
     /// Asks the actor to send a fresh snapshot to a conflated fan.

@@ -120,8 +120,9 @@ impl GameActor {
 
     /// Fans out the remote frames applied since the last flush.
     pub(super) fn flush_remote(&mut self) {
+        // Their lag was recorded as each arrived (from the committing node's ts).
         let frames = std::mem::take(&mut self.outgoing);
-        self.fan_out(&frames);
+        self.fan_out(frames, Vec::new());
     }
 
     /// Applies the diff `d` making `seq` = `q`; its frame waits in

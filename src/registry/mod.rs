@@ -317,6 +317,13 @@ impl Registry {
         Backend::health(self.log.as_ref(), self.transport.as_ref())
     }
 
+    /// Waits until every loaded game's fans have been handed every frame
+    /// committed so far (graceful shutdown, before fans get their close).
+    pub async fn flush_fanout(&self) {
+        let handles: Vec<GameHandle> = self.games.iter().map(|g| g.value().clone()).collect();
+        futures_util::future::join_all(handles.iter().map(GameHandle::flush_fanout)).await;
+    }
+
     /// Flushes and closes the log (graceful shutdown).
     pub async fn close(&self) {
         self.log.close().await;

@@ -26,6 +26,7 @@ struct Fixture {
 const CFG: ActorConfig = ActorConfig {
     mailbox: 64,
     history: 3,
+    fan_shards: 2,
 };
 
 /// A single-node registry over a fresh log whose idle announcements the

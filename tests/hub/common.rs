@@ -861,6 +861,36 @@ impl Fan {
         }
     }
 
+    /// Every data frame until a close frame, and the close code.
+    pub(crate) async fn frames_until_close(
+        &mut self,
+        timeout: Duration,
+    ) -> (u16, Vec<DecodedFrame>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no close frame within {timeout:?}"),
+                Ok(None) => panic!("the connection ended without a close frame"),
+                Ok(Some(Err(e))) => panic!("WebSocket error before a close frame: {e}"),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            match msg {
+                Message::Binary(bytes) => frames.push(
+                    decode_frame(&bytes)
+                        .unwrap_or_else(|e| panic!("not a MessagePack frame map ({e})")),
+                ),
+                Message::Close(frame) => {
+                    let code = frame
+                        .map(|f| u16::from(f.code))
+                        .expect("the close frame carries a code");
+                    return (code, frames);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Closes politely (ignoring errors).
     pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;

@@ -168,6 +168,63 @@ async fn sigterm_closes_fans_with_1001_and_exits_0() {
     assert_eq!(hub.get_game(G).await["home"]["score"], 1);
 }
 
+/// A game with more fans than it pushes to inline spreads them over fan
+/// shards, which may run behind its actor: SIGTERM still hands every fan
+/// every acknowledged diff before its close 1001. (The barrier itself is
+/// proven where shards can be held behind: `fanout::fans` unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_every_fan_shard_before_closing_fans() {
+    const FANS: usize = 80;
+    const EVENTS: u64 = 60;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hub = BinaryHub::spawn(dir.path(), &[("SCOREHUB_GAMES__FAN_SHARDS", "4")]);
+    hub.put_game(G).await;
+    let mut fans = Vec::new();
+    for _ in 0..FANS {
+        let mut fan = Fan::connect(&hub.ws_url(&format!("games={G}"))).await;
+        let mut state = FanState::default();
+        state.apply(&fan.next_frame(WAIT).await);
+        fans.push((fan, state));
+    }
+    // A batch acknowledges many events at once, so the shards are handed
+    // them together just before the signal.
+    for chunk in 0..EVENTS / 20 {
+        let events: Vec<serde_json::Value> = (0..20)
+            .map(|i| {
+                let mut e = score(&format!("e{chunk}-{i}"), "home", 1);
+                e["game"] = json!(G);
+                e
+            })
+            .collect();
+        let r = hub
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(&hub.writer(G)),
+                Body::Json(json!({ "events": events })),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    hub.sigterm();
+    for (i, (fan, state)) in fans.iter_mut().enumerate() {
+        let (code, frames) = fan.frames_until_close(Duration::from_secs(20)).await;
+        assert_eq!(code, 1001, "fan {i}");
+        for f in frames.iter().filter(|f| f.t == "s" || f.t == "d") {
+            state.apply(f);
+        }
+        assert_eq!(
+            state.seq(G),
+            Some(EVENTS),
+            "fan {i} was closed before it got every acknowledged diff"
+        );
+        assert_eq!(state.state(G).expect("state")["home"]["score"], EVENTS);
+    }
+    let status = hub.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", hub.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_is_the_default_command() {
     let dir = tempfile::tempdir().expect("temp dir");
