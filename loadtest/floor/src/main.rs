@@ -22,7 +22,8 @@
 //! descriptors each, so at most 9,000 under the 20,000 open-file limit): the
 //! near ends are non-blocking with `TCP_NODELAY`, like the hub's; a reader
 //! thread drains the far ends through an edge-triggered epoll, continuously,
-//! so no send buffer fills. Each round writes one `--size`-byte frame to
+//! so no send buffer fills (`--reader after` instead lets it drain only
+//! between passes, so that no send wakes it: the writer's path alone). Each round writes one `--size`-byte frame to
 //! every socket by each method in turn (the order rotates each round, and
 //! methods are interleaved so that load from elsewhere on the machine falls
 //! on all of them alike), then waits until the reader has read everything,
@@ -59,7 +60,8 @@ use rustix::event::epoll;
 /// Usage, printed for `--help` and after a bad argument.
 const USAGE: &str = "\
 usage: write-floor-batch [--conns N] [--rounds R] [--warmup W] [--size B]
-                         [--batches 64,256,1024,all] [--methods LIST] [--json] [--check]
+                         [--batches 64,256,1024,all] [--methods LIST] [--reader live|after]
+                         [--json] [--check]
 
   --conns N      connected loopback TCP pairs (1..=9000, default 8000)
   --rounds R     measured rounds (default 50); each writes once to every socket by each method
@@ -68,6 +70,8 @@ usage: write-floor-batch [--conns N] [--rounds R] [--warmup W] [--size B]
   --batches L    io_uring batch sizes, comma-separated; `all` = every socket (default 64,256,1024,all)
   --methods L    comma-separated among writev, write, uring-writev, uring-send,
                  uring-send-fixed, uring-sqpoll (default: all of them)
+  --reader M     live: the reader drains while the writer writes, woken by each frame
+                 (default); after: it drains only between passes, so no send wakes it
   --json         print the results as one JSON object instead of a table
   --check        only check that io_uring works here, then exit";
 
@@ -96,6 +100,7 @@ struct Args {
     size: usize,
     batches: Vec<Option<usize>>,
     methods: Vec<String>,
+    live: bool,
     json: bool,
     check: bool,
 }
@@ -108,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
         size: 120,
         batches: vec![Some(64), Some(256), Some(1024), None],
         methods: ALL_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+        live: true,
         json: false,
         check: false,
     };
@@ -146,6 +152,13 @@ fn parse_args() -> Result<Args, String> {
                     .find(|m| !ALL_METHODS.contains(&m.as_str()))
                 {
                     return Err(format!("--methods: unknown method {bad:?}"));
+                }
+            }
+            "--reader" => {
+                args.live = match value()?.as_str() {
+                    "live" => true,
+                    "after" => false,
+                    other => return Err(format!("--reader: live or after, not {other:?}")),
                 }
             }
             "--json" => args.json = true,
@@ -437,6 +450,10 @@ struct ReaderState {
     bytes: AtomicU64,
     /// The reader's own CPU time, in ns, updated after every batch of events.
     cpu_ns: AtomicU64,
+    /// Drain as data comes (`--reader live`), or only up to `released`.
+    live: bool,
+    /// Bytes the reader may drain up to, in `--reader after` mode.
+    released: AtomicU64,
     /// The reader's thread id, once it runs.
     tid: AtomicI32,
     stop: AtomicBool,
@@ -459,13 +476,22 @@ fn drain(far: Vec<TcpStream>, state: Arc<ReaderState>) -> io::Result<()> {
         tv_sec: 0,
         tv_nsec: 50_000_000,
     };
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     while !state.stop.load(Ordering::Relaxed) {
+        let wait = if state.live {
+            &timeout
+        } else if state.bytes.load(Ordering::Relaxed) < state.released.load(Ordering::Acquire) {
+            &zero
+        } else {
+            // Not in epoll_wait, so the writer's sends wake nobody.
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        };
         events.clear();
-        match epoll::wait(
-            &ep,
-            rustix::buffer::spare_capacity(&mut events),
-            Some(&timeout),
-        ) {
+        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(wait)) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -623,6 +649,8 @@ fn run(args: &Args) -> io::Result<()> {
     let state = Arc::new(ReaderState {
         bytes: AtomicU64::new(0),
         cpu_ns: AtomicU64::new(0),
+        live: args.live,
+        released: AtomicU64::new(0),
         tid: AtomicI32::new(0),
         stop: AtomicBool::new(false),
     });
@@ -682,6 +710,7 @@ fn run(args: &Args) -> io::Result<()> {
             let wall = t0.elapsed();
             let (w1, v1, i1) = usage(libc::RUSAGE_THREAD);
             written += (near.len() * frame.len()) as u64;
+            state.released.store(written, Ordering::Release);
             let waited = Instant::now();
             while state.bytes.load(Ordering::Acquire) < written {
                 if waited.elapsed() > DRAIN_TIMEOUT {
@@ -751,6 +780,7 @@ struct Report {
     conns: usize,
     rounds: usize,
     size: usize,
+    reader: &'static str,
     rows: Vec<Row>,
     unavailable: Vec<(String, String)>,
 }
@@ -792,6 +822,7 @@ impl Report {
             conns: args.conns,
             rounds: args.rounds,
             size: frame.len(),
+            reader: if args.live { "live" } else { "after" },
             rows,
             unavailable,
         }
@@ -809,12 +840,13 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "kernel {}, cpus {}, {} sockets, {} rounds, {}-byte frames; ns per write",
-            self.kernel, self.cpus, self.conns, self.rounds, self.size
+            "kernel {}, cpus {}, {} sockets, {} rounds, {}-byte frames, reader {}; ns per write\n\
+             (writer: writer thread's CPU; other: SQPOLL/io-wq threads; all thr.: writer + other + reader)",
+            self.kernel, self.cpus, self.conns, self.rounds, self.size, self.reader
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>7}",
             "method",
             "wall p50",
             "wall min",
@@ -824,17 +856,28 @@ impl Report {
             "wr+other",
             "reader",
             "vs writev",
+            "all thr.",
+            "vs writev",
             "csw v/i"
         );
         let base = self.baseline();
+        let base_total = self
+            .rows
+            .iter()
+            .find(|r| r.kind == "writev")
+            .map(|r| r.writer_cpu + r.other_cpu + r.reader_cpu);
         for r in &self.rows {
             let cost = r.writer_cpu + r.other_cpu;
             let vs = base.map_or_else(String::new, |b| {
                 format!("{:+.1} %", (cost / b - 1.0) * 100.0)
             });
+            let total = cost + r.reader_cpu;
+            let vs_total = base_total.map_or_else(String::new, |b| {
+                format!("{:+.1} %", (total / b - 1.0) * 100.0)
+            });
             let _ = writeln!(
                 out,
-                "{:<22} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10} {:>7}",
+                "{:<22} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>10} {:>9.0} {:>10} {:>7}",
                 r.label,
                 r.wall_median,
                 r.wall_min,
@@ -844,6 +887,8 @@ impl Report {
                 cost,
                 r.reader_cpu,
                 vs,
+                total,
+                vs_total,
                 format!("{}/{}", r.voluntary, r.involuntary)
             );
         }
@@ -857,12 +902,13 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            "{{\"kernel\":{},\"cpus\":{},\"conns\":{},\"rounds\":{},\"frame_bytes\":{},\"results\":[",
+            "{{\"kernel\":{},\"cpus\":{},\"conns\":{},\"rounds\":{},\"frame_bytes\":{},\"reader\":{},\"results\":[",
             quote(&self.kernel),
             quote(&self.cpus),
             self.conns,
             self.rounds,
-            self.size
+            self.size,
+            quote(self.reader)
         );
         for (i, r) in self.rows.iter().enumerate() {
             let _ = write!(
