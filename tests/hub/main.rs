@@ -37,6 +37,9 @@
 //! - `retention`: finished games past `games.retention` are gone (404,
 //!   unlisted), compacted out of the event log at the next start, expired
 //!   from Redis and swept from its index; retries inside it are duplicates.
+//! - `proxy_tls`: the reverse-proxy example `deploy/nginx/scorehub.conf`
+//!   run by a real `nginx`: TLS, a fan over `wss://` and a scorekeeper over
+//!   `https://` through it, `X-Forwarded-For`.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -53,6 +56,7 @@ mod limits;
 mod process;
 mod prometheus;
 mod proxies;
+mod proxy_tls;
 mod redis_cluster;
 mod retention;
 mod unload;
