@@ -123,9 +123,11 @@ impl Drop for TlsRedis {
     }
 }
 
-/// Writes `ca.pem`, `other-ca.pem`, `server.pem`/`server.key` and
-/// `client.pem`/`client.key` into `dir`.
-fn write_certificates(dir: &Path) {
+/// Writes `ca.pem`, `other-ca.pem`, `server.pem`/`server.key` (a server
+/// certificate for `127.0.0.1` and `localhost`, signed by `ca.pem`) and
+/// `client.pem`/`client.key` into `dir`: for [`TlsRedis`], and for tests
+/// of other TLS servers (the reverse proxy of `deploy/nginx`).
+pub fn write_certificates(dir: &Path) {
     let (ca_pem, ca) = certificate_authority("scorehub test CA");
     let (other_pem, _) = certificate_authority("scorehub unrelated CA");
     write(dir, "ca.pem", &ca_pem);

@@ -20,6 +20,7 @@ use scorehub::codec::{DecodedFrame, decode_frame};
 use scorehub::config::Config;
 use scorehub::server::Hub;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -720,9 +721,10 @@ pub(crate) fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CliOut
 // ---------------------------------------------------------------------------
 // Fans
 
-/// A WebSocket fan.
-pub(crate) struct Fan {
-    ws: WebSocketStream<TcpStream>,
+/// A WebSocket fan, over plain TCP unless made with [`Fan::from_ws`] (e.g.
+/// over TLS, through a proxy).
+pub(crate) struct Fan<S = TcpStream> {
+    ws: WebSocketStream<S>,
 }
 
 impl Fan {
@@ -757,6 +759,13 @@ impl Fan {
         let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .unwrap_or_else(|e| panic!("WebSocket handshake with {url} failed: {e}"));
+        Fan { ws }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Fan<S> {
+    /// A fan over a WebSocket its caller opened.
+    pub(crate) fn from_ws(ws: WebSocketStream<S>) -> Fan<S> {
         Fan { ws }
     }
 
@@ -994,7 +1003,13 @@ impl FanState {
     }
 
     /// Reads frames from `fan` until it holds `game` at `seq`.
-    pub(crate) async fn follow(&mut self, fan: &mut Fan, game: &str, seq: u64, timeout: Duration) {
+    pub(crate) async fn follow<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        fan: &mut Fan<S>,
+        game: &str,
+        seq: u64,
+        timeout: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.seq(game) != Some(seq) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

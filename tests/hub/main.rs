@@ -41,6 +41,9 @@
 //!   unusable storage dir), `log verify` (clean, flipped byte, torn tail,
 //!   wrong index entry, never changing a file), `games list` (from a hub's
 //!   log, from Redis).
+//! - `proxy_tls`: the reverse-proxy example `deploy/nginx/scorehub.conf`
+//!   run by a real `nginx`: TLS, a fan over `wss://` and a scorekeeper over
+//!   `https://` through it, `X-Forwarded-For`.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -58,6 +61,7 @@ mod ops;
 mod process;
 mod prometheus;
 mod proxies;
+mod proxy_tls;
 mod redis_cluster;
 mod retention;
 mod unload;
