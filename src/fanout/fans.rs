@@ -45,6 +45,10 @@ use crate::metrics as m;
 /// Most fans a game pushes to from its actor; above, its fans go to shards.
 pub const INLINE_FANS: usize = 32;
 
+/// Fans a shard writes to before it lets other tasks run (about half a
+/// millisecond of loopback writes here).
+pub(crate) const FANS_PER_SLICE: usize = 128;
+
 /// Most commands a shard takes from its channel in one pass.
 pub(crate) const MAX_DRAIN: usize = 256;
 
@@ -395,20 +399,33 @@ impl Shard {
     }
 
     /// Pushes `frames` to every fan, dropping those found closed (the
-    /// actor forgets them when their session unsubscribes).
-    fn push(&mut self, game: &GameId, frames: &[Wire]) {
+    /// actor forgets them when their session unsubscribes). Yields to the
+    /// runtime after every [`FANS_PER_SLICE`] fans: a worker thread is never
+    /// held longer than that many writes, so requests and the game's actor
+    /// get a turn while a big fan-out runs.
+    async fn push(&mut self, game: &GameId, frames: &[Wire]) {
         if frames.is_empty() {
             return;
         }
-        for conn_id in push_all(game, &self.fans, frames) {
+        let mut closed = Vec::new();
+        let mut start = 0;
+        while start < self.fans.len() {
+            let end = (start + FANS_PER_SLICE).min(self.fans.len());
+            closed.extend(push_all(game, &self.fans[start..end], frames));
+            start = end;
+            if start < self.fans.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        for conn_id in closed {
             self.remove(conn_id);
         }
     }
 
-    fn handle(&mut self, game: &GameId, cmd: ShardCmd) {
+    async fn handle(&mut self, game: &GameId, cmd: ShardCmd) {
         match cmd {
             ShardCmd::Frames(batch) => {
-                self.push(game, &batch.frames);
+                self.push(game, &batch.frames).await;
                 batch.done();
             }
             ShardCmd::Subscribe { outbox, first } => {
@@ -467,17 +484,17 @@ async fn run_shard(game: GameId, mut rx: mpsc::UnboundedReceiver<ShardCmd>) {
                     batches.push(batch);
                 }
                 other => {
-                    flush_batches(&mut shard, &game, &mut frames, &mut batches);
-                    shard.handle(&game, other);
+                    flush_batches(&mut shard, &game, &mut frames, &mut batches).await;
+                    shard.handle(&game, other).await;
                 }
             }
         }
-        flush_batches(&mut shard, &game, &mut frames, &mut batches);
+        flush_batches(&mut shard, &game, &mut frames, &mut batches).await;
     }
 }
 
 /// Pushes the gathered frames of consecutive batches to every fan at once.
-fn flush_batches(
+async fn flush_batches(
     shard: &mut Shard,
     game: &GameId,
     frames: &mut Vec<Wire>,
@@ -486,7 +503,7 @@ fn flush_batches(
     if batches.is_empty() {
         return;
     }
-    shard.push(game, frames);
+    shard.push(game, frames).await;
     frames.clear();
     for batch in batches.drain(..) {
         batch.done();
