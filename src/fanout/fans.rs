@@ -47,10 +47,10 @@ pub const INLINE_FANS: usize = 32;
 
 /// Fans a shard writes to before it lets other tasks run (about half a
 /// millisecond of loopback writes here).
-pub(crate) const FANS_PER_SLICE: usize = 128;
+pub const FANS_PER_SLICE: usize = 128;
 
 /// Most commands a shard takes from its channel in one pass.
-pub(crate) const MAX_DRAIN: usize = 256;
+pub const MAX_DRAIN: usize = 256;
 
 /// What a fan gets first on subscribing.
 #[derive(Debug, Clone)]
