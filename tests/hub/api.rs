@@ -7,7 +7,7 @@ use reqwest::Method;
 use scorehub::auth::Scope;
 use serde_json::{Value, json};
 
-use crate::common::{Body, Fan, TestHub, WAIT, encode_query, eventually, new_game, score};
+use crate::common::{Body, Fan, TestHub, WAIT, encode_query, eventually, new_game, sample, score};
 
 const GAME: &str = "nba:2026-11-22-lal-bos";
 
@@ -823,18 +823,6 @@ async fn unknown_routes_and_methods_use_the_error_shape() {
         r.text
     );
     r.assert_error_shape();
-}
-
-/// The value of the first sample line of `name` whose labels contain `labels`.
-fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,8 @@ use scorehub::testing::RedisServer;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Api, BinaryHub, Body, Fan, FanState, Reply, TestHub, WAIT, eventually, new_game, run_cli, score,
+    Api, BinaryHub, Body, Fan, FanState, Reply, TestHub, WAIT, eventually, new_game, run_cli,
+    sample, score,
 };
 
 const G: &str = "nba:2026-11-22-lal-bos";
@@ -135,19 +136,11 @@ pub(crate) async fn converged(nodes: &[(&str, &Api)], game: &str, seq: u64) -> V
     first.clone()
 }
 
-/// The value of an unlabelled metric in Prometheus text.
-pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
-
 /// `scorehub_redis_up` of `node`.
 async fn redis_up(node: &Api) -> Option<f64> {
     let r = node.get("/metrics").await;
     assert_eq!(r.status, 200, "/metrics: {}", r.text);
-    metric(&r.text, "scorehub_redis_up")
+    sample(&r.text, "scorehub_redis_up", "")
 }
 
 /// A call made while Redis may be down must still answer (with an error).

@@ -11,8 +11,8 @@ use reqwest::Method;
 use scorehub::testing::RedisServer;
 use serde_json::{Value, json};
 
-use crate::cluster::{RECOVERY, metric, redis_conn, watch};
-use crate::common::{Body, Fan, TestHub, WAIT, eventually, score};
+use crate::cluster::{RECOVERY, redis_conn, watch};
+use crate::common::{Body, Fan, TestHub, WAIT, eventually, sample, score};
 
 const G: &str = "nba:recovery";
 
@@ -186,7 +186,11 @@ async fn a_node_ahead_of_redis_after_it_lost_writes_serves_what_redis_holds() {
     assert_eq!(c.post_ok(G, score("x5", "away", 1)).await, 5);
     let f = fan.next_frame(WAIT).await;
     assert_eq!((f.t.as_str(), f.q), ("d", Some(5)), "{f:?}");
-    let lost = metric(&a.get("/metrics").await.text, "scorehub_lost_writes_total");
+    let lost = sample(
+        &a.get("/metrics").await.text,
+        "scorehub_lost_writes_total",
+        "",
+    );
     assert!(
         lost >= Some(1.0),
         "A counts the game whose history Redis lost: {lost:?}"

@@ -47,6 +47,19 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("a plain HTTP client builds")
 }
 
+/// The value of the first sample line of metric `name` whose labels contain
+/// `labels` (`""` matches any, also none) in Prometheus text.
+pub(crate) fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// `{"kind":"score"}` event.
 pub(crate) fn score(event_id: &str, team: &str, points: i64) -> Value {
     json!({"event_id": event_id, "kind": "score", "team": team, "points": points})
@@ -283,6 +296,13 @@ impl Api {
             headers,
             text,
         }
+    }
+
+    /// The value of the first sample of metric `name` whose labels contain
+    /// `labels` (e.g. `reason="stuck"`; `""` for any) in this hub's
+    /// `/metrics`, or 0 when there is none yet.
+    pub(crate) async fn metric(&self, name: &str, labels: &str) -> f64 {
+        sample(&self.get("/metrics").await.text, name, labels).unwrap_or(0.0)
     }
 
     /// `GET path` without a token.

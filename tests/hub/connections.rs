@@ -23,19 +23,6 @@ const G: &str = "nba:conns";
 /// tests are 1–3 s.
 const CUT: Duration = Duration::from_secs(30);
 
-/// The value of `name{labels}` in `/metrics` (0 when absent).
-async fn metric(api: &Api, name: &str, labels: &str) -> f64 {
-    let text = api.get("/metrics").await.text;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The hub's resident memory in KiB (`VmRSS` of /proc/PID/status).
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -225,12 +212,9 @@ async fn clients_sending_headers_a_byte_a_second_are_cut_at_the_header_timeout()
         "slowloris: {CLIENTS} clients held, each cut after at most {most_bytes} bytes, \
          {fastest:.1?}..{slowest:.1?} after connecting (header_read_timeout = 1s)"
     );
-    let cuts = metric(
-        &hub,
-        "scorehub_http_closed_total",
-        "reason=\"header_timeout\"",
-    )
-    .await;
+    let cuts = hub
+        .metric("scorehub_http_closed_total", "reason=\"header_timeout\"")
+        .await;
     assert!(cuts >= CLIENTS as f64, "counted: {cuts}");
     assert_eq!(hub.get("/readyz").await.status, 200);
     scorekeeper_posts(&hub, "after-slowloris").await;
@@ -269,12 +253,9 @@ async fn a_stalled_request_body_gets_408_at_the_body_timeout() {
         "closed after the 408"
     );
     assert_eq!(hub.get_game(G).await["seq"], 0, "nothing was applied");
-    let cuts = metric(
-        &hub,
-        "scorehub_http_closed_total",
-        "reason=\"body_timeout\"",
-    )
-    .await;
+    let cuts = hub
+        .metric("scorehub_http_closed_total", "reason=\"body_timeout\"")
+        .await;
     assert!(cuts >= 1.0, "counted: {cuts}");
 }
 
@@ -303,7 +284,7 @@ async fn five_thousand_idle_keep_alive_connections_are_held_then_closed() {
     eprintln!("idle keep-alive: {IDLE} connections opened in {opening:.1?}");
 
     // All held at once, and the hub is fine.
-    let open_now = metric(&hub, "scorehub_http_connections", "").await;
+    let open_now = hub.metric("scorehub_http_connections", "").await;
     assert!(
         open_now >= IDLE as f64,
         "{open_now} HTTP connections open, expected at least {IDLE}"
@@ -333,15 +314,12 @@ async fn five_thousand_idle_keep_alive_connections_are_held_then_closed() {
         opened.elapsed()
     );
     eventually("the gauge falls back", WAIT, || async {
-        metric(&hub, "scorehub_http_connections", "").await < 10.0
+        hub.metric("scorehub_http_connections", "").await < 10.0
     })
     .await;
-    let cuts = metric(
-        &hub,
-        "scorehub_http_closed_total",
-        "reason=\"idle_timeout\"",
-    )
-    .await;
+    let cuts = hub
+        .metric("scorehub_http_closed_total", "reason=\"idle_timeout\"")
+        .await;
     assert!(cuts >= IDLE as f64, "counted: {cuts}");
     assert_eq!(hub.get("/readyz").await.status, 200);
     scorekeeper_posts(&hub, "after-idle").await;
@@ -367,7 +345,7 @@ async fn idle_connections_past_the_cap_make_room_for_new_ones() {
     hub.put_game(G).await;
     let rss_before = rss_kib(hub.pid());
     let conns = open_kept_alive(&addr(&hub), OPENED, 100).await;
-    let open_now = metric(&hub, "scorehub_http_connections", "").await;
+    let open_now = hub.metric("scorehub_http_connections", "").await;
     assert!(
         open_now <= CAP as f64 + 5.0,
         "{open_now} HTTP connections open with http.max_connections = {CAP}"
@@ -388,7 +366,9 @@ async fn idle_connections_past_the_cap_make_room_for_new_ones() {
         still_open.len()
     );
     assert!(closed >= OPENED - CAP, "{closed} closed");
-    let evicted = metric(&hub, "scorehub_http_closed_total", "reason=\"evicted\"").await;
+    let evicted = hub
+        .metric("scorehub_http_closed_total", "reason=\"evicted\"")
+        .await;
     assert!(evicted >= (OPENED - CAP) as f64, "counted: {evicted}");
 }
 
@@ -461,12 +441,9 @@ async fn when_every_connection_is_busy_new_ones_are_refused_until_one_frees() {
         matches!(read_response(&mut tcp).await, Some((200, _)))
     })
     .await;
-    let refusals = metric(
-        &hub,
-        "scorehub_rate_limited_total",
-        "kind=\"http_capacity\"",
-    )
-    .await;
+    let refusals = hub
+        .metric("scorehub_rate_limited_total", "kind=\"http_capacity\"")
+        .await;
     assert!(refusals >= 1.0, "counted: {refusals}");
 }
 

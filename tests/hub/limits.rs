@@ -24,19 +24,6 @@ const G: &str = "nba:limits";
 /// A raw client connection, for what [`Fan`] does not let a test see.
 type Raw = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The value of the sample `name{labels}` in `/metrics`, 0 when absent.
-async fn metric(hub: &TestHub, name: &str, labels: &str) -> f64 {
-    let text = hub.get("/metrics").await.text;
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// `POST /v1/events` with `events` (each `score` event of [`G`]) as `token`.
 async fn post_batch(hub: &TestHub, token: &str, prefix: &str, n: usize) -> Reply {
     let events: Vec<Value> = (0..n)
@@ -78,7 +65,9 @@ async fn a_token_over_its_event_rate_gets_429_and_another_token_is_unaffected() 
     hub.put_game(G).await;
     let alice = hub.token_for("alice", &["nba:*"], Scope::Scorekeeper);
     let bob = hub.token_for("bob", &["nba:*"], Scope::Scorekeeper);
-    let limited_before = metric(&hub, "scorehub_rate_limited_total", "kind=\"events\"").await;
+    let limited_before = hub
+        .metric("scorehub_rate_limited_total", "kind=\"events\"")
+        .await;
 
     // A batch of 5 spends alice's whole burst; it is applied.
     let r = post_batch(&hub, &alice, "a", 5).await;
@@ -121,7 +110,9 @@ async fn a_token_over_its_event_rate_gets_429_and_another_token_is_unaffected() 
     )
     .await;
     assert_eq!(hub.get_game(G).await["home"]["score"], 26);
-    let limited_after = metric(&hub, "scorehub_rate_limited_total", "kind=\"events\"").await;
+    let limited_after = hub
+        .metric("scorehub_rate_limited_total", "kind=\"events\"")
+        .await;
     assert!(
         limited_after >= limited_before + 2.0,
         "refusals are counted: {limited_before} -> {limited_after}"
@@ -174,13 +165,17 @@ async fn new_connections_over_the_per_address_rate_get_429() {
     };
     let hub = TestHub::start_with(tight(false)).await;
     let url = hub.ws_url("");
-    let before = metric(&hub, "scorehub_rate_limited_total", "kind=\"ws_connect\"").await;
+    let before = hub
+        .metric("scorehub_rate_limited_total", "kind=\"ws_connect\"")
+        .await;
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(try_connect(&url).await.expect("inside the burst"));
     }
     assert_refused(try_connect(&url).await, 429, "rate_limited");
-    let after = metric(&hub, "scorehub_rate_limited_total", "kind=\"ws_connect\"").await;
+    let after = hub
+        .metric("scorehub_rate_limited_total", "kind=\"ws_connect\"")
+        .await;
     assert!(after > before, "counted: {before} -> {after}");
     // The connections already open are not affected.
     let mut fan = open.pop().expect("an open connection");
@@ -349,13 +344,12 @@ async fn a_fan_that_never_reads_is_disconnected_once_stuck_and_others_get_everyt
     .await;
     hub.put_game(G).await;
     let url = hub.ws_url(&format!("games={G}"));
-    let stuck_before = metric(&hub, "scorehub_ws_closed_total", "reason=\"stuck\"").await;
-    let dropped_before = metric(
-        &hub,
-        "scorehub_slow_consumer_total",
-        "action=\"disconnected\"",
-    )
-    .await;
+    let stuck_before = hub
+        .metric("scorehub_ws_closed_total", "reason=\"stuck\"")
+        .await;
+    let dropped_before = hub
+        .metric("scorehub_slow_consumer_total", "action=\"disconnected\"")
+        .await;
 
     let mut stuck = connect_small_buffer(&url).await;
     let first = next_data(&mut stuck).await.expect("the snapshot");
@@ -373,7 +367,11 @@ async fn a_fan_that_never_reads_is_disconnected_once_stuck_and_others_get_everyt
     // needed to fill the socket buffers first), with a generous cap.
     const MAX_EVENTS: usize = 20_000;
     let mut posted = 0;
-    while metric(&hub, "scorehub_ws_closed_total", "reason=\"stuck\"").await <= stuck_before {
+    while hub
+        .metric("scorehub_ws_closed_total", "reason=\"stuck\"")
+        .await
+        <= stuck_before
+    {
         assert!(
             posted < MAX_EVENTS,
             "the stuck fan was not disconnected after {posted} events"
@@ -398,12 +396,9 @@ async fn a_fan_that_never_reads_is_disconnected_once_stuck_and_others_get_everyt
         .await;
     assert_eq!(reader_state.state(G), Some(&hub.get_game(G).await));
     assert_eq!(reader_state.snapshots(G), 1, "the reader got every diff");
-    let dropped_after = metric(
-        &hub,
-        "scorehub_slow_consumer_total",
-        "action=\"disconnected\"",
-    )
-    .await;
+    let dropped_after = hub
+        .metric("scorehub_slow_consumer_total", "action=\"disconnected\"")
+        .await;
     assert!(dropped_after > dropped_before, "counted as disconnected");
 
     // The stuck fan now reads: whatever reached its socket, then the end of

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{TestHub, http_client, score};
+use crate::common::{TestHub, http_client, sample, score};
 
 const GAME: &str = "prom:2026-11-22-lal-bos";
 
@@ -250,9 +250,10 @@ async fn a_real_prometheus_scrapes_the_hub_and_queries_its_metrics() {
     // An applied event shows up in the counter on a later scrape.
     hub.put_game(GAME).await;
     hub.post_ok(GAME, score("prom-1", "home", 3)).await;
-    let local = metric_value(
+    let local = sample(
         &hub.get("/metrics").await.text,
-        "scorehub_events_total{outcome=\"applied\"}",
+        "scorehub_events_total",
+        "outcome=\"applied\"",
     )
     .expect("the hub's own /metrics has scorehub_events_total{outcome=\"applied\"}");
     assert!(local >= 1.0, "applied events counted by the hub: {local}");
@@ -317,13 +318,4 @@ async fn a_real_prometheus_scrapes_the_hub_and_queries_its_metrics() {
 
     drop(prometheus);
     hub.shutdown().await;
-}
-
-/// The value of the series `name` (with its labels, exactly as written) in
-/// Prometheus text.
-fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
 }
