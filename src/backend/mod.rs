@@ -227,6 +227,15 @@ pub trait EventLog: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(()) })
     }
 
+    /// Returns once what this node answers as a duplicate without a commit
+    /// (from the ids it knows) is as durable as a commit's answer promises
+    /// (with Redis and `redis.min_replicas_acked`, on enough replicas); else
+    /// an error, and the duplicate is refused like a commit would be. An
+    /// exclusive log answers only what it made durable: nothing to do.
+    fn confirm<'a>(&'a self, _game: &'a GameId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// `Ok` while commits can succeed, else why not.
     fn health(&self) -> Result<(), Unready>;
 

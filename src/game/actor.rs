@@ -318,7 +318,28 @@ impl GameActor {
             }
             if plan.applied.is_empty() {
                 // Nothing to write: every outcome is already final (in-plan
-                // duplicates need an applied event, so there are none).
+                // duplicates need an applied event, so there are none). A
+                // shared log may need to confirm duplicates answered from
+                // memory (the first answer of one may have been an error):
+                // unconfirmed, they are refused like a commit would be.
+                let duplicate = |o: &Pending| {
+                    matches!(
+                        o,
+                        Pending::Final(Ok(Applied {
+                            duplicate: true,
+                            ..
+                        }))
+                    )
+                };
+                if !self.exclusive
+                    && plan.outcomes.iter().any(duplicate)
+                    && let Err(e) = self.log.confirm(&self.state.game).await
+                {
+                    let reason = e.to_string();
+                    for o in plan.outcomes.iter_mut().filter(|o| duplicate(o)) {
+                        *o = Pending::Final(Err(ApplyError::Unavailable(reason.clone())));
+                    }
+                }
                 settle(&mut results, &open, plan.outcomes, None);
                 break;
             }

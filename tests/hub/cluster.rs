@@ -1024,11 +1024,24 @@ async fn with_min_replicas_acked_an_event_is_answered_once_a_replica_has_it() {
     // The replica is gone: the event is refused, with what to do (the
     // reason, naming redis.min_replicas_acked, is in the hub's log).
     replica.kill9();
-    let r = hub.post_event(G, event(2)).await;
+    // (`expected_seq`, as a careful scorekeeper sends: see the resend below.)
+    let mut two = event(2);
+    two["expected_seq"] = json!(1);
+    let r = hub.post_event(G, two.clone()).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(
         r.text.contains("not_ready") && r.text.contains("same event_id"),
         "{}",
+        r.text
+    );
+    // Resent while the replica is still gone: refused too. The node catches
+    // up from Redis (seq 2), its expected_seq no longer matches, and the id
+    // lookup finds the event applied: a duplicate the node answers without a
+    // commit, which would be a `200 duplicate` before any replica has it.
+    let r = hub.post_event(G, two.clone()).await;
+    assert_eq!(
+        r.status, 503,
+        "a duplicate answered before a replica has the event: {}",
         r.text
     );
     // Back: resending the same event is answered once the replica has it.
@@ -1036,7 +1049,7 @@ async fn with_min_replicas_acked_an_event_is_answered_once_a_replica_has_it() {
     replicate(&primary, &replica).await;
     let deadline = std::time::Instant::now() + WAIT;
     let answer = loop {
-        let r = hub.post_event(G, event(2)).await;
+        let r = hub.post_event(G, two.clone()).await;
         if r.status == 200 {
             break r.ok_json();
         }

@@ -216,6 +216,10 @@ impl EventLog for RedisLog {
         Box::pin(self.store.note_lost(game, seq))
     }
 
+    fn confirm<'a>(&'a self, game: &'a GameId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.store.confirm(game))
+    }
+
     fn health(&self) -> Result<(), Unready> {
         // The bus pings Redis and reports it with the link (readiness).
         Ok(())

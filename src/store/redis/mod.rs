@@ -54,7 +54,9 @@
 //! the same `event_id` waits for the replicas again). A duplicate answered
 //! from Redis (a repeated event or create) waits the same way: the script
 //! then writes a counter (`dups` in the meta hash), so `WAIT` covers the
-//! original write even when another node made it.
+//! original write even when another node made it; a duplicate a node
+//! answers without a commit is confirmed the same way
+//! ([`RedisStore::confirm`]).
 //!
 //! ## Topology
 //!
@@ -227,6 +229,18 @@ end
 return 1
 "#;
 
+/// KEYS[1] the meta hash: counts one more duplicate answered from a node's
+/// memory (`dups`), a write for the `WAIT` after it to cover: once a replica
+/// has it, it has every earlier write of the game too. A game whose meta
+/// hash is gone is left alone (`missing`).
+const CONFIRM_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'missing'}
+end
+redis.call('HINCRBY', KEYS[1], 'dups', 1)
+return 1
+"#;
+
 /// Removes each member ARGV[2i+1] of the sorted set KEYS[1] whose score is
 /// still ARGV[2i+2] (so an entry a commit just moved is kept).
 const ZREM_IF_SCORE_LUA: &str = r#"
@@ -242,6 +256,9 @@ return removed
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_LUA));
 static ZREM_IF_SCORE: LazyLock<Script> = LazyLock::new(|| Script::new(ZREM_IF_SCORE_LUA));
 static NOTE_LOST: LazyLock<Script> = LazyLock::new(|| Script::new(NOTE_LOST_LUA));
+/// Sent whole (`EVAL`, a few bytes): no `NOSCRIPT` round, whose `WAIT`
+/// would double the wait while replicas are missing.
+static CONFIRM: LazyLock<Script> = LazyLock::new(|| Script::new(CONFIRM_LUA));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 
 /// The Redis store of cluster mode. Cheap to clone: clones share one
@@ -626,6 +643,28 @@ impl RedisStore {
             id,
             &format!("mark lost writes of game {id}"),
             &NOTE_LOST,
+            eval,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// With `redis.min_replicas_acked = N`: returns once `N` replicas have
+    /// everything written to game `id` so far, else
+    /// [`StoreError::Unavailable`]. For duplicates a node answers from its
+    /// own memory, without a commit (whose `WAIT` would cover them): the
+    /// original may be on the primary only (its first answer was a `503`).
+    /// Without `min_replicas_acked`, no command at all.
+    pub async fn confirm(&self, id: &GameId) -> Result<(), StoreError> {
+        if self.min_replicas_acked == 0 {
+            return Ok(());
+        }
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(CONFIRM_LUA).arg(1).arg(self.names.key(id, "meta"));
+        self.eval_acked(
+            id,
+            &format!("confirm duplicates of game {id}"),
+            &CONFIRM,
             eval,
         )
         .await

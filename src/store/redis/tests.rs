@@ -905,6 +905,12 @@ async fn with_min_replicas_acked_a_commit_is_answered_once_the_replica_has_it() 
     assert!(shown.contains("retry with the same event_id"), "{shown}");
     // Its retry is a duplicate on the primary, still unconfirmed: refused too.
     assert!(store.commit(&id, 1, &events, &two).await.is_err());
+    // And so is a node's own duplicate of it, confirmed without a commit.
+    let err = store.confirm(&id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("only 0 of the 1 replicas"),
+        "{err}"
+    );
     // So is a create, and its retry.
     let other = initial(&gid("nba:y"), Status::Live);
     let record = created(&other, [7; 16]);
@@ -935,6 +941,7 @@ async fn with_min_replicas_acked_a_commit_is_answered_once_the_replica_has_it() 
     );
     let on_replica = RedisStore::connect(&replica.url()).await.unwrap();
     assert_eq!(on_replica.load(&id).await.unwrap().unwrap().state, two);
+    store.confirm(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -943,6 +950,7 @@ async fn without_min_replicas_acked_no_commit_waits() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let state = create(&store, "nba:x", Status::Live).await;
     apply(&store, &state, &["e1"]).await;
+    store.confirm(&state.game).await.unwrap();
     let calls = command_calls(&store).await;
     // create and commit: each NOSCRIPT, SCRIPT LOAD, then the call.
     assert_eq!(calls.get("evalsha"), Some(&4), "{calls:?}");
