@@ -32,6 +32,7 @@ fail() {
 [[ -f $ROOT/web/dist/scorehub.js ]] || fail "no web/dist/scorehub.js: run 'npm run build' in web/"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/scorehub-npm-pack.XXXXXX")
+TMP=$(cd "$TMP" && pwd -P) # tsc reports real paths
 HUB_PID=""
 cleanup() {
     local status=$?
@@ -52,6 +53,13 @@ trap cleanup EXIT
 
 (cd "$PKG" && npm pack --json --pack-destination "$TMP" --no-fund --no-audit) >"$TMP/pack.json" ||
     fail "npm pack in web/client"
+# Older npm prints the prepack banner on stdout too: the JSON is from the first line that opens it.
+node -e '
+    const text = require("fs").readFileSync(process.argv[1], "utf8");
+    const at = text.search(/^\[/m);
+    if (at < 0) { console.error(text); process.exit(1); }
+    require("fs").writeFileSync(process.argv[1], text.slice(at));
+' "$TMP/pack.json" || fail "npm pack --json printed no JSON (above)"
 TARBALL=$TMP/$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))[0].filename)' "$TMP/pack.json")
 [[ -f $TARBALL ]] || fail "npm pack made no $TARBALL"
 node - "$TMP/pack.json" "$EXPECTED_FILES" <<'EOF' || fail "the tarball's contents (above)"

@@ -214,6 +214,11 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
+/** A `URL` (the browser's or Node's); declared structurally, so no DOM or Node types are needed. */
+export interface URLLike {
+  readonly href: string;
+}
+
 /** A WebSocket constructor, e.g. the global `WebSocket` or `ws`'s. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
@@ -252,7 +257,7 @@ export type Since = Record<GameId, number>;
  */
 export class Client {
   /** Equivalent to `connect(url, opts)`. */
-  constructor(url?: string | URL, opts?: ConnectOptions);
+  constructor(url?: string | URLLike, opts?: ConnectOptions);
 
   /** The WebSocket URL the client connects to. */
   readonly url: string;
@@ -298,7 +303,7 @@ export class Client {
  * @param url the hub (`https://hub.example`, given `/v1/ws`) or its WebSocket URL
  *   (`wss://hub.example/v1/ws`); `undefined`: the page's own hub
  */
-export function connect(url?: string | URL, opts?: ConnectOptions): Client;
+export function connect(url?: string | URLLike, opts?: ConnectOptions): Client;
 
 // ---- the pure parts ------------------------------------------------------------------
 
@@ -354,4 +359,4 @@ export function backoffDelay(
 export function decodeFrame(data: ArrayBuffer | Uint8Array | string): Frame;
 
 /** The WebSocket URL for `url` (`http(s)` → `ws(s)`, a bare host gets `/v1/ws`), relative to `base`. */
-export function wsUrl(url?: string | URL, base?: string): string;
+export function wsUrl(url?: string | URLLike, base?: string): string;

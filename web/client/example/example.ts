@@ -67,6 +67,8 @@ console.log(hub.watching('nba:2026-11-22-lal-bos') ?? 0); // (coming)
 const store = new GameStore();
 const r = store.apply({ t: 'p' });
 if (r.type === 'gap') console.log(r.expected);
+const sameHub = connect(new URL('wss://hub.example/v1/ws')); // a URL object fits too
+sameHub.close();
 console.log(store.since(), mergePatch({ a: 1 }, { a: null }), backoffDelay(3), wsUrl('https://hub.example'));
 
 off();
