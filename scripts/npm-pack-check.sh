@@ -130,13 +130,14 @@ fi
 
 # ---- 4. Node imports it by name -----------------------------------------------------
 
-(cd "$APP" && node --input-type=module - <<'EOF') || fail "importing @scorehub/client from the installed tarball"
+(cd "$APP" && node --input-type=module - "$ROOT/web/src/scorehub.js" <<'EOF') || fail "importing @scorehub/client from the installed tarball"
 import assert from 'node:assert/strict';
+import { pathToFileURL } from 'node:url';
 import * as m from '@scorehub/client';
 import pkg from '@scorehub/client/package.json' with { type: 'json' };
 
-assert.deepEqual(Object.keys(m).sort(),
-  ['Client', 'GameStore', 'backoffDelay', 'connect', 'decodeFrame', 'mergePatch', 'wsUrl']);
+const source = await import(pathToFileURL(process.argv[2]).href);
+assert.deepEqual(Object.keys(m).sort(), Object.keys(source).sort(), 'the package exports what web/src/scorehub.js does');
 for (const [name, value] of Object.entries(m)) assert.equal(typeof value, 'function', name);
 assert.equal(pkg.dependencies, undefined, 'the bundle needs no dependency');
 // The bundled MessagePack decoder: {t: "p"} as a fixmap.
