@@ -162,7 +162,7 @@ export type ErrorCode =
   | (string & {});
 
 /** `error`: the hub refused something, or a frame or connection attempt failed. */
-export interface ErrorEvent {
+export interface ClientErrorEvent {
   /** `'error'` for errors the hub sent; absent for the client's own. */
   type?: 'error';
   code: ErrorCode;
@@ -176,7 +176,7 @@ export interface ConnectionEvent {
   state: ConnectionState;
   /** Failed attempts in a row so far (reset once a connection stays up for 5 s). */
   attempt: number;
-  /** With `reconnecting` and `offline`: how long until the next attempt, in ms. */
+  /** When a retry was scheduled (`reconnecting`, `offline`): how long until it, in ms. */
   delayMs?: number;
   /** The transport in use. (coming: the SSE fallback; absent until it merges) */
   transport?: Transport;
@@ -194,7 +194,7 @@ export interface ClientEventMap {
   diff: DiffEvent;
   state: StateEvent;
   gap: GapEvent;
-  error: ErrorEvent;
+  error: ClientErrorEvent;
   connection: ConnectionEvent;
   /** (coming: the occupancy event) */
   occupancy: OccupancyEvent;
