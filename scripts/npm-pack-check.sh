@@ -134,7 +134,9 @@ fi
 import assert from 'node:assert/strict';
 import { pathToFileURL } from 'node:url';
 import * as m from '@scorehub/client';
-import pkg from '@scorehub/client/package.json' with { type: 'json' };
+import { createRequire } from 'node:module';
+
+const pkg = createRequire(`${process.cwd()}/`)('@scorehub/client/package.json');
 
 const source = await import(pathToFileURL(process.argv[2]).href);
 assert.deepEqual(Object.keys(m).sort(), Object.keys(source).sort(), 'the package exports what web/src/scorehub.js does');
