@@ -307,21 +307,15 @@ pub fn decode_frame(bytes: &[u8]) -> Result<DecodedFrame, rmp_serde::decode::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NewGame, NewTeam};
+    use crate::domain::NewGame;
     use serde_json::json;
 
     #[test]
     fn frames_round_trip() {
         let id = GameId::parse("nba:x").unwrap();
-        let state = NewGame {
-            home: NewTeam { name: "H".into() },
-            away: NewTeam { name: "A".into() },
-            status: None,
-            period: None,
-            extra: None,
-        }
-        .into_state(id.clone(), 5)
-        .unwrap();
+        let state = NewGame::between("H", "A")
+            .into_state(id.clone(), 5)
+            .unwrap();
         let f = decode_frame(&snapshot(&state)).unwrap();
         assert_eq!((f.t.as_str(), f.q), ("s", Some(0)));
         assert_eq!(f.d.unwrap(), serde_json::to_value(&state).unwrap());

@@ -478,7 +478,7 @@ mod tests {
 
     use super::*;
     use crate::codec;
-    use crate::domain::{NewGame, NewTeam};
+    use crate::domain::NewGame;
     use crate::testing::GameRecords;
 
     const NO_SYNC: FileLogOptions = FileLogOptions { fsync: false };
@@ -736,15 +736,9 @@ mod tests {
     async fn one_game(dir: &Path) -> (Arc<FileLog>, GameState) {
         let file = Arc::new(FileLog::open(dir, NO_SYNC, |_| Ok(())).unwrap());
         let id = GameId::parse("nba:x").unwrap();
-        let state = NewGame {
-            home: NewTeam { name: "H".into() },
-            away: NewTeam { name: "A".into() },
-            status: None,
-            period: None,
-            extra: None,
-        }
-        .into_state(id.clone(), 1)
-        .unwrap();
+        let state = NewGame::between("H", "A")
+            .into_state(id.clone(), 1)
+            .unwrap();
         let log = LocalLog::new(file.clone(), Catalog::default());
         let record = Record::Created {
             game: id,

@@ -273,6 +273,18 @@ fn extra_schema() -> Schema {
 pub struct InvalidState(pub String);
 
 impl NewGame {
+    /// A game between `home` and `away`, everything else at its default
+    /// (`scheduled`, period 0, no `extra`).
+    pub fn between(home: impl Into<String>, away: impl Into<String>) -> NewGame {
+        NewGame {
+            home: NewTeam { name: home.into() },
+            away: NewTeam { name: away.into() },
+            status: None,
+            period: None,
+            extra: None,
+        }
+    }
+
     /// Builds the state at `seq` 0, checking names and `extra`.
     pub fn into_state(self, game: GameId, now_ms: i64) -> Result<GameState, InvalidState> {
         let state = GameState {

@@ -154,20 +154,14 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Side};
+    use crate::domain::{Action, Event, GameId, NewGame, Side};
 
     const NOW: i64 = 1_790_000_000_000;
 
     fn game() -> GameState {
-        NewGame {
-            home: NewTeam { name: "H".into() },
-            away: NewTeam { name: "A".into() },
-            status: None,
-            period: None,
-            extra: None,
-        }
-        .into_state(GameId::parse("nba:plan").unwrap(), NOW)
-        .unwrap()
+        NewGame::between("H", "A")
+            .into_state(GameId::parse("nba:plan").unwrap(), NOW)
+            .unwrap()
     }
 
     fn score(id: &str, points: i64) -> Event {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::backend::local::{self, Catalog, LocalLog};
 use crate::backend::{BoxFuture, Replayer, Restored};
-use crate::domain::{Event, NewTeam, RawEvent};
+use crate::domain::{Event, RawEvent};
 use crate::game::{Applied, ApplyError};
 use crate::store::FileLog;
 use crate::store::file::FileLogOptions;
@@ -72,17 +72,7 @@ fn gid(s: &str) -> GameId {
 }
 
 fn new_game() -> NewGame {
-    NewGame {
-        home: NewTeam {
-            name: "Home".into(),
-        },
-        away: NewTeam {
-            name: "Away".into(),
-        },
-        status: None,
-        period: None,
-        extra: None,
-    }
+    NewGame::between("Home", "Away")
 }
 
 fn score(event_id: &str, points: i64) -> Event {

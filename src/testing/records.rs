@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::domain::{Action, Event, GameId, NewGame, NewTeam, Side, Status};
+use crate::domain::{Action, Event, GameId, NewGame, Side, Status};
 use crate::store::Record;
 
 /// Builds the records of one game in order: [`GameRecords::created`] first,
@@ -34,17 +34,7 @@ impl GameRecords {
 
     /// The creation, `scheduled`, at `at` (Unix ms).
     pub fn created(&self, at: i64) -> Record {
-        let body = NewGame {
-            home: NewTeam {
-                name: "Home".into(),
-            },
-            away: NewTeam {
-                name: "Away".into(),
-            },
-            status: None,
-            period: None,
-            extra: None,
-        };
+        let body = NewGame::between("Home", "Away");
         let fingerprint = crate::domain::event::fingerprint_of(&body);
         let state = body
             .into_state(self.game.clone(), at)

@@ -455,13 +455,7 @@ async fn unsubscribing_a_conflated_game_does_not_leave_the_fan_stuck() {
 async fn no_data_frame_follows_the_close_reply() {
     let hub = start(WsConfig::default()).await;
     let game = {
-        let body = NewGame {
-            home: NewTeam { name: "H".into() },
-            away: NewTeam { name: "A".into() },
-            status: None,
-            period: None,
-            extra: None,
-        };
+        let body = NewGame::between("H", "A");
         hub.state
             .registry
             .create(g("nba:race"), body, "test")

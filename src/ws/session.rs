@@ -166,7 +166,7 @@ pub(super) async fn run(io: Upgrade, id: u64, ctx: Context, initial: Option<Clie
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::domain::{GameId, NewGame, NewTeam};
+    use crate::domain::{GameId, NewGame};
     use crate::server::Hub;
     use crate::ws::testkit::{PATIENCE, next_frame, read_until_close, score, send, start};
 
@@ -224,17 +224,7 @@ mod tests {
         let server = tokio::spawn(hub.serve(listener, async {
             let _ = stopped.await;
         }));
-        let body = NewGame {
-            home: NewTeam {
-                name: "Home".into(),
-            },
-            away: NewTeam {
-                name: "Away".into(),
-            },
-            status: None,
-            period: None,
-            extra: None,
-        };
+        let body = NewGame::between("Home", "Away");
         let id = GameId::parse("nba:full").unwrap();
         let (game, _) = state.registry.create(id, body, "test").await.unwrap();
 

@@ -25,7 +25,7 @@ use crate::codec::DecodedFrame;
 use crate::config::Config;
 use crate::config::WsConfig;
 use crate::domain::GameId;
-use crate::domain::{Action, Event, NewGame, NewTeam, Side};
+use crate::domain::{Action, Event, NewGame, Side};
 use crate::registry::Game;
 use crate::server::Hub;
 
@@ -124,17 +124,7 @@ impl TestHub {
     }
 
     pub(super) async fn game(&self, id: &str) -> Game {
-        let body = NewGame {
-            home: NewTeam {
-                name: "Home".into(),
-            },
-            away: NewTeam {
-                name: "Away".into(),
-            },
-            status: None,
-            period: None,
-            extra: None,
-        };
+        let body = NewGame::between("Home", "Away");
         let id = GameId::parse(id).unwrap();
         self.state
             .registry
