@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use scorehub::codec::DecodedFrame;
-use scorehub::testing::RedisServer;
+use scorehub::testing::{RedisCluster, RedisServer};
 
 use crate::common::{Api, BinaryHub, Fan, TestHub, WAIT, eventually};
 
@@ -274,4 +274,74 @@ async fn two_nodes_sum_their_fans_and_a_killed_node_drops_out_within_the_ttl() {
         "the dead node's fans stay gone: {after:?}"
     );
     assert_eq!(a.watching(G).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_withdraws_its_fans_at_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A long ttl: only the withdrawal can make B's fans disappear soon.
+    let env = [
+        ("SCOREHUB_REDIS__URL", url.as_str()),
+        ("SCOREHUB_OCCUPANCY__INTERVAL", "200ms"),
+        ("SCOREHUB_OCCUPANCY__TTL", "60s"),
+    ];
+    let dir_a = tempfile::tempdir().expect("a temp dir");
+    let dir_b = tempfile::tempdir().expect("a temp dir");
+    let a = BinaryHub::spawn(dir_a.path(), &env);
+    let mut b = BinaryHub::spawn(dir_b.path(), &env);
+    a.put_game(G).await;
+    let (mut on_a, _) = watcher(&a, G).await;
+    let mut on_b = Vec::new();
+    for _ in 0..2 {
+        on_b.push(watcher(&b, G).await.0);
+    }
+    until_watching(&mut on_a, G, 3, WAIT).await;
+
+    b.sigterm();
+    let status = b.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "B exits cleanly on SIGTERM: {status:?}");
+    // Well inside the 60 s a report lives.
+    until_watching(&mut on_a, G, 1, Duration::from_secs(10)).await;
+    assert_eq!(a.watching(G).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_redis_cluster_each_game_is_counted_on_its_own_shard() {
+    let cluster = RedisCluster::start_with(3, 0);
+    let seeds = cluster.urls();
+    let a = cluster_node(seeds.clone()).await;
+    let b = cluster_node(seeds).await;
+    // Games whose keys land on different shards (their hash tags differ),
+    // each watched from both nodes by a different number of fans.
+    let games: Vec<String> = (0..6).map(|i| format!("nba:shard-{i}")).collect();
+    let mut fans = Vec::new();
+    for (i, game) in games.iter().enumerate() {
+        a.put_game(game).await;
+        for _ in 0..=i % 3 {
+            fans.push(watcher(&a, game).await.0);
+        }
+        fans.push(watcher(&b, game).await.0);
+    }
+    for (i, game) in games.iter().enumerate() {
+        let want = (i % 3 + 2) as u64;
+        watching_becomes(&a, "A", game, want, WAIT).await;
+        watching_becomes(&b, "B", game, want, WAIT).await;
+    }
+    drop(fans);
+    for game in &games {
+        watching_becomes(&a, "A", game, 0, WAIT).await;
+    }
+}
+
+/// An in-process hub over the Redis Cluster of `seeds`.
+async fn cluster_node(seeds: Vec<String>) -> TestHub {
+    let first = seeds[0].clone();
+    TestHub::start_cluster_with(&first, move |c| {
+        c.redis.url = None;
+        c.redis.cluster = seeds;
+        c.occupancy.interval = INTERVAL;
+        c.occupancy.ttl = TTL;
+    })
+    .await
 }

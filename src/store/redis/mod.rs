@@ -20,7 +20,7 @@
 //! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability), `lost` (the highest seq a node applied that Redis lost), `expires` (while finished: when its keys expire, Unix ms) |
 //! | `sh:{nba:x}:ids` | hash | `event_id` → `<fingerprint hex>:<seq>` (idempotency) |
 //! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack); trimmed to about `redis.stream_max_len` entries (never fewer) |
-//! | `sh:{nba:x}:occ` | hash | occupancy: node id → `<fans>:<expires, Unix ms by Redis's clock>`; each node rewrites its field every `occupancy.interval`, a field past its expiry is ignored and removed, and the key expires `occupancy.ttl` after its last write ([`RedisStore::occupancy`]) |
+//! | `sh:{nba:x}:occ` | hash | occupancy: node id → `<fans>:<expires, Unix ms by Redis's clock>`; each node rewrites its field every `occupancy.interval`, a field past its expiry is ignored and removed, and the key expires with its longest-lived field ([`RedisStore::occupancy`]) |
 //! | `sh:games` | sorted set | every game id, score 0, read lexicographically |
 //! | `sh:expiring` | sorted set | finished games' ids, scored by their expiry (Unix ms), until swept |
 //!
@@ -251,7 +251,10 @@ local fans = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 if fans > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', fans, now + ttl))
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  -- The key outlives its longest-lived report (nodes may differ in ttl).
+  if redis.call('PTTL', KEYS[1]) < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
