@@ -89,7 +89,8 @@ impl Game {
 
     /// Fans watching the game over every node, as this node last learned
     /// (0 for a game not loaded here: a game with local fans stays loaded,
-    /// and single node, fans elsewhere there are none).
+    /// and single node, fans elsewhere there are none). A game loaded here
+    /// since the occupancy task's last tick shows this node's own fans.
     pub fn watching(&self) -> u64 {
         self.running().map_or(0, |actor| actor.watching())
     }
