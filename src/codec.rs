@@ -3,6 +3,14 @@
 //! Server frames are MessagePack maps, encoded **once** per event and shared as
 //! [`Bytes`] by every subscriber. Client control messages arrive as JSON text
 //! or MessagePack binary with the same shape.
+//!
+//! | frame | keys |
+//! | --- | --- |
+//! | snapshot | `t:"s"`, `g`, `q`, `d`, and `n` (fans watching) when known |
+//! | diff | `t:"d"`, `g`, `q`, `d`, `ts` |
+//! | occupancy | `t:"o"`, `g`, `n`: fans watching the game on every node (see `registry::occupancy`) |
+//! | error | `t:"e"`, `code`, `msg`, `g?` |
+//! | pong | `t:"p"` |
 
 use std::collections::BTreeMap;
 
@@ -23,6 +31,9 @@ pub enum FrameKind {
     Error,
     /// Answer to a client ping.
     Pong,
+    /// How many fans watch a game (at most one per game per
+    /// `occupancy.interval`, only when it changed).
+    Occupancy,
 }
 
 impl FrameKind {
@@ -33,6 +44,7 @@ impl FrameKind {
             FrameKind::Diff => "diff",
             FrameKind::Error => "error",
             FrameKind::Pong => "pong",
+            FrameKind::Occupancy => "occupancy",
         }
     }
 }
@@ -43,6 +55,15 @@ struct SnapshotFrame<'a> {
     g: &'a str,
     q: u64,
     d: &'a GameState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct OccupancyFrame<'a> {
+    t: &'static str,
+    g: &'a str,
+    n: u64,
 }
 
 #[derive(Serialize)]
@@ -76,11 +97,27 @@ fn to_bytes<T: Serialize>(frame: &T) -> Bytes {
 
 /// `{t:"s", g, q, d}`: the full state.
 pub fn snapshot(state: &GameState) -> Bytes {
+    snapshot_watched(state, None)
+}
+
+/// `{t:"s", g, q, d, n}`: the full state and, when given, how many fans
+/// watch the game (`n`).
+pub fn snapshot_watched(state: &GameState, watching: Option<u64>) -> Bytes {
     to_bytes(&SnapshotFrame {
         t: "s",
         g: state.game.as_str(),
         q: state.seq,
         d: state,
+        n: watching,
+    })
+}
+
+/// `{t:"o", g, n}`: `watching` fans watch `game`, over every node.
+pub fn occupancy(game: &GameId, watching: u64) -> Bytes {
+    to_bytes(&OccupancyFrame {
+        t: "o",
+        g: game.as_str(),
+        n: watching,
     })
 }
 
@@ -277,7 +314,7 @@ pub fn check_finite_floats(mut bytes: &[u8]) -> Result<(), NonFiniteFloat> {
 /// A decoded server frame, for tests, benches and tools.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DecodedFrame {
-    /// `s`, `d`, `e` or `p`.
+    /// `s`, `d`, `o`, `e` or `p`.
     pub t: String,
     /// Game id.
     #[serde(default)]
@@ -297,6 +334,9 @@ pub struct DecodedFrame {
     /// Error message.
     #[serde(default)]
     pub msg: Option<String>,
+    /// Fans watching (occupancy frames; snapshots when known).
+    #[serde(default)]
+    pub n: Option<u64>,
 }
 
 /// Decodes a server frame.
@@ -333,6 +373,48 @@ mod tests {
             ("e", Some("bad_message"))
         );
         assert_eq!(decode_frame(&pong()).unwrap().t, "p");
+        // Without a count, a snapshot has no `n` key at all.
+        assert_eq!(f_keys(&snapshot(&state)), ["d", "g", "q", "t"]);
+    }
+
+    /// The keys of an encoded frame map, sorted.
+    fn f_keys(bytes: &[u8]) -> Vec<String> {
+        let v: serde_json::Map<String, Value> = rmp_serde::from_slice(bytes).unwrap();
+        let mut keys: Vec<String> = v.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn occupancy_frames_and_snapshots_carry_the_count() {
+        let id = GameId::parse("nba:x").unwrap();
+        let bytes = occupancy(&id, 1234);
+        let f = decode_frame(&bytes).unwrap();
+        assert_eq!(
+            (f.t.as_str(), f.g.as_deref(), f.n),
+            ("o", Some("nba:x"), Some(1234))
+        );
+        assert_eq!(f_keys(&bytes), ["g", "n", "t"]);
+        // The exact MessagePack map: {t:"o", g:"nba:x", n:1234}, named keys
+        // in this order, the count as the smallest integer encoding.
+        let mut want = vec![0x83, 0xa1, b't', 0xa1, b'o', 0xa1, b'g', 0xa5];
+        want.extend_from_slice(b"nba:x");
+        want.extend_from_slice(&[0xa1, b'n', 0xcd, 0x04, 0xd2]);
+        assert_eq!(bytes.as_ref(), want.as_slice());
+
+        let state = NewGame {
+            home: NewTeam { name: "H".into() },
+            away: NewTeam { name: "A".into() },
+            status: None,
+            period: None,
+            extra: None,
+        }
+        .into_state(id.clone(), 5)
+        .unwrap();
+        let f = decode_frame(&snapshot_watched(&state, Some(7))).unwrap();
+        assert_eq!((f.t.as_str(), f.q, f.n), ("s", Some(0), Some(7)));
+        assert_eq!(f.d.unwrap(), serde_json::to_value(&state).unwrap());
+        assert_eq!(FrameKind::Occupancy.label(), "occupancy");
     }
 
     #[test]

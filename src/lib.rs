@@ -25,10 +25,10 @@
 //! | edges | `http`, `ws`, `extract` | serving connections, routes and fan sessions; `ws` sees a narrow `ws::Context` |
 //! | shared state | `app` | what handlers and sessions share (`app::AppState`) |
 //! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
-//! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues |
+//! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues; the node's occupancy task (who watches) |
 //! | actor | `game` | one task per game: `plan` (pure), commit, fan out; `replica` for a shared log |
 //! | fan-out | `fanout` | outboxes with conflation, the wire, the saturation signal |
-//! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus; on a Redis Cluster, sharded pub/sub) |
+//! | seam | `backend` | [`backend::EventLog`] + [`backend::Transport`]: `local` (file log, alone), `redis` (Redis log + pub/sub bus; on a Redis Cluster, sharded pub/sub); [`backend::Occupancy`]: fan counts out, totals over every node back |
 //! | engines | `store` | the file log on disk; the Redis scripts, keys and streams |
 //! | base | `metrics`, `codec`, `auth`, `config`, `domain`, `telemetry`, `net` | metric names; frames ↔ MessagePack; tokens; settings; pure game rules; logs; what an HTTP connection is doing |
 //!
@@ -40,7 +40,9 @@
 //!   its transport; a new mode is a new module here plus one arm in `server`.
 //! - `store`: the storage engines the backends drive.
 //! - `game`: the per-game actor and its handle.
-//! - `registry`: loaded games, per-game loading, league watchers.
+//! - `registry`: loaded games, per-game loading, league watchers, and the
+//!   one task per node that reports and reads who watches each loaded game
+//!   (`registry::occupancy`).
 //! - `codec`: frames ↔ MessagePack bytes.
 //! - `fanout`: outboxes with conflation, the wire (frame headers, vectored
 //!   writes), and the hub's saturation signal (one per hub).

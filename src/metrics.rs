@@ -46,11 +46,19 @@ pub(crate) const RATE_LIMITED: &str = "scorehub_rate_limited_total";
 /// fans got a fresh snapshot.
 pub(crate) const LOST_WRITES: &str = "scorehub_lost_writes_total";
 
+/// Counter `{outcome}`: occupancy ticks that reported this node's fan counts
+/// and read the totals back (`ok`), or could not (`failed`: fans then see
+/// this node's own count until the backend answers again).
+pub(crate) const OCCUPANCY_REPORTS: &str = "scorehub_occupancy_reports_total";
+/// Counter: occupancy frames handed to game actors (one per game whose
+/// count changed in a tick; each reaches every local fan of the game).
+pub(crate) const OCCUPANCY_UPDATES: &str = "scorehub_occupancy_updates_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// `scorehub_frames_sent_total{kind}` handles, resolved once (after the
 /// recorder is installed) instead of a registry lookup per socket flush.
-static FRAMES_SENT_BY_KIND: OnceLock<[metrics::Counter; 4]> = OnceLock::new();
+static FRAMES_SENT_BY_KIND: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
 
 /// The frames-sent counter of one kind.
 pub(crate) fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Counter {
@@ -61,6 +69,7 @@ pub(crate) fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Co
             FrameKind::Diff,
             FrameKind::Error,
             FrameKind::Pong,
+            FrameKind::Occupancy,
         ]
         .map(|k| metrics::counter!(FRAMES_SENT, "kind" => k.label()))
     });
@@ -69,6 +78,7 @@ pub(crate) fn frames_sent(kind: crate::codec::FrameKind) -> &'static metrics::Co
         FrameKind::Diff => 1,
         FrameKind::Error => 2,
         FrameKind::Pong => 3,
+        FrameKind::Occupancy => 4,
     }]
 }
 

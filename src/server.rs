@@ -73,9 +73,14 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
         let retention = Retention::new(config.games.retention);
-        let backend =
-            backend::redis::connect(&config.redis, retention, shutdown.clone(), &background)
-                .await?;
+        let backend = backend::redis::connect(
+            &config.redis,
+            retention,
+            config.occupancy.ttl,
+            shutdown.clone(),
+            &background,
+        )
+        .await?;
         tracing::info!(redis = %config.redis.shown(), cluster = !config.redis.cluster.is_empty(), "cluster mode: Redis is the source of truth");
         Ok(Hub::assemble(
             backend, config, secret, metrics, shutdown, background,
@@ -142,6 +147,14 @@ impl Hub {
         background.spawn(until(
             shutdown.clone(),
             registry::unload_idle_games(Arc::downgrade(&registry), idle_rx),
+        ));
+        // Who watches: this node's fan counts out, the totals back, every
+        // occupancy.interval (it withdraws this node's counts on shutdown).
+        background.spawn(registry::report_occupancy(
+            Arc::downgrade(&registry),
+            backend.occupancy.clone(),
+            config.occupancy.interval,
+            shutdown.clone(),
         ));
         // Games created on other nodes in a league a local fan watches.
         background.spawn(until(

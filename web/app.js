@@ -109,6 +109,24 @@ function render({ game, state, prev, kind }) {
 
 hub.on('state', render);
 
+// "1,234 watching": fans of the game over every node of the hub, from its
+// occupancy frames (at most one a second) and snapshots.
+function renderWatching({ game, watching }) {
+  const card = cards.get(game);
+  const el = card?.querySelector('.watching');
+  if (!el) return;
+  el.dataset.watching = String(watching);
+  setText(el, `${watching.toLocaleString('en-US')} watching`);
+  el.hidden = false;
+}
+
+hub.on('occupancy', renderWatching);
+// A card made again (after an unsubscribe) shows the count it had.
+hub.on('state', ({ game, kind }) => {
+  const watching = kind === 'snapshot' ? hub.watching(game) : undefined;
+  if (watching !== undefined) renderWatching({ game, watching });
+});
+
 hub.on('error', ({ code, msg, game }) => {
   if (game && (code === 'game_not_found' || code === 'invalid_game_id')) {
     const card = cardFor(game);

@@ -452,7 +452,8 @@ impl Book {
                 }
                 None
             }
-            "p" => None,
+            // Occupancy: how many fans watch the game; no state in it.
+            "p" | "o" => None,
             other => {
                 self.problem(format!("frame with unknown t={other:?}"));
                 None

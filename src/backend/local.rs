@@ -31,8 +31,8 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use super::{
-    Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, FrameSink, Page, Replayer,
-    Restored, Summary, Transport, Unready,
+    Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, FrameSink, Occupancy, Page,
+    Replayer, Restored, Summary, Transport, Unready,
 };
 use crate::domain::{Fingerprint, GameId, GameState, League, Retention, Seen, Status};
 use crate::store::file::{FileLog, FileLogOptions};
@@ -122,6 +122,7 @@ pub fn backend(log: LocalLog) -> Backend {
     Backend {
         log: Arc::new(log),
         transport: Arc::new(Alone),
+        occupancy: Arc::new(Alone),
         announced,
     }
 }
@@ -440,9 +441,19 @@ impl EventLog for LocalLog {
     }
 }
 
-/// No other node: nothing to follow, always linked.
+/// No other node: nothing to follow, always linked, nobody else's fans.
 #[derive(Debug)]
 struct Alone;
+
+/// Alone, the fans of this node are every fan.
+impl Occupancy for Alone {
+    fn report<'a>(
+        &'a self,
+        counts: &'a [(GameId, u64)],
+    ) -> BoxFuture<'a, Result<Vec<u64>, StoreError>> {
+        Box::pin(async move { Ok(counts.iter().map(|(_, n)| *n).collect()) })
+    }
+}
 
 impl Transport for Alone {
     fn follow_game<'a>(

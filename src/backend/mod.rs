@@ -29,6 +29,13 @@
 //!   (`Stale`), which then catches up with [`EventLog::frames_after`].
 //! - [`Transport::follow_game`] routes every frame later committed to the game
 //!   by any node to the given [`FrameSink`], from the moment it returns.
+//!
+//! A third, smaller seam counts who watches: [`Occupancy`], where a node
+//! reports its fan count of each loaded game and reads back the count over
+//! every node. Alone (`local`), that is its own count; over Redis, each
+//! node's report lives for `occupancy.ttl`, so a node that dies stops being
+//! counted within that time. It carries no events: its failures never touch
+//! the log or the transport.
 
 pub mod local;
 pub mod redis;
@@ -282,6 +289,18 @@ pub trait Transport: Send + Sync + fmt::Debug {
     fn readiness(&self) -> Result<(), Unready>;
 }
 
+/// Where nodes report how many fans watch each game, and learn how many
+/// watch over every node.
+pub trait Occupancy: Send + Sync + fmt::Debug {
+    /// Reports this node's fan count of each game of `counts` (0 withdraws
+    /// the node's report) and answers the count over every live node, in
+    /// the same order. An error leaves the caller with its own counts.
+    fn report<'a>(
+        &'a self,
+        counts: &'a [(GameId, u64)],
+    ) -> BoxFuture<'a, Result<Vec<u64>, StoreError>>;
+}
+
 /// One deployment mode: the log, its transport, and the announcements of
 /// games other nodes created in followed leagues.
 #[derive(Debug)]
@@ -290,6 +309,8 @@ pub struct Backend {
     pub log: Arc<dyn EventLog>,
     /// The link to the other nodes writing `log`.
     pub transport: Arc<dyn Transport>,
+    /// Where fan counts are reported and totals read.
+    pub occupancy: Arc<dyn Occupancy>,
     /// Ids of games created elsewhere in a followed league. Closed at once
     /// when no other node can create games.
     pub announced: mpsc::Receiver<GameId>,

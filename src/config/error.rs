@@ -293,6 +293,31 @@ pub enum ValueError {
         /// The longest accepted.
         max: Duration,
     },
+    /// A duration shorter than the key allows.
+    #[error(
+        "{} is too short (use at least \"{}\")",
+        humantime::format_duration(*given),
+        humantime::format_duration(*min)
+    )]
+    BelowMin {
+        /// The value, parsed.
+        given: Duration,
+        /// The shortest accepted.
+        min: Duration,
+    },
+    /// `occupancy.ttl` shorter than two `occupancy.interval`s.
+    #[error(
+        "{} must be at least twice occupancy.interval ({}): a live node's report \
+         would lapse between two of its reports (raise the ttl, or lower the interval)",
+        humantime::format_duration(*ttl),
+        humantime::format_duration(*interval)
+    )]
+    TtlNotAboveInterval {
+        /// `occupancy.ttl`.
+        ttl: Duration,
+        /// `occupancy.interval`.
+        interval: Duration,
+    },
     /// `redis.stream_max_len` below `games.history`.
     #[error(
         "{given} is below games.history ({history}): a node could not seed the \

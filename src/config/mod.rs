@@ -111,6 +111,8 @@ pub struct Config {
     pub games: GamesConfig,
     /// `[limits]`: abuse limits: per-token and per-address rates, the connection cap.
     pub limits: LimitsConfig,
+    /// `[occupancy]`: counting who watches each game.
+    pub occupancy: OccupancyConfig,
 }
 
 /// `[http]`: the HTTP + WebSocket listener.
@@ -505,6 +507,34 @@ pub struct GamesConfig {
     pub fan_shards: usize,
 }
 
+/// `[occupancy]`: how often each node reports its fan counts and fans hear
+/// of a change, and how long a report lives (cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OccupancyConfig {
+    /// How often a node reports its fan count of each loaded game and
+    /// sends an occupancy frame to the fans of each game whose count changed
+    /// (at most one per game per interval). At least
+    /// [`MIN_OCCUPANCY_INTERVAL`]. Default 1 s.
+    pub interval: Duration,
+    /// How long a node's report lives in Redis: a node that dies stops
+    /// being counted within this long (plus one interval for the others to
+    /// read it). At least twice `interval`, so a live node's report never
+    /// lapses between two of its reports. Default 5 s.
+    pub ttl: Duration,
+}
+
+/// Shortest `occupancy.interval`.
+pub const MIN_OCCUPANCY_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Default for OccupancyConfig {
+    fn default() -> Self {
+        OccupancyConfig {
+            interval: Duration::from_secs(1),
+            ttl: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Longest `games.retention` (100 years): expiry times must stay far
 /// inside what Redis and Unix milliseconds hold.
 pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 31_557_600);
@@ -665,6 +695,10 @@ mod tests {
                 ws_connect_burst: 1,
                 exempt_loopback: false,
                 max_connections: 1,
+            },
+            occupancy: OccupancyConfig {
+                interval: Duration::from_secs(3),
+                ttl: Duration::from_secs(9),
             },
         }
     }

@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub(super) ws: RawWs,
     pub(super) games: RawGames,
     pub(super) limits: RawLimits,
+    pub(super) occupancy: RawOccupancy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +149,13 @@ pub(super) struct RawGames {
     pub(super) idle_unload: Option<RawDuration>,
     pub(super) retention: Option<RawDuration>,
     pub(super) fan_shards: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawOccupancy {
+    pub(super) interval: Option<RawDuration>,
+    pub(super) ttl: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

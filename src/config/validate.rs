@@ -13,7 +13,8 @@ use super::error::{ConfigError, ValueError};
 use super::raw::{RawConfig, RawDuration, RawList, RawRedis};
 use super::{
     AuthConfig, Config, GamesConfig, HttpConfig, LimitsConfig, LogConfig, LogFormat, MAX_RETENTION,
-    MIN_SECRET_BYTES, ProxyHeader, RedisConfig, RedisTls, ShutdownBudget, StorageConfig, WsConfig,
+    MIN_OCCUPANCY_INTERVAL, MIN_SECRET_BYTES, OccupancyConfig, ProxyHeader, RedisConfig, RedisTls,
+    ShutdownBudget, StorageConfig, WsConfig,
 };
 
 impl RawConfig {
@@ -28,6 +29,7 @@ impl RawConfig {
             ws,
             games,
             limits,
+            occupancy,
         } = self;
 
         let http = HttpConfig {
@@ -217,6 +219,33 @@ impl RawConfig {
             )?,
         };
 
+        let occupancy = OccupancyConfig {
+            interval: duration(
+                "occupancy.interval",
+                occupancy.interval,
+                base.occupancy.interval,
+            )?,
+            ttl: duration("occupancy.ttl", occupancy.ttl, base.occupancy.ttl)?,
+        };
+        if occupancy.interval < MIN_OCCUPANCY_INTERVAL {
+            return Err(ConfigError::value(
+                "occupancy.interval",
+                ValueError::BelowMin {
+                    given: occupancy.interval,
+                    min: MIN_OCCUPANCY_INTERVAL,
+                },
+            ));
+        }
+        if occupancy.ttl < occupancy.interval * 2 {
+            return Err(ConfigError::value(
+                "occupancy.ttl",
+                ValueError::TtlNotAboveInterval {
+                    ttl: occupancy.ttl,
+                    interval: occupancy.interval,
+                },
+            ));
+        }
+
         Ok(Config {
             http,
             auth,
@@ -226,6 +255,7 @@ impl RawConfig {
             ws,
             games,
             limits,
+            occupancy,
         })
     }
 }
@@ -918,6 +948,27 @@ mod tests {
         let err = load_toml("[limits]\nevents_per_secnd = 5\n").unwrap_err();
         assert_eq!(err.key(), Some("limits.events_per_secnd"));
         assert!(err.to_string().contains("did you mean events_per_second?"));
+    }
+
+    #[test]
+    fn occupancy_interval_has_a_floor_and_the_ttl_spans_two_intervals() {
+        let c = load_toml("[occupancy]\ninterval = \"250ms\"\nttl = \"2s\"\n").unwrap();
+        assert_eq!(c.occupancy.interval, Duration::from_millis(250));
+        assert_eq!(c.occupancy.ttl, Duration::from_secs(2));
+        let err = load_toml("[occupancy]\ninterval = \"10ms\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("occupancy.interval"), "{err}");
+        assert!(err.to_string().contains("100ms"), "{err}");
+        let err = load_toml("[occupancy]\ninterval = \"3s\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("occupancy.ttl"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("at least twice occupancy.interval"),
+            "{err}"
+        );
+        let err = load_toml("[occupancy]\nttl = \"0s\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("occupancy.ttl"), "{err}");
+        let err = load_toml("[occupancy]\nrate = \"1s\"\n").unwrap_err();
+        assert!(err.to_string().contains("occupancy"), "{err}");
     }
 
     #[test]

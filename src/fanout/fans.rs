@@ -28,10 +28,14 @@
 //! up at any event rate, and its channel holds at most the frames of about
 //! one pass. A fan that still cannot keep up is conflated by its outbox as
 //! before: its diffs are dropped and a fresh snapshot follows.
+//!
+//! The number of fans is kept in a [`FanCount`] shared with the node's
+//! occupancy task: it changes when a fan joins or leaves, never when a frame
+//! is pushed, so counting who watches costs nothing per delivery.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -51,6 +55,23 @@ pub const FANS_PER_SLICE: usize = 128;
 
 /// Most commands a shard takes from its channel in one pass.
 pub const MAX_DRAIN: usize = 256;
+
+/// How many fans one game has on this node: written by its [`Fans`] when
+/// a fan joins or leaves, read by whoever reports occupancy. Cheap to clone
+/// (clones share the count).
+#[derive(Debug, Clone, Default)]
+pub struct FanCount(Arc<AtomicU64>);
+
+impl FanCount {
+    /// The number of fans now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, n: usize) {
+        self.0.store(n as u64, Ordering::Relaxed);
+    }
+}
 
 /// What a fan gets first on subscribing.
 #[derive(Debug, Clone)]
@@ -98,6 +119,8 @@ enum ShardCmd {
     /// A fan that was inline moves here, with nothing to send first.
     Adopt(Arc<Outbox>),
     Unsubscribe(u64),
+    /// An occupancy frame for every fan of the shard.
+    Occupancy(Bytes),
     /// A fresh snapshot for one fan (`Some`) or all of them.
     Snapshot {
         conn_id: Option<u64>,
@@ -115,6 +138,8 @@ pub struct Fans {
     shards: usize,
     /// Every fan, wherever it is pushed from.
     members: HashSet<u64>,
+    /// `members.len()`, shared with the occupancy task.
+    count: FanCount,
     /// Inline mode: the fans the actor pushes to itself.
     inline: Vec<Arc<Outbox>>,
     inline_index: HashMap<u64, usize>,
@@ -129,6 +154,7 @@ impl Fans {
             game,
             shards: shards.max(1),
             members: HashSet::new(),
+            count: FanCount::default(),
             inline: Vec::new(),
             inline_index: HashMap::new(),
             sharded: None,
@@ -138,6 +164,11 @@ impl Fans {
     /// Number of fans.
     pub fn len(&self) -> usize {
         self.members.len()
+    }
+
+    /// The number of fans, as a count others can read while it changes.
+    pub fn count(&self) -> FanCount {
+        self.count.clone()
     }
 
     /// Whether the game has no fan.
@@ -182,6 +213,7 @@ impl Fans {
     fn join(&mut self, conn_id: u64) -> bool {
         if self.members.insert(conn_id) {
             metrics::gauge!(m::WS_SUBSCRIPTIONS).increment(1.0);
+            self.count.set(self.members.len());
         }
         true
     }
@@ -192,6 +224,7 @@ impl Fans {
             return;
         }
         metrics::gauge!(m::WS_SUBSCRIPTIONS).decrement(1.0);
+        self.count.set(self.members.len());
         if self.sharded.is_some() {
             self.send(conn_id, ShardCmd::Unsubscribe(conn_id));
         } else {
@@ -230,6 +263,23 @@ impl Fans {
             .get(&conn_id)
             .map(|&i| self.inline[i].push_snapshot(&self.game, frame));
         if pushed == Some(false) {
+            self.unsubscribe(conn_id);
+        }
+    }
+
+    /// Sends every fan an occupancy frame (see [`Outbox::push_occupancy`]).
+    pub fn occupancy(&mut self, frame: Bytes) {
+        if self.sharded.is_some() {
+            self.broadcast(|| ShardCmd::Occupancy(frame.clone()));
+            return;
+        }
+        let closed: Vec<u64> = self
+            .inline
+            .iter()
+            .filter(|o| !o.push_occupancy(&self.game, frame.clone()))
+            .map(|o| o.conn_id())
+            .collect();
+        for conn_id in closed {
             self.unsubscribe(conn_id);
         }
     }
@@ -455,6 +505,17 @@ impl Shard {
                     .fans
                     .iter()
                     .filter(|o| !o.push_snapshot(game, frame.clone()))
+                    .map(|o| o.conn_id())
+                    .collect();
+                for conn_id in closed {
+                    self.remove(conn_id);
+                }
+            }
+            ShardCmd::Occupancy(frame) => {
+                let closed: Vec<u64> = self
+                    .fans
+                    .iter()
+                    .filter(|o| !o.push_occupancy(game, frame.clone()))
                     .map(|o| o.conn_id())
                     .collect();
                 for conn_id in closed {
@@ -715,6 +776,61 @@ mod tests {
             // The snapshot supersedes what was still queued for the game.
             assert_eq!(queued(ob), ["s1", "d2"]);
         }
+    }
+
+    #[tokio::test]
+    async fn the_count_follows_joins_and_leaves_and_occupancy_reaches_every_fan() {
+        let mut fans = Fans::new(game(), 2);
+        let count = fans.count();
+        assert_eq!(count.get(), 0);
+        let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
+        for (i, ob) in crowd.iter().take(10).enumerate() {
+            fans.subscribe(ob.clone(), snapshot("0"));
+            assert_eq!(count.get(), i as u64 + 1);
+        }
+        // A resume of a fan already counted does not count it twice.
+        fans.subscribe(crowd[3].clone(), First::Diffs(Vec::new()));
+        assert_eq!(count.get(), 10);
+        // Inline: pushed at once, after what was queued before.
+        fans.fan_out(vec![diff(1)], Vec::new());
+        fans.occupancy(Bytes::from_static(b"o10"));
+        assert_eq!(queued(&crowd[0]), ["s0", "d1", "o10"]);
+        // Pushing frames does not touch the count; leaving does.
+        fans.unsubscribe(0);
+        fans.unsubscribe(0);
+        assert_eq!(count.get(), 9);
+        // Sharded: the frame follows the diffs before it, to every fan.
+        for ob in crowd.iter().skip(10) {
+            fans.subscribe(ob.clone(), snapshot("1"));
+        }
+        assert!(fans.is_sharded());
+        assert_eq!(count.get(), 39);
+        fans.fan_out(vec![diff(2)], Vec::new());
+        fans.occupancy(Bytes::from_static(b"o39"));
+        flushed(&fans).await;
+        assert_eq!(queued(&crowd[5]), ["s0", "d1", "o10", "d2", "o39"]);
+        assert_eq!(queued(&crowd[20]), ["s1", "d2", "o39"]);
+        assert!(queued(&crowd[0]).is_empty(), "a fan that left gets nothing");
+    }
+
+    #[tokio::test]
+    async fn occupancy_is_skipped_for_a_fan_waiting_for_a_snapshot() {
+        let mut fans = Fans::new(game(), 2);
+        let slow = outbox(1, 2);
+        fans.subscribe(slow.clone(), snapshot("0"));
+        // Two diffs fill its queue; the third conflates the game.
+        fans.fan_out(vec![diff(1)], Vec::new());
+        fans.fan_out(vec![diff(2)], Vec::new());
+        fans.fan_out(vec![diff(3)], Vec::new());
+        assert!(slow.is_stale(&game()));
+        fans.occupancy(Bytes::from_static(b"o1"));
+        assert!(
+            queued(&slow).is_empty(),
+            "the snapshot to come carries the count"
+        );
+        fans.resync(1, Bytes::from_static(b"s3"));
+        fans.occupancy(Bytes::from_static(b"o2"));
+        assert_eq!(queued(&slow), ["s3", "o2"]);
     }
 
     #[tokio::test]

@@ -424,6 +424,29 @@ impl Outbox {
         })
     }
 
+    /// Queues an occupancy frame of `game` (how many fans watch it). It is
+    /// worth less than the game's state, so it is skipped, not queued, while
+    /// the game waits for a fresh snapshot (which carries the count) or
+    /// when the queue holds `max_frames` already: the next change sends a
+    /// newer one. Like a snapshot it is not counted as a diff and a
+    /// conflation of the game drops it. `false` when closed.
+    pub fn push_occupancy(&self, game: &GameId, frame: Bytes) -> bool {
+        {
+            let inner = self.lock();
+            if inner.closed {
+                return false;
+            }
+            if inner.queue.len() >= self.max_frames || inner.stale.iter().any(|g| g == game) {
+                return true;
+            }
+        }
+        self.push(Item {
+            game: Some(game.clone()),
+            kind: Some(FrameKind::Occupancy),
+            wire: Wire::Binary(frame),
+        })
+    }
+
     /// Queues a pong or error frame. `false` when closed.
     pub fn push_control(&self, kind: FrameKind, game: Option<GameId>, frame: Bytes) -> bool {
         self.push(Item {

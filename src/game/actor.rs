@@ -33,7 +33,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::plan::{self, Pending, Plan};
 use super::{
-    Applied, ApplyError, ApplyReq, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber, unix_ms,
+    Applied, ApplyError, ApplyReq, Audience, Cmd, IdleUnload, Restored, Seen, SeenIds, Subscriber,
+    unix_ms,
 };
 use crate::backend::{Commit, Committing, EventLog};
 use crate::codec;
@@ -70,7 +71,11 @@ pub(crate) struct GameActor {
     pub(super) seen: SeenIds,
     pub(super) history: VecDeque<(u64, Bytes)>,
     fans: Fans,
+    /// Who watches: shared with the handles and the occupancy task.
+    audience: Arc<Audience>,
     pub(super) snapshot_cache: Option<Bytes>,
+    /// The `n` (fans watching) the cached snapshot carries.
+    snapshot_n: u64,
     /// Remote frames applied but not yet fanned out (a shared log).
     pub(super) outgoing: Vec<Wire>,
     rx: mpsc::Receiver<Cmd>,
@@ -107,8 +112,11 @@ impl GameActor {
         cfg: ActorConfig,
         idle: Option<IdleUnload>,
     ) -> GameActor {
+        let fans = Fans::new(restored.state.game.clone(), cfg.fan_shards);
         GameActor {
-            fans: Fans::new(restored.state.game.clone(), cfg.fan_shards),
+            audience: Arc::new(Audience::new(fans.count())),
+            fans,
+            snapshot_n: 0,
             state: restored.state,
             seen: restored.seen,
             history: restored.history,
@@ -127,6 +135,11 @@ impl GameActor {
             announce_retry: None,
             stopping: false,
         }
+    }
+
+    /// Who watches this game (for its handles).
+    pub(super) fn audience(&self) -> Arc<Audience> {
+        self.audience.clone()
     }
 
     /// When to check for idleness next, if this game can be unloaded.
@@ -165,10 +178,29 @@ impl GameActor {
         self.stopping
     }
 
+    /// The snapshot for a fan, with the latest count of fans watching as
+    /// `n` (at least 1: the fan it goes to watches), encoded again only
+    /// when the state or the count changed.
     fn snapshot_frame(&mut self) -> Bytes {
+        let n = self.audience.watching().max(1);
+        if n != self.snapshot_n {
+            self.snapshot_cache = None;
+            self.snapshot_n = n;
+        }
         self.snapshot_cache
-            .get_or_insert_with(|| codec::snapshot(&self.state))
+            .get_or_insert_with(|| codec::snapshot_watched(&self.state, Some(n)))
             .clone()
+    }
+
+    /// Tells every fan that `total` fans watch the game (one frame, encoded
+    /// once).
+    fn occupancy(&mut self, total: u64) {
+        metrics::counter!(m::OCCUPANCY_UPDATES).increment(1);
+        if self.fans.is_empty() {
+            return;
+        }
+        self.fans
+            .occupancy(codec::occupancy(&self.state.game, total));
     }
 
     // ----- subscribers -------------------------------------------------------
@@ -530,6 +562,7 @@ pub(crate) async fn run(mut actor: GameActor) {
                 actor.on_remote(frames).await;
             }
             Cmd::Repair => actor.repair().await,
+            Cmd::Watching { total } => actor.occupancy(total),
             Cmd::Flush { reply } => {
                 let _ = reply.send(actor.fans.flush());
             }

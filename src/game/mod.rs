@@ -13,6 +13,13 @@
 //! ([`GameHandle::try_submit`], [`GameHandle::try_subscribe`]); following the
 //! game to its next actor is the registry's job (`registry::Game`), so this
 //! module never calls up.
+//!
+//! Who watches: each actor shares an [`Audience`] with its handles: the
+//! number of its fans on this node (kept on subscribe and unsubscribe, never
+//! on a push) and the latest total over every node that the node's occupancy
+//! task (`registry::occupancy`) learned. The task hands a changed total to
+//! the actor ([`GameHandle::set_watching`]), which sends its fans one
+//! occupancy frame; snapshots carry the latest total as `n`.
 
 pub(crate) mod actor;
 mod plan;
@@ -21,6 +28,7 @@ mod replica;
 pub use crate::domain::{Seen, SeenIds};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::{BoxFuture, EventLog, FrameSink};
 use crate::domain::{Event, EventError, Fingerprint, GameId, GameState};
+use crate::fanout::fans::FanCount;
 use crate::fanout::outbox::Outbox;
 
 pub use crate::backend::Restored;
@@ -92,6 +101,45 @@ pub struct IdleUnload {
     pub announce: mpsc::Sender<GameId>,
 }
 
+/// No total known yet (see [`Audience`]).
+const UNKNOWN: u64 = u64::MAX;
+
+/// How many fans watch one game, shared by its actor, its handles and the
+/// occupancy task (see the module docs).
+#[derive(Debug)]
+pub struct Audience {
+    /// Fans of the actor on this node.
+    here: FanCount,
+    /// The latest total over every node; [`UNKNOWN`] before the first.
+    total: AtomicU64,
+    /// The total the actor last sent its fans; [`UNKNOWN`] before the first.
+    told: AtomicU64,
+}
+
+impl Audience {
+    fn new(here: FanCount) -> Audience {
+        Audience {
+            here,
+            total: AtomicU64::new(UNKNOWN),
+            told: AtomicU64::new(UNKNOWN),
+        }
+    }
+
+    /// Fans on this node now.
+    pub fn here(&self) -> u64 {
+        self.here.get()
+    }
+
+    /// Fans on every node: the latest total reported, or this node's own
+    /// count before the first report.
+    pub fn watching(&self) -> u64 {
+        match self.total.load(Ordering::Relaxed) {
+            UNKNOWN => self.here(),
+            total => total,
+        }
+    }
+}
+
 /// A subscriber of one game: a fan connection's queue.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
@@ -137,6 +185,10 @@ pub(crate) enum Cmd {
     },
     /// Catch up from the log (after a reconnect or a dropped frame).
     Repair,
+    /// `total` fans watch the game now, over every node: tell its fans.
+    Watching {
+        total: u64,
+    },
     /// Answers with receivers that complete once every frame handed to the
     /// game's fans so far has been pushed to them (shutdown drain).
     Flush {
@@ -213,6 +265,7 @@ pub struct GameHandle {
     created_fingerprint: Fingerprint,
     tx: mpsc::Sender<Cmd>,
     latest: watch::Receiver<Arc<GameState>>,
+    audience: Arc<Audience>,
 }
 
 impl std::fmt::Debug for GameHandle {
@@ -263,12 +316,14 @@ impl GameHandle {
         let id = restored.state.game.clone();
         let created_fingerprint = restored.created_fingerprint;
         let actor = actor::GameActor::new(restored, rx, latest_tx, log, cfg, idle);
+        let audience = actor.audience();
         tokio::spawn(actor::run(actor));
         GameHandle {
             id,
             created_fingerprint,
             tx,
             latest,
+            audience,
         }
     }
 
@@ -285,6 +340,34 @@ impl GameHandle {
     /// The latest committed state, without asking the actor.
     pub fn state(&self) -> Arc<GameState> {
         self.latest.borrow().clone()
+    }
+
+    /// Fans of this actor on this node now (no IO, no message).
+    pub fn fans_here(&self) -> u64 {
+        self.audience.here()
+    }
+
+    /// Fans watching the game over every node, as last learned (this
+    /// node's own count before the first report).
+    pub fn watching(&self) -> u64 {
+        self.audience.watching()
+    }
+
+    /// Records that `total` fans watch the game over every node and, when
+    /// that is not what its fans were last told, asks the actor to send them
+    /// one occupancy frame, without waiting. `true` when a frame was asked
+    /// for; a full mailbox skips it, and the next call asks again.
+    pub fn set_watching(&self, total: u64) -> bool {
+        let total = total.min(UNKNOWN - 1);
+        self.audience.total.store(total, Ordering::Relaxed);
+        if self.audience.told.load(Ordering::Relaxed) == total {
+            return false;
+        }
+        let sent = self.tx.try_send(Cmd::Watching { total }).is_ok();
+        if sent {
+            self.audience.told.store(total, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Queues one event in the game's mailbox and returns without waiting

@@ -97,6 +97,67 @@ fn state_response(status: StatusCode, state: &GameState) -> Response {
         .into_response()
 }
 
+/// `GET /v1/games/{id}`'s body: the state's fields, and `watching`.
+#[derive(Debug, Serialize)]
+pub(super) struct WatchedGame<'a> {
+    /// The state, its fields at the top level.
+    #[serde(flatten)]
+    state: &'a GameState,
+    /// Fans watching the game over every node, as this node last learned
+    /// (at most `occupancy.interval` old).
+    watching: u64,
+}
+
+/// The schema of [`GameState`] with one more required property, `watching`
+/// (the state's schema forbids other properties, so an `allOf` would
+/// refuse every answer).
+impl utoipa::PartialSchema for WatchedGame<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let mut schema = <GameState as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.description =
+                Some("A game's state, and how many fans watch it over every node.".to_owned());
+            object.properties.insert(
+                "watching".to_owned(),
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(0))
+                    .description(Some(
+                        "Fans watching the game over every node (WebSocket subscriptions), as this node last learned: at most `occupancy.interval` old.",
+                    ))
+                    .into(),
+            );
+            object.required.push("watching".to_owned());
+            for example in &mut object.examples {
+                if let Some(fields) = example.as_object_mut() {
+                    fields.insert("watching".to_owned(), serde_json::json!(1234));
+                }
+            }
+        }
+        schema
+    }
+}
+
+impl ToSchema for WatchedGame<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "WatchedGame".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <GameState as ToSchema>::schemas(schemas);
+    }
+}
+
 /// Counts an event refused before it reached the game actor (the actor counts
 /// its own outcomes).
 fn count_rejected() {
@@ -413,13 +474,13 @@ fn not_modified(headers: &HeaderMap, seq: u64) -> bool {
     operation_id = "getGame",
     tag = "read",
     summary = "A game's current state",
-    description = "No token needed. Sends `ETag: \"<seq>\"`; with a matching `If-None-Match` the answer is 304.",
+    description = "No token needed. The state, and `watching`: how many fans watch the game over every node (refreshed every `occupancy.interval`). Sends `ETag: \"<seq>\"` (the state's seq only: `watching` does not change it); with a matching `If-None-Match` the answer is 304.",
     params(
         GamePath,
         doc::IfNoneMatch,
     ),
     responses(
-        (status = 200, description = "The state.", body = GameState,
+        (status = 200, description = "The state and how many fans watch.", body = WatchedGame,
             headers(
                 ("ETag" = String, description = "The game's seq as a strong entity tag: `\"<seq>\"`."),
                 ("Cache-Control" = String, description = "`no-cache`."),
@@ -456,7 +517,19 @@ pub(super) async fn get_game(
         )
             .into_response());
     }
-    Ok(state_response(StatusCode::OK, &current))
+    let body = WatchedGame {
+        state: &current,
+        watching: handle.watching(),
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag(current.seq)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Query of `GET /v1/games`. Values are parsed by hand for clear messages;

@@ -151,7 +151,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     operation_id = "websocket",
     tag = "fans",
     summary = "Fans' WebSocket (live state)",
-    description = "Upgrades to a WebSocket; no token needed. Client messages are JSON text or MessagePack binary frames: `{\"op\":\"sub\",\"games\":[...],\"leagues\":[...],\"since\":{id: seq}}`, `{\"op\":\"unsub\",...}`, `{\"op\":\"ping\"}`. Server frames are binary MessagePack maps: snapshot `{t:\"s\",g,q,d}`, diff `{t:\"d\",g,q,d,ts}` (d is a JSON Merge Patch from q-1 to q), error `{t:\"e\",code,msg,g?}`, pong `{t:\"p\"}`. The README (\"Watching frames\") and web/README.md describe the frames and the browser client.",
+    description = "Upgrades to a WebSocket; no token needed. Client messages are JSON text or MessagePack binary frames: `{\"op\":\"sub\",\"games\":[...],\"leagues\":[...],\"since\":{id: seq}}`, `{\"op\":\"unsub\",...}`, `{\"op\":\"ping\"}`. Server frames are binary MessagePack maps: snapshot `{t:\"s\",g,q,d,n?}`, diff `{t:\"d\",g,q,d,ts}` (d is a JSON Merge Patch from q-1 to q), occupancy `{t:\"o\",g,n}` (n: fans watching the game over every node; at most one per game per `occupancy.interval`, only when it changed; snapshots carry the latest n too), error `{t:\"e\",code,msg,g?}`, pong `{t:\"p\"}`. The README (\"Watching frames\") and web/README.md describe the frames and the browser client.",
     params(
         ("games" = Option<String>, Query, description = "Comma-separated game ids to subscribe to at once."),
         ("leagues" = Option<String>, Query, description = "Comma-separated leagues to subscribe to at once."),

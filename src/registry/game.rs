@@ -87,6 +87,14 @@ impl Game {
             .unwrap_or_else(|| self.last_known())
     }
 
+    /// Fans watching the game over every node, as this node last learned
+    /// (0 for a game not loaded here: a game with local fans stays loaded,
+    /// and single node, fans elsewhere there are none). A game loaded here
+    /// since the occupancy task's last tick shows this node's own fans.
+    pub fn watching(&self) -> u64 {
+        self.running().map_or(0, |actor| actor.watching())
+    }
+
     /// What this value saw last (its actor's final state, or the summary it
     /// was made with).
     fn last_known(&self) -> Arc<GameState> {

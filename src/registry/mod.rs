@@ -8,6 +8,8 @@
 //!
 //! - `game`: [`Game`], what requests and fan sessions hold.
 //! - `leagues`: league watchers and games created on other nodes.
+//! - `occupancy`: the node's one task counting who watches each loaded
+//!   game, over every node ([`report_occupancy`]).
 //!
 //! ## Loaded and unloaded games
 //!
@@ -35,9 +37,11 @@
 
 mod game;
 mod leagues;
+mod occupancy;
 
 pub use game::Game;
 pub use leagues::follow_announcements;
+pub use occupancy::report_occupancy;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock, Weak};
@@ -152,6 +156,15 @@ impl Registry {
             return None;
         }
         Some(handle)
+    }
+
+    /// The running actors of every loaded game (no IO).
+    pub fn loaded(&self) -> Vec<GameHandle> {
+        self.games
+            .iter()
+            .map(|g| g.value().clone())
+            .filter(|h| !h.is_closed())
+            .collect()
     }
 
     /// Whether the game's actor is in memory (no IO).

@@ -158,7 +158,8 @@ pub(super) async fn send(client: &mut Client, text: &str) {
     client.send(WsMsg::text(text)).await.unwrap();
 }
 
-/// The next server frame, skipping pings.
+/// The next server frame, skipping pings and occupancy frames (they come
+/// whenever a game's count of fans changes).
 pub(super) async fn next_frame(client: &mut Client) -> DecodedFrame {
     loop {
         let msg = tokio::time::timeout(PATIENCE, client.next())
@@ -167,7 +168,12 @@ pub(super) async fn next_frame(client: &mut Client) -> DecodedFrame {
             .expect("connection open")
             .expect("readable frame");
         match msg {
-            WsMsg::Binary(bytes) => return codec::decode_frame(&bytes).unwrap(),
+            WsMsg::Binary(bytes) => {
+                let frame = codec::decode_frame(&bytes).unwrap();
+                if frame.t != "o" {
+                    return frame;
+                }
+            }
             WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
             other => panic!("unexpected message {other:?}"),
         }
@@ -183,7 +189,10 @@ pub(super) async fn read_until_close(client: &mut Client) -> (Option<u16>, Vec<D
             .expect("the server closes in time");
         match msg {
             Some(Ok(WsMsg::Binary(bytes))) => {
-                frames.push(codec::decode_frame(&bytes).unwrap());
+                let frame = codec::decode_frame(&bytes).unwrap();
+                if frame.t != "o" {
+                    frames.push(frame);
+                }
             }
             Some(Ok(WsMsg::Close(frame))) => {
                 // Keep polling so the client's close reply goes out.

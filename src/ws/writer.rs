@@ -139,14 +139,15 @@ async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
 
 /// Frames written in one batch, by kind, recorded once per batch.
 #[derive(Debug, Default)]
-struct FrameCounts([u64; 4]);
+struct FrameCounts([u64; 5]);
 
 impl FrameCounts {
-    const KINDS: [FrameKind; 4] = [
+    const KINDS: [FrameKind; 5] = [
         FrameKind::Snapshot,
         FrameKind::Diff,
         FrameKind::Error,
         FrameKind::Pong,
+        FrameKind::Occupancy,
     ];
 
     fn add(&mut self, kind: Option<FrameKind>) {

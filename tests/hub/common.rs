@@ -358,10 +358,32 @@ impl Api {
             .unwrap_or_else(|| panic!("no seq in {body}"))
     }
 
-    /// `GET /v1/games/{id}`, asserting `200`.
+    /// `GET /v1/games/{id}`, asserting `200`: the state, without the
+    /// answer's `watching` (asserted to be a count; [`Api::watching`]
+    /// reads it), so states from different sources compare equal.
     pub(crate) async fn get_game(&self, id: &str) -> Value {
-        self.get(&format!("/v1/games/{id}")).await.ok_json()
+        let mut body = self.get(&format!("/v1/games/{id}")).await.ok_json();
+        without_watching(&mut body);
+        body
     }
+
+    /// `watching` of `GET /v1/games/{id}`: fans watching over every node.
+    pub(crate) async fn watching(&self, id: &str) -> u64 {
+        let body = self.get(&format!("/v1/games/{id}")).await.ok_json();
+        body["watching"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("GET /v1/games/{id} has an integer `watching`: {body}"))
+    }
+}
+
+/// Takes the top-level `watching` out of a `GET /v1/games/{id}` body (the
+/// state stays), asserting it is a count.
+pub(crate) fn without_watching(body: &mut Value) {
+    let watching = body.as_object_mut().and_then(|o| o.remove("watching"));
+    assert!(
+        watching.as_ref().is_some_and(Value::is_u64),
+        "GET /v1/games/{{id}} answers an integer `watching` beside the state: {watching:?} in {body}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -743,8 +765,14 @@ pub(crate) fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CliOut
 
 /// A WebSocket fan, over plain TCP unless made with [`Fan::from_ws`] (e.g.
 /// over TLS, through a proxy).
+///
+/// Occupancy frames (`t:"o"`, at most one per game per `occupancy.interval`)
+/// arrive whenever a game's count of fans changes; a fan skips them unless
+/// it asked for them ([`Fan::seeing_occupancy`]), so tests of the state
+/// frames see exactly those.
 pub(crate) struct Fan<S = TcpStream> {
     ws: WebSocketStream<S>,
+    occupancy: bool,
 }
 
 impl Fan {
@@ -779,14 +807,31 @@ impl Fan {
         let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .unwrap_or_else(|e| panic!("WebSocket handshake with {url} failed: {e}"));
-        Fan { ws }
+        Fan {
+            ws,
+            occupancy: false,
+        }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Fan<S> {
     /// A fan over a WebSocket its caller opened.
     pub(crate) fn from_ws(ws: WebSocketStream<S>) -> Fan<S> {
-        Fan { ws }
+        Fan {
+            ws,
+            occupancy: false,
+        }
+    }
+
+    /// This fan, also reading occupancy frames (`t:"o"`).
+    pub(crate) fn seeing_occupancy(mut self) -> Fan<S> {
+        self.occupancy = true;
+        self
+    }
+
+    /// Whether a decoded frame is one this fan skips.
+    fn skips(&self, frame: &DecodedFrame) -> bool {
+        !self.occupancy && frame.t == "o"
     }
 
     /// Sends a JSON text message.
@@ -834,9 +879,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Fan<S> {
             };
             match msg {
                 Message::Binary(bytes) => {
-                    return Some(decode_frame(&bytes).unwrap_or_else(|e| {
+                    let frame = decode_frame(&bytes).unwrap_or_else(|e| {
                         panic!("a server frame is not a MessagePack frame map ({e}): {bytes:?}")
-                    }));
+                    });
+                    if !self.skips(&frame) {
+                        return Some(frame);
+                    }
                 }
                 Message::Text(text) => panic!(
                     "the server sent a text frame {text:?}; every server frame must be binary MessagePack"
@@ -905,10 +953,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Fan<S> {
                 Ok(Some(Ok(msg))) => msg,
             };
             match msg {
-                Message::Binary(bytes) => frames.push(
-                    decode_frame(&bytes)
-                        .unwrap_or_else(|e| panic!("not a MessagePack frame map ({e})")),
-                ),
+                Message::Binary(bytes) => {
+                    let frame = decode_frame(&bytes)
+                        .unwrap_or_else(|e| panic!("not a MessagePack frame map ({e})"));
+                    if !self.skips(&frame) {
+                        frames.push(frame);
+                    }
+                }
                 Message::Close(frame) => {
                     let code = frame
                         .map(|f| u16::from(f.code))

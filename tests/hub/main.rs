@@ -44,6 +44,9 @@
 //! - `proxy_tls`: the reverse-proxy example `deploy/nginx/scorehub.conf`
 //!   run by a real `nginx`: TLS, a fan over `wss://` and a scorekeeper over
 //!   `https://` through it, `X-Forwarded-For`.
+//! - `occupancy`: who watches: the count of fans per game in snapshots,
+//!   occupancy frames and `GET`, its rate bound, and over Redis two real
+//!   hubs summing their fans until one is killed.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -57,6 +60,7 @@ mod fuzz_corpus;
 mod input_edges;
 mod lifecycle;
 mod limits;
+mod occupancy;
 mod ops;
 mod process;
 mod prometheus;

@@ -992,6 +992,18 @@ function decodeFrame(data) {
 var GameStore = class {
   constructor() {
     this.games = /* @__PURE__ */ new Map();
+    this.watchers = /* @__PURE__ */ new Map();
+  }
+  /** How many fans watch `game` (over every node of the hub), or `undefined`. */
+  watching(game) {
+    return this.watchers.get(game);
+  }
+  /** Records a count of fans for `game`; whether it changed. */
+  setWatching(game, n) {
+    if (typeof n !== "number" || !Number.isFinite(n) || n < 0) return false;
+    if (this.watchers.get(game) === n) return false;
+    this.watchers.set(game, n);
+    return true;
   }
   /** The state held for `game`, or `undefined`. */
   get(game) {
@@ -1017,6 +1029,7 @@ var GameStore = class {
   /** Forgets a game (after an unsubscribe). */
   delete(game) {
     this.games.delete(game);
+    this.watchers.delete(game);
   }
   /** Applies one decoded frame; see the class doc for the result. */
   apply(frame) {
@@ -1025,8 +1038,13 @@ var GameStore = class {
         const held = this.games.get(frame.g);
         const prev = held?.state;
         this.games.set(frame.g, { seq: frame.q, state: frame.d, resyncing: false });
-        return { type: "snapshot", game: frame.g, seq: frame.q, state: frame.d, prev };
+        const out = { type: "snapshot", game: frame.g, seq: frame.q, state: frame.d, prev };
+        if (this.setWatching(frame.g, frame.n)) out.watching = frame.n;
+        return out;
       }
+      case "o":
+        if (!this.setWatching(frame.g, frame.n)) return { type: "unchanged", game: frame.g };
+        return { type: "occupancy", game: frame.g, watching: frame.n };
       case "d": {
         const held = this.games.get(frame.g);
         if (held === void 0) {
@@ -1131,6 +1149,16 @@ var Client = class {
   /** The state held for `game`, or `undefined`. */
   get(game) {
     return this.store.get(game);
+  }
+  /**
+   * How many fans watch `game` over every node of the hub, as last heard
+   * (occupancy frames, at most one a second, and snapshots), or `undefined`
+   * before the hub said.
+   * @param {string} game
+   * @returns {number | undefined}
+   */
+  watching(game) {
+    return this.store.watching(game);
   }
   /** A `Map` of game id -> state for every game held. */
   all() {
@@ -1311,7 +1339,7 @@ var Client = class {
       const skew = Math.max(...this.skewSamples);
       this.skewMs = Math.abs(skew) > 1e3 ? skew : 0;
     }
-    if ((frame.t === "s" || frame.t === "d") && !this.wants(frame.g)) {
+    if ((frame.t === "s" || frame.t === "d" || frame.t === "o") && !this.wants(frame.g)) {
       return;
     }
     const r = this.store.apply(frame);
@@ -1320,6 +1348,10 @@ var Client = class {
       case "diff":
         this.emit(r.type, r);
         this.emit("state", { ...r, kind: r.type });
+        if (r.watching !== void 0) this.emit("occupancy", { game: r.game, watching: r.watching });
+        break;
+      case "occupancy":
+        this.emit("occupancy", { game: r.game, watching: r.watching });
         break;
       case "gap":
         this.emit("gap", r);

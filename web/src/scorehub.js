@@ -11,13 +11,16 @@
  * hub.on('state', ({ game, state, kind }) => render(game, state));
  * hub.on('connection', ({ state }) => showIndicator(state)); // connecting | live | reconnecting | offline | closed
  * hub.on('error', ({ code, msg, game }) => console.warn(code, msg, game));
+ * hub.on('occupancy', ({ game, watching }) => showWatching(game, watching)); // or hub.watching(game)
  * hub.subscribe({ games: ['nhl:2026-11-22-tor-mtl'] });
  * // later: hub.unsubscribe({ leagues: ['nba'] }); hub.close();
  * ```
  *
  * What it does for you:
  *
- * - decodes the hub's MessagePack frames (`{t:"s"|"d"|"e"|"p", ...}`);
+ * - decodes the hub's MessagePack frames (`{t:"s"|"d"|"o"|"e"|"p", ...}`);
+ * - keeps how many fans watch each game (occupancy frames `{t:"o", g, n}`
+ *   and the `n` of snapshots), for `watching(game)` and the `occupancy` event;
  * - keeps each game's state: a snapshot replaces it, a diff (a JSON Merge
  *   Patch, RFC 7386) is applied on top;
  * - tracks each game's `seq`: a diff whose `q` is not `last + 1` is a gap, so the
@@ -85,7 +88,7 @@ export function backoffDelay(attempt, { baseMs = 500, maxMs = 15000, random = Ma
  * tests) into a plain object.
  *
  * @param {ArrayBuffer | Uint8Array | string} data
- * @returns {{t: string, g?: string, q?: number, d?: unknown, ts?: number, code?: string, msg?: string}}
+ * @returns {{t: string, g?: string, q?: number, d?: unknown, ts?: number, n?: number, code?: string, msg?: string}}
  */
 export function decodeFrame(data) {
   if (typeof data === 'string') {
@@ -108,12 +111,30 @@ export function decodeFrame(data) {
  * | `stale` | a diff at or before the held seq: ignored |
  * | `gap` | a diff after a missing seq (or for a game without a snapshot): the game is now resyncing, the caller must ask for a snapshot |
  * | `resyncing` | a diff while waiting for that snapshot: ignored |
+ * | `occupancy` | how many fans watch the game changed (`watching`), from an occupancy frame or a snapshot's `n` |
  * | `error` / `pong` / `unknown` | not about state |
+ *
+ * A snapshot whose `n` changes the count also sets `watching` on its result.
  */
 export class GameStore {
   constructor() {
     /** @type {Map<string, {seq: number, state: object, resyncing: boolean}>} */
     this.games = new Map();
+    /** @type {Map<string, number>} fans watching each game, as last heard */
+    this.watchers = new Map();
+  }
+
+  /** How many fans watch `game` (over every node of the hub), or `undefined`. */
+  watching(game) {
+    return this.watchers.get(game);
+  }
+
+  /** Records a count of fans for `game`; whether it changed. */
+  setWatching(game, n) {
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) return false;
+    if (this.watchers.get(game) === n) return false;
+    this.watchers.set(game, n);
+    return true;
   }
 
   /** The state held for `game`, or `undefined`. */
@@ -143,6 +164,7 @@ export class GameStore {
   /** Forgets a game (after an unsubscribe). */
   delete(game) {
     this.games.delete(game);
+    this.watchers.delete(game);
   }
 
   /** Applies one decoded frame; see the class doc for the result. */
@@ -152,8 +174,13 @@ export class GameStore {
         const held = this.games.get(frame.g);
         const prev = held?.state;
         this.games.set(frame.g, { seq: frame.q, state: frame.d, resyncing: false });
-        return { type: 'snapshot', game: frame.g, seq: frame.q, state: frame.d, prev };
+        const out = { type: 'snapshot', game: frame.g, seq: frame.q, state: frame.d, prev };
+        if (this.setWatching(frame.g, frame.n)) out.watching = frame.n;
+        return out;
       }
+      case 'o':
+        if (!this.setWatching(frame.g, frame.n)) return { type: 'unchanged', game: frame.g };
+        return { type: 'occupancy', game: frame.g, watching: frame.n };
       case 'd': {
         const held = this.games.get(frame.g);
         if (held === undefined) {
@@ -244,6 +271,7 @@ export function connect(url, opts = {}) {
  * | `diff` | `{game, seq, state, prev, patch, ts}`: one event was applied |
  * | `state` | `{game, seq, state, prev, kind}`: after either of the above (`kind` is `snapshot` or `diff`) |
  * | `gap` | `{game, seq, expected}`: a diff was missed; a snapshot was asked for |
+ * | `occupancy` | `{game, watching}`: how many fans watch the game (over every node) changed; also {@link Client#watching} |
  * | `error` | `{code, msg, game}`: the hub refused something (e.g. `unknown_game`) |
  * | `connection` | `{state, attempt, delayMs}`: `connecting`, `live`, `reconnecting`, `offline` or `closed` |
  */
@@ -317,6 +345,17 @@ export class Client {
   /** The state held for `game`, or `undefined`. */
   get(game) {
     return this.store.get(game);
+  }
+
+  /**
+   * How many fans watch `game` over every node of the hub, as last heard
+   * (occupancy frames, at most one a second, and snapshots), or `undefined`
+   * before the hub said.
+   * @param {string} game
+   * @returns {number | undefined}
+   */
+  watching(game) {
+    return this.store.watching(game);
   }
 
   /** A `Map` of game id -> state for every game held. */
@@ -531,7 +570,7 @@ export class Client {
       const skew = Math.max(...this.skewSamples);
       this.skewMs = Math.abs(skew) > 1000 ? skew : 0;
     }
-    if ((frame.t === 's' || frame.t === 'd') && !this.wants(frame.g)) {
+    if ((frame.t === 's' || frame.t === 'd' || frame.t === 'o') && !this.wants(frame.g)) {
       return; // in flight when we unsubscribed
     }
     const r = this.store.apply(frame);
@@ -540,6 +579,10 @@ export class Client {
       case 'diff':
         this.emit(r.type, r);
         this.emit('state', { ...r, kind: r.type });
+        if (r.watching !== undefined) this.emit('occupancy', { game: r.game, watching: r.watching });
+        break;
+      case 'occupancy':
+        this.emit('occupancy', { game: r.game, watching: r.watching });
         break;
       case 'gap':
         this.emit('gap', r);

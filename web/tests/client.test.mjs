@@ -50,7 +50,7 @@ test('mergePatch does not modify its inputs and shares untouched branches', () =
   assert.notEqual(next.home, state.home);
 });
 
-const snap = (g, q, d) => ({ t: 's', g, q, d: { game: g, seq: q, ...d } });
+const snap = (g, q, d, n) => ({ t: 's', g, q, d: { game: g, seq: q, ...d }, ...(n === undefined ? {} : { n }) });
 const diff = (g, q, d) => ({ t: 'd', g, q, d: { seq: q, ...d }, ts: 1 });
 
 test('GameStore applies a snapshot, then consecutive diffs', () => {
@@ -120,6 +120,26 @@ test('GameStore passes errors and pongs through', () => {
     msg: 'no such game',
   });
   assert.equal(s.apply({ t: 'p' }).type, 'pong');
+});
+
+test('GameStore keeps how many fans watch, from occupancy frames and snapshots', () => {
+  const s = new GameStore();
+  assert.equal(s.watching('nba:a'), undefined);
+  assert.deepEqual(s.apply({ t: 's', g: 'nba:a', q: 1, d: { seq: 1 }, n: 3 }).watching, 3);
+  assert.equal(s.watching('nba:a'), 3);
+  assert.deepEqual(s.apply({ t: 'o', g: 'nba:a', n: 1234 }), {
+    type: 'occupancy',
+    game: 'nba:a',
+    watching: 1234,
+  });
+  assert.equal(s.watching('nba:a'), 1234);
+  // The same count again, or a snapshot without `n`, changes nothing.
+  assert.equal(s.apply({ t: 'o', g: 'nba:a', n: 1234 }).type, 'unchanged');
+  assert.equal(s.apply({ t: 's', g: 'nba:a', q: 2, d: { seq: 2 } }).watching, undefined);
+  assert.equal(s.watching('nba:a'), 1234);
+  assert.equal(s.apply({ t: 'o', g: 'nba:a', n: 'many' }).type, 'unchanged');
+  s.delete('nba:a');
+  assert.equal(s.watching('nba:a'), undefined);
 });
 
 test('backoffDelay grows exponentially, is capped and jittered', () => {
@@ -228,8 +248,23 @@ test('Client resumes with since after a reconnect and resyncs a gap', async () =
     assert.equal(c.get('nba:a').home.score, 5);
     assert.deepEqual(states, ['live', 'reconnecting', 'live']);
 
+    // Who is watching: an event per change, and watching(game).
+    const occupancy = [];
+    c.on('occupancy', (e) => occupancy.push(e));
+    ws2.frame({ t: 'o', g: 'nba:a', n: 12 });
+    ws2.frame({ t: 'o', g: 'nba:a', n: 12 });
+    ws2.frame({ t: 'o', g: 'nfl:x', n: 5 }); // not ours: ignored
+    ws2.frame(snap('nhl:b', 4, {}, 7));
+    assert.deepEqual(occupancy, [
+      { game: 'nba:a', watching: 12 },
+      { game: 'nhl:b', watching: 7 },
+    ]);
+    assert.equal(c.watching('nba:a'), 12);
+    assert.equal(c.watching('nfl:x'), undefined);
+
     c.unsubscribe({ leagues: ['nhl'] });
     assert.deepEqual(ws2.sent.at(-1), { op: 'unsub', games: [], leagues: ['nhl'] });
+    assert.equal(c.watching('nhl:b'), undefined);
     assert.deepEqual([...c.all().keys()], ['nba:a']);
   } finally {
     c.close();

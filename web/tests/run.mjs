@@ -307,6 +307,25 @@ test('the scoreboard shows a game and updates within 2 s of a POST', async () =>
   const flashing = await page.$(`${card(id)} .score.flash`);
   assert(flashing, 'a changed score is highlighted');
   await cardMatchesHub(page, id, 2000);
+
+  // Who is watching: this page, then a second one, then the first alone again.
+  const watching = `${card(id)} .watching`;
+  await waitText(page, watching, '1 watching');
+  await waitAttr(page, watching, 'data-watching', '1');
+  const other = await newPage('scoreboard-1b');
+  await other.goto(`${hub.base}/?games=${id}`);
+  await waitText(other, watching, '2 watching');
+  await waitText(page, watching, '2 watching');
+  await waitAttr(page, watching, 'data-watching', '2');
+  assert((await must('GET', `/v1/games/${id}`)).watching === 2, 'GET says 2 watching');
+  const missing = await page.$(`${card('t1:no-such-game')} .watching:not([hidden])`);
+  assert(!missing, 'a game that does not exist shows no count');
+  await other.close();
+  await waitText(page, watching, '1 watching');
+  assert(
+    await page.evaluate(() => (1234).toLocaleString('en-US') === '1,234'),
+    'counts are grouped by thousands ("1,234 watching")',
+  );
   await page.close();
 });
 

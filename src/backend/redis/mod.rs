@@ -10,10 +10,12 @@
 
 pub(crate) mod bus;
 mod health;
+mod occupancy;
 mod routes;
 pub(crate) mod shards;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::bus::Bus;
+use self::occupancy::RedisOccupancy;
 use self::shards::ShardBus;
 use super::{
     Backend, BoxFuture, Commit, Committing, CreateOutcome, EventLog, Page, Restored, Summary,
@@ -37,10 +40,12 @@ const ANNOUNCED_QUEUE: usize = 1024;
 /// Connects to Redis at `config.url`, or to the Redis Cluster of
 /// `config.cluster` (it must answer now), and starts the pub/sub link
 /// (classic, or sharded on a cluster), whose tasks run on `tasks` until
-/// `shutdown`. Finished games expire after `retention`.
+/// `shutdown`. Finished games expire after `retention`; this node's fan
+/// counts are reported to live `occupancy_ttl`.
 pub async fn connect(
     config: &RedisConfig,
     retention: Retention,
+    occupancy_ttl: Duration,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<Backend, StoreError> {
@@ -56,6 +61,7 @@ pub async fn connect(
         Bus::start(store.clone(), created, shutdown, tasks)
     };
     Ok(Backend {
+        occupancy: Arc::new(RedisOccupancy::new(store.clone(), occupancy_ttl)),
         log: Arc::new(RedisLog { store }),
         transport: bus,
         announced,

@@ -20,6 +20,7 @@
 //! | `sh:{nba:x}:meta` | hash | `seq`, `created_fp` (hex), `created` (the `Record::Created`, MessagePack), `dups` (see Durability), `lost` (the highest seq a node applied that Redis lost), `expires` (while finished: when its keys expire, Unix ms) |
 //! | `sh:{nba:x}:ids` | hash | `event_id` → `<fingerprint hex>:<seq>` (idempotency) |
 //! | `sh:{nba:x}:log` | stream | entry `0-<seq>`: `f` = diff frame bytes, `r` = `Record::Event` (MessagePack); trimmed to about `redis.stream_max_len` entries (never fewer) |
+//! | `sh:{nba:x}:occ` | hash | occupancy: node id → `<fans>:<expires, Unix ms by Redis's clock>`; each node rewrites its field every `occupancy.interval`, a field past its expiry is ignored and removed, and the key expires with its longest-lived field ([`RedisStore::occupancy`]) |
 //! | `sh:games` | sorted set | every game id, score 0, read lexicographically |
 //! | `sh:expiring` | sorted set | finished games' ids, scored by their expiry (Unix ms), until swept |
 //!
@@ -253,6 +254,38 @@ end
 return removed
 "#;
 
+/// Occupancy of one game: writes this node's fan count (or, for 0, removes
+/// it), drops the reports of nodes past their expiry, answers the sum of the
+/// live ones. Times are Redis's (`TIME`), so node clocks do not matter.
+/// KEYS: occ hash. ARGV: node id, fans, ttl (ms).
+const OCCUPANCY_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fans = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+if fans > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', fans, now + ttl))
+  -- The key outlives its longest-lived report (nodes may differ in ttl).
+  if redis.call('PTTL', KEYS[1]) < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local total = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local n, expires = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if n and tonumber(expires) > now then
+    total = total + tonumber(n)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return total
+"#;
+
+static OCCUPANCY: LazyLock<Script> = LazyLock::new(|| Script::new(OCCUPANCY_LUA));
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_LUA));
 static ZREM_IF_SCORE: LazyLock<Script> = LazyLock::new(|| Script::new(ZREM_IF_SCORE_LUA));
 static NOTE_LOST: LazyLock<Script> = LazyLock::new(|| Script::new(NOTE_LOST_LUA));
@@ -966,6 +999,56 @@ impl RedisStore {
             }
             min = format!("({last}");
         }
+    }
+
+    /// Reports that node `node` has `fans` fans of each game of `counts`
+    /// (0 withdraws its report), each report living `ttl`, and answers
+    /// each game's count over every node whose report is still alive, in
+    /// order. One pipeline on one server; on a cluster, where a pipeline
+    /// stays within one slot, one script call per game (on the game's
+    /// shard), all in flight at once over the cluster connection.
+    pub async fn occupancy(
+        &self,
+        node: &str,
+        ttl: Duration,
+        counts: &[(GameId, u64)],
+    ) -> Result<Vec<u64>, StoreError> {
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let eval = |id: &GameId, fans: u64| {
+            let mut eval = ::redis::cmd("EVALSHA");
+            eval.arg(OCCUPANCY.get_hash())
+                .arg(1)
+                .arg(self.names.key(id, "occ"))
+                .arg(node)
+                .arg(fans)
+                .arg(ttl_ms);
+            eval
+        };
+        if self.is_cluster() {
+            let calls = counts.iter().map(|(id, fans)| {
+                let eval = eval(id, *fans);
+                async move {
+                    self.call_script("report occupancy", &OCCUPANCY, |mut c| {
+                        let eval = &eval;
+                        async move { eval.query_async::<u64>(&mut c).await }
+                    })
+                    .await
+                }
+            });
+            return futures_util::future::try_join_all(calls).await;
+        }
+        let mut pipe = ::redis::pipe();
+        for (id, fans) in counts {
+            pipe.add_command(eval(id, *fans));
+        }
+        self.call_script("report occupancy", &OCCUPANCY, |mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<Vec<u64>>(&mut c).await }
+        })
+        .await
     }
 
     /// The stored states of `ids` (read back from the games index), in

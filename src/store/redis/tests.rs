@@ -1199,3 +1199,103 @@ async fn past_retention_a_finished_game_is_gone_from_its_keys_and_from_listing()
     let (games, _) = store.list(Some(&nba), None, 10, None).await.unwrap();
     assert_eq!(games.len(), 3);
 }
+
+#[tokio::test]
+async fn occupancy_sums_live_reports_and_forgets_expired_and_withdrawn_ones() {
+    let (_server, store) = setup().await;
+    let mut conn = store
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (a, b) = (gid("nba:a"), gid("nba:b"));
+    let long = Duration::from_secs(60);
+    // Node x reports both games, node y one: the totals are the sums.
+    assert_eq!(
+        store
+            .occupancy("x", long, &[(a.clone(), 3), (b.clone(), 0)])
+            .await
+            .unwrap(),
+        [3, 0]
+    );
+    assert_eq!(
+        store.occupancy("y", long, &[(a.clone(), 4)]).await.unwrap(),
+        [7]
+    );
+    // A report again replaces the node's count; it is not added.
+    assert_eq!(
+        store.occupancy("y", long, &[(a.clone(), 2)]).await.unwrap(),
+        [5]
+    );
+    let key = store.names().key(&a, "occ");
+    let pttl: i64 = ::redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 60_000,
+        "the key expires with the reports: {pttl}"
+    );
+    // No key for a game nobody watches.
+    let exists: bool = ::redis::cmd("EXISTS")
+        .arg(store.names().key(&b, "occ"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists);
+
+    // A report that outlived its ttl (a dead node) is not counted, and goes.
+    assert_eq!(
+        store
+            .occupancy("z", Duration::from_millis(100), &[(a.clone(), 10)])
+            .await
+            .unwrap(),
+        [15]
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        store.occupancy("x", long, &[(a.clone(), 3)]).await.unwrap(),
+        [5]
+    );
+    let fields: Vec<String> = ::redis::cmd("HKEYS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut fields = fields;
+    fields.sort();
+    assert_eq!(fields, ["x", "y"], "the expired report was removed");
+
+    // 0 withdraws a node's report; the last one out removes the key.
+    assert_eq!(
+        store.occupancy("x", long, &[(a.clone(), 0)]).await.unwrap(),
+        [2]
+    );
+    assert_eq!(
+        store.occupancy("y", long, &[(a.clone(), 0)]).await.unwrap(),
+        [0]
+    );
+    let exists: bool = ::redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "nothing is left behind");
+
+    // The whole key expires when every node stops reporting.
+    store
+        .occupancy("x", Duration::from_millis(100), &[(a.clone(), 1)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let exists: bool = ::redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !exists,
+        "a deployment whose nodes all died leaves no occupancy key"
+    );
+}
