@@ -707,7 +707,7 @@ impl SseBadRequest {
                 ApiError::BadRequest(String::new()).code(),
                 ApiError::BadLastEventId(String::new()).code(),
             ],
-            description: "A malformed query, or a `Last-Event-ID` (or `last_event_id`) that is not a list of `game:seq` pairs (`bad_last_event_id`; the message says which item is wrong). Nothing was streamed.",
+            description: "A query naming no game and no league (`bad_request`: a stream cannot subscribe later), or a `Last-Event-ID` (or `last_event_id`) that is not a list of `game:seq` pairs (`bad_last_event_id`; the message says which item is wrong). Nothing was streamed.",
             headers: &[],
         }
     }

@@ -32,7 +32,8 @@
 //! (`invalid_game_id`, `game_not_found`, `invalid_league`,
 //! `too_many_subscriptions`); the valid rest is followed. A stream cannot
 //! change its subscriptions: a client reopens it with the new set (and its
-//! positions, so it resumes).
+//! positions, so it resumes). A query naming no game and no league is a
+//! `400 bad_request`: such a stream would never send anything.
 //!
 //! **Admission and limits**, as for a WebSocket upgrade (`crate::ws`):
 //! `503` while shutting down, the per-address connect rate (`429`), a fan
@@ -97,10 +98,6 @@ pub(crate) async fn sse_handler(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let slots = match ctx.admit_sse_fan(client) {
-        Ok(slots) => slots,
-        Err(refusal) => return refusal.into_response(),
-    };
     let initial = WsQuery {
         games: query.games,
         leagues: query.leagues,
@@ -114,6 +111,18 @@ pub(crate) async fn sse_handler(
         },
         other => other,
     });
+    let Some(initial) = initial else {
+        // A stream cannot subscribe later: one that follows nothing never
+        // sends anything.
+        return ApiError::BadRequest(
+            "name what to follow: GET /v1/sse?games=league:game,...&leagues=league,... (a stream's subscriptions are fixed)".into(),
+        )
+        .into_response();
+    };
+    let slots = match ctx.admit_sse_fan(client) {
+        Ok(slots) => slots,
+        Err(refusal) => return refusal.into_response(),
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(stream::BODY_CHUNKS);
     let conn_id = ctx.next_conn_id();
     let sessions = ctx.sessions.clone();

@@ -101,7 +101,7 @@ impl Drop for Guard {
 /// slots are held until then.
 pub(crate) async fn run(
     conn: Conn,
-    initial: Option<ClientMsg>,
+    initial: ClientMsg,
     resume: Positions,
     body: mpsc::Sender<Bytes>,
     slots: (Slot, Slot),
@@ -111,9 +111,7 @@ pub(crate) async fn run(
     let mut subs = Subscriptions::default();
     // The hint goes first, on its own; the channel is empty, so it fits.
     let _ = body.try_send(Bytes::from(event::retry_hint(retry_ms)));
-    if let Some(msg) = initial {
-        handle_msg(&conn, &mut subs, msg).await;
-    }
+    handle_msg(&conn, &mut subs, initial).await;
     // Games resumed without a missed diff get no frame; their positions
     // stay in the id. Positions of games not followed are dropped.
     let mut positions = resume;

@@ -343,6 +343,20 @@ async fn a_malformed_last_event_id_is_refused_before_the_stream() {
     let s = Stream::open(&hub, &format!("games={G}&last_event_id=nonsense"), &[]).await;
     assert_eq!(s.status, 400);
     assert_eq!(s.error_body().await["error"]["code"], "bad_last_event_id");
+    // A stream cannot subscribe later: one naming nothing is refused.
+    for query in ["", "games=&leagues=", "games=,%20,"] {
+        let s = Stream::open(&hub, query, &[]).await;
+        assert_eq!(s.status, 400, "{query:?}");
+        let body = s.error_body().await;
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("games="),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

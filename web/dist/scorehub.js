@@ -1175,7 +1175,7 @@ var Client = class {
     g.forEach((id) => this.wantGames.add(id));
     l.forEach((id) => this.wantLeagues.add(id));
     if (g.length || l.length) {
-      if (this.es) this.reopen();
+      if (this.transport === "sse") this.reopen();
       else this.send({ op: "sub", games: g, leagues: l });
     }
   }
@@ -1202,7 +1202,7 @@ var Client = class {
     for (const id of [...this.store.games.keys()]) {
       if (!this.wants(id)) this.store.delete(id);
     }
-    if (this.es) this.reopen();
+    if (this.transport === "sse") this.reopen();
   }
   /** Whether `game` is covered by the current subscription. */
   wants(game) {
@@ -1314,6 +1314,10 @@ var Client = class {
    */
   openSse() {
     this.transport = "sse";
+    if (!this.wantGames.size && !this.wantLeagues.size) {
+      this.opened();
+      return;
+    }
     let es;
     try {
       es = new this.EventSource(

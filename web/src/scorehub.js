@@ -397,7 +397,7 @@ export class Client {
     g.forEach((id) => this.wantGames.add(id));
     l.forEach((id) => this.wantLeagues.add(id));
     if (g.length || l.length) {
-      if (this.es) this.reopen();
+      if (this.transport === 'sse') this.reopen();
       else this.send({ op: 'sub', games: g, leagues: l });
     }
   }
@@ -428,7 +428,7 @@ export class Client {
     for (const id of [...this.store.games.keys()]) {
       if (!this.wants(id)) this.store.delete(id);
     }
-    if (this.es) this.reopen();
+    if (this.transport === 'sse') this.reopen();
   }
 
   /** Whether `game` is covered by the current subscription. */
@@ -561,6 +561,12 @@ export class Client {
    */
   openSse() {
     this.transport = 'sse';
+    if (!this.wantGames.size && !this.wantLeagues.size) {
+      // A stream follows a fixed set: with nothing to follow there is none
+      // (the hub refuses it); `subscribe` opens one.
+      this.opened();
+      return;
+    }
     let es;
     try {
       es = new this.EventSource(

@@ -340,15 +340,24 @@ test('Client pinned to one transport does not switch', async () => {
   FakeSocket.all[0].lose();
   assert.equal(FakeEventSource.all.length, 0);
   ws.close();
-  const sse = new Client('http://hub.test', { transport: 'sse', WebSocket: FakeSocket, EventSource: FakeEventSource });
+  const sse = new Client('http://hub.test', { transport: 'sse', games: ['nba:a'], WebSocket: FakeSocket, EventSource: FakeEventSource });
   assert.equal(FakeSocket.all.length, 1, 'no WebSocket for a client pinned to SSE');
   assert.equal(FakeEventSource.all.length, 1);
   sse.close();
+  // Following nothing, an SSE client opens no stream until it subscribes.
+  const idle = new Client('http://hub.test', { transport: 'sse', EventSource: FakeEventSource });
+  assert.equal(FakeEventSource.all.length, 1, 'no stream for an empty subscription');
+  assert.equal(idle.state, 'live');
+  idle.subscribe({ games: ['nba:a'] });
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(new URL(FakeEventSource.all[1].url).searchParams.get('games'), 'nba:a');
+  idle.close();
+  FakeEventSource.all.pop();
   // No WebSocket at all in auto (an old or locked-down browser): SSE straight away.
   const saved = globalThis.WebSocket;
   delete globalThis.WebSocket;
   try {
-    const auto = new Client('http://hub.test', { EventSource: FakeEventSource });
+    const auto = new Client('http://hub.test', { games: ['nba:a'], EventSource: FakeEventSource });
     assert.equal(FakeEventSource.all.length, 2);
     assert.equal(auto.transport, 'sse');
     auto.close();
