@@ -43,7 +43,7 @@
 //!   log, from Redis).
 //! - `proxy_tls`: the reverse-proxy example `deploy/nginx/scorehub.conf`
 //!   run by a real `nginx`: TLS, a fan over `wss://` and a scorekeeper over
-//!   `https://` through it, `X-Forwarded-For`.
+//!   `https://` through it, `X-Forwarded-For`; an SSE fan through it, unbuffered.
 //! - `sse`: fans over Server-Sent Events (`/v1/sse`), the WebSocket's
 //!   fallback: snapshot and diffs as JSON events, `Last-Event-ID` resumes,
 //!   bad ids, leagues, a slow reader conflated, the limits, SIGTERM.
