@@ -79,10 +79,12 @@ impl AppState {
         shutdown: CancellationToken,
         background: TaskTracker,
     ) -> AppState {
+        let mut limits = Limits::new(&config.limits);
+        limits.fit_sse_streams(config.http.max_connections);
         AppState {
             registry,
             auth: Arc::new(Auth::new(secret)),
-            limits: Arc::new(Limits::new(&config.limits)),
+            limits: Arc::new(limits),
             config: Arc::new(config),
             metrics,
             shutdown,

@@ -402,15 +402,9 @@ mod tests {
         want.extend_from_slice(&[0xa1, b'n', 0xcd, 0x04, 0xd2]);
         assert_eq!(bytes.as_ref(), want.as_slice());
 
-        let state = NewGame {
-            home: NewTeam { name: "H".into() },
-            away: NewTeam { name: "A".into() },
-            status: None,
-            period: None,
-            extra: None,
-        }
-        .into_state(id.clone(), 5)
-        .unwrap();
+        let state = NewGame::between("H", "A")
+            .into_state(id.clone(), 5)
+            .unwrap();
         let f = decode_frame(&snapshot_watched(&state, Some(7))).unwrap();
         assert_eq!((f.t.as_str(), f.q, f.n), ("s", Some(0), Some(7)));
         assert_eq!(f.d.unwrap(), serde_json::to_value(&state).unwrap());

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// 400 `bad_request`: the request is malformed; the message names the field.
     #[error("{0}")]
     BadRequest(String),
+    /// 400 `bad_last_event_id`: the `Last-Event-ID` of an SSE request (or
+    /// its `last_event_id` parameter) is not a list of `game:seq` pairs.
+    #[error("{0}")]
+    BadLastEventId(String),
     /// 401 `unauthorized`: no token, or a malformed, badly signed or expired one.
     #[error("{0}")]
     Unauthorized(String),
@@ -124,7 +128,7 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BadLastEventId(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::GameNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -147,6 +151,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadLastEventId(_) => "bad_last_event_id",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::GameNotFound(_) => "game_not_found",

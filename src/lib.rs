@@ -22,7 +22,7 @@
 //! | --- | --- | --- |
 //! | assembly | `server` | picks the backend (one place), builds the router, serves, stops |
 //! | commands | `ops` | operators' commands run beside the hub, not in it: `check`, `log verify`, `games list` |
-//! | edges | `http`, `ws`, `extract` | serving connections, routes and fan sessions; `ws` sees a narrow `ws::Context` |
+//! | edges | `http`, `ws`, `sse`, `extract` | serving connections, routes and fan sessions; `ws` sees a narrow `ws::Context` |
 //! | shared state | `app` | what handlers and sessions share (`app::AppState`) |
 //! | request policy | `limits`, `error` | abuse limits; errors → status, JSON body, close codes |
 //! | games | `registry` | game id → live actor; follows a game to its actor ([`registry::Game`]); leagues; the node's occupancy task (who watches) |
@@ -48,6 +48,9 @@
 //!   writes), and the hub's saturation signal (one per hub).
 //! - `ws`: the upgrade and fan sessions (reader, writer, goodbye), which
 //!   reach the games through one module (`ws::games`).
+//! - `sse`: fans over Server-Sent Events (`GET /v1/sse`), the fallback for
+//!   networks that block WebSocket: the `ws` fan core with a queued-only
+//!   outbox, drained as JSON events.
 //! - `extract`: extractors shared by `http` and `ws` (our JSON error format).
 //! - `http`: scorekeeper, read and operations routes; serving them
 //!   (`http::serve`: the accept loop, the HTTP connection cap with
@@ -109,6 +112,7 @@ pub(crate) mod net;
 pub mod ops;
 pub mod registry;
 pub mod server;
+pub(crate) mod sse;
 pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

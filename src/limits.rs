@@ -26,12 +26,19 @@
 //!   could not open the event log's index files, accept API requests or
 //!   reconnect to Redis, so scorekeepers would get errors for the sake of one
 //!   more fan.
+//! - **SSE streams.** A Server-Sent Events fan (`crate::sse`) takes a fan
+//!   slot like a WebSocket (the same per-address rate and cap) **and** one of
+//!   `limits.max_sse_streams` stream slots ([`Limits::admit_sse_fan`]). A
+//!   stream is a response that never ends, so its connection stays in the
+//!   HTTP table with a request in flight and cannot be evicted: the stream
+//!   cap, kept below `http.max_connections` by the config, leaves HTTP
+//!   connections for scorekeepers and probes however many SSE fans come.
 //! - **HTTP connections** ([`HttpCaps`]): `http.max_connections`, and HTTP
 //!   and fan connections together below the open-file limit less
 //!   [`FILE_RESERVE`]; enforced at accept by `crate::http::conns`.
 //!
 //! Every refusal counts in `scorehub_rate_limited_total{kind}` (`events`,
-//! `ws_connect`, `ws_capacity`, and `http_capacity` from the HTTP table). The keyed buckets grow with distinct keys;
+//! `ws_connect`, `ws_capacity`, `sse_capacity`, and `http_capacity` from the HTTP table). The keyed buckets grow with distinct keys;
 //! keys whose bucket is full again (indistinguishable from new) are swept at
 //! most once per [`SWEEP_EVERY`], on the request path, so memory follows the
 //! number of recently active clients.
@@ -150,6 +157,8 @@ pub struct Limits<C: Clock = DefaultClock> {
     connects: Keyed<IpAddr, C>,
     exempt_loopback: bool,
     slots: Arc<Slots>,
+    /// The SSE stream slots (`limits.max_sse_streams`).
+    sse: Arc<Slots>,
     /// The clock reading sweeps are measured from.
     epoch: C::Instant,
     /// When keys were last swept, in ns since `epoch`.
@@ -215,6 +224,10 @@ impl<C: Clock + Clone> Limits<C> {
                 open: AtomicUsize::new(0),
                 max: config.max_connections,
             }),
+            sse: Arc::new(Slots {
+                open: AtomicUsize::new(0),
+                max: config.max_sse_streams,
+            }),
             last_sweep_ns: AtomicU64::new(0),
         }
     }
@@ -274,6 +287,44 @@ impl<C: Clock> Limits<C> {
                 Err(Refusal::Full {
                     max: self.slots.max,
                 })
+            }
+        }
+    }
+
+    /// Caps SSE streams at half of `http_max` (`http.max_connections`) when
+    /// `limits.max_sse_streams` asks for more, with a warning: streams never
+    /// end, and the other half stays for scorekeepers and probes.
+    pub fn fit_sse_streams(&mut self, http_max: usize) {
+        let cap = (http_max / 2).max(1);
+        if self.sse.max > cap {
+            tracing::warn!(
+                max_sse_streams = self.sse.max,
+                http_max_connections = http_max,
+                cap,
+                "limits.max_sse_streams is above half of http.max_connections; SSE streams are capped at {cap} so scorekeepers still find HTTP connections. Raise http.max_connections to allow more"
+            );
+            self.sse = Arc::new(Slots {
+                open: AtomicUsize::new(0),
+                max: cap,
+            });
+        }
+    }
+
+    /// SSE streams holding a slot now.
+    pub fn open_sse_streams(&self) -> usize {
+        self.sse.open.load(Ordering::Acquire)
+    }
+
+    /// Admits a new SSE fan from `peer`: its fan slot (as
+    /// [`Limits::admit_fan`]) and its stream slot, both to hold for the
+    /// stream's life, or the refusal to answer instead of streaming.
+    pub fn admit_sse_fan(&self, peer: IpAddr) -> Result<(Slot, Slot), Refusal> {
+        let fan = self.admit_fan(peer)?;
+        match self.sse.acquire() {
+            Some(stream) => Ok((fan, stream)),
+            None => {
+                refused("sse_capacity");
+                Err(Refusal::StreamsFull { max: self.sse.max })
             }
         }
     }
@@ -393,6 +444,11 @@ pub enum Refusal {
         /// The cap (`limits.max_connections`).
         max: usize,
     },
+    /// Every SSE stream slot is taken: 503 `too_many_connections`.
+    StreamsFull {
+        /// The cap (`limits.max_sse_streams`).
+        max: usize,
+    },
 }
 
 impl IntoResponse for Refusal {
@@ -411,6 +467,22 @@ impl IntoResponse for Refusal {
                     code: TOO_MANY_CONNECTIONS,
                     message: format!(
                         "the hub already holds its maximum of {max} fan connections; retry in {secs} s"
+                    ),
+                };
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, HeaderValue::from(secs))],
+                    Json(ErrorEnvelope { error }),
+                )
+                    .into_response()
+            }
+            Refusal::StreamsFull { max } => {
+                let secs = FULL_RETRY_AFTER.as_secs();
+                tracing::debug!(max, "SSE stream refused: every stream slot is taken");
+                let error = ErrorBody {
+                    code: TOO_MANY_CONNECTIONS,
+                    message: format!(
+                        "the hub already holds its maximum of {max} SSE streams (limits.max_sse_streams); retry in {secs} s, or connect over the WebSocket"
                     ),
                 };
                 (

@@ -9,7 +9,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Gauge: open WebSocket connections.
 pub(crate) const WS_CONNECTIONS: &str = "scorehub_ws_connections";
-/// Gauge: game subscriptions over all connections.
+/// Gauge: open Server-Sent Events streams (fans on `GET /v1/sse`).
+pub(crate) const SSE_CONNECTIONS: &str = "scorehub_sse_connections";
+/// Counter `{reason}`: SSE streams ended by the server.
+pub(crate) const SSE_CLOSED: &str = "scorehub_sse_closed_total";
+/// Gauge: game subscriptions over all connections (WebSocket and SSE).
 pub(crate) const WS_SUBSCRIPTIONS: &str = "scorehub_ws_subscriptions";
 /// Gauge: games held in memory.
 pub(crate) const GAMES_ACTIVE: &str = "scorehub_games_active";
@@ -38,7 +42,7 @@ pub(crate) const READY: &str = "scorehub_ready";
 pub(crate) const WS_CLOSED: &str = "scorehub_ws_closed_total";
 /// Counter `{kind}`: requests refused by an abuse limit: `events` (per-token
 /// event rate), `ws_connect` (per-address connect rate), `ws_capacity`
-/// (fan connection cap), `http_capacity` (HTTP connection cap, every
+/// (fan connection cap), `sse_capacity` (SSE stream cap), `http_capacity` (HTTP connection cap, every
 /// connection busy).
 pub(crate) const RATE_LIMITED: &str = "scorehub_rate_limited_total";
 /// Counter: times a game's replica found that the shared log no longer holds
@@ -117,7 +121,15 @@ pub(crate) fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections.");
-    describe_gauge!(WS_SUBSCRIPTIONS, "Game subscriptions over all connections.");
+    describe_gauge!(
+        SSE_CONNECTIONS,
+        "Open Server-Sent Events streams (GET /v1/sse)."
+    );
+    describe_counter!(SSE_CLOSED, "SSE streams ended by the server, by reason.");
+    describe_gauge!(
+        WS_SUBSCRIPTIONS,
+        "Game subscriptions over all connections (WebSocket and SSE)."
+    );
     describe_gauge!(GAMES_ACTIVE, "Games held in memory.");
     describe_counter!(
         EVENTS_TOTAL,
@@ -158,7 +170,7 @@ fn describe() {
     );
     describe_counter!(
         RATE_LIMITED,
-        "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (fan connection cap), http_capacity (HTTP connection cap)."
+        "Requests refused by a limit: events (per token), ws_connect (per address), ws_capacity (fan connection cap), sse_capacity (SSE stream cap), http_capacity (HTTP connection cap)."
     );
     describe_counter!(
         LOST_WRITES,
@@ -167,6 +179,7 @@ fn describe() {
     // Touch every series so it exists from the first scrape.
     let _ = metrics::histogram!(FANOUT_SECONDS);
     metrics::gauge!(WS_CONNECTIONS).set(0.0);
+    metrics::gauge!(SSE_CONNECTIONS).set(0.0);
     metrics::gauge!(WS_SUBSCRIPTIONS).set(0.0);
     metrics::gauge!(GAMES_ACTIVE).set(0.0);
     metrics::gauge!(REDIS_UP).set(0.0);

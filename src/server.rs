@@ -9,7 +9,8 @@
 //!
 //! Shutdown follows mini-redis: a [`CancellationToken`] stops the accept
 //! loop and tells every HTTP connection to finish its request and every fan
-//! session to close with code 1001, [`TaskTracker`]s wait for them, the
+//! session to close with code 1001 (and every SSE stream to end, so its
+//! HTTP connection can finish), [`TaskTracker`]s wait for them, the
 //! background tasks stop, then the log is flushed.
 
 use std::sync::Arc;

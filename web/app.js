@@ -45,13 +45,15 @@ const CONN_TEXT = {
   closed: 'offline',
 };
 
-function showConnection(state) {
+function showConnection(state, transport) {
   const el = $('#conn');
   el.dataset.connState = state;
+  // `websocket`, or `sse` where the network blocks WebSocket (the client falls back by itself).
+  if (transport) el.dataset.connTransport = transport;
   $('#conn-text').textContent = CONN_TEXT[state] ?? state;
 }
-hub.on('connection', ({ state }) => showConnection(state));
-showConnection(hub.state);
+hub.on('connection', ({ state, transport }) => showConnection(state, transport));
+showConnection(hub.state, hub.transport);
 
 // --- cards -------------------------------------------------------------------
 

@@ -578,6 +578,11 @@ pub struct LimitsConfig {
     pub exempt_loopback: bool,
     /// Most WebSocket connections open at once; further upgrades get 503. Default 50000.
     pub max_connections: usize,
+    /// Most Server-Sent Events streams (`GET /v1/sse`) open at once, each also
+    /// holding a fan slot of `max_connections` and an HTTP connection; further
+    /// streams get 503. Never more than half of `http.max_connections` (the
+    /// hub lowers it, with a warning). Default 4096.
+    pub max_sse_streams: usize,
 }
 
 impl Default for LimitsConfig {
@@ -590,6 +595,7 @@ impl Default for LimitsConfig {
             ws_connect_burst: 100,
             exempt_loopback: true,
             max_connections: 50_000,
+            max_sse_streams: 4096,
         }
     }
 }
@@ -695,6 +701,7 @@ mod tests {
                 ws_connect_burst: 1,
                 exempt_loopback: false,
                 max_connections: 1,
+                max_sse_streams: 2,
             },
             occupancy: OccupancyConfig {
                 interval: Duration::from_secs(3),

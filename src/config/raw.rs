@@ -168,6 +168,7 @@ pub(super) struct RawLimits {
     pub(super) ws_connect_burst: Option<u32>,
     pub(super) exempt_loopback: Option<bool>,
     pub(super) max_connections: Option<usize>,
+    pub(super) max_sse_streams: Option<usize>,
 }
 
 /// A duration as written (`"20s"`); parsed in stage 2. Its own type only so a

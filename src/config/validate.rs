@@ -217,6 +217,11 @@ impl RawConfig {
                 limits.max_connections,
                 b.max_connections,
             )?,
+            max_sse_streams: positive(
+                "limits.max_sse_streams",
+                limits.max_sse_streams,
+                b.max_sse_streams,
+            )?,
         };
 
         let occupancy = OccupancyConfig {
@@ -922,6 +927,7 @@ mod tests {
             ("SCOREHUB_LIMITS__MAX_CONNECTIONS", "3"),
             ("SCOREHUB_LIMITS__WS_CONNECTS_PER_IP_PER_SECOND", "4"),
             ("SCOREHUB_LIMITS__WS_CONNECT_BURST", "6"),
+            ("SCOREHUB_LIMITS__MAX_SSE_STREAMS", "8"),
         ]);
         let c = Config::load_from(Some(f.path()), &e).unwrap();
         assert_eq!(
@@ -934,8 +940,11 @@ mod tests {
                 ws_connect_burst: 6,
                 exempt_loopback: false,
                 max_connections: 3,
+                max_sse_streams: 8,
             }
         );
+        let err = load_toml("[limits]\nmax_sse_streams = 0\n").unwrap_err();
+        assert_eq!(err.key(), Some("limits.max_sse_streams"));
         assert_eq!(c.ws.stuck_timeout, Duration::from_secs(2));
 
         let msg = Config::load_from(None, &env(&[("SCOREHUB_LIMITS__EXEMPT_LOOPBACK", "maybe")]))

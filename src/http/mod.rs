@@ -13,7 +13,8 @@
 //! - `client_ip`: the client's address behind trusted proxies.
 //! - [`crate::limits`]: abuse limits: events per token, WebSocket connects per
 //!   address, the connection cap.
-//! - `/v1/ws` is the fans' WebSocket (`crate::ws::ws_handler`).
+//! - `/v1/ws` is the fans' WebSocket (`crate::ws::ws_handler`); `/v1/sse`
+//!   their Server-Sent Events fallback (`crate::sse`).
 //!
 //! The `/v1` routes answer cross-origin requests (CORS) from the origins in
 //! `http.cors_origins` only; by default there are none, so browsers keep them
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let api = games::routes()
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/ws", get(fans))
+        .route("/v1/sse", get(sse_fans))
         .method_not_allowed_fallback(method_not_allowed);
     let api = match cors(&state.config.http.cors_origins) {
         Some(layer) => api.layer(layer),
@@ -179,6 +181,40 @@ async fn fans(
     };
     match client {
         Ok(client) => crate::ws::ws_handler(upgrade, state, client, query).await,
+        // Only a router served without connect info (a bug) gets here.
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/sse`: the fans' Server-Sent Events stream (`crate::sse`).
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    operation_id = "sse",
+    tag = "fans",
+    summary = "Fans' Server-Sent Events stream (fallback for networks that block WebSocket)",
+    description = "The WebSocket's frames and guarantees over `text/event-stream`, for clients whose network blocks WebSocket; no token needed. The stream opens with `retry: 2000`; then each frame is one event of the default type (`message`) whose `data:` line is the frame's map as JSON: snapshot `{\"t\":\"s\",\"g\",\"q\",\"d\"}`, diff `{\"t\":\"d\",\"g\",\"q\",\"d\",\"ts\"}`, error `{\"t\":\"e\",\"code\",\"msg\",\"g\"?}`. Snapshots and diffs carry an `id:` holding the position of every followed game (`nba:a:17,nhl:b:4`; each pair splits at its last `:`), so a browser's own reconnect resumes with `Last-Event-ID`. Invalid or unknown games and leagues get an error event each, as on the WebSocket (`invalid_game_id`, `game_not_found`, `invalid_league`, `too_many_subscriptions`). Comments (`: keep-alive`) every `ws.ping_interval`. The stream ends at shutdown, or with an error event `slow_consumer` for a client that cannot keep up. The subscriptions are fixed: reopen the stream to change them.",
+    params(
+        ("games" = Option<String>, Query, description = "Comma-separated game ids to follow."),
+        ("leagues" = Option<String>, Query, description = "Comma-separated leagues to follow."),
+        ("last_event_id" = Option<String>, Query, description = "Positions to resume at, as in `Last-Event-ID`, for clients that cannot set headers; the header wins when both are sent.", pattern = r"^\s*([a-z0-9][a-z0-9_-]{0,31}:[A-Za-z0-9_.-]{1,64}:[0-9]{1,19}\s*(,\s*[a-z0-9][a-z0-9_-]{0,31}:[A-Za-z0-9_.-]{1,64}:[0-9]{1,19}\s*)*)?$"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Positions to resume at: `game:seq` pairs separated by commas (the `id` of the last event received). A game resumed inside `games.history` gets exactly the diffs after its seq, else a snapshot.", pattern = r"^\s*([a-z0-9][a-z0-9_-]{0,31}:[A-Za-z0-9_.-]{1,64}:[0-9]{1,19}\s*(,\s*[a-z0-9][a-z0-9_-]{0,31}:[A-Za-z0-9_.-]{1,64}:[0-9]{1,19}\s*)*)?$"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; it does not end until the client leaves, the hub shuts down, or the client cannot keep up.", content_type = "text/event-stream", body = String),
+        (status = 400, response = openapi::SseBadRequest),
+        (status = 429, response = openapi::RateLimited),
+        (status = 503, response = openapi::FansUnavailable),
+    ),
+)]
+async fn sse_fans(
+    state: State<crate::ws::Context>,
+    client: Result<ClientIp, ApiError>,
+    query: Query<crate::sse::SseQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match client {
+        Ok(client) => crate::sse::sse_handler(state, client, query, headers).await,
         // Only a router served without connect info (a bug) gets here.
         Err(e) => e.into_response(),
     }

@@ -51,7 +51,7 @@ use crate::limits::TOO_MANY_CONNECTIONS;
 #[openapi(
     info(
         title = "scorehub",
-        description = "Scorekeepers post idempotent score events over an authenticated HTTP API; fans follow games over a WebSocket.\n\nRequest bodies are JSON (`application/json`) or MessagePack (`application/msgpack`), at most `http.max_body_bytes` (default 64 KiB); responses are JSON. Every error is `{\"error\":{\"code\",\"message\"}}` with the fitting status. Every response carries `x-request-id`.",
+        description = "Scorekeepers post idempotent score events over an authenticated HTTP API; fans follow games over a WebSocket (or Server-Sent Events, where WebSocket is blocked).\n\nRequest bodies are JSON (`application/json`) or MessagePack (`application/msgpack`), at most `http.max_body_bytes` (default 64 KiB); responses are JSON. Every error is `{\"error\":{\"code\",\"message\"}}` with the fitting status. Every response carries `x-request-id`.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -62,6 +62,7 @@ use crate::limits::TOO_MANY_CONNECTIONS;
         games::post_event,
         games::post_batch,
         super::fans,
+        super::sse_fans,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -72,7 +73,7 @@ use crate::limits::TOO_MANY_CONNECTIONS;
     tags(
         (name = "scorekeeper", description = "Writes; they need `Authorization: Bearer <token>` (mint one with `scorehub token`)."),
         (name = "read", description = "The read side."),
-        (name = "fans", description = "Live updates over a WebSocket."),
+        (name = "fans", description = "Live updates over a WebSocket, or over Server-Sent Events where WebSocket is blocked."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     ),
 )]
@@ -678,7 +679,7 @@ impl FansUnavailable {
                 ApiError::NotReady(String::new()).code(),
                 TOO_MANY_CONNECTIONS,
             ],
-            description: "The hub is shutting down, or holds its maximum of `limits.max_connections` fan connections. Retry after `Retry-After` seconds.",
+            description: "The hub is shutting down, or holds its maximum of `limits.max_connections` fan connections (on `/v1/sse`, or of `limits.max_sse_streams` streams). Retry after `Retry-After` seconds.",
             headers: &[Header::RetryAfter],
         }
     }
@@ -693,10 +694,36 @@ impl<'r> ToResponse<'r> for FansUnavailable {
     }
 }
 
-/// Every error family, the fans' 503 included.
+/// 400 on `/v1/sse`: a malformed query, or a malformed `Last-Event-ID`.
+#[derive(Debug, Clone, Copy)]
+pub struct SseBadRequest;
+
+impl SseBadRequest {
+    fn family() -> ErrorFamily {
+        ErrorFamily {
+            name: "SseBadRequest",
+            status: ApiError::BadLastEventId(String::new()).status(),
+            codes: vec![
+                ApiError::BadRequest(String::new()).code(),
+                ApiError::BadLastEventId(String::new()).code(),
+            ],
+            description: "A query naming no game and no league (`bad_request`: a stream cannot subscribe later), or a `Last-Event-ID` (or `last_event_id`) that is not a list of `game:seq` pairs (`bad_last_event_id`; the message says which item is wrong). Nothing was streamed.",
+            headers: &[],
+        }
+    }
+}
+
+impl<'r> ToResponse<'r> for SseBadRequest {
+    fn response() -> (&'r str, RefOr<Response>) {
+        ("SseBadRequest", SseBadRequest::family().response().into())
+    }
+}
+
+/// Every error family, the fans' 503 and the SSE 400 included.
 fn all_error_families() -> Vec<ErrorFamily> {
     let mut all = error_families();
     all.push(FansUnavailable::family());
+    all.push(SseBadRequest::family());
     all
 }
 

@@ -23,11 +23,11 @@ pub(crate) struct Context {
     /// The games, through the one module that talks to the registry.
     pub(super) games: Games,
     /// The `[ws]` config section.
-    pub(super) config: WsConfig,
+    pub(crate) config: WsConfig,
     /// Cancelled when the hub starts shutting down.
-    pub(super) shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Tracks sessions so shutdown can wait for them.
-    pub(super) sessions: TaskTracker,
+    pub(crate) sessions: TaskTracker,
     /// Whether the hub's workers are saturated; handed to each outbox.
     pub(super) pressure: Arc<Pressure>,
     limits: Arc<Limits>,
@@ -68,8 +68,14 @@ impl Context {
         self.limits.admit_fan(peer)
     }
 
+    /// A fan slot and an SSE stream slot for a stream to `peer` (both held
+    /// for the stream's life), or the refusal to answer instead.
+    pub(crate) fn admit_sse_fan(&self, peer: IpAddr) -> Result<(Slot, Slot), Refusal> {
+        self.limits.admit_sse_fan(peer)
+    }
+
     /// A fresh connection id, unique within the hub.
-    pub(super) fn next_conn_id(&self) -> u64 {
+    pub(crate) fn next_conn_id(&self) -> u64 {
         self.conn_ids.next()
     }
 }

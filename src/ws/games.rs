@@ -53,7 +53,7 @@ impl Games {
 
     /// Asks game `id`'s actor for one fresh snapshot for connection
     /// `conn_id` (after its queue conflated), if the game is loaded.
-    pub(super) async fn resync(&self, id: &GameId, conn_id: u64) {
+    pub(crate) async fn resync(&self, id: &GameId, conn_id: u64) {
         if let Some(handle) = self.registry.get(id) {
             handle.resync(conn_id).await;
         }

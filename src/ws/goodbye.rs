@@ -195,7 +195,7 @@ async fn await_close_reply(reader: &mut Reader, limit: Duration) {
 }
 
 /// Removes every subscription and league watch of the connection.
-pub(super) async fn teardown(conn: &Conn, subs: &Subscriptions) {
+pub(crate) async fn teardown(conn: &Conn, subs: &Subscriptions) {
     let registry = conn.games();
     let mut games = subs.games.clone();
     for league in &subs.leagues {

@@ -15,6 +15,10 @@
 //! - `goodbye`: why a session ends, its close frame, the teardown.
 //! - [`upgrade`]: the WebSocket handshake over hyper's upgrade.
 //! - [`limiter`]: the token bucket of the flood limit.
+//!
+//! The fan's core (the connection's shared parts, its subscriptions, the
+//! `sub` handling, the teardown) is also the Server-Sent Events transport's
+//! (`crate::sse`): one implementation of the guarantees for both.
 
 mod context;
 mod games;
@@ -28,7 +32,11 @@ pub(crate) mod upgrade;
 mod writer;
 
 pub(crate) use context::Context;
+pub(crate) use goodbye::teardown;
 pub(crate) use handler::{WsQuery, ws_handler};
+pub(crate) use reader::handle_msg;
+pub(crate) use session::Conn;
+pub(crate) use subscriptions::Subscriptions;
 
 #[cfg(test)]
 mod goodbye_tests;

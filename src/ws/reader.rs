@@ -153,7 +153,7 @@ fn read_error(e: &WsError) -> End {
 }
 
 /// Handles one decoded control message.
-pub(super) async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
+pub(crate) async fn handle_msg(conn: &Conn, subs: &mut Subscriptions, msg: ClientMsg) {
     handle(conn, subs, msg).await;
     conn.outbox
         .set_many_games(subs.games.len() > 1 || !subs.leagues.is_empty());

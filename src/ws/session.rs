@@ -55,20 +55,21 @@ pub(super) enum Stage {
 }
 
 /// What both halves of a session share.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     /// The connection id (unique within the hub).
-    pub(super) id: u64,
+    pub(crate) id: u64,
     /// What the session may use of the hub.
-    pub(super) ctx: Context,
+    pub(crate) ctx: Context,
     /// The queue game actors write through, and where the socket parks.
-    pub(super) outbox: Arc<Outbox>,
+    pub(crate) outbox: Arc<Outbox>,
     started: Instant,
     /// When the client was last heard from, in ms since `started`.
     last_seen_ms: AtomicU64,
 }
 
 impl Conn {
-    fn new(id: u64, ctx: Context) -> Conn {
+    /// Connection `id`'s shared parts, with a fresh outbox sized by `[ws]`.
+    pub(crate) fn new(id: u64, ctx: Context) -> Conn {
         let ws = &ctx.config;
         let outbox = Arc::new(Outbox::new(
             id,
@@ -86,12 +87,12 @@ impl Conn {
     }
 
     /// The `[ws]` config section.
-    pub(super) fn cfg(&self) -> &WsConfig {
+    pub(crate) fn cfg(&self) -> &WsConfig {
         &self.ctx.config
     }
 
     /// The games, for subscribing and unsubscribing.
-    pub(super) fn games(&self) -> &Games {
+    pub(crate) fn games(&self) -> &Games {
         &self.ctx.games
     }
 
@@ -121,7 +122,7 @@ impl Conn {
 
     /// Queues an error frame. Errors carry no queue game, so a snapshot of
     /// the game they mention never supersedes them.
-    pub(super) fn send_error(&self, code: &str, msg: &str, game: Option<&str>) {
+    pub(crate) fn send_error(&self, code: &str, msg: &str, game: Option<&str>) {
         self.outbox
             .push_control(FrameKind::Error, None, codec::error(code, msg, game));
     }

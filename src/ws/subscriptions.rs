@@ -11,11 +11,11 @@ use crate::registry::Game;
 
 /// The games and leagues one connection asked for.
 #[derive(Debug, Default)]
-pub(super) struct Subscriptions {
+pub(crate) struct Subscriptions {
     /// Games subscribed by id.
-    pub(super) games: HashSet<GameId>,
+    pub(crate) games: HashSet<GameId>,
     /// Leagues watched (their games are subscribed too).
-    pub(super) leagues: HashSet<League>,
+    pub(crate) leagues: HashSet<League>,
 }
 
 impl Subscriptions {

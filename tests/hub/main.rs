@@ -43,10 +43,13 @@
 //!   log, from Redis).
 //! - `proxy_tls`: the reverse-proxy example `deploy/nginx/scorehub.conf`
 //!   run by a real `nginx`: TLS, a fan over `wss://` and a scorekeeper over
-//!   `https://` through it, `X-Forwarded-For`.
+//!   `https://` through it, `X-Forwarded-For`; an SSE fan through it, unbuffered.
 //! - `occupancy`: who watches: the count of fans per game in snapshots,
 //!   occupancy frames and `GET`, its rate bound, and over Redis two real
 //!   hubs summing their fans until one is killed.
+//! - `sse`: fans over Server-Sent Events (`/v1/sse`), the WebSocket's
+//!   fallback: snapshot and diffs as JSON events, `Last-Event-ID` resumes,
+//!   bad ids, leagues, a slow reader conflated, the limits, SIGTERM.
 //! - `prometheus`: a real Prometheus (Debian package `prometheus`) scrapes a
 //!   hub, answers queries on its metrics and evaluates the shipped alerts.
 
@@ -68,5 +71,6 @@ mod proxies;
 mod proxy_tls;
 mod redis_cluster;
 mod retention;
+mod sse;
 mod unload;
 mod ws;

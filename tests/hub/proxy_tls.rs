@@ -469,3 +469,102 @@ async fn a_fan_over_wss_through_nginx_gets_the_snapshot_and_the_diff() {
     fan.close().await;
     drop(nginx);
 }
+
+/// Reads `body` until its text holds `needle`; panics after [`WAIT`]. The
+/// text so far.
+async fn read_until(body: &mut hyper::body::Incoming, text: &mut String, needle: &str) {
+    let read = async {
+        while !text.contains(needle) {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        text.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                other => panic!("the stream ended before {needle:?}: {other:?} after {text:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, read).await.is_err() {
+        panic!("no {needle:?} through nginx within {WAIT:?}; got {text:?}");
+    }
+}
+
+/// An SSE fan (the fallback where WebSocket is blocked) through the same
+/// example: nginx passes each event on at once (the hub's
+/// `X-Accel-Buffering: no`), so the diff of an event posted over https
+/// arrives while the stream stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_fan_through_nginx_gets_each_event_unbuffered() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let certs = temp.path().join("certs");
+    let data = temp.path().join("hub");
+    std::fs::create_dir_all(&certs).expect("creating the certs dir");
+    std::fs::create_dir_all(&data).expect("creating the hub's dir");
+    scorehub::testing::tls::write_certificates(&certs);
+    let hub = BinaryHub::spawn(&data, &[("SCOREHUB_HTTP__TRUSTED_PROXIES", "127.0.0.1")]);
+    let hub_addr: SocketAddr = hub
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the hub's address");
+    let nginx = Nginx::start(hub_addr, &certs);
+    let connector = tls_connector(&certs.join("ca.pem"));
+    let bearer = format!("Bearer {}", hub.token(&["nba:*"], Scope::Scorekeeper));
+    let (status, body) = https(
+        &connector,
+        nginx.https,
+        "PUT",
+        &format!("/v1/games/{G}"),
+        &[("authorization", &bearer)],
+        Some(&new_game("Lakers", "Celtics")),
+    )
+    .await;
+    assert_eq!(status, 201, "PUT through nginx: {body}");
+
+    let stream = tls(&connector, nginx.https).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("an HTTP/1.1 connection over TLS");
+    let conn = tokio::spawn(conn);
+    let req = Request::get(format!("/v1/sse?games={G}"))
+        .header("host", format!("{HOST}:{}", nginx.https))
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .expect("the stream's head through nginx")
+        .expect("a response");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    read_until(&mut body, &mut text, &format!("id: {G}:0\n")).await;
+    assert!(text.contains(r#""t":"s""#), "{text}");
+
+    let (status, reply) = https(
+        &connector,
+        nginx.https,
+        "POST",
+        &format!("/v1/games/{G}/events"),
+        &[("authorization", &bearer)],
+        Some(&score("e1", "home", 3)),
+    )
+    .await;
+    assert_eq!(status, 200, "POST through nginx: {reply}");
+    read_until(&mut body, &mut text, &format!("id: {G}:1\n")).await;
+    let diff = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).expect("data is JSON"))
+        .find(|v| v["t"] == "d")
+        .expect("a diff event");
+    assert_eq!(
+        (diff["q"].as_u64(), &diff["d"]["home"]["score"]),
+        (Some(1), &json!(3))
+    );
+    drop(sender);
+    conn.abort();
+    drop(nginx);
+}

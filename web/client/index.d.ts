@@ -3,11 +3,6 @@
 // web/src/scorehub.js (which stays plain JavaScript); web/tests/package.test.mjs fails when
 // the module exports a value not declared here, and scripts/npm-pack-check.sh type-checks
 // web/client/example/ against the packed tarball.
-//
-// Declarations marked "(coming: ...)" describe work not merged yet (an SSE fallback
-// transport, the occupancy event): their types are here so that code written against them
-// compiles the day the runtime catches up. Until then, at run time, the option is ignored,
-// the event never fires and the method does not exist.
 
 // ---- the hub's data ---------------------------------------------------------------
 
@@ -72,6 +67,8 @@ export interface SnapshotFrame {
   g: GameId;
   q: number;
   d: GameState;
+  /** Fans watching the game, over every node of the hub (absent from older hubs). */
+  n?: number;
 }
 
 /** One applied event: the patch from `q - 1` to `q`, and the hub's ingest time. */
@@ -92,20 +89,28 @@ export interface ErrorFrame {
   g?: GameId;
 }
 
+/** How many fans watch a game changed: at most one a second per game. */
+export interface OccupancyFrame {
+  t: 'o';
+  g: GameId;
+  /** Fans watching the game, over every node of the hub. */
+  n: number;
+}
+
 /** The answer to `{"op":"ping"}`. */
 export interface PongFrame {
   t: 'p';
 }
 
 /** A decoded server frame. */
-export type Frame = SnapshotFrame | DiffFrame | ErrorFrame | PongFrame;
+export type Frame = SnapshotFrame | DiffFrame | OccupancyFrame | ErrorFrame | PongFrame;
 
 // ---- events -------------------------------------------------------------------------
 
 /** Where the connection stands. */
 export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'offline' | 'closed';
 
-/** A transport the client may use. (coming: the SSE fallback) */
+/** A transport the client may use: WebSocket, or Server-Sent Events (`/v1/sse`). */
 export type Transport = 'websocket' | 'sse';
 
 /** `snapshot`: a game's full state arrived and replaced what was held. */
@@ -116,6 +121,8 @@ export interface SnapshotEvent {
   state: GameState;
   /** The state held before, if any. */
   prev: GameState | undefined;
+  /** Fans watching, when the snapshot's count changed what was held. */
+  watching?: number;
 }
 
 /** `diff`: one event was applied to a held state. */
@@ -178,11 +185,11 @@ export interface ConnectionEvent {
   attempt: number;
   /** When a retry was scheduled (`reconnecting`, `offline`): how long until it, in ms. */
   delayMs?: number;
-  /** The transport in use. (coming: the SSE fallback; absent until it merges) */
+  /** The transport in use. */
   transport?: Transport;
 }
 
-/** `occupancy`: how many fans watch a game. (coming: the occupancy event) */
+/** `occupancy`: how many fans watch a game (over every node) changed. */
 export interface OccupancyEvent {
   game: GameId;
   watching: number;
@@ -196,7 +203,6 @@ export interface ClientEventMap {
   gap: GapEvent;
   error: ClientErrorEvent;
   connection: ConnectionEvent;
-  /** (coming: the occupancy event) */
   occupancy: OccupancyEvent;
 }
 
@@ -218,6 +224,18 @@ export interface WebSocketLike {
 export interface URLLike {
   readonly href: string;
 }
+
+/** What the client needs of an EventSource (the browser's fits). */
+export interface EventSourceLike {
+  readonly readyState: number;
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
+  close(): void;
+}
+
+/** An EventSource constructor, e.g. the browser's global `EventSource`. */
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
 
 /** A WebSocket constructor, e.g. the global `WebSocket` or `ws`'s. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
@@ -243,9 +261,10 @@ export interface ConnectOptions extends Subscription {
   /**
    * Which transport to use: `'auto'` (WebSocket, falling back to Server-Sent Events where
    * WebSockets do not get through), `'websocket'` or `'sse'`. Default `'auto'`.
-   * (coming: the SSE fallback; ignored until it merges, the client always uses WebSocket)
    */
   transport?: 'auto' | Transport;
+  /** The EventSource implementation (default: the global `EventSource`). */
+  EventSource?: EventSourceConstructor;
 }
 
 /** `{game id: seq}`: what a resume sends as `since`. */
@@ -289,7 +308,7 @@ export class Client {
 
   /**
    * How many fans watch `game`, as last reported by the hub, or `undefined` before any
-   * report. (coming: the occupancy event; the method does not exist until it merges)
+   * report.
    */
   watching(game: GameId): number | undefined;
 
@@ -312,6 +331,8 @@ export type ApplyResult =
   | SnapshotEvent
   | Omit<DiffEvent, 'ts'> & { ts: number | undefined }
   | GapEvent
+  | { type: 'occupancy'; game: GameId; watching: number }
+  | { type: 'unchanged'; game: GameId }
   | { type: 'stale'; game: GameId; seq: number }
   | { type: 'resyncing'; game: GameId; seq: number }
   | { type: 'error'; game: GameId | undefined; code: string; msg: string }
@@ -339,6 +360,10 @@ export class GameStore {
   since(): Since;
   /** Forgets a game. */
   delete(game: GameId): void;
+  /** How many fans watch `game` (over every node of the hub), or `undefined`. */
+  watching(game: GameId): number | undefined;
+  /** Records a count of fans for `game`; whether it changed. */
+  setWatching(game: GameId, n: number): boolean;
   /** Applies one decoded frame. */
   apply(frame: Frame): ApplyResult;
 }
@@ -360,3 +385,12 @@ export function decodeFrame(data: ArrayBuffer | Uint8Array | string): Frame;
 
 /** The WebSocket URL for `url` (`http(s)` → `ws(s)`, a bare host gets `/v1/ws`), relative to `base`. */
 export function wsUrl(url?: string | URLLike, base?: string): string;
+
+/** The Server-Sent Events URL for `url` (`ws(s)` → `http(s)`, a bare host or `/v1/ws` gets `/v1/sse`), relative to `base`. */
+export function sseUrl(url?: string | URLLike, base?: string): string;
+
+/** The SSE URL following `games` and `leagues`, resuming at `since` (as `last_event_id`). */
+export function sseStreamUrl(
+  base: string,
+  what: { games: readonly GameId[]; leagues: readonly string[]; since: Since },
+): string;

@@ -1090,6 +1090,21 @@ function wsUrl(url, base = globalThis.location?.href) {
   if (u.pathname === "/" || u.pathname === "") u.pathname = "/v1/ws";
   return u.toString();
 }
+function sseUrl(url, base = globalThis.location?.href) {
+  const u = new URL(url ?? "/v1/sse", base);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  if (u.protocol === "wss:") u.protocol = "https:";
+  if (u.pathname === "/" || u.pathname === "" || u.pathname === "/v1/ws") u.pathname = "/v1/sse";
+  return u.toString();
+}
+function sseStreamUrl(base, { games, leagues, since }) {
+  const u = new URL(base);
+  if (games.length) u.searchParams.set("games", games.join(","));
+  if (leagues.length) u.searchParams.set("leagues", leagues.join(","));
+  const id = Object.entries(since).map(([g, q]) => `${g}:${q}`).join(",");
+  if (id) u.searchParams.set("last_event_id", id);
+  return u.toString();
+}
 var uniq = (xs) => [...new Set(xs ?? [])];
 function connect(url, opts = {}) {
   return new Client(url, opts);
@@ -1103,6 +1118,11 @@ var Client = class {
       pingMs: opts.pingMs ?? 2e4
     };
     this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    this.EventSource = opts.EventSource ?? globalThis.EventSource;
+    this.sseUrl = sseUrl(url);
+    this.mode = opts.transport ?? "auto";
+    this.transport = this.mode === "sse" ? "sse" : "websocket";
+    this.es = null;
     this.wantGames = new Set(uniq(opts.games));
     this.wantLeagues = new Set(uniq(opts.leagues));
     this.store = new GameStore();
@@ -1182,7 +1202,10 @@ var Client = class {
     const l = uniq(leagues).filter((id) => !this.wantLeagues.has(id));
     g.forEach((id) => this.wantGames.add(id));
     l.forEach((id) => this.wantLeagues.add(id));
-    if (g.length || l.length) this.send({ op: "sub", games: g, leagues: l });
+    if (g.length || l.length) {
+      if (this.transport === "sse") this.reopen();
+      else this.send({ op: "sub", games: g, leagues: l });
+    }
   }
   /**
    * Removes games and leagues from the subscription and forgets their state.
@@ -1207,6 +1230,7 @@ var Client = class {
     for (const id of [...this.store.games.keys()]) {
       if (!this.wants(id)) this.store.delete(id);
     }
+    if (this.transport === "sse") this.reopen();
   }
   /** Whether `game` is covered by the current subscription. */
   wants(game) {
@@ -1236,7 +1260,7 @@ var Client = class {
   setState(state, extra = {}) {
     if (this.state === state && !extra.delayMs) return;
     this.state = state;
-    this.emit("connection", { state, attempt: this.attempt, ...extra });
+    this.emit("connection", { state, attempt: this.attempt, transport: this.transport, ...extra });
   }
   send(msg) {
     if (this.ws && this.ws.readyState === 1) {
@@ -1256,21 +1280,25 @@ var Client = class {
     if (this.closed) return;
     this.timers.retry = null;
     if (this.state !== "reconnecting" && this.state !== "offline") this.setState("connecting");
+    if (this.transport === "sse" || this.mode === "auto" && typeof this.WebSocket !== "function") {
+      this.openSse();
+      return;
+    }
     let ws;
     try {
       ws = new this.WebSocket(this.url);
     } catch (err) {
+      if (this.fallBack()) return;
       this.emit("error", { code: "connect_failed", msg: String(err?.message ?? err) });
       this.retry();
       return;
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
-      this.lastHeard = Date.now();
-      this.setState("live");
-      this.heldById.clear();
-      this.replayUntil = Date.now() + 2e3;
+      opened = true;
+      this.opened();
       this.send({
         op: "sub",
         games: [...this.wantGames],
@@ -1286,10 +1314,78 @@ var Client = class {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (!opened && this.fallBack()) return;
       this.retry();
     };
     ws.onerror = () => {
     };
+  }
+  /** What every new connection does first, on either transport. */
+  opened() {
+    this.lastHeard = Date.now();
+    this.setState("live");
+    this.heldById.clear();
+    this.replayUntil = Date.now() + 2e3;
+  }
+  /** In `auto`, switches to SSE after a WebSocket failed to open; whether it did. */
+  fallBack() {
+    if (this.mode !== "auto" || typeof this.EventSource !== "function" || this.closed) return false;
+    this.transport = "sse";
+    this.openSse();
+    return true;
+  }
+  /**
+   * Opens the SSE stream for everything wanted, resuming at the seqs held.
+   * The browser reconnects a dropped stream by itself (its `Last-Event-ID`
+   * resumes every game); a stream it gave up on (an HTTP error) is retried
+   * with backoff, over the WebSocket again in `auto` when it never opened.
+   */
+  openSse() {
+    this.transport = "sse";
+    if (!this.wantGames.size && !this.wantLeagues.size) {
+      this.opened();
+      return;
+    }
+    let es;
+    try {
+      es = new this.EventSource(
+        sseStreamUrl(this.sseUrl, {
+          games: [...this.wantGames],
+          leagues: [...this.wantLeagues],
+          since: this.store.since()
+        })
+      );
+    } catch (err) {
+      this.emit("error", { code: "connect_failed", msg: String(err?.message ?? err) });
+      this.retry();
+      return;
+    }
+    this.es = es;
+    let opened = false;
+    es.onopen = () => {
+      opened = true;
+      this.opened();
+      this.timers.stable = setTimeout(() => {
+        this.attempt = 0;
+      }, 5e3);
+    };
+    es.onmessage = (ev) => this.onFrame(ev.data);
+    es.onerror = () => {
+      if (this.es !== es) return;
+      if (opened && es.readyState !== 2) {
+        this.setState("reconnecting");
+        return;
+      }
+      this.drop();
+      if (!opened && this.mode === "auto") this.transport = "websocket";
+      this.retry();
+    };
+  }
+  /** Reopens the SSE stream (its subscriptions are fixed), resuming. */
+  reopen() {
+    this.drop();
+    this.clearTimers();
+    this.openSse();
   }
   checkAlive() {
     const quiet = Date.now() - this.lastHeard;
@@ -1302,6 +1398,12 @@ var Client = class {
   }
   /** Abandons the current socket without waiting for its close event. */
   drop(code, reason) {
+    const es = this.es;
+    this.es = null;
+    if (es) {
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+    }
     const ws = this.ws;
     this.ws = null;
     if (!ws) return;
@@ -1355,6 +1457,10 @@ var Client = class {
         break;
       case "gap":
         this.emit("gap", r);
+        if (this.es) {
+          this.reopen();
+          break;
+        }
         this.send({ op: "unsub", games: [r.game], leagues: [] });
         this.send({ op: "sub", games: [r.game], leagues: [] });
         if (!this.wantGames.has(r.game)) this.heldById.add(r.game);
@@ -1374,5 +1480,7 @@ export {
   connect,
   decodeFrame,
   mergePatch,
+  sseStreamUrl,
+  sseUrl,
   wsUrl
 };

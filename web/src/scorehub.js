@@ -30,7 +30,13 @@
  *   resubscribes with `since` = the last seq it holds per game: the hub sends
  *   exactly the missed diffs, or a snapshot when they are no longer in its
  *   history (the snapshot fallback);
- * - pings a quiet connection and abandons it when the hub stops answering.
+ * - pings a quiet connection and abandons it when the hub stops answering;
+ * - falls back to Server-Sent Events (`/v1/sse`, JSON frames) when a WebSocket
+ *   cannot open (`WebSocket` missing or throwing, or an error before it opened:
+ *   a network that blocks WebSocket), with the same subscriptions, positions
+ *   and events (`transport: 'auto'`, the default; `'websocket'` or `'sse'` pin
+ *   one). When SSE cannot open either, the hub itself is away: the next attempt
+ *   tries the WebSocket again.
  *
  * The pure parts (`mergePatch`, `GameStore`, `backoffDelay`, `decodeFrame`) are
  * exported too, for tests and for programs that bring their own transport.
@@ -236,6 +242,41 @@ export function wsUrl(url, base = globalThis.location?.href) {
   return u.toString();
 }
 
+/**
+ * Turns what the caller gave into the hub's Server-Sent Events URL:
+ * `ws(s)://` becomes `http(s)://`, and a bare host or `/v1/ws` gets `/v1/sse`.
+ *
+ * @param {string | URL | undefined} url
+ * @param {string} [base] the page's location, for relative URLs
+ * @returns {string}
+ */
+export function sseUrl(url, base = globalThis.location?.href) {
+  const u = new URL(url ?? '/v1/sse', base);
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  if (u.protocol === 'wss:') u.protocol = 'https:';
+  if (u.pathname === '/' || u.pathname === '' || u.pathname === '/v1/ws') u.pathname = '/v1/sse';
+  return u.toString();
+}
+
+/**
+ * The SSE URL that follows `games` and `leagues` and resumes at `since`
+ * (`{id: seq}`) through `last_event_id` (`game:seq,...`, as the stream's ids).
+ *
+ * @param {string} base the SSE URL
+ * @param {{games: string[], leagues: string[], since: Record<string, number>}} what
+ * @returns {string}
+ */
+export function sseStreamUrl(base, { games, leagues, since }) {
+  const u = new URL(base);
+  if (games.length) u.searchParams.set('games', games.join(','));
+  if (leagues.length) u.searchParams.set('leagues', leagues.join(','));
+  const id = Object.entries(since)
+    .map(([g, q]) => `${g}:${q}`)
+    .join(',');
+  if (id) u.searchParams.set('last_event_id', id);
+  return u.toString();
+}
+
 const uniq = (xs) => [...new Set(xs ?? [])];
 
 /**
@@ -253,6 +294,10 @@ const uniq = (xs) => [...new Set(xs ?? [])];
  * @param {number} [opts.pingMs=20000] ping the hub after this long without a frame;
  *   give the connection up after twice this long
  * @param {typeof WebSocket} [opts.WebSocket] a WebSocket implementation
+ *   (defaults to the global one)
+ * @param {'auto' | 'websocket' | 'sse'} [opts.transport='auto'] `auto`: the
+ *   WebSocket, or Server-Sent Events when a WebSocket cannot open
+ * @param {typeof EventSource} [opts.EventSource] an EventSource implementation
  *   (defaults to the global one)
  * @returns {Client}
  */
@@ -273,7 +318,7 @@ export function connect(url, opts = {}) {
  * | `gap` | `{game, seq, expected}`: a diff was missed; a snapshot was asked for |
  * | `occupancy` | `{game, watching}`: how many fans watch the game (over every node) changed; also {@link Client#watching} |
  * | `error` | `{code, msg, game}`: the hub refused something (e.g. `unknown_game`) |
- * | `connection` | `{state, attempt, delayMs}`: `connecting`, `live`, `reconnecting`, `offline` or `closed` |
+ * | `connection` | `{state, attempt, delayMs, transport}`: `connecting`, `live`, `reconnecting`, `offline` or `closed`; `transport` is `websocket` or `sse` |
  */
 export class Client {
   constructor(url, opts = {}) {
@@ -284,6 +329,14 @@ export class Client {
       pingMs: opts.pingMs ?? 20000,
     };
     this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    this.EventSource = opts.EventSource ?? globalThis.EventSource;
+    this.sseUrl = sseUrl(url);
+    /** `auto`, `websocket` or `sse`: what the caller asked for. */
+    this.mode = opts.transport ?? 'auto';
+    /** `websocket` or `sse`: what the current (or next) connection uses. */
+    this.transport = this.mode === 'sse' ? 'sse' : 'websocket';
+    /** The EventSource while on SSE. */
+    this.es = null;
     /** Game ids subscribed by id. */
     this.wantGames = new Set(uniq(opts.games));
     /** League names subscribed. */
@@ -382,7 +435,10 @@ export class Client {
     const l = uniq(leagues).filter((id) => !this.wantLeagues.has(id));
     g.forEach((id) => this.wantGames.add(id));
     l.forEach((id) => this.wantLeagues.add(id));
-    if (g.length || l.length) this.send({ op: 'sub', games: g, leagues: l });
+    if (g.length || l.length) {
+      if (this.transport === 'sse') this.reopen();
+      else this.send({ op: 'sub', games: g, leagues: l });
+    }
   }
 
   /**
@@ -411,6 +467,7 @@ export class Client {
     for (const id of [...this.store.games.keys()]) {
       if (!this.wants(id)) this.store.delete(id);
     }
+    if (this.transport === 'sse') this.reopen();
   }
 
   /** Whether `game` is covered by the current subscription. */
@@ -446,7 +503,7 @@ export class Client {
   setState(state, extra = {}) {
     if (this.state === state && !extra.delayMs) return;
     this.state = state;
-    this.emit('connection', { state, attempt: this.attempt, ...extra });
+    this.emit('connection', { state, attempt: this.attempt, transport: this.transport, ...extra });
   }
 
   send(msg) {
@@ -469,24 +526,25 @@ export class Client {
     if (this.closed) return;
     this.timers.retry = null;
     if (this.state !== 'reconnecting' && this.state !== 'offline') this.setState('connecting');
+    if (this.transport === 'sse' || (this.mode === 'auto' && typeof this.WebSocket !== 'function')) {
+      this.openSse();
+      return;
+    }
     let ws;
     try {
       ws = new this.WebSocket(this.url);
     } catch (err) {
+      if (this.fallBack()) return;
       this.emit('error', { code: 'connect_failed', msg: String(err?.message ?? err) });
       this.retry();
       return;
     }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
-      this.lastHeard = Date.now();
-      this.setState('live');
-      // A new connection holds only what this sub names.
-      this.heldById.clear();
-      // What comes first answers the resume: diffs missed while away, with
-      // their original (old) timestamps.
-      this.replayUntil = Date.now() + 2000;
+      opened = true;
+      this.opened();
       // Resume: everything wanted, and the last seq held for each game, so
       // the hub sends only what was missed (or a snapshot when it cannot).
       this.send({
@@ -506,11 +564,90 @@ export class Client {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // Closed before it opened: maybe a network that blocks WebSocket.
+      if (!opened && this.fallBack()) return;
       this.retry();
     };
     ws.onerror = () => {
       // A close event follows; nothing to do here.
     };
+  }
+
+  /** What every new connection does first, on either transport. */
+  opened() {
+    this.lastHeard = Date.now();
+    this.setState('live');
+    // A new connection holds only what this sub names.
+    this.heldById.clear();
+    // What comes first answers the resume: diffs missed while away, with
+    // their original (old) timestamps.
+    this.replayUntil = Date.now() + 2000;
+  }
+
+  /** In `auto`, switches to SSE after a WebSocket failed to open; whether it did. */
+  fallBack() {
+    if (this.mode !== 'auto' || typeof this.EventSource !== 'function' || this.closed) return false;
+    this.transport = 'sse';
+    this.openSse();
+    return true;
+  }
+
+  /**
+   * Opens the SSE stream for everything wanted, resuming at the seqs held.
+   * The browser reconnects a dropped stream by itself (its `Last-Event-ID`
+   * resumes every game); a stream it gave up on (an HTTP error) is retried
+   * with backoff, over the WebSocket again in `auto` when it never opened.
+   */
+  openSse() {
+    this.transport = 'sse';
+    if (!this.wantGames.size && !this.wantLeagues.size) {
+      // A stream follows a fixed set: with nothing to follow there is none
+      // (the hub refuses it); `subscribe` opens one.
+      this.opened();
+      return;
+    }
+    let es;
+    try {
+      es = new this.EventSource(
+        sseStreamUrl(this.sseUrl, {
+          games: [...this.wantGames],
+          leagues: [...this.wantLeagues],
+          since: this.store.since(),
+        }),
+      );
+    } catch (err) {
+      this.emit('error', { code: 'connect_failed', msg: String(err?.message ?? err) });
+      this.retry();
+      return;
+    }
+    this.es = es;
+    let opened = false;
+    es.onopen = () => {
+      opened = true;
+      this.opened();
+      this.timers.stable = setTimeout(() => {
+        this.attempt = 0;
+      }, 5000);
+    };
+    es.onmessage = (ev) => this.onFrame(ev.data);
+    es.onerror = () => {
+      if (this.es !== es) return;
+      if (opened && es.readyState !== 2) {
+        this.setState('reconnecting'); // the browser reconnects and resumes
+        return;
+      }
+      this.drop();
+      // Neither transport opens: the hub is away, not just WebSocket.
+      if (!opened && this.mode === 'auto') this.transport = 'websocket';
+      this.retry();
+    };
+  }
+
+  /** Reopens the SSE stream (its subscriptions are fixed), resuming. */
+  reopen() {
+    this.drop();
+    this.clearTimers();
+    this.openSse();
   }
 
   checkAlive() {
@@ -525,6 +662,12 @@ export class Client {
 
   /** Abandons the current socket without waiting for its close event. */
   drop(code, reason) {
+    const es = this.es;
+    this.es = null;
+    if (es) {
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+    }
     const ws = this.ws;
     this.ws = null;
     if (!ws) return;
@@ -586,6 +729,11 @@ export class Client {
         break;
       case 'gap':
         this.emit('gap', r);
+        if (this.es) {
+          // The stream resumes every other game; this one, without a seq, gets a snapshot.
+          this.reopen();
+          break;
+        }
         // A sub without `since` is a no-op for a game already subscribed on
         // this connection, so unsubscribe first: the sub then brings a snapshot.
         this.send({ op: 'unsub', games: [r.game], leagues: [] });

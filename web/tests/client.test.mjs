@@ -12,6 +12,8 @@ import {
   backoffDelay,
   decodeFrame,
   wsUrl,
+  sseUrl,
+  sseStreamUrl,
   Client,
 } from '../src/scorehub.js';
 
@@ -270,6 +272,133 @@ test('Client resumes with since after a reconnect and resyncs a gap', async () =
     c.close();
   }
   assert.equal(c.state, 'closed');
+});
+
+/** A scripted stand-in for EventSource: JSON text frames with ids. */
+class FakeEventSource {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    FakeEventSource.all.push(this);
+  }
+  close() {
+    this.readyState = 2;
+  }
+  // test helpers
+  accept() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  frame(f) {
+    this.onmessage?.({ data: JSON.stringify(f) });
+  }
+  fail() {
+    this.readyState = 2;
+    this.onerror?.({});
+  }
+}
+
+test('sseUrl and sseStreamUrl address /v1/sse with the subscription and positions', () => {
+  assert.equal(sseUrl('https://hub.test'), 'https://hub.test/v1/sse');
+  assert.equal(sseUrl('wss://hub.test/v1/ws'), 'https://hub.test/v1/sse');
+  assert.equal(sseUrl(undefined, 'http://page.test/console'), 'http://page.test/v1/sse');
+  const u = new URL(
+    sseStreamUrl('http://hub.test/v1/sse', { games: ['nba:a'], leagues: ['nhl'], since: { 'nba:a': 3, 'nhl:b': 4 } }),
+  );
+  assert.equal(u.searchParams.get('games'), 'nba:a');
+  assert.equal(u.searchParams.get('leagues'), 'nhl');
+  assert.equal(u.searchParams.get('last_event_id'), 'nba:a:3,nhl:b:4');
+  assert.equal(new URL(sseStreamUrl('http://hub.test/v1/sse', { games: [], leagues: [], since: {} })).search, '');
+});
+
+test('Client falls back to SSE when a WebSocket cannot open, and keeps its positions', async () => {
+  FakeSocket.all = [];
+  FakeEventSource.all = [];
+  const c = new Client('http://hub.test', {
+    games: ['nba:a'],
+    baseDelayMs: 2,
+    maxDelayMs: 4,
+    WebSocket: FakeSocket,
+    EventSource: FakeEventSource,
+  });
+  const seen = [];
+  const connections = [];
+  c.on('state', (e) => seen.push(`${e.kind}:${e.game}:${e.seq}`));
+  c.on('connection', (e) => connections.push(`${e.state}:${e.transport}`));
+  try {
+    // The WebSocket fails before it opens: a network that blocks it.
+    FakeSocket.all[0].lose();
+    const es1 = FakeEventSource.all[0];
+    assert.ok(es1, 'fell back to SSE at once');
+    assert.equal(es1.url, 'http://hub.test/v1/sse?games=nba%3Aa');
+    es1.accept();
+    es1.frame(snap('nba:a', 2, { home: { score: 0 } }));
+    es1.frame(diff('nba:a', 3, { home: { score: 2 } }));
+    assert.deepEqual(seen, ['snapshot:nba:a:2', 'diff:nba:a:3']);
+    assert.equal(c.get('nba:a').home.score, 2);
+    assert.equal(connections.at(-1), 'live:sse');
+
+    // subscribe() reopens the stream with the new set, resuming where it was.
+    c.subscribe({ leagues: ['nhl'] });
+    assert.equal(es1.readyState, 2, 'the old stream is closed');
+    const es2 = FakeEventSource.all[1];
+    const u = new URL(es2.url);
+    assert.equal(u.searchParams.get('games'), 'nba:a');
+    assert.equal(u.searchParams.get('leagues'), 'nhl');
+    assert.equal(u.searchParams.get('last_event_id'), 'nba:a:3');
+    es2.accept();
+    es2.frame(diff('nba:a', 4, { home: { score: 5 } }));
+    assert.equal(c.get('nba:a').home.score, 5);
+
+    // The hub refuses the stream (an HTTP error): retried with backoff, on SSE.
+    es2.fail();
+    assert.equal(c.state, 'reconnecting');
+    await new Promise((r) => setTimeout(r, 30));
+    const es3 = FakeEventSource.all[2];
+    assert.ok(es3, 'reconnected over SSE');
+    assert.equal(new URL(es3.url).searchParams.get('last_event_id'), 'nba:a:4');
+    // Neither transport opens now: the hub is away, so WebSocket is tried again.
+    es3.fail();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(FakeSocket.all.length, 2, 'the WebSocket is tried again after both failed');
+  } finally {
+    c.close();
+  }
+  assert.equal(c.state, 'closed');
+});
+
+test('Client pinned to one transport does not switch', async () => {
+  FakeSocket.all = [];
+  FakeEventSource.all = [];
+  const ws = new Client('http://hub.test', { transport: 'websocket', baseDelayMs: 2, maxDelayMs: 4, WebSocket: FakeSocket, EventSource: FakeEventSource });
+  FakeSocket.all[0].lose();
+  assert.equal(FakeEventSource.all.length, 0);
+  ws.close();
+  const sse = new Client('http://hub.test', { transport: 'sse', games: ['nba:a'], WebSocket: FakeSocket, EventSource: FakeEventSource });
+  assert.equal(FakeSocket.all.length, 1, 'no WebSocket for a client pinned to SSE');
+  assert.equal(FakeEventSource.all.length, 1);
+  sse.close();
+  // Following nothing, an SSE client opens no stream until it subscribes.
+  const idle = new Client('http://hub.test', { transport: 'sse', EventSource: FakeEventSource });
+  assert.equal(FakeEventSource.all.length, 1, 'no stream for an empty subscription');
+  assert.equal(idle.state, 'live');
+  idle.subscribe({ games: ['nba:a'] });
+  assert.equal(FakeEventSource.all.length, 2);
+  assert.equal(new URL(FakeEventSource.all[1].url).searchParams.get('games'), 'nba:a');
+  idle.close();
+  FakeEventSource.all.pop();
+  // No WebSocket at all in auto (an old or locked-down browser): SSE straight away.
+  const saved = globalThis.WebSocket;
+  delete globalThis.WebSocket;
+  try {
+    const auto = new Client('http://hub.test', { games: ['nba:a'], EventSource: FakeEventSource });
+    assert.equal(FakeEventSource.all.length, 2);
+    assert.equal(auto.transport, 'sse');
+    auto.close();
+  } finally {
+    if (saved !== undefined) globalThis.WebSocket = saved;
+  }
 });
 
 test('the committed bundle web/dist/scorehub.js is built from the current source', async () => {

@@ -491,6 +491,86 @@ test('the scoreboard survives a hub restart and ends in the exact state', async 
   await page.close();
 });
 
+// What a network that blocks WebSocket looks like to a page: no WebSocket at
+// all (some locked-down browsers), or one that fails before it opens (a proxy
+// refusing the upgrade). Either way the client falls back to /v1/sse.
+const NO_WEBSOCKET = () => {
+  delete window.WebSocket;
+  window.WebSocket = undefined;
+};
+const FAILING_WEBSOCKET = () => {
+  window.WebSocket = class BlockedWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      window.__blockedWebSockets = (window.__blockedWebSockets ?? 0) + 1;
+      setTimeout(() => {
+        this.readyState = 3;
+        this.onerror?.(new Event('error'));
+        this.onclose?.({ code: 1006, reason: '' });
+      }, 10);
+    }
+    send() {
+      throw new Error('not open');
+    }
+    close() {}
+  };
+};
+
+test('with WebSocket missing, the scoreboard goes live over SSE, updates, and survives a restart', async () => {
+  const id = 't6:lal-bos';
+  await createGame(id, 'Lakers', 'Celtics');
+  const page = await newPage('scoreboard-sse');
+  await page.addInitScript(NO_WEBSOCKET);
+  await page.goto(`${hub.base}/?games=${id}`);
+  await waitAttr(page, conn, 'data-conn-state', 'live');
+  await waitAttr(page, conn, 'data-conn-transport', 'sse');
+  assert(await page.evaluate(() => typeof window.WebSocket === 'undefined'), 'the page has no WebSocket');
+  await waitText(page, `${card(id)} [data-testid=name-home]`, 'Lakers');
+  await score(id, 'home', 3);
+  await waitText(page, `${card(id)} [data-testid=score-home]`, '3', 5000);
+  await score(id, 'away', 2);
+  await cardMatchesHub(page, id);
+
+  // A restart: the stream ends, the client retries (SSE again) and resumes.
+  const addr = hub.addr;
+  await hub.stop();
+  await waitAttr(page, conn, 'data-conn-state', 'reconnecting', 5000);
+  await hub.start(addr);
+  await score(id, 'home', 1);
+  await waitAttr(page, conn, 'data-conn-state', 'live', 20_000);
+  await waitAttr(page, conn, 'data-conn-transport', 'sse');
+  await cardMatchesHub(page, id);
+  await page.close();
+});
+
+test('with WebSocket blocked, the console posts by clicking and both pages follow over SSE', async () => {
+  const id = 't7:den-phx';
+  await createGame(id, 'Nuggets', 'Suns');
+  const fan = await newPage('scoreboard-sse-2');
+  await fan.addInitScript(FAILING_WEBSOCKET);
+  await fan.goto(`${hub.base}/?league=t7`);
+  await waitAttr(fan, conn, 'data-conn-transport', 'sse');
+  await waitAttr(fan, conn, 'data-conn-state', 'live');
+  assert((await fan.evaluate(() => window.__blockedWebSockets)) >= 1, 'the page tried the WebSocket first');
+  await waitText(fan, `${card(id)} [data-testid=name-away]`, 'Suns');
+
+  const keeper = await newPage('console-sse');
+  await keeper.addInitScript(FAILING_WEBSOCKET);
+  await openConsole(keeper, id);
+  await waitText(keeper, '#live-home', '0');
+  await keeper.bringToFront();
+  await keeper.click(pad('home', 2));
+  await keeper.click(pad('away', 3));
+  await waitAttr(keeper, '#pending', 'data-pending', '0', 10_000);
+  await waitText(keeper, '#live-home', '2');
+  await waitText(fan, `${card(id)} [data-testid=score-home]`, '2');
+  await waitText(fan, `${card(id)} [data-testid=score-away]`, '3');
+  await cardMatchesHub(fan, id);
+  await keeper.close();
+  await fan.close();
+});
+
 test('screenshots of both pages', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const games = [
