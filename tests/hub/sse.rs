@@ -179,7 +179,10 @@ impl Stream {
                 panic!("unexpected line {line:?} in {block:?}");
             }
         }
-        data.map(|data| Event { id, data })
+        // Occupancy events (`t:"o"`, about once a second while the count
+        // moves) are skipped, as `Fan` skips them on the WebSocket.
+        data.filter(|d: &Value| d["t"] != "o")
+            .map(|data| Event { id, data })
     }
 
     /// Reads events into `state` until it holds `game` at `seq`; the id of
