@@ -121,7 +121,9 @@ impl Api {
         bail!("PUT {url} answered {status}{hint}; body: {text}");
     }
 
-    /// Reads game `id`'s current state with `GET /v1/games/{id}`.
+    /// Reads game `id`'s current state with `GET /v1/games/{id}`: the
+    /// state's fields, without the `watching` count beside them (fans'
+    /// states do not hold it, and it moves while fans come and go).
     pub(crate) async fn game(&self, id: &str) -> Result<Value> {
         let url = format!("{}/v1/games/{id}", self.base);
         let response = self
@@ -135,10 +137,14 @@ impl Api {
             let text = short_body(response).await;
             bail!("GET {url} answered {status}; body: {text}");
         }
-        response
+        let mut state: Value = response
             .json()
             .await
-            .with_context(|| format!("GET {url}: the body is not JSON"))
+            .with_context(|| format!("GET {url}: the body is not JSON"))?;
+        if let Some(fields) = state.as_object_mut() {
+            fields.remove("watching");
+        }
+        Ok(state)
     }
 
     /// One page of game `id`'s event history (`GET /v1/games/{id}/events`)

@@ -15,7 +15,8 @@
 //! frame, all of the default type `message` (so `EventSource.onmessage` gets
 //! them all; `t` inside says what it is), `data:` the frame's map as JSON:
 //! snapshot `{"t":"s","g","q","d"}`, diff `{"t":"d","g","q","d","ts"}`,
-//! error `{"t":"e","code","msg","g"?}`. Snapshots and diffs carry an `id:`
+//! error `{"t":"e","code","msg","g"?}`, occupancy `{"t":"o","g","n"}`.
+//! Snapshots and diffs carry an `id:`
 //! with the position of every followed game (`nba:a:17,nhl:b:4`; see
 //! `position`), so a browser's own reconnect resumes them all. Comments
 //! (`: keep-alive`) every `ws.ping_interval` keep proxies from cutting an
