@@ -34,12 +34,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::event::{self, KEEP_ALIVE};
 use super::position::Positions;
-use crate::codec::{self, ClientMsg, FrameKind};
-use crate::domain::GameId;
+use crate::codec::{self, ClientMsg};
 use crate::fanout::outbox::{Item, Outbox, Take};
 use crate::limits::Slot;
 use crate::metrics as m;
-use crate::ws::{Conn, Subscriptions, handle_msg, teardown};
+use crate::ws::{
+    Conn, FrameCounts, Subscriptions, handle_msg, request_resyncs, teardown, until_stuck,
+};
 
 /// Chunks of event text waiting for the response body.
 pub(crate) const BODY_CHUNKS: usize = 8;
@@ -121,7 +122,7 @@ pub(crate) async fn run(
     } else {
         tokio::select! {
             end = pump(&conn, &mut positions, &body) => end,
-            end = watch_stuck(&conn) => end,
+            () = until_stuck(&conn) => End::Stuck,
             () = body.closed() => End::ClientGone,
         }
     };
@@ -235,63 +236,5 @@ async fn send(conn: &Conn, body: &mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::ClientGone),
         Err(_) => Err(End::WriteStalled),
-    }
-}
-
-/// Asks each conflated game's actor for one fresh snapshot once the queue
-/// has drained; `asked` remembers requests in flight.
-async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
-    let stale = conn.outbox.stale_when_drained();
-    asked.retain(|g| stale.contains(g));
-    for game in stale {
-        if asked.insert(game.clone()) {
-            conn.games().resync(&game, conn.id).await;
-        }
-    }
-}
-
-/// Ends the stream once its outbox has stayed conflated for `ws.stuck_timeout`.
-async fn watch_stuck(conn: &Conn) -> End {
-    let limit = conn.cfg().stuck_timeout;
-    loop {
-        match conn.outbox.conflated_since() {
-            Some(since) if since.elapsed() >= limit => return End::Stuck,
-            Some(since) => tokio::time::sleep_until(since + limit).await,
-            None => conn.outbox.conflation_started().await,
-        }
-    }
-}
-
-/// Events sent in one batch, by kind, recorded once per batch.
-#[derive(Debug, Default)]
-struct FrameCounts {
-    snapshots: u64,
-    diffs: u64,
-    errors: u64,
-    occupancy: u64,
-}
-
-impl FrameCounts {
-    fn add(&mut self, kind: Option<FrameKind>) {
-        match kind {
-            Some(FrameKind::Snapshot) => self.snapshots += 1,
-            Some(FrameKind::Diff) => self.diffs += 1,
-            Some(FrameKind::Error) => self.errors += 1,
-            Some(FrameKind::Occupancy) => self.occupancy += 1,
-            Some(FrameKind::Pong) | None => {}
-        }
-    }
-
-    fn record(&self) {
-        for (kind, n) in [
-            (FrameKind::Snapshot, self.snapshots),
-            (FrameKind::Diff, self.diffs),
-            (FrameKind::Error, self.errors),
-            (FrameKind::Occupancy, self.occupancy),
-        ] {
-            if n > 0 {
-                m::frames_sent(kind).increment(n);
-            }
-        }
     }
 }

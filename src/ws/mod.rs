@@ -37,6 +37,7 @@ pub(crate) use handler::{WsQuery, ws_handler};
 pub(crate) use reader::handle_msg;
 pub(crate) use session::Conn;
 pub(crate) use subscriptions::Subscriptions;
+pub(crate) use writer::{FrameCounts, request_resyncs, until_stuck};
 
 #[cfg(test)]
 mod goodbye_tests;

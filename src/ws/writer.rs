@@ -124,8 +124,9 @@ pub(super) async fn timed<E: std::fmt::Display>(
 }
 
 /// Asks each conflated game's actor for one fresh snapshot, once the queue
-/// has drained. `asked` remembers requests still in flight.
-async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
+/// has drained. `asked` remembers requests still in flight. (Also the SSE
+/// stream's: it drains the same outbox.)
+pub(crate) async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
     let stale = conn.outbox.stale_when_drained();
     asked.retain(|g| stale.contains(g));
     for game in stale {
@@ -139,7 +140,7 @@ async fn request_resyncs(conn: &Conn, asked: &mut HashSet<GameId>) {
 
 /// Frames written in one batch, by kind, recorded once per batch.
 #[derive(Debug, Default)]
-struct FrameCounts([u64; 5]);
+pub(crate) struct FrameCounts([u64; 5]);
 
 impl FrameCounts {
     const KINDS: [FrameKind; 5] = [
@@ -150,13 +151,15 @@ impl FrameCounts {
         FrameKind::Occupancy,
     ];
 
-    fn add(&mut self, kind: Option<FrameKind>) {
+    /// Counts one frame of `kind` (none: not a frame we count).
+    pub(crate) fn add(&mut self, kind: Option<FrameKind>) {
         if let Some(i) = Self::KINDS.iter().position(|k| Some(*k) == kind) {
             self.0[i] += 1;
         }
     }
 
-    fn record(&self) {
+    /// Adds the counts to `scorehub_frames_sent_total`.
+    pub(crate) fn record(&self) {
         for (kind, n) in Self::KINDS.iter().zip(self.0) {
             if n > 0 {
                 m::frames_sent(*kind).increment(n);
@@ -169,10 +172,17 @@ impl FrameCounts {
 /// `ws.stuck_timeout`. Polled beside the writer, so it fires even while a
 /// socket write is blocked on a fan that does not read.
 pub(super) async fn watch_stuck(conn: &Conn) -> End {
+    until_stuck(conn).await;
+    End::Stuck
+}
+
+/// Returns once `conn`'s outbox has stayed conflated for `ws.stuck_timeout`
+/// (the WebSocket session's and the SSE stream's stuck watch).
+pub(crate) async fn until_stuck(conn: &Conn) {
     let limit = conn.cfg().stuck_timeout;
     loop {
         match conn.outbox.conflated_since() {
-            Some(since) if since.elapsed() >= limit => return End::Stuck,
+            Some(since) if since.elapsed() >= limit => return,
             Some(since) => tokio::time::sleep_until(since + limit).await,
             None => conn.outbox.conflation_started().await,
         }
