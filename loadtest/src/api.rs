@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 /// How long one HTTP request to the hub may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `GET /metrics` may take: the window's edges wait for it.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A cheap-to-clone client for one hub.
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
@@ -189,6 +192,28 @@ impl Api {
             .collect();
         let next = page.get("next").and_then(Value::as_u64).unwrap_or(since);
         Ok((entries, next))
+    }
+
+    /// The hub's Prometheus page (`GET /metrics`, text exposition format).
+    /// Bounded by [`METRICS_TIMEOUT`], as it is read at the measured window's edges.
+    pub(crate) async fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .timeout(METRICS_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = short_body(response).await;
+            bail!("GET {url} answered {status}; body: {text}");
+        }
+        response
+            .text()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))
     }
 
     /// Posts one event to game `id`. A transport failure is an `Err`; every

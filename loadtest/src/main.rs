@@ -18,7 +18,8 @@
 //! spread over 127.0.0.0/8) → wait for their snapshots → sample memory with
 //! every fan idle → connect the stalled clients, if any → post events (and
 //! churn fans) during warm-up and the measured window, sampling CPU at the
-//! window's edges and hub memory through it → read and close the stalled
+//! window's edges (and the hubs' latency histograms from `/metrics`) and hub
+//! memory through it → read and close the stalled
 //! clients → wait for fans to catch up → compare states → report → stop the
 //! hubs. The whole run is bounded in time; exit code 0 when correct, 1 when a
 //! correctness counter is non-zero, 2 when the run could not be carried out.
@@ -47,6 +48,8 @@
 //! - `churn`: fans leaving and joining, and the check of their lifetimes.
 //! - `merge`: JSON Merge Patch (RFC 7386), independent of the hub's.
 //! - `check`: catching up and the final state comparison.
+//! - `hub_metrics`: the hubs' own fan-out and event-route latency histograms,
+//!   read from `GET /metrics` at the window's edges.
 //! - `system`: open-file limit, CPU time and RSS from `/proc`.
 //! - `report`: the result as a table or JSON, and the verdict.
 
@@ -57,6 +60,7 @@ mod cluster;
 mod dial;
 mod failover;
 mod fan;
+mod hub_metrics;
 mod launch;
 mod merge;
 mod nodes;

@@ -8,6 +8,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::{
     failover::{FailoverReport, LossCheck},
+    hub_metrics::HubLatency,
     scenario::Scenario,
     stalled,
     system::{FdLimit, MachineReport, ProcessKind, ProcessReport, RssSeries},
@@ -397,6 +398,11 @@ pub(crate) struct Report {
     pub(crate) events_skipped: u64,
     /// Round trip of `POST /v1/games/{id}/events`, ms.
     pub(crate) post_latency_ms: Latency,
+    /// The event route's request duration as the hubs measured it
+    /// (`scorehub_http_request_duration_seconds{route="/v1/games/{id}/events"}`),
+    /// summed over hubs, in the window; bucket upper bounds, ms. `None` when
+    /// a hub's `/metrics` could not be read (see `notes`).
+    pub(crate) hub_post_ms: Option<HubLatency>,
 
     /// Diff frames received while measuring, over all fans.
     pub(crate) deliveries: u64,
@@ -414,6 +420,10 @@ pub(crate) struct Report {
     /// Send → receive latency, µs, of events posted to another hub than the
     /// fan's (cluster: node A → a fan on node B ≠ A; two-nodes: every event).
     pub(crate) cross_node_send_latency_us: Latency,
+    /// Fan-out time as the hubs measured it (`scorehub_fanout_seconds`: an
+    /// event's receipt → its frame handed to every local fan), summed over
+    /// hubs, in the window; bucket upper bounds, ms. `None` as for `hub_post_ms`.
+    pub(crate) hub_fanout_ms: Option<HubLatency>,
     /// Measured diffs whose send time was not known (not posted by this run).
     pub(crate) send_unmatched: u64,
     /// Diffs stamped in the future by the local clock (hub on another clock).
@@ -574,6 +584,7 @@ impl Report {
                 ),
             ),
             ("post ms", self.post_latency_ms.line()),
+            ("  hub side ms", hub_line(self.hub_post_ms.as_ref())),
             (
                 "deliveries",
                 format!(
@@ -590,6 +601,7 @@ impl Report {
                 self.cross_node_send_latency_us.line_with(0),
             ));
         }
+        rows.push(("hub fan-out ms", hub_line(self.hub_fanout_ms.as_ref())));
         rows.extend(self.stalled.rows());
         if self.send_unmatched > 0 {
             rows.push((
@@ -913,6 +925,38 @@ impl Report {
     }
 }
 
+/// A hub-side row: bucket bounds of p50, p90 and p99 with the count, like
+/// [`Latency::line`]; "unknown" when the hubs' `/metrics` could not be read.
+fn hub_line(latency: Option<&HubLatency>) -> String {
+    let Some(latency) = latency else {
+        return "unknown (the hubs' /metrics could not be read; see the notes)".into();
+    };
+    if latency.count == 0 {
+        return "no samples (hub side)".into();
+    }
+    let bound = |value: Option<f64>, above: bool| match (value, above) {
+        (Some(ms), _) => format!("≤ {}", short_ms(ms)),
+        (None, true) => latency.last_le.map_or_else(
+            || "> last bucket".into(),
+            |ms| format!("> {}", short_ms(ms)),
+        ),
+        (None, false) => "?".into(),
+    };
+    format!(
+        "p50 {}  p90 {}  p99 {}  (n={}, hub side, bucket bounds)",
+        bound(latency.p50_le, latency.above[0]),
+        bound(latency.p90_le, latency.above[1]),
+        bound(latency.p99_le, latency.above[2]),
+        latency.count
+    )
+}
+
+/// Milliseconds without trailing zeros: `0.05`, `2.5`, `10`.
+fn short_ms(ms: f64) -> String {
+    let text = format!("{ms:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Cores used by unwatched processes above which the table warns.
 const OTHER_CORES_WARNING: f64 = 0.1;
 
@@ -1195,6 +1239,53 @@ mod tests {
         assert!(!none.table().contains("stalled"), "{}", none.table());
         let json = serde_json::to_value(&none).expect("encodes");
         assert_eq!(json["stalled"]["asked"], 0);
+    }
+
+    #[test]
+    fn hub_side_latency_gets_a_row_each_and_keeps_unknown_as_null() {
+        use crate::hub_metrics::HubLatency;
+        let report = Report {
+            hub_fanout_ms: Some(HubLatency {
+                count: 200,
+                p50_le: Some(0.25),
+                p90_le: Some(1.0),
+                p99_le: None,
+                last_le: Some(1000.0),
+                above: [false, false, true],
+            }),
+            hub_post_ms: None,
+            ..Report::default()
+        };
+        let table = report.table();
+        let row = |label: &str| {
+            table
+                .lines()
+                .find(|line| line.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} row: {table}"))
+                .to_string()
+        };
+        assert!(
+            row("hub fan-out ms")
+                .ends_with("p50 ≤ 0.25  p90 ≤ 1  p99 > 1000  (n=200, hub side, bucket bounds)"),
+            "{table}"
+        );
+        assert!(row("hub side ms").contains("unknown"), "{table}");
+        let json = serde_json::to_value(&report).expect("encodes");
+        assert_eq!(
+            json["hub_fanout_ms"],
+            serde_json::json!({"count": 200, "p50_le": 0.25, "p90_le": 1.0, "p99_le": null})
+        );
+        assert!(json["hub_post_ms"].is_null(), "{json:#}");
+        // The fields the plotting scripts read are still there.
+        for key in ["post_latency_ms", "latency_ms", "send_latency_us"] {
+            assert!(json[key]["p99"].is_number(), "{key}");
+        }
+
+        let empty = Report {
+            hub_post_ms: Some(HubLatency::default()),
+            ..Report::default()
+        };
+        assert!(empty.table().contains("no samples (hub side)"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The phases of one run, in order: hubs → games → memory before → fans →
 //! snapshots → memory idle → stalled clients → events (and churn) with CPU
-//! sampled at the window's edges and memory through it → memory at the end →
-//! stalled clients read and closed → catch-up → comparison → report → hubs
-//! stopped.
+//! and the hubs' `/metrics` sampled at the window's edges and memory through
+//! it → memory at the end → stalled clients read and closed → catch-up →
+//! comparison → report → hubs stopped.
 
 use std::{
     collections::VecDeque,
@@ -25,6 +25,7 @@ use crate::{
     cluster, dial,
     failover::{self, Acks, FailoverReport, FailoverWatch},
     fan::{self, FanCounters, FanKind, FanNode, FanOutcome, FanShared, FanSpec, Leave, Progress},
+    hub_metrics::{self, Histogram},
     launch::{self, Launched},
     nodes::HubUrls,
     poster::{self, PosterPlan, latency_histogram},
@@ -217,6 +218,11 @@ async fn measure(
     for node_api in &node_apis {
         node_api.health().await?;
     }
+    // Every hub once, for its own latency histograms at the window's edges.
+    let metrics_apis = scraped_hubs(hubs)
+        .iter()
+        .map(|node| Api::new(&node.http, &hubs.token, 1))
+        .collect::<Result<Vec<_>>>()?;
     if hubs.info.started {
         api.wait_ready(READY_WAIT).await?;
         for node_api in &node_apis {
@@ -441,6 +447,7 @@ async fn measure(
         Some(probe) => probe.commandstats().await,
         None => Vec::new(),
     };
+    let hub_pages_before = hub_metrics::scrape(&metrics_apis).await;
     meter.sample_cpu(false);
     let window_start_ns = sent.now_ns();
     measuring.store(true, Ordering::Relaxed);
@@ -464,6 +471,7 @@ async fn measure(
     let measured = sleep_unless_interrupted(plan.duration, interrupted).await;
     measuring.store(false, Ordering::Relaxed);
     meter.sample_cpu(true);
+    let hub_pages_after = hub_metrics::scrape(&metrics_apis).await;
     let commands_after = match &probe {
         Some(probe) => probe.commandstats().await,
         None => Vec::new(),
@@ -633,6 +641,10 @@ async fn measure(
         Some(posted) => posted,
         None => poster::PosterTotals::new()?,
     };
+    let (hub_fanout, fanout_note) =
+        hub_metrics::report(Histogram::Fanout, &hub_pages_before, &hub_pages_after);
+    let (hub_post, post_note) =
+        hub_metrics::report(Histogram::Post, &hub_pages_before, &hub_pages_after);
     let mut mismatch_samples = states.samples;
     mismatch_samples.extend(churn_check.samples);
     let mut report = Report {
@@ -664,12 +676,14 @@ async fn measure(
         events_duplicate_replies: posted.duplicate_replies,
         events_skipped: posted.skipped,
         post_latency_ms: Latency::from_micros(&posted.latency),
+        hub_post_ms: hub_post,
         deliveries: counters.deliveries,
         deliveries_per_s: counters.deliveries as f64 / secs,
         snapshots: counters.snapshots,
         latency_ms: latency,
         send_latency_us: send_latency,
         cross_node_send_latency_us: cross_latency,
+        hub_fanout_ms: hub_fanout,
         events_lost: cluster_report.as_ref().map_or(0, |c| c.losses.lost),
         cluster: cluster_report,
         send_unmatched: counters.send_unmatched,
@@ -713,6 +727,9 @@ async fn measure(
             .push("--no-state-check: churned fans' states were not checked".into());
     }
     report.notes.extend(kill_note);
+    report
+        .notes
+        .extend(fanout_note.into_iter().chain(post_note));
     if let Some((mismatches, sample)) = recheck {
         report.state_mismatches_rechecked = Some(mismatches);
         report.notes.push(format!(
@@ -726,6 +743,21 @@ async fn measure(
     }
     report.judge();
     Ok(report)
+}
+
+/// Every hub of the run once (the scorekeeper, fan nodes and posters), in
+/// that order: the hubs whose `/metrics` are read.
+fn scraped_hubs(hubs: &Hubs) -> Vec<&HubUrls> {
+    let mut all: Vec<&HubUrls> = Vec::new();
+    for node in std::iter::once(&hubs.scorekeeper)
+        .chain(&hubs.fan_nodes)
+        .chain(&hubs.posters)
+    {
+        if !all.iter().any(|seen| seen.http == node.http) {
+            all.push(node);
+        }
+    }
+    all
 }
 
 /// A prefix for `event_id`s that differs between runs, so that re-running

@@ -90,6 +90,14 @@ fn assert_measured(output: &Output, report: &Value, hubs: usize) {
             .is_some_and(|n| n > 0),
         "{report:#}"
     );
+    // The hubs' own histograms, read from their /metrics at the window's edges.
+    for key in ["hub_fanout_ms", "hub_post_ms"] {
+        assert!(
+            report[key]["count"].as_u64().is_some_and(|n| n > 0),
+            "{key}: {report:#}"
+        );
+        assert!(report[key]["p50_le"].is_number(), "{key}: {report:#}");
+    }
     assert!(
         report["notes"].as_array().is_some_and(Vec::is_empty),
         "the hubs did not stop cleanly: {report:#}"
