@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::api::Api;
 
 /// Histogram: event accepted → frame handed to every local socket writer.
+/// A hub applying another hub's diffs (two-nodes, cluster) records the
+/// wall-clock lag from the frame's `ts` instead, in whole milliseconds.
 pub(crate) const FANOUT: &str = "scorehub_fanout_seconds";
 
 /// Histogram `{route}`: HTTP request latency by route template.
