@@ -135,6 +135,7 @@ fn actor_apply(c: &mut Criterion) {
         mailbox: 1024,
         history: 256,
         fan_shards: 2,
+        fan_pool: None,
     };
 
     let mut g = c.benchmark_group("actor_apply");
@@ -149,7 +150,7 @@ fn actor_apply(c: &mut Criterion) {
             history: VecDeque::new(),
             lost: 0,
         };
-        let handle = rt.block_on(async { GameHandle::spawn(restored, log.clone(), cfg) });
+        let handle = rt.block_on(async { GameHandle::spawn(restored, log.clone(), cfg.clone()) });
         let fans = Arc::new(outboxes(n));
         rt.block_on(async {
             for ob in fans.iter() {

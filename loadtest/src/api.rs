@@ -24,6 +24,16 @@ pub(crate) struct Api {
     bearer: Arc<str>,
 }
 
+fn client(pool_size: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(pool_size)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")
+}
+
 /// What the hub answered to one posted event.
 #[derive(Debug)]
 pub(crate) enum PostReply {
@@ -43,17 +53,20 @@ pub(crate) enum PostReply {
 impl Api {
     /// A client for the hub at `base` (an `http://` URL), authenticating with `token`.
     pub(crate) fn new(base: &str, token: &str, pool_size: usize) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(pool_size)
-            .tcp_nodelay(true)
-            .build()
-            .context("building the HTTP client")?;
         Ok(Self {
-            client,
+            client: client(pool_size)?,
             base: base.trim_end_matches('/').into(),
             bearer: format!("Bearer {token}").into(),
+        })
+    }
+
+    /// A client for the same hub with a connection pool of its own (its
+    /// connections driven by the runtime that opens them).
+    pub(crate) fn with_own_pool(&self, pool_size: usize) -> Result<Self> {
+        Ok(Self {
+            client: client(pool_size)?,
+            base: Arc::clone(&self.base),
+            bearer: Arc::clone(&self.bearer),
         })
     }
 

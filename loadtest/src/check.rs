@@ -247,7 +247,7 @@ fn differ(track: &Track, expected: &Value) -> Option<String> {
             "fan at seq {seq}, hub at seq {}",
             hub_seq.map_or_else(|| "?".into(), |s| s.to_string())
         )),
-        (Some(_), Some(state)) if state != expected => Some(format!(
+        (Some(_), Some(state)) if **state != *expected => Some(format!(
             "same seq, different state: fan {} hub {}",
             clip(state),
             clip(expected)
@@ -285,7 +285,7 @@ mod tests {
             tracks: vec![Track {
                 game: 0,
                 seq,
-                state,
+                state: state.map(std::sync::Arc::new),
             }],
             checkpoints: Vec::new(),
             history: Vec::new(),

@@ -29,7 +29,6 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
@@ -37,7 +36,7 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use crate::{
     churn::{Checkpoint, History, state_hash},
     dial,
-    merge::merge_patch,
+    frames::{Frame, FrameCache},
     rotation::Rotation,
     sent::{Sent, SentTimes},
 };
@@ -94,6 +93,8 @@ pub(crate) struct FanShared {
     pub(crate) sent: Arc<SentTimes>,
     /// Which game of each slot is current (`--game-events`).
     pub(crate) rotation: Arc<Rotation>,
+    /// Frames decoded once for every fan (see [`crate::frames`]).
+    pub(crate) frames: Arc<FrameCache>,
 }
 
 /// What a fan is for, beyond counting.
@@ -253,34 +254,7 @@ pub(crate) struct Track {
     pub(crate) seq: Option<u64>,
     /// The state rebuilt from the frames (`None` before the first snapshot, or
     /// when state checking is off).
-    pub(crate) state: Option<Value>,
-}
-
-/// A server frame, decoded with every key optional so that malformed frames are
-/// counted instead of failing the fan.
-#[derive(Debug, Deserialize)]
-struct Frame<'a> {
-    /// Kind: `s` snapshot, `d` diff, `e` error, `p` pong.
-    #[serde(borrow)]
-    t: &'a str,
-    /// Game id.
-    #[serde(borrow, default)]
-    g: Option<&'a str>,
-    /// Sequence number.
-    #[serde(default)]
-    q: Option<u64>,
-    /// Full state (snapshot) or merge patch (diff).
-    #[serde(default)]
-    d: Option<Value>,
-    /// Server ingest time of a diff, Unix ms.
-    #[serde(default)]
-    ts: Option<u64>,
-    /// Error code.
-    #[serde(borrow, default)]
-    code: Option<&'a str>,
-    /// Error message.
-    #[serde(borrow, default)]
-    msg: Option<&'a str>,
+    pub(crate) state: Option<Arc<Value>>,
 }
 
 /// When a frame arrived, and whether it counts.
@@ -336,6 +310,8 @@ pub(crate) struct Book {
     history: Vec<History>,
     /// The first error frame or malformed frame, for the report.
     first_problem: Option<String>,
+    /// Frames decoded (and patches applied) by other fans too.
+    frames: Arc<FrameCache>,
 }
 
 impl Book {
@@ -380,7 +356,15 @@ impl Book {
             checkpoints: Vec::new(),
             history,
             first_problem: None,
+            frames: Arc::default(),
         }
+    }
+
+    /// Shares decoded frames and patched states with the other fans of
+    /// `frames` (see [`crate::frames`]).
+    pub(crate) fn sharing(mut self, frames: Arc<FrameCache>) -> Self {
+        self.frames = frames;
+        self
     }
 
     /// Says which of the hubs events are posted to is the fan's own node,
@@ -430,24 +414,24 @@ impl Book {
         if !self.unmatched.is_empty() {
             self.match_sends(sent);
         }
-        let frame: Frame<'_> = match rmp_serde::from_slice(bytes) {
+        let frame = match self.frames.decode(bytes) {
             Ok(frame) => frame,
             Err(e) => {
                 self.problem(format!("undecodable frame: {e}"));
                 return None;
             }
         };
-        match frame.t {
-            "s" => self.on_snapshot(frame),
-            "d" => self.on_diff(frame, at, sent),
+        match &*frame.t {
+            "s" => self.on_snapshot(&frame),
+            "d" => self.on_diff(&frame, at, sent),
             "e" => {
                 self.counters.error_frames += 1;
                 if self.first_problem.is_none() {
                     self.first_problem = Some(format!(
                         "error frame: code={} msg={} game={}",
-                        frame.code.unwrap_or("?"),
-                        frame.msg.unwrap_or("?"),
-                        frame.g.unwrap_or("-")
+                        frame.code.as_deref().unwrap_or("?"),
+                        frame.msg.as_deref().unwrap_or("?"),
+                        frame.g.as_deref().unwrap_or("-")
                     ));
                 }
                 None
@@ -471,8 +455,8 @@ impl Book {
 
     /// The slot of the game a frame names, counting a bad frame when it names
     /// none or one this fan does not follow.
-    fn slot(&mut self, frame: &Frame<'_>) -> Option<usize> {
-        let Some(g) = frame.g else {
+    fn slot(&mut self, frame: &Frame) -> Option<usize> {
+        let Some(g) = frame.g.as_deref() else {
             self.problem(format!("frame t={} without g", frame.t));
             return None;
         };
@@ -486,9 +470,9 @@ impl Book {
     }
 
     /// A snapshot resets the game's seq and state.
-    fn on_snapshot(&mut self, frame: Frame<'_>) -> Option<(usize, u64)> {
-        let slot = self.slot(&frame)?;
-        let (Some(q), Some(d)) = (frame.q, frame.d) else {
+    fn on_snapshot(&mut self, frame: &Frame) -> Option<(usize, u64)> {
+        let slot = self.slot(frame)?;
+        let (Some(q), Some(d)) = (frame.q, frame.d.clone()) else {
             self.problem("snapshot without q or d".into());
             return None;
         };
@@ -513,21 +497,16 @@ impl Book {
                     }
                 }
             }
-            track.state = Some(d);
+            track.state = Some(self.frames.intern(&d));
         }
         Some((slot, q))
     }
 
     /// A diff must follow the last seq by exactly one; it is applied when it
     /// moves forward (also across a gap, so that later frames keep being checked).
-    fn on_diff(
-        &mut self,
-        frame: Frame<'_>,
-        at: &Receipt,
-        sent: &SentTimes,
-    ) -> Option<(usize, u64)> {
-        let slot = self.slot(&frame)?;
-        let (Some(q), Some(d)) = (frame.q, frame.d) else {
+    fn on_diff(&mut self, frame: &Frame, at: &Receipt, sent: &SentTimes) -> Option<(usize, u64)> {
+        let slot = self.slot(frame)?;
+        let (Some(q), Some(_)) = (frame.q, &frame.d) else {
             self.problem("diff without q or d".into());
             return None;
         };
@@ -572,7 +551,7 @@ impl Book {
         }
         track.seq = Some(q);
         if let Some(state) = track.state.as_mut() {
-            merge_patch(state, &d);
+            *state = frame.apply(state);
             if let Some(history) = self.history.get_mut(slot) {
                 history.set(q, state_hash(state));
             }
@@ -869,7 +848,8 @@ pub(crate) async fn run_fan(
         .get(spec.node)
         .expect("a fan's node index is within FanShared::nodes");
     let mut book = Book::new(&spec.games, &shared.game_ids, shared.check_state, record)
-        .posted_here(node.poster);
+        .posted_here(node.poster)
+        .sharing(Arc::clone(&shared.frames));
     let url = ws_url(&node.ws_base, &shared.game_ids, &spec);
     let mut outcome = FanOutcome {
         index: spec.index,
@@ -1166,7 +1146,7 @@ mod tests {
         assert_eq!(b.tracks[0].seq, Some(4));
         assert_eq!(
             b.tracks[0].state,
-            Some(json!({"seq": 4, "home": {"score": 2}}))
+            Some(std::sync::Arc::new(json!({"seq": 4, "home": {"score": 2}})))
         );
         assert_eq!(b.pending_latency, vec![500_000, 500_000]);
     }

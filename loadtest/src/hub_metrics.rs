@@ -110,6 +110,33 @@ pub(crate) fn parse_buckets(
     ))
 }
 
+/// Reads histogram `name`'s `_sum` (seconds in all) over the series whose
+/// labels include every `(label, value)` of `filter`; 0 without one.
+pub(crate) fn parse_sum(text: &str, name: &str, filter: &[(&str, &str)]) -> Result<f64, String> {
+    let series = format!("{name}_sum");
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix(series.as_str()) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let (labels, value) =
+            split_labels(rest).map_err(|e| format!("{series}: {e} in line {line:?}"))?;
+        if filter
+            .iter()
+            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        {
+            sum += value
+                .parse::<f64>()
+                .map_err(|e| format!("{series}: {e} in line {line:?}"))?;
+        }
+    }
+    Ok(sum)
+}
+
 /// A series' labels, `(name, unescaped value)`, in the order written.
 type Labels = Vec<(String, String)>;
 
@@ -238,6 +265,8 @@ pub(crate) struct HubLatency {
     pub(crate) p90_le: Option<f64>,
     /// Upper bound of the 99th percentile's bucket, ms.
     pub(crate) p99_le: Option<f64>,
+    /// The mean, ms, exact (from the histogram's sum); `null` without samples.
+    pub(crate) mean: Option<f64>,
     /// The largest finite bound, ms, for "> X ms" when a quantile is above it.
     #[serde(skip)]
     pub(crate) last_le: Option<f64>,
@@ -248,7 +277,7 @@ pub(crate) struct HubLatency {
 
 impl HubLatency {
     /// Summarises `buckets` (bounds in seconds) in milliseconds.
-    pub(crate) fn from_seconds(buckets: &Buckets) -> Self {
+    pub(crate) fn from_seconds(buckets: &Buckets, sum_s: f64) -> Self {
         let ms = |s: f64| (s * 1e9).round() / 1e6;
         let at = |q| quantile_le(buckets, q);
         let [p50, p90, p99] = [at(0.50), at(0.90), at(0.99)];
@@ -259,6 +288,8 @@ impl HubLatency {
             p50_le: finite(p50),
             p90_le: finite(p90),
             p99_le: finite(p99),
+            mean: (buckets.total() > 0)
+                .then(|| (sum_s / buckets.total() as f64 * 1e6).round() / 1e3),
             last_le: buckets
                 .0
                 .iter()
@@ -282,11 +313,15 @@ pub(crate) enum Histogram {
 
 impl Histogram {
     /// Parses this histogram out of one scrape.
-    fn parse(self, text: &str) -> Result<Buckets, String> {
-        match self {
-            Histogram::Fanout => parse_buckets(text, FANOUT, &[]),
-            Histogram::Post => parse_buckets(text, HTTP_DURATION, &[("route", EVENT_ROUTE)]),
-        }
+    fn parse(self, text: &str) -> Result<(Buckets, f64), String> {
+        let (name, filter): (_, &[(&str, &str)]) = match self {
+            Histogram::Fanout => (FANOUT, &[]),
+            Histogram::Post => (HTTP_DURATION, &[("route", EVENT_ROUTE)]),
+        };
+        Ok((
+            parse_buckets(text, name, filter)?,
+            parse_sum(text, name, filter)?,
+        ))
     }
 
     /// Its name in notes.
@@ -324,24 +359,28 @@ pub(crate) fn window(
     if before.is_empty() {
         return Err("no hub to scrape".into());
     }
-    let mut sum = Buckets::default();
+    let mut all = Buckets::default();
+    let mut seconds = 0.0;
     for ((hub, start), (_, end)) in before.iter().zip(after) {
-        let in_window =
+        let (in_window, sum) =
             one_hub(histogram, start, end).map_err(|e| format!("{hub}/metrics: {e}"))?;
-        sum.add(&in_window);
+        all.add(&in_window);
+        seconds += sum;
     }
-    Ok(HubLatency::from_seconds(&sum))
+    Ok(HubLatency::from_seconds(&all, seconds))
 }
 
-/// `histogram` between one hub's two pages.
+/// `histogram` between one hub's two pages, and the seconds it summed.
 fn one_hub(
     histogram: Histogram,
     start: &Result<String, String>,
     end: &Result<String, String>,
-) -> Result<Buckets, String> {
+) -> Result<(Buckets, f64), String> {
     let start = start.as_ref().map_err(Clone::clone)?;
     let end = end.as_ref().map_err(Clone::clone)?;
-    between(&histogram.parse(start)?, &histogram.parse(end)?)
+    let (first, first_sum) = histogram.parse(start)?;
+    let (last, last_sum) = histogram.parse(end)?;
+    Ok((between(&first, &last)?, (last_sum - first_sum).max(0.0)))
 }
 
 /// `window`'s result for the report, and a note when it is unknown.
@@ -489,8 +528,9 @@ scorehub_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 40
             (1.0, 98),
             (f64::INFINITY, 100),
         ]);
-        let s = HubLatency::from_seconds(&h);
+        let s = HubLatency::from_seconds(&h, 0.25);
         assert_eq!(s.count, 100);
+        assert_eq!(s.mean, Some(2.5), "0.25 s over 100 samples");
         assert_eq!(s.p50_le, Some(2.5));
         assert_eq!(s.p90_le, Some(2.5));
         assert_eq!(s.p99_le, None);
@@ -499,10 +539,11 @@ scorehub_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 40
         let json = serde_json::to_value(s).expect("encodes");
         assert_eq!(
             json,
-            serde_json::json!({"count": 100, "p50_le": 2.5, "p90_le": 2.5, "p99_le": null})
+            serde_json::json!({"count": 100, "p50_le": 2.5, "p90_le": 2.5, "p99_le": null, "mean": 2.5})
         );
-        let empty = HubLatency::from_seconds(&Buckets::default());
+        let empty = HubLatency::from_seconds(&Buckets::default(), 0.0);
         assert_eq!(empty.count, 0);
+        assert_eq!(empty.mean, None);
         assert_eq!(empty.p50_le, None);
         assert_eq!(empty.above, [false; 3]);
     }
@@ -512,8 +553,10 @@ scorehub_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 40
         let page = |n: u64| {
             format!(
                 "scorehub_fanout_seconds_bucket{{le=\"0.001\"}} {n}\n\
-                 scorehub_fanout_seconds_bucket{{le=\"+Inf\"}} {}\n",
-                n + 1
+                 scorehub_fanout_seconds_bucket{{le=\"+Inf\"}} {}\n\
+                 scorehub_fanout_seconds_sum {}\n",
+                n + 1,
+                n as f64 * 0.001
             )
         };
         let hub = |name: &str, text: String| (name.to_string(), Ok(text));
@@ -523,6 +566,8 @@ scorehub_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 40
         // (5 - 1) + (20 - 10) samples ≤ 1 ms, each hub's +Inf one more.
         assert_eq!(fanout.count, 14);
         assert_eq!(fanout.p99_le, Some(1.0));
+        // (0.005 - 0.001) + (0.020 - 0.010) s over 14 samples.
+        assert_eq!(fanout.mean, Some(1.0));
         let post = window(Histogram::Post, &before, &after).expect("known");
         assert_eq!(post.count, 0, "no such series: zero, not unknown");
 

@@ -40,6 +40,8 @@
 //! - `api`: the HTTP calls of the contract.
 //! - `dial`: fans' TCP connections, from spread source addresses.
 //! - `fan`: one WebSocket fan and its per-game bookkeeping.
+//! - `frames`: what fans share: each distinct frame decoded once, each patch
+//!   applied once per distinct state.
 //! - `stalled`: clients that never read (`--stalled`), and what became of them.
 //! - `poster`: events at a steady rate from a few concurrent posters.
 //! - `rotation`: games with a bounded life (`--game-events`): which game of a
@@ -60,6 +62,7 @@ mod cluster;
 mod dial;
 mod failover;
 mod fan;
+mod frames;
 mod hub_metrics;
 mod launch;
 mod merge;

@@ -8,6 +8,11 @@
 //!
 //! Each accepted event's send time is noted by game and `seq` in
 //! [`SentTimes`], where fans look it up for the send → receive latency.
+//!
+//! The ticker and the posters run on a thread of their own, with HTTP
+//! clients of their own: with thousands of fans in this process, a reply on
+//! the shared runtime would wait behind every fan task with a frame to read,
+//! and the measured post time would be mostly this process's own queueing.
 
 use std::{
     sync::{
@@ -21,7 +26,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::{
-    sync::{Semaphore, watch},
+    sync::{Semaphore, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -138,6 +143,8 @@ pub(crate) struct Posting {
     permits: Arc<Semaphore>,
     /// The ticker, returning how many due events it skipped.
     ticker: JoinHandle<u64>,
+    /// Dropped when posting has stopped: the posting thread then ends.
+    thread_done: oneshot::Sender<()>,
     /// The posters, each returning its totals.
     posters: Vec<JoinHandle<Result<PosterTotals>>>,
 }
@@ -146,12 +153,33 @@ pub(crate) struct Posting {
 /// `apis[n % apis.len()]` (games are created through the first). Counting
 /// happens only while `measuring` is set; events are posted from the start
 /// (the warm-up).
-pub(crate) fn start(apis: Vec<Api>, plan: PosterPlan, measuring: Arc<AtomicBool>) -> Posting {
-    let apis: Arc<[Api]> = apis.into();
+pub(crate) fn start(apis: &[Api], plan: PosterPlan, measuring: Arc<AtomicBool>) -> Result<Posting> {
+    // Connections are driven by the runtime that opens them: fresh pools,
+    // opened from the posting thread.
+    let pool = plan.posters.max(1);
+    let apis: Arc<[Api]> = apis
+        .iter()
+        .map(|api| api.with_own_pool(pool))
+        .collect::<Result<Vec<_>>>()?
+        .into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the posting thread's runtime")?;
+    let posting = runtime.handle().clone();
+    let (thread_done, done) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("loadtest-poster".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                let _ = done.await;
+            });
+        })
+        .context("starting the posting thread")?;
     let (stop, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(0));
     let backlog = plan.posters.max(1) * BACKLOG_PER_POSTER;
-    let ticker = tokio::spawn(run_ticker(
+    let ticker = posting.spawn(run_ticker(
         plan.rate,
         backlog,
         Arc::clone(&permits),
@@ -161,7 +189,7 @@ pub(crate) fn start(apis: Vec<Api>, plan: PosterPlan, measuring: Arc<AtomicBool>
     let next_event = Arc::new(AtomicU64::new(0));
     let posters = (0..plan.posters.max(1))
         .map(|_| {
-            tokio::spawn(run_poster(
+            posting.spawn(run_poster(
                 Arc::clone(&apis),
                 plan.clone(),
                 Arc::clone(&permits),
@@ -171,12 +199,13 @@ pub(crate) fn start(apis: Vec<Api>, plan: PosterPlan, measuring: Arc<AtomicBool>
             ))
         })
         .collect();
-    Posting {
+    Ok(Posting {
         stop,
         permits,
         ticker,
+        thread_done,
         posters,
-    }
+    })
 }
 
 impl Posting {
@@ -193,6 +222,7 @@ impl Posting {
             let poster = poster.await.context("a poster task failed")??;
             totals.absorb(poster)?;
         }
+        drop(self.thread_done);
         Ok(totals)
     }
 }

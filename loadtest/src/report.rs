@@ -942,8 +942,11 @@ fn hub_line(latency: Option<&HubLatency>) -> String {
         ),
         (None, false) => "?".into(),
     };
+    let mean = latency
+        .mean
+        .map_or_else(String::new, |ms| format!("  mean {}", short_ms(ms)));
     format!(
-        "p50 {}  p90 {}  p99 {}  (n={}, hub side, bucket bounds)",
+        "p50 {}  p90 {}  p99 {}{mean}  (n={}, hub side, bucket bounds)",
         bound(latency.p50_le, latency.above[0]),
         bound(latency.p90_le, latency.above[1]),
         bound(latency.p99_le, latency.above[2]),
@@ -1250,6 +1253,7 @@ mod tests {
                 p50_le: Some(0.25),
                 p90_le: Some(1.0),
                 p99_le: None,
+                mean: Some(12.5),
                 last_le: Some(1000.0),
                 above: [false, false, true],
             }),
@@ -1265,15 +1269,16 @@ mod tests {
                 .to_string()
         };
         assert!(
-            row("hub fan-out ms")
-                .ends_with("p50 ≤ 0.25  p90 ≤ 1  p99 > 1000  (n=200, hub side, bucket bounds)"),
+            row("hub fan-out ms").ends_with(
+                "p50 ≤ 0.25  p90 ≤ 1  p99 > 1000  mean 12.5  (n=200, hub side, bucket bounds)"
+            ),
             "{table}"
         );
         assert!(row("hub side ms").contains("unknown"), "{table}");
         let json = serde_json::to_value(&report).expect("encodes");
         assert_eq!(
             json["hub_fanout_ms"],
-            serde_json::json!({"count": 200, "p50_le": 0.25, "p90_le": 1.0, "p99_le": null})
+            serde_json::json!({"count": 200, "p50_le": 0.25, "p90_le": 1.0, "p99_le": null, "mean": 12.5})
         );
         assert!(json["hub_post_ms"].is_null(), "{json:#}");
         // The fields the plotting scripts read are still there.

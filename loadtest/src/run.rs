@@ -294,6 +294,7 @@ async fn measure(
         connect_limit: Semaphore::new(plan.connect_concurrency),
         sent: Arc::clone(&sent),
         rotation: Arc::clone(&rotation),
+        frames: Arc::default(),
     });
     let mut fans = connect_fans(plan, &shared).await?;
     if fans.failed > u64::try_from(plan.max_connect_errors).unwrap_or(u64::MAX) {
@@ -410,7 +411,7 @@ async fn measure(
             plan.duration.as_secs_f64()
         ));
         let posting = poster::start(
-            poster_apis,
+            &poster_apis,
             PosterPlan {
                 rate: plan.rate,
                 posters: plan.posters,
@@ -424,7 +425,7 @@ async fn measure(
                 failover: doomed.as_ref().map(|(_, _, _, watch)| Arc::clone(watch)),
             },
             Arc::clone(&measuring),
-        );
+        )?;
         if plan.scenario.churns() {
             churner = Some(Churner::start(
                 ChurnPlan {

@@ -516,6 +516,7 @@ mod tests {
                 None,
                 false,
             )),
+            frames: Arc::default(),
         };
         let spec = FanSpec {
             index: 0,

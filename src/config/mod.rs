@@ -505,6 +505,14 @@ pub struct GamesConfig {
     /// event's fan-out runs on every core. Default 0: one per CPU the
     /// process may run on.
     pub fan_shards: usize,
+    /// How much lower than the rest of the hub the fan shards' threads run
+    /// in the kernel's scheduling priority (a nice increment, 0 to 19), so
+    /// that on busy CPUs ingest runs before fan-out (see
+    /// [`crate::fanout::pool`]). Default 0: the same priority, since a
+    /// raised value also yields the fan-out to every other process on the
+    /// machine; raise it where the hub has its CPUs to itself (its own
+    /// container or node). Linux only; elsewhere ignored.
+    pub fan_nice: u8,
 }
 
 /// `[occupancy]`: how often each node reports its fan counts and fans hear
@@ -547,6 +555,7 @@ impl Default for GamesConfig {
             idle_unload: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
             fan_shards: 0,
+            fan_nice: 0,
         }
     }
 }
@@ -692,6 +701,7 @@ mod tests {
                 idle_unload: Duration::from_secs(1),
                 retention: Duration::from_secs(1),
                 fan_shards: 1,
+                fan_nice: 1,
             },
             limits: LimitsConfig {
                 events_per_second: 1,

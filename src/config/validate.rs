@@ -171,7 +171,16 @@ impl RawConfig {
             )?,
             retention: duration("games.retention", games.retention, base.games.retention)?,
             fan_shards: games.fan_shards.unwrap_or(base.games.fan_shards),
+            fan_nice: games.fan_nice.unwrap_or(base.games.fan_nice),
         };
+        if i32::from(games.fan_nice) > crate::fanout::pool::LEAST_FAVOURED_NICE {
+            return Err(ConfigError::value(
+                "games.fan_nice",
+                ValueError::NiceTooHigh {
+                    given: games.fan_nice,
+                },
+            ));
+        }
         if games.retention > MAX_RETENTION {
             return Err(ConfigError::value(
                 "games.retention",
@@ -1009,6 +1018,21 @@ mod tests {
         }
         let err = load_toml("[games]\nretention = 7\n").unwrap_err();
         assert_eq!(err.key(), Some("games.retention"), "{err}");
+    }
+
+    #[test]
+    fn games_fan_nice_is_0_to_19() {
+        assert_eq!(Config::default().games.fan_nice, 0);
+        let c = load_toml("[games]\nfan_nice = 19\n").unwrap();
+        assert_eq!(c.games.fan_nice, 19);
+        let e = env(&[("SCOREHUB_GAMES__FAN_NICE", "20")]);
+        let err = Config::load_from(None, &e).unwrap_err();
+        assert_eq!(err.key(), Some("games.fan_nice"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("20 is above 19"), "{msg}");
+        assert!(msg.contains("from SCOREHUB_GAMES__FAN_NICE"), "{msg}");
+        let err = load_toml("[games]\nfan_nice = -1\n").unwrap_err();
+        assert_eq!(err.key(), Some("games.fan_nice"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Outbox, Push, Route};
@@ -136,6 +137,8 @@ pub struct Fans {
     game: GameId,
     /// How many shards the game spreads its fans over once it has many.
     shards: usize,
+    /// Where the shards run (see [`super::pool`]); `None`: the current runtime.
+    pool: Option<Handle>,
     /// Every fan, wherever it is pushed from.
     members: HashSet<u64>,
     /// `members.len()`, shared with the occupancy task.
@@ -148,11 +151,13 @@ pub struct Fans {
 }
 
 impl Fans {
-    /// No fans yet; `shards` (at least 1) once the game has many.
-    pub fn new(game: GameId, shards: usize) -> Fans {
+    /// No fans yet; `shards` (at least 1) once the game has many, run on
+    /// `pool` (or, without one, on the current runtime).
+    pub fn new(game: GameId, shards: usize, pool: Option<Handle>) -> Fans {
         Fans {
             game,
             shards: shards.max(1),
+            pool,
             members: HashSet::new(),
             count: FanCount::default(),
             inline: Vec::new(),
@@ -363,13 +368,18 @@ impl Fans {
     fn send(&mut self, conn_id: u64, cmd: ShardCmd) {
         let n = self.shards;
         let game = &self.game;
+        let pool = &self.pool;
         let Some(shards) = self.sharded.as_mut() else {
             return;
         };
         let at = (conn_id % n as u64) as usize;
         let tx = shards[at].get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_shard(game.clone(), rx));
+            let shard = run_shard(game.clone(), rx);
+            match pool {
+                Some(pool) => drop(pool.spawn(shard)),
+                None => drop(tokio::spawn(shard)),
+            }
             tx
         });
         // A shard ends only when its sender is dropped, so this cannot fail.
@@ -620,7 +630,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn every_fan_gets_every_diff_in_order_across_concurrent_shards() {
-        let mut fans = Fans::new(game(), 4);
+        every_fan_in_order(Fans::new(game(), 4, None)).await;
+    }
+
+    /// The same with the shards on a pool of lower-priority threads, as a
+    /// hub runs them, while the actor's side runs on a runtime of one thread.
+    #[tokio::test]
+    async fn shards_on_the_fan_out_pool_keep_every_fans_order() {
+        let pool = crate::fanout::pool::FanoutPool::start(2, 5).unwrap();
+        every_fan_in_order(Fans::new(game(), 4, Some(pool.handle()))).await;
+    }
+
+    async fn every_fan_in_order(mut fans: Fans) {
         let boxes: Vec<_> = (0..200).map(|c| outbox(c, 100_000)).collect();
         for (i, ob) in boxes.iter().enumerate() {
             assert!(fans.subscribe(ob.clone(), snapshot("0")));
@@ -660,7 +681,7 @@ mod tests {
 
     #[tokio::test]
     async fn inline_fans_move_to_their_shards_without_losing_order() {
-        let mut fans = Fans::new(game(), 3);
+        let mut fans = Fans::new(game(), 3, None);
         let early: Vec<_> = (0..INLINE_FANS as u64).map(|c| outbox(c, 10_000)).collect();
         for ob in &early {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -687,7 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fan_that_leaves_and_comes_back_resumes_in_order() {
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -717,7 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shard_behind_coalesces_then_conflates_to_an_exact_snapshot() {
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         // Fans whose queues hold 16 frames: a shard that fell 100 frames
         // behind pushes them at once, which conflates them.
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 16)).collect();
@@ -745,7 +766,7 @@ mod tests {
         assert!(crowd[4].is_stale(&game()));
 
         // A shard a little behind coalesces without conflating.
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         let crowd: Vec<_> = (100..140).map(|c| outbox(c, 16)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -763,7 +784,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_for_all_follow_the_diffs_before_them() {
-        let mut fans = Fans::new(game(), 3);
+        let mut fans = Fans::new(game(), 3, None);
         let crowd: Vec<_> = (0..50).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -780,7 +801,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_count_follows_joins_and_leaves_and_occupancy_reaches_every_fan() {
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         let count = fans.count();
         assert_eq!(count.get(), 0);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
@@ -815,7 +836,7 @@ mod tests {
 
     #[tokio::test]
     async fn occupancy_is_skipped_for_a_fan_waiting_for_a_snapshot() {
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         let slow = outbox(1, 2);
         fans.subscribe(slow.clone(), snapshot("0"));
         // Two diffs fill its queue; the third conflates the game.
@@ -835,7 +856,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_fan_is_dropped_by_its_shard_and_the_rest_go_on() {
-        let mut fans = Fans::new(game(), 2);
+        let mut fans = Fans::new(game(), 2, None);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));

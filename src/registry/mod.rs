@@ -241,7 +241,7 @@ impl Registry {
         let handle = GameHandle::spawn_on(
             restored,
             self.log.clone(),
-            self.cfg,
+            self.cfg.clone(),
             mailbox,
             rx,
             self.idle.clone(),
