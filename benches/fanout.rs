@@ -135,7 +135,7 @@ fn actor_apply(c: &mut Criterion) {
         mailbox: 1024,
         history: 256,
         fan_shards: 2,
-        fan_pool: None,
+        inline_fans: scorehub::fanout::fans::INLINE_FANS,
     };
 
     let mut g = c.benchmark_group("actor_apply");
@@ -150,7 +150,7 @@ fn actor_apply(c: &mut Criterion) {
             history: VecDeque::new(),
             lost: 0,
         };
-        let handle = rt.block_on(async { GameHandle::spawn(restored, log.clone(), cfg.clone()) });
+        let handle = rt.block_on(async { GameHandle::spawn(restored, log.clone(), cfg) });
         let fans = Arc::new(outboxes(n));
         rt.block_on(async {
             for ob in fans.iter() {

@@ -10,7 +10,7 @@
 # pinned to CPU 0 (`taskset -c 0`, so it starts one worker thread and one fan
 # shard) and the load generator to CPU 1; "2c": neither is pinned, the hub
 # and the load share both cores. NEW_ENV (KEY=VALUE words) is passed to the new
-# hub only (e.g. NEW_ENV=SCOREHUB_GAMES__FAN_NICE=10). Reports (table, JSON) land
+# hub only (e.g. NEW_ENV=SCOREHUB_GAMES__FAN_SHARDS=1). Reports (table, JSON) land
 # in OUT, with summary.tsv: one line per run of the figures compared.
 #
 # The hot-10k-5 figure posts 5 events/s instead of 20 and runs "hub first"
@@ -51,6 +51,7 @@ FIGURES=(
     "hot-19k|1c|--scenario hot-game --fans 19000 --rate 20 --duration 10s"
     "hot-19k|2c|--scenario hot-game --fans 19000 --rate 20 --duration 10s"
     "many-10k|2c|--scenario many-games --games 500 --fans 10000 --subs-per-fan 20 --rate 2000 --duration 10s"
+    "many-10k-600|2c|--scenario many-games --games 500 --fans 10000 --subs-per-fan 20 --rate 600 --duration 10s"
 )
 
 floor() {
@@ -128,7 +129,11 @@ for figure in "${FIGURES[@]}"; do
             tail -n 5 "$OUT/$tag.log"
             status=1
         fi
-        [[ -s $OUT/$tag.json ]] && summary "$tag" "$OUT/$tag.json"
+        if [[ -s $OUT/$tag.json ]]; then
+            summary "$tag" "$OUT/$tag.json"
+        else
+            printf '%s\tfailed (exit %s)\n' "$tag" "$rc" >>"$OUT/summary.tsv"
+        fi
     done
 done
 floor after

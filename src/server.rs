@@ -26,7 +26,6 @@ use crate::app::AppState;
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::domain::Retention;
-use crate::fanout::pool::FanoutPool;
 use crate::game::{ActorConfig, IdleUnload};
 use crate::http::serve;
 use crate::registry::{self, Registry};
@@ -271,23 +270,14 @@ async fn until(shutdown: CancellationToken, task: impl std::future::Future<Outpu
 }
 
 fn actor_config(config: &Config) -> ActorConfig {
-    let fan_shards = match config.games.fan_shards {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    // One thread per shard, below ingest in priority.
-    let fan_pool = match FanoutPool::start(fan_shards, config.games.fan_nice) {
-        Ok(pool) => Some(Arc::new(pool)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the fan-out threads; fan shards run on the main runtime");
-            None
-        }
-    };
     ActorConfig {
         mailbox: config.games.mailbox,
         history: config.games.history,
-        fan_shards,
-        fan_pool,
+        fan_shards: match config.games.fan_shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
+        inline_fans: config.games.inline_fans,
     }
 }
 

@@ -1,11 +1,79 @@
 //! The hub's HTTP side, as the contract describes it: health, creating games,
 //! reading a game's state, posting events. Nothing here knows the hub's
 //! internals.
+//!
+//! Every request runs on the control thread ([`control`]), a runtime of its
+//! own: the fans' runtime may have thousands of tasks with frames to read
+//! (when fans catch up after the window, say), and a request or its answer
+//! waiting in that queue would time out, or measure this process instead of
+//! the hub.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::runtime::Handle;
+
+/// The control thread's runtime: HTTP requests to the hubs and the posters
+/// run there, apart from the fans. Started on first use, for the process's
+/// life.
+pub(crate) fn control() -> Result<Handle> {
+    static CONTROL: OnceLock<Handle> = OnceLock::new();
+    if let Some(handle) = CONTROL.get() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control thread's runtime")?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("loadtest-control".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .context("starting the control thread")?;
+    // Two first callers at once: one thread stays idle, harmless.
+    Ok(CONTROL.get_or_init(|| handle).clone())
+}
+
+/// An answer read whole on the control thread.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_slice(&self.body)
+    }
+
+    async fn text(&self) -> Result<String, std::str::Utf8Error> {
+        std::str::from_utf8(&self.body).map(str::to_owned)
+    }
+}
+
+/// Sends `request` and reads its answer on the control thread.
+async fn send(request: reqwest::RequestBuilder) -> Result<Answer> {
+    let exchange = async move {
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?.to_vec();
+        Ok::<_, reqwest::Error>(Answer { status, body })
+    };
+    control()?
+        .spawn(exchange)
+        .await
+        .map_err(|e| anyhow!("the control thread dropped a request: {e}"))?
+        .map_err(anyhow::Error::from)
+}
 
 /// How long one HTTP request to the hub may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,16 +128,6 @@ impl Api {
         })
     }
 
-    /// A client for the same hub with a connection pool of its own (its
-    /// connections driven by the runtime that opens them).
-    pub(crate) fn with_own_pool(&self, pool_size: usize) -> Result<Self> {
-        Ok(Self {
-            client: client(pool_size)?,
-            base: Arc::clone(&self.base),
-            bearer: Arc::clone(&self.bearer),
-        })
-    }
-
     /// The hub's base URL, without a trailing slash.
     pub(crate) fn base(&self) -> &str {
         &self.base
@@ -78,7 +136,7 @@ impl Api {
     /// Checks that the hub answers `GET /healthz` with `200`.
     pub(crate) async fn health(&self) -> Result<()> {
         let url = format!("{}/healthz", self.base);
-        let response = self.client.get(&url).send().await.with_context(|| {
+        let response = send(self.client.get(&url)).await.with_context(|| {
             format!("the hub does not answer at {url}: is `scorehub serve` running there?")
         })?;
         if !response.status().is_success() {
@@ -93,7 +151,7 @@ impl Api {
         let url = format!("{}/readyz", self.base);
         let start = std::time::Instant::now();
         loop {
-            let last = match self.client.get(&url).send().await {
+            let last = match send(self.client.get(&url)).await {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
                     let status = response.status();
@@ -113,14 +171,14 @@ impl Api {
     pub(crate) async fn create_game(&self, id: &str) -> Result<()> {
         let url = format!("{}/v1/games/{id}", self.base);
         let body = json!({"home": {"name": "H"}, "away": {"name": "A"}});
-        let response = self
-            .client
-            .put(&url)
-            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("PUT {url}"))?;
+        let response = send(
+            self.client
+                .put(&url)
+                .header(reqwest::header::AUTHORIZATION, &*self.bearer)
+                .json(&body),
+        )
+        .await
+        .with_context(|| format!("PUT {url}"))?;
         let status = response.status().as_u16();
         if status == 200 || status == 201 {
             return Ok(());
@@ -142,10 +200,7 @@ impl Api {
     /// states do not hold it, and it moves while fans come and go).
     pub(crate) async fn game(&self, id: &str) -> Result<Value> {
         let url = format!("{}/v1/games/{id}", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .send()
+        let response = send(self.client.get(&url))
             .await
             .with_context(|| format!("GET {url}"))?;
         let status = response.status();
@@ -176,13 +231,13 @@ impl Api {
             "{}/v1/games/{id}/events?since={since}&limit={limit}",
             self.base
         );
-        let response = self
-            .client
-            .get(&url)
-            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
+        let response = send(
+            self.client
+                .get(&url)
+                .header(reqwest::header::AUTHORIZATION, &*self.bearer),
+        )
+        .await
+        .with_context(|| format!("GET {url}"))?;
         let status = response.status();
         if !status.is_success() {
             let text = short_body(response).await;
@@ -211,11 +266,7 @@ impl Api {
     /// Bounded by [`METRICS_TIMEOUT`], as it is read at the measured window's edges.
     pub(crate) async fn metrics(&self) -> Result<String> {
         let url = format!("{}/metrics", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .timeout(METRICS_TIMEOUT)
-            .send()
+        let response = send(self.client.get(&url).timeout(METRICS_TIMEOUT))
             .await
             .with_context(|| format!("GET {url}"))?;
         let status = response.status();
@@ -233,14 +284,14 @@ impl Api {
     /// HTTP answer is a [`PostReply`].
     pub(crate) async fn post_event(&self, id: &str, event: &Value) -> Result<PostReply> {
         let url = format!("{}/v1/games/{id}/events", self.base);
-        let response = self
-            .client
-            .post(&url)
-            .header(reqwest::header::AUTHORIZATION, &*self.bearer)
-            .json(event)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
+        let response = send(
+            self.client
+                .post(&url)
+                .header(reqwest::header::AUTHORIZATION, &*self.bearer)
+                .json(event),
+        )
+        .await
+        .with_context(|| format!("POST {url}"))?;
         let status = response.status().as_u16();
         match status {
             200 => {
@@ -264,7 +315,7 @@ impl Api {
 }
 
 /// The first few hundred characters of a response body, for error messages.
-async fn short_body(response: reqwest::Response) -> String {
+async fn short_body(response: Answer) -> String {
     match response.text().await {
         Ok(text) => text.chars().take(300).collect(),
         Err(e) => format!("<unreadable: {e}>"),

@@ -9,9 +9,9 @@
 //! Each accepted event's send time is noted by game and `seq` in
 //! [`SentTimes`], where fans look it up for the send → receive latency.
 //!
-//! The ticker and the posters run on a thread of their own, with HTTP
-//! clients of their own: with thousands of fans in this process, a reply on
-//! the shared runtime would wait behind every fan task with a frame to read,
+//! The ticker and the posters run on the control thread ([`api::control`]),
+//! as every request does: with thousands of fans in this process, a reply on
+//! the fans' runtime would wait behind every fan task with a frame to read,
 //! and the measured post time would be mostly this process's own queueing.
 
 use std::{
@@ -26,12 +26,12 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::{
-    sync::{Semaphore, oneshot, watch},
+    sync::{Semaphore, watch},
     task::JoinHandle,
 };
 
 use crate::{
-    api::{Api, PostReply},
+    api::{self, Api, PostReply},
     failover::{Acks, FailoverWatch},
     rotation::{self, Rotation},
     scenario::Scenario,
@@ -143,8 +143,6 @@ pub(crate) struct Posting {
     permits: Arc<Semaphore>,
     /// The ticker, returning how many due events it skipped.
     ticker: JoinHandle<u64>,
-    /// Dropped when posting has stopped: the posting thread then ends.
-    thread_done: oneshot::Sender<()>,
     /// The posters, each returning its totals.
     posters: Vec<JoinHandle<Result<PosterTotals>>>,
 }
@@ -154,28 +152,8 @@ pub(crate) struct Posting {
 /// happens only while `measuring` is set; events are posted from the start
 /// (the warm-up).
 pub(crate) fn start(apis: &[Api], plan: PosterPlan, measuring: Arc<AtomicBool>) -> Result<Posting> {
-    // Connections are driven by the runtime that opens them: fresh pools,
-    // opened from the posting thread.
-    let pool = plan.posters.max(1);
-    let apis: Arc<[Api]> = apis
-        .iter()
-        .map(|api| api.with_own_pool(pool))
-        .collect::<Result<Vec<_>>>()?
-        .into();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the posting thread's runtime")?;
-    let posting = runtime.handle().clone();
-    let (thread_done, done) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("loadtest-poster".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let _ = done.await;
-            });
-        })
-        .context("starting the posting thread")?;
+    let apis: Arc<[Api]> = apis.to_vec().into();
+    let posting = api::control()?;
     let (stop, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(0));
     let backlog = plan.posters.max(1) * BACKLOG_PER_POSTER;
@@ -203,7 +181,6 @@ pub(crate) fn start(apis: &[Api], plan: PosterPlan, measuring: Arc<AtomicBool>) 
         stop,
         permits,
         ticker,
-        thread_done,
         posters,
     })
 }
@@ -222,7 +199,6 @@ impl Posting {
             let poster = poster.await.context("a poster task failed")??;
             totals.absorb(poster)?;
         }
-        drop(self.thread_done);
         Ok(totals)
     }
 }

@@ -305,15 +305,6 @@ pub enum ValueError {
         /// The shortest accepted.
         min: Duration,
     },
-    /// A nice increment past the least favoured priority.
-    #[error(
-        "{given} is above 19, the lowest priority a thread can have (use 0 to 19; \
-         0 runs fan-out at the priority of ingest)"
-    )]
-    NiceTooHigh {
-        /// The value as written.
-        given: u8,
-    },
     /// `occupancy.ttl` shorter than two `occupancy.interval`s.
     #[error(
         "{} must be at least twice occupancy.interval ({}): a live node's report \

@@ -500,19 +500,17 @@ pub struct GamesConfig {
     /// next start whose compaction it makes worth it. Default 7 days; at
     /// most [`MAX_RETENTION`].
     pub retention: Duration,
-    /// Shards (tasks) over which a game with more than
-    /// [`crate::fanout::fans::INLINE_FANS`] fans spreads them, so one
+    /// Shards (tasks) over which a game with more than `inline_fans` fans
+    /// spreads them, so one
     /// event's fan-out runs on every core. Default 0: one per CPU the
     /// process may run on.
     pub fan_shards: usize,
-    /// How much lower than the rest of the hub the fan shards' threads run
-    /// in the kernel's scheduling priority (a nice increment, 0 to 19), so
-    /// that on busy CPUs ingest runs before fan-out (see
-    /// [`crate::fanout::pool`]). Default 0: the same priority, since a
-    /// raised value also yields the fan-out to every other process on the
-    /// machine; raise it where the hub has its CPUs to itself (its own
-    /// container or node). Linux only; elsewhere ignored.
-    pub fan_nice: u8,
+    /// Most fans a game's actor pushes each frame to itself; a game with
+    /// more moves them to fan shards. Inline is cheaper per delivery (no
+    /// hand-off between tasks), but the actor's next event waits for the
+    /// pass: at about 5 µs a write, the default
+    /// [`crate::fanout::fans::INLINE_FANS`] (512) is at most a few ms.
+    pub inline_fans: usize,
 }
 
 /// `[occupancy]`: how often each node reports its fan counts and fans hear
@@ -555,7 +553,7 @@ impl Default for GamesConfig {
             idle_unload: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
             fan_shards: 0,
-            fan_nice: 0,
+            inline_fans: crate::fanout::fans::INLINE_FANS,
         }
     }
 }
@@ -701,7 +699,7 @@ mod tests {
                 idle_unload: Duration::from_secs(1),
                 retention: Duration::from_secs(1),
                 fan_shards: 1,
-                fan_nice: 1,
+                inline_fans: 1,
             },
             limits: LimitsConfig {
                 events_per_second: 1,

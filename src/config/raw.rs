@@ -149,7 +149,7 @@ pub(super) struct RawGames {
     pub(super) idle_unload: Option<RawDuration>,
     pub(super) retention: Option<RawDuration>,
     pub(super) fan_shards: Option<usize>,
-    pub(super) fan_nice: Option<u8>,
+    pub(super) inline_fans: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -171,16 +171,12 @@ impl RawConfig {
             )?,
             retention: duration("games.retention", games.retention, base.games.retention)?,
             fan_shards: games.fan_shards.unwrap_or(base.games.fan_shards),
-            fan_nice: games.fan_nice.unwrap_or(base.games.fan_nice),
+            inline_fans: positive(
+                "games.inline_fans",
+                games.inline_fans,
+                base.games.inline_fans,
+            )?,
         };
-        if i32::from(games.fan_nice) > crate::fanout::pool::LEAST_FAVOURED_NICE {
-            return Err(ConfigError::value(
-                "games.fan_nice",
-                ValueError::NiceTooHigh {
-                    given: games.fan_nice,
-                },
-            ));
-        }
         if games.retention > MAX_RETENTION {
             return Err(ConfigError::value(
                 "games.retention",
@@ -1021,18 +1017,16 @@ mod tests {
     }
 
     #[test]
-    fn games_fan_nice_is_0_to_19() {
-        assert_eq!(Config::default().games.fan_nice, 0);
-        let c = load_toml("[games]\nfan_nice = 19\n").unwrap();
-        assert_eq!(c.games.fan_nice, 19);
-        let e = env(&[("SCOREHUB_GAMES__FAN_NICE", "20")]);
+    fn games_inline_fans_is_positive() {
+        assert_eq!(
+            Config::default().games.inline_fans,
+            crate::fanout::fans::INLINE_FANS
+        );
+        let c = load_toml("[games]\ninline_fans = 32\n").unwrap();
+        assert_eq!(c.games.inline_fans, 32);
+        let e = env(&[("SCOREHUB_GAMES__INLINE_FANS", "0")]);
         let err = Config::load_from(None, &e).unwrap_err();
-        assert_eq!(err.key(), Some("games.fan_nice"), "{err}");
-        let msg = err.to_string();
-        assert!(msg.contains("20 is above 19"), "{msg}");
-        assert!(msg.contains("from SCOREHUB_GAMES__FAN_NICE"), "{msg}");
-        let err = load_toml("[games]\nfan_nice = -1\n").unwrap_err();
-        assert_eq!(err.key(), Some("games.fan_nice"), "{err}");
+        assert_eq!(err.key(), Some("games.inline_fans"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! A game starts with its fans *inline*: the actor pushes each frame into
 //! every fan's [`Outbox`] itself, which costs one non-blocking write per fan
-//! and is the cheapest way for a game a few fans watch. Once the game has
-//! more than [`INLINE_FANS`] fans it switches, for the rest of its actor's
+//! and is the cheapest way for a game a few hundred fans watch. Once the game
+//! has more than `games.inline_fans` fans (default [`INLINE_FANS`]; a pass
+//! over that many costs the actor a few milliseconds) it switches, for the
+//! rest of its actor's
 //! life, to *shards*: its fans are spread over `shards` tasks (one per worker
 //! thread by default, `games.fan_shards`), a fan always on the shard
 //! `conn_id % shards`. The actor then hands each batch of frames to every
@@ -39,7 +41,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Outbox, Push, Route};
@@ -47,8 +48,9 @@ use super::wire::Wire;
 use crate::domain::GameId;
 use crate::metrics as m;
 
-/// Most fans a game pushes to from its actor; above, its fans go to shards.
-pub const INLINE_FANS: usize = 32;
+/// Most fans a game pushes to from its actor by default
+/// (`games.inline_fans`); above, its fans go to shards.
+pub const INLINE_FANS: usize = 512;
 
 /// Fans a shard writes to before it lets other tasks run (about half a
 /// millisecond of loopback writes here).
@@ -137,8 +139,8 @@ pub struct Fans {
     game: GameId,
     /// How many shards the game spreads its fans over once it has many.
     shards: usize,
-    /// Where the shards run (see [`super::pool`]); `None`: the current runtime.
-    pool: Option<Handle>,
+    /// Most fans pushed inline; above, the game moves to shards.
+    inline_fans: usize,
     /// Every fan, wherever it is pushed from.
     members: HashSet<u64>,
     /// `members.len()`, shared with the occupancy task.
@@ -151,13 +153,13 @@ pub struct Fans {
 }
 
 impl Fans {
-    /// No fans yet; `shards` (at least 1) once the game has many, run on
-    /// `pool` (or, without one, on the current runtime).
-    pub fn new(game: GameId, shards: usize, pool: Option<Handle>) -> Fans {
+    /// No fans yet; `shards` (at least 1) once the game has more than
+    /// `inline_fans`.
+    pub fn new(game: GameId, shards: usize, inline_fans: usize) -> Fans {
         Fans {
             game,
             shards: shards.max(1),
-            pool,
+            inline_fans,
             members: HashSet::new(),
             count: FanCount::default(),
             inline: Vec::new(),
@@ -208,7 +210,7 @@ impl Fans {
             self.inline.push(outbox);
         }
         let joined = self.join(conn_id);
-        if self.inline.len() > INLINE_FANS {
+        if self.inline.len() > self.inline_fans {
             self.spread();
         }
         joined
@@ -368,18 +370,13 @@ impl Fans {
     fn send(&mut self, conn_id: u64, cmd: ShardCmd) {
         let n = self.shards;
         let game = &self.game;
-        let pool = &self.pool;
         let Some(shards) = self.sharded.as_mut() else {
             return;
         };
         let at = (conn_id % n as u64) as usize;
         let tx = shards[at].get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let shard = run_shard(game.clone(), rx);
-            match pool {
-                Some(pool) => drop(pool.spawn(shard)),
-                None => drop(tokio::spawn(shard)),
-            }
+            tokio::spawn(run_shard(game.clone(), rx));
             tx
         });
         // A shard ends only when its sender is dropped, so this cannot fail.
@@ -587,6 +584,10 @@ mod tests {
     use crate::fanout::outbox::{Item, Take};
     use crate::fanout::pressure::Pressure;
 
+    /// The inline limit of these tests (small, so that a few hundred fans
+    /// are sharded).
+    const TEST_INLINE: usize = 32;
+
     fn game() -> GameId {
         GameId::parse("nba:hot").unwrap()
     }
@@ -630,18 +631,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn every_fan_gets_every_diff_in_order_across_concurrent_shards() {
-        every_fan_in_order(Fans::new(game(), 4, None)).await;
-    }
-
-    /// The same with the shards on a pool of lower-priority threads, as a
-    /// hub runs them, while the actor's side runs on a runtime of one thread.
-    #[tokio::test]
-    async fn shards_on_the_fan_out_pool_keep_every_fans_order() {
-        let pool = crate::fanout::pool::FanoutPool::start(2, 5).unwrap();
-        every_fan_in_order(Fans::new(game(), 4, Some(pool.handle()))).await;
-    }
-
-    async fn every_fan_in_order(mut fans: Fans) {
+        let mut fans = Fans::new(game(), 4, TEST_INLINE);
         let boxes: Vec<_> = (0..200).map(|c| outbox(c, 100_000)).collect();
         for (i, ob) in boxes.iter().enumerate() {
             assert!(fans.subscribe(ob.clone(), snapshot("0")));
@@ -650,7 +640,7 @@ mod tests {
                 fans.fan_out(vec![diff(i as u64)], Vec::new());
             }
         }
-        assert!(fans.is_sharded(), "200 fans are more than {INLINE_FANS}");
+        assert!(fans.is_sharded(), "200 fans are more than {TEST_INLINE}");
         assert_eq!(fans.len(), 200);
         for q in 1000..1500 {
             // Some batches of several frames, most of one.
@@ -681,8 +671,8 @@ mod tests {
 
     #[tokio::test]
     async fn inline_fans_move_to_their_shards_without_losing_order() {
-        let mut fans = Fans::new(game(), 3, None);
-        let early: Vec<_> = (0..INLINE_FANS as u64).map(|c| outbox(c, 10_000)).collect();
+        let mut fans = Fans::new(game(), 3, TEST_INLINE);
+        let early: Vec<_> = (0..TEST_INLINE as u64).map(|c| outbox(c, 10_000)).collect();
         for ob in &early {
             fans.subscribe(ob.clone(), snapshot("0"));
         }
@@ -708,7 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fan_that_leaves_and_comes_back_resumes_in_order() {
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -738,7 +728,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shard_behind_coalesces_then_conflates_to_an_exact_snapshot() {
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         // Fans whose queues hold 16 frames: a shard that fell 100 frames
         // behind pushes them at once, which conflates them.
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 16)).collect();
@@ -766,7 +756,7 @@ mod tests {
         assert!(crowd[4].is_stale(&game()));
 
         // A shard a little behind coalesces without conflating.
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         let crowd: Vec<_> = (100..140).map(|c| outbox(c, 16)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -784,7 +774,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_for_all_follow_the_diffs_before_them() {
-        let mut fans = Fans::new(game(), 3, None);
+        let mut fans = Fans::new(game(), 3, TEST_INLINE);
         let crowd: Vec<_> = (0..50).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));
@@ -801,7 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_count_follows_joins_and_leaves_and_occupancy_reaches_every_fan() {
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         let count = fans.count();
         assert_eq!(count.get(), 0);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
@@ -836,7 +826,7 @@ mod tests {
 
     #[tokio::test]
     async fn occupancy_is_skipped_for_a_fan_waiting_for_a_snapshot() {
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         let slow = outbox(1, 2);
         fans.subscribe(slow.clone(), snapshot("0"));
         // Two diffs fill its queue; the third conflates the game.
@@ -856,7 +846,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_fan_is_dropped_by_its_shard_and_the_rest_go_on() {
-        let mut fans = Fans::new(game(), 2, None);
+        let mut fans = Fans::new(game(), 2, TEST_INLINE);
         let crowd: Vec<_> = (0..40).map(|c| outbox(c, 10_000)).collect();
         for ob in &crowd {
             fans.subscribe(ob.clone(), snapshot("0"));

@@ -5,13 +5,11 @@
 //! shards running on every core), which push it into every subscriber's
 //! [`outbox::Outbox`], which writes it straight to the
 //! socket with one non-blocking `writev` (`wire`) or queues it (bounded,
-//! with conflation) for the connection's writer task. The shards run on
-//! [`pool`]'s threads, below ingest in scheduling priority. [`pressure`] tells when
+//! with conflation) for the connection's writer task. [`pressure`] tells when
 //! the node is saturated, so several games' frames for one fan share a write.
 //! Nothing here knows about games' state, storage or HTTP.
 
 pub mod fans;
 pub mod outbox;
-pub mod pool;
 pub mod pressure;
 pub(crate) mod wire;

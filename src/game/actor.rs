@@ -54,7 +54,7 @@ const MAX_ATTEMPTS: usize = 8;
 const ANNOUNCE_RETRY: Duration = Duration::from_millis(250);
 
 /// Tunables of a game actor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ActorConfig {
     /// Mailbox capacity.
     pub mailbox: usize,
@@ -63,9 +63,8 @@ pub struct ActorConfig {
     /// Shards a game with many fans spreads them over (see
     /// [`crate::fanout::fans`]); at least 1.
     pub fan_shards: usize,
-    /// The runtime fan shards run on ([`crate::fanout::pool`]); `None`:
-    /// the actor's own.
-    pub fan_pool: Option<Arc<crate::fanout::pool::FanoutPool>>,
+    /// Most fans pushed by the actor itself (`games.inline_fans`).
+    pub inline_fans: usize,
 }
 
 /// One game's actor: its state, idempotency record, history and fans.
@@ -115,11 +114,7 @@ impl GameActor {
         cfg: ActorConfig,
         idle: Option<IdleUnload>,
     ) -> GameActor {
-        let fans = Fans::new(
-            restored.state.game.clone(),
-            cfg.fan_shards,
-            cfg.fan_pool.as_ref().map(|pool| pool.handle()),
-        );
+        let fans = Fans::new(restored.state.game.clone(), cfg.fan_shards, cfg.inline_fans);
         GameActor {
             audience: Arc::new(Audience::new(fans.count())),
             fans,

@@ -241,7 +241,7 @@ impl Registry {
         let handle = GameHandle::spawn_on(
             restored,
             self.log.clone(),
-            self.cfg.clone(),
+            self.cfg,
             mailbox,
             rx,
             self.idle.clone(),

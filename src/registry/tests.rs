@@ -27,7 +27,7 @@ const CFG: ActorConfig = ActorConfig {
     mailbox: 64,
     history: 3,
     fan_shards: 2,
-    fan_pool: None,
+    inline_fans: 32,
 };
 
 /// A single-node registry over a fresh log whose idle announcements the

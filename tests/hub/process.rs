@@ -177,7 +177,14 @@ async fn sigterm_drains_every_fan_shard_before_closing_fans() {
     const FANS: usize = 80;
     const EVENTS: u64 = 60;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut hub = BinaryHub::spawn(dir.path(), &[("SCOREHUB_GAMES__FAN_SHARDS", "4")]);
+    // 80 fans: the inline limit lowered so that they are spread over shards.
+    let mut hub = BinaryHub::spawn(
+        dir.path(),
+        &[
+            ("SCOREHUB_GAMES__FAN_SHARDS", "4"),
+            ("SCOREHUB_GAMES__INLINE_FANS", "32"),
+        ],
+    );
     hub.put_game(G).await;
     let mut fans = Vec::new();
     for _ in 0..FANS {
