@@ -51,12 +51,20 @@ impl Answer {
         self.status
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
         serde_json::from_slice(&self.body)
     }
 
-    async fn text(&self) -> Result<String, std::str::Utf8Error> {
+    fn text(&self) -> Result<String, std::str::Utf8Error> {
         std::str::from_utf8(&self.body).map(str::to_owned)
+    }
+
+    /// The first few hundred characters of the body, for error messages.
+    fn short(&self) -> String {
+        match self.text() {
+            Ok(text) => text.chars().take(300).collect(),
+            Err(e) => format!("<unreadable: {e}>"),
+        }
     }
 }
 
@@ -73,6 +81,16 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Answer> {
         .await
         .map_err(|e| anyhow!("the control thread dropped a request: {e}"))?
         .map_err(anyhow::Error::from)
+}
+
+/// Sends `request` (a `GET` of `url`) and insists on a success status.
+async fn get_ok(request: reqwest::RequestBuilder, url: &str) -> Result<Answer> {
+    let response = send(request).await.with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET {url} answered {status}; body: {}", response.short());
+    }
+    Ok(response)
 }
 
 /// How long one HTTP request to the hub may take before it counts as failed.
@@ -155,7 +173,7 @@ impl Api {
                 Ok(response) if response.status().is_success() => return Ok(()),
                 Ok(response) => {
                     let status = response.status();
-                    format!("{status}: {}", short_body(response).await)
+                    format!("{status}: {}", response.short())
                 }
                 Err(e) => format!("{e}"),
             };
@@ -183,7 +201,7 @@ impl Api {
         if status == 200 || status == 201 {
             return Ok(());
         }
-        let text = short_body(response).await;
+        let text = response.short();
         let hint = match status {
             401 => {
                 ": the token is missing, malformed or expired (mint one with `scorehub token --scope admin`)"
@@ -200,17 +218,9 @@ impl Api {
     /// states do not hold it, and it moves while fans come and go).
     pub(crate) async fn game(&self, id: &str) -> Result<Value> {
         let url = format!("{}/v1/games/{id}", self.base);
-        let response = send(self.client.get(&url))
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = short_body(response).await;
-            bail!("GET {url} answered {status}; body: {text}");
-        }
+        let response = get_ok(self.client.get(&url), &url).await?;
         let mut state: Value = response
             .json()
-            .await
             .with_context(|| format!("GET {url}: the body is not JSON"))?;
         if let Some(fields) = state.as_object_mut() {
             fields.remove("watching");
@@ -231,21 +241,13 @@ impl Api {
             "{}/v1/games/{id}/events?since={since}&limit={limit}",
             self.base
         );
-        let response = send(
-            self.client
-                .get(&url)
-                .header(reqwest::header::AUTHORIZATION, &*self.bearer),
-        )
-        .await
-        .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = short_body(response).await;
-            bail!("GET {url} answered {status}; body: {text}");
-        }
-        let page: Value = response
+        let request = self
+            .client
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, &*self.bearer);
+        let page: Value = get_ok(request, &url)
+            .await?
             .json()
-            .await
             .with_context(|| format!("GET {url}: the body is not JSON"))?;
         let entries = page
             .get("events")
@@ -266,17 +268,9 @@ impl Api {
     /// Bounded by [`METRICS_TIMEOUT`], as it is read at the measured window's edges.
     pub(crate) async fn metrics(&self) -> Result<String> {
         let url = format!("{}/metrics", self.base);
-        let response = send(self.client.get(&url).timeout(METRICS_TIMEOUT))
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = short_body(response).await;
-            bail!("GET {url} answered {status}; body: {text}");
-        }
-        response
+        get_ok(self.client.get(&url).timeout(METRICS_TIMEOUT), &url)
+            .await?
             .text()
-            .await
             .with_context(|| format!("GET {url}: reading the body"))
     }
 
@@ -297,7 +291,6 @@ impl Api {
             200 => {
                 let body: Value = response
                     .json()
-                    .await
                     .with_context(|| format!("POST {url}: the 200 body is not JSON"))?;
                 let duplicate = body.get("duplicate").and_then(Value::as_bool) == Some(true);
                 let seq = body.get("seq").and_then(Value::as_u64);
@@ -305,19 +298,11 @@ impl Api {
             }
             429 => Ok(PostReply::RateLimited),
             _ => {
-                let text = short_body(response).await;
+                let text = response.short();
                 Ok(PostReply::Refused(format!(
                     "POST {url} answered {status}; body: {text}"
                 )))
             }
         }
-    }
-}
-
-/// The first few hundred characters of a response body, for error messages.
-async fn short_body(response: Answer) -> String {
-    match response.text().await {
-        Ok(text) => text.chars().take(300).collect(),
-        Err(e) => format!("<unreadable: {e}>"),
     }
 }

@@ -80,31 +80,15 @@ pub(crate) fn parse_buckets(
 ) -> Result<Buckets, String> {
     let series = format!("{name}_bucket");
     let mut by_le = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix(series.as_str()) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue; // Another metric whose name starts with this one's.
-        }
-        let (labels, value) =
-            split_labels(rest).map_err(|e| format!("{series}: {e} in line {line:?}"))?;
-        let wanted = filter
-            .iter()
-            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
-        if !wanted {
-            continue;
-        }
+    for_each_series(text, &series, filter, |labels, value| {
         let le = labels
             .iter()
             .find(|(k, _)| k == "le")
             .map(|(_, v)| parse_le(v))
-            .ok_or_else(|| format!("{series}: no `le` label in line {line:?}"))?
-            .map_err(|e| format!("{series}: {e} in line {line:?}"))?;
-        let count = parse_count(value).map_err(|e| format!("{series}: {e} in line {line:?}"))?;
-        *by_le.entry(Le(le)).or_insert(0) += count;
-    }
+            .ok_or_else(|| "no `le` label".to_string())??;
+        *by_le.entry(Le(le)).or_insert(0) += parse_count(value)?;
+        Ok(())
+    })?;
     Ok(Buckets(
         by_le.into_iter().map(|(Le(le), n)| (le, n)).collect(),
     ))
@@ -113,28 +97,41 @@ pub(crate) fn parse_buckets(
 /// Reads histogram `name`'s `_sum` (seconds in all) over the series whose
 /// labels include every `(label, value)` of `filter`; 0 without one.
 pub(crate) fn parse_sum(text: &str, name: &str, filter: &[(&str, &str)]) -> Result<f64, String> {
-    let series = format!("{name}_sum");
     let mut sum = 0.0;
+    for_each_series(text, &format!("{name}_sum"), filter, |_, value| {
+        sum += value.parse::<f64>().map_err(|e| e.to_string())?;
+        Ok(())
+    })?;
+    Ok(sum)
+}
+
+/// Calls `each(labels, value)` for every line of `series` whose labels
+/// include every `(label, value)` of `filter`; an error names the series
+/// and the line.
+fn for_each_series(
+    text: &str,
+    series: &str,
+    filter: &[(&str, &str)],
+    mut each: impl FnMut(&Labels, &str) -> Result<(), String>,
+) -> Result<(), String> {
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix(series.as_str()) else {
+        let Some(rest) = line.strip_prefix(series) else {
             continue;
         };
         if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
+            continue; // Another metric whose name starts with this one's.
         }
-        let (labels, value) =
-            split_labels(rest).map_err(|e| format!("{series}: {e} in line {line:?}"))?;
-        if filter
+        let in_line = |e: String| format!("{series}: {e} in line {line:?}");
+        let (labels, value) = split_labels(rest).map_err(in_line)?;
+        let wanted = filter
             .iter()
-            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        {
-            sum += value
-                .parse::<f64>()
-                .map_err(|e| format!("{series}: {e} in line {line:?}"))?;
+            .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
+        if wanted {
+            each(&labels, value).map_err(in_line)?;
         }
     }
-    Ok(sum)
+    Ok(())
 }
 
 /// A series' labels, `(name, unescaped value)`, in the order written.

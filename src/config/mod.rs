@@ -501,9 +501,8 @@ pub struct GamesConfig {
     /// most [`MAX_RETENTION`].
     pub retention: Duration,
     /// Shards (tasks) over which a game with more than `inline_fans` fans
-    /// spreads them, so one
-    /// event's fan-out runs on every core. Default 0: one per CPU the
-    /// process may run on.
+    /// spreads them, so one event's fan-out runs on every core. Default 0:
+    /// one per CPU the process may run on.
     pub fan_shards: usize,
     /// Most fans a game's actor pushes each frame to itself; a game with
     /// more moves them to fan shards. Inline is cheaper per delivery (no

@@ -6,8 +6,7 @@
 //! and is the cheapest way for a game a few hundred fans watch. Once the game
 //! has more than `games.inline_fans` fans (default [`INLINE_FANS`]; a pass
 //! over that many costs the actor a few milliseconds) it switches, for the
-//! rest of its actor's
-//! life, to *shards*: its fans are spread over `shards` tasks (one per worker
+//! rest of its actor's life, to *shards*: its fans are spread over `shards` tasks (one per worker
 //! thread by default, `games.fan_shards`), a fan always on the shard
 //! `conn_id % shards`. The actor then hands each batch of frames to every
 //! shard (one channel send each, the frames shared, never copied) and goes
