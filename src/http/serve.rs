@@ -183,7 +183,7 @@ async fn serve_connection(
         tokio::pin!(conn);
         // Once set, the connection is finishing its request and then closes.
         let mut finishing = false;
-        loop {
+        let why = loop {
             let recheck = match activity.verdict(settings.timeouts, Instant::now()) {
                 Verdict::Until(at) => at,
                 Verdict::Expired(expiry) => break Some(expiry.label()),
@@ -215,13 +215,18 @@ async fn serve_connection(
                 }
                 () = tokio::time::sleep_until(recheck), if !finishing => {}
             }
-        }
-    };
-    if let Some(reason) = why {
-        if reason != "evicted" {
-            // Evictions are counted when chosen, by the table.
+        };
+        // Counted while the socket is still open: a client that sees the
+        // close then sees it counted. Evictions are counted when chosen, by
+        // the table.
+        if let Some(reason) = why
+            && reason != "evicted"
+        {
             metrics::counter!(m::HTTP_CLOSED, "reason" => reason).increment(1);
         }
+        why
+    };
+    if let Some(reason) = why {
         tracing::debug!(%peer, reason, "HTTP connection closed by the hub");
     }
     drop(admitted);
