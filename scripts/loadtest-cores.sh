@@ -68,11 +68,13 @@ tag, path = sys.argv[1], sys.argv[2]
 r = json.load(open(path))
 fan = r.get("hub_fanout_ms") or {}
 post = r.get("hub_post_ms") or {}
+sync = r.get("hub_log_sync_ms") or {}
 cells = [
     tag,
     f"{r['events_accepted']}/{r['events_accepted'] + r['events_skipped'] + r['events_failed']}",
     f"{r['post_latency_ms']['p50']:.1f}/{r['post_latency_ms']['p99']:.1f}",
     f"<={post.get('p50_le')}/<={post.get('p99_le')}",
+    f"{sync.get('mean')}/<={sync.get('p99_le')}",
     f"{r['latency_ms']['p50']:.0f}/{r['latency_ms']['p99']:.0f}",
     f"{fan.get('mean')}/<={fan.get('p99_le')}",
     f"{r['deliveries_per_hub_cpu_s']:.0f}",
@@ -83,7 +85,7 @@ print("\t".join(cells))
 EOF
 }
 
-printf 'run\taccepted/scheduled\tPOST p50/p99 ms (generator)\tPOST p50/p99 ms (hub)\tfans p50/p99 ms\thub fan-out mean/p99 ms\tdeliveries per hub CPU-s\thub cores\tother cores\n' >"$OUT/summary.tsv"
+printf 'run\taccepted/scheduled\tPOST p50/p99 ms (generator)\tPOST p50/p99 ms (hub)\tlog sync mean/p99 ms (hub)\tfans p50/p99 ms\thub fan-out mean/p99 ms\tdeliveries per hub CPU-s\thub cores\tother cores\n' >"$OUT/summary.tsv"
 selected=("$@")
 status=0
 floor before

@@ -20,6 +20,10 @@ pub(crate) const FANOUT: &str = "scorehub_fanout_seconds";
 /// Histogram `{route}`: HTTP request latency by route template.
 pub(crate) const HTTP_DURATION: &str = "scorehub_http_request_duration_seconds";
 
+/// Histogram: one group commit of the embedded event log (its write and,
+/// with `storage.fsync`, its fdatasync). Absent on a hub storing in Redis.
+pub(crate) const LOG_SYNC: &str = "scorehub_log_sync_seconds";
+
 /// The route template of `POST /v1/games/{id}/events`. The hub labels its
 /// request histogram by route only, so a `GET` of the same route's history
 /// would count too; the run sends none while measuring.
@@ -306,6 +310,8 @@ pub(crate) enum Histogram {
     Fanout,
     /// [`HTTP_DURATION`] of [`EVENT_ROUTE`].
     Post,
+    /// [`LOG_SYNC`].
+    LogSync,
 }
 
 impl Histogram {
@@ -314,6 +320,7 @@ impl Histogram {
         let (name, filter): (_, &[(&str, &str)]) = match self {
             Histogram::Fanout => (FANOUT, &[]),
             Histogram::Post => (HTTP_DURATION, &[("route", EVENT_ROUTE)]),
+            Histogram::LogSync => (LOG_SYNC, &[]),
         };
         Ok((
             parse_buckets(text, name, filter)?,
@@ -325,6 +332,7 @@ impl Histogram {
     fn name(self) -> &'static str {
         match self {
             Histogram::Fanout => FANOUT,
+            Histogram::LogSync => LOG_SYNC,
             Histogram::Post => {
                 "scorehub_http_request_duration_seconds{route=\"/v1/games/{id}/events\"}"
             }
@@ -567,6 +575,24 @@ scorehub_http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 40
         assert_eq!(fanout.mean, Some(1.0));
         let post = window(Histogram::Post, &before, &after).expect("known");
         assert_eq!(post.count, 0, "no such series: zero, not unknown");
+        let sync = |n: u64| {
+            format!(
+                "scorehub_log_sync_seconds_bucket{{le=\"0.005\"}} {n}\n\
+                 scorehub_log_sync_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+                 scorehub_log_sync_seconds_sum {}\n",
+                n as f64 * 0.002
+            )
+        };
+        let log = window(
+            Histogram::LogSync,
+            &vec![hub("a", sync(3))],
+            &vec![hub("a", sync(13))],
+        )
+        .expect("known");
+        assert_eq!(
+            (log.count, log.p99_le, log.mean),
+            (10, Some(5.0), Some(2.0))
+        );
 
         let failed = vec![hub("a", page(5)), ("b".to_string(), Err("refused".into()))];
         let e = window(Histogram::Fanout, &before, &failed).expect_err("unknown");

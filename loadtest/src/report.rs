@@ -403,6 +403,12 @@ pub(crate) struct Report {
     /// summed over hubs, in the window; bucket upper bounds, ms. `None` when
     /// a hub's `/metrics` could not be read (see `notes`).
     pub(crate) hub_post_ms: Option<HubLatency>,
+    /// The event log's group commits as the hubs measured them
+    /// (`scorehub_log_sync_seconds`: one write plus, with `storage.fsync`,
+    /// one fdatasync), in the window; bucket upper bounds, ms: the part of
+    /// a post spent on the disk. No samples on hubs storing in Redis (they
+    /// keep no local log); `None` as for `hub_post_ms`.
+    pub(crate) hub_log_sync_ms: Option<HubLatency>,
 
     /// Diff frames received while measuring, over all fans.
     pub(crate) deliveries: u64,
@@ -585,6 +591,7 @@ impl Report {
             ),
             ("post ms", self.post_latency_ms.line()),
             ("  hub side ms", hub_line(self.hub_post_ms.as_ref())),
+            ("  log sync ms", hub_line(self.hub_log_sync_ms.as_ref())),
             (
                 "deliveries",
                 format!(
@@ -1275,6 +1282,7 @@ mod tests {
             "{table}"
         );
         assert!(row("hub side ms").contains("unknown"), "{table}");
+        assert!(row("log sync ms").contains("unknown"), "{table}");
         let json = serde_json::to_value(&report).expect("encodes");
         assert_eq!(
             json["hub_fanout_ms"],

@@ -646,6 +646,8 @@ async fn measure(
         hub_metrics::report(Histogram::Fanout, &hub_pages_before, &hub_pages_after);
     let (hub_post, post_note) =
         hub_metrics::report(Histogram::Post, &hub_pages_before, &hub_pages_after);
+    let (hub_log_sync, log_sync_note) =
+        hub_metrics::report(Histogram::LogSync, &hub_pages_before, &hub_pages_after);
     let mut mismatch_samples = states.samples;
     mismatch_samples.extend(churn_check.samples);
     let mut report = Report {
@@ -678,6 +680,7 @@ async fn measure(
         events_skipped: posted.skipped,
         post_latency_ms: Latency::from_micros(&posted.latency),
         hub_post_ms: hub_post,
+        hub_log_sync_ms: hub_log_sync,
         deliveries: counters.deliveries,
         deliveries_per_s: counters.deliveries as f64 / secs,
         snapshots: counters.snapshots,
@@ -728,9 +731,12 @@ async fn measure(
             .push("--no-state-check: churned fans' states were not checked".into());
     }
     report.notes.extend(kill_note);
-    report
-        .notes
-        .extend(fanout_note.into_iter().chain(post_note));
+    report.notes.extend(
+        fanout_note
+            .into_iter()
+            .chain(post_note)
+            .chain(log_sync_note),
+    );
     if let Some((mismatches, sample)) = recheck {
         report.state_mismatches_rechecked = Some(mismatches);
         report.notes.push(format!(

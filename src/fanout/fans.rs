@@ -51,9 +51,12 @@ use crate::metrics as m;
 /// (`games.inline_fans`); above, its fans go to shards.
 pub const INLINE_FANS: usize = 512;
 
-/// Fans a shard writes to before it lets other tasks run (about half a
-/// millisecond of loopback writes here).
-pub const FANS_PER_SLICE: usize = 128;
+/// Fans a shard writes to before it lets other tasks run: 0.1–0.3 ms of
+/// loopback writes here, so a scorekeeper's request and the game's actor
+/// wait at most that long for a worker while a big fan-out runs. (128 fans
+/// per slice gave a POST p50 twice as long in hot-10k; 8 and 16 gave no
+/// more than 32. docs/PERFORMANCE.md.)
+pub const FANS_PER_SLICE: usize = 32;
 
 /// Most commands a shard takes from its channel in one pass.
 pub const MAX_DRAIN: usize = 256;
