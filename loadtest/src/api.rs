@@ -42,8 +42,8 @@ pub(crate) fn control() -> Result<Handle> {
     Ok(CONTROL.get_or_init(|| handle).clone())
 }
 
-/// The nice value the control thread asks for: above the fans' threads and
-/// the hub it measures (both at the default 0), so a post is sent, and its
+/// The nice value the control thread asks for: a higher priority than the
+/// fans' threads (at the process's own), so a post is sent, and its
 /// answer timed, when it arrives rather than when the scheduler next gets to
 /// this thread among the generator's busy fan threads. The control thread
 /// stands for a scorekeeper on another machine; it runs a few requests a

@@ -6,9 +6,9 @@
 //! and is the cheapest way for a game a few hundred fans watch. Once the game
 //! has more than `games.inline_fans` fans (default [`INLINE_FANS`]; a pass
 //! over that many costs the actor a few milliseconds) it switches, for the
-//! rest of its actor's life, to *shards*: its fans are spread over `shards` tasks (one per worker
-//! thread by default, `games.fan_shards`), a fan always on the shard
-//! `conn_id % shards`. The actor then hands each batch of frames to every
+//! rest of its actor's life, to *shards*: its fans are spread over `shards`
+//! tasks (one per worker thread by default, `games.fan_shards`), a fan
+//! always on the shard `conn_id % shards`. The actor then hands each batch of frames to every
 //! shard (one channel send each, the frames shared, never copied) and goes
 //! on with the next event at once; the shards write to their fans on every
 //! core at the same time. A scorekeeper's answer therefore never waits for
